@@ -1,0 +1,2 @@
+//! cardsync
+fn main() {}

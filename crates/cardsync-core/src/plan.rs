@@ -1,0 +1,982 @@
+//! Planning: turning card records into the requests CardSync needs.
+//!
+//! American Express cards go to subscription requests, one group per SE number; Visa,
+//! Mastercard and Discover cards go to batch requests; no request holds more than
+//! [`MAX_CARDS_PER_REQUEST`] cards. Every row is either accepted into a request or rejected
+//! with its row number, id, masked card and reasons: nothing is dropped silently.
+//!
+//! [`Planner`] is a state machine with no I/O: feed it records with
+//! [`Planner::handle_record`], take full requests with [`Planner::poll_request`], and call
+//! [`Planner::finish`] at the end of the input to release the partly filled ones. [`plan`]
+//! wraps it as an iterator.
+//!
+//! Memory is bounded by the open requests (one batch and one subscription group per SE number,
+//! each at most the request size) plus, while duplicate checking is on, 16 bytes per distinct
+//! id and card (a keyed 64-bit fingerprint and a row number), never the input itself.
+
+use std::collections::hash_map::{Entry, RandomState};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use crate::{Brand, Expiry, ExpiryError, Pan, PanError, PanFragment, mask_card_text};
+
+/// The most cards CardSync takes in one batch or subscription request.
+pub const MAX_CARDS_PER_REQUEST: usize = 10_000;
+
+/// An American Express service establishment (SE) number: the merchant account that Amex
+/// subscriptions belong to.
+///
+/// American Express issues 10-digit SE numbers; since the documents also show an 11-digit one,
+/// any run of 1 to 15 ASCII digits is accepted.
+///
+/// ```
+/// use cardsync_core::SeNumber;
+///
+/// let se = SeNumber::parse("1234567890")?;
+/// assert_eq!(se.as_str(), "1234567890");
+/// assert!(SeNumber::parse("12345-678").is_err());
+/// # Ok::<(), cardsync_core::SeNumberError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeNumber(String);
+
+impl SeNumber {
+    /// Parses an SE number.
+    ///
+    /// # Errors
+    ///
+    /// [`SeNumberError`] when the text is empty, longer than 15 characters, or not all digits.
+    pub fn parse(s: &str) -> Result<SeNumber, SeNumberError> {
+        if (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(SeNumber(s.to_owned()))
+        } else {
+            Err(SeNumberError)
+        }
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SeNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
+impl std::str::FromStr for SeNumber {
+    type Err = SeNumberError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SeNumber::parse(s)
+    }
+}
+
+/// The error for text that is not an SE number (1 to 15 ASCII digits).
+///
+/// ```
+/// assert_eq!(
+///     cardsync_core::SeNumber::parse("").unwrap_err().to_string(),
+///     "SE number must be 1 to 15 digits"
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct SeNumberError;
+
+impl fmt::Display for SeNumberError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SE number must be 1 to 15 digits")
+    }
+}
+
+impl std::error::Error for SeNumberError {}
+
+/// One input row: an id chosen by the merchant, the card number and expiry as text, and the SE
+/// number for an American Express card.
+///
+/// ```
+/// let record = cardsync_core::Record::new("c1", "342132335566772", "01/50")
+///     .with_se_number(Some("1234567890"));
+/// assert_eq!(record.se_number, Some("1234567890"));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Record<'a> {
+    /// The merchant's id for the card, echoed back in results.
+    pub id: &'a str,
+    /// The card number as given.
+    pub card: &'a str,
+    /// The expiry date as given.
+    pub exp: &'a str,
+    /// The SE number, for American Express cards.
+    pub se_number: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    /// A record with no SE number.
+    pub fn new(id: &'a str, card: &'a str, exp: &'a str) -> Self {
+        Record {
+            id,
+            card,
+            exp,
+            se_number: None,
+        }
+    }
+
+    /// Sets the SE number. An empty one counts as none.
+    pub fn with_se_number(mut self, se_number: Option<&'a str>) -> Self {
+        self.se_number = se_number.filter(|s| !s.is_empty());
+        self
+    }
+}
+
+impl fmt::Debug for Record<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("id", &self.id)
+            .field("card", &mask_card_text(self.card))
+            .field("exp", &self.exp)
+            .field("se_number", &self.se_number)
+            .finish()
+    }
+}
+
+/// An owned [`Record`], for iterators that cannot lend their rows.
+///
+/// ```
+/// use cardsync_core::{AsRecord, RecordBuf};
+///
+/// let row = RecordBuf::new("c1", "4457010000000009", "01/50");
+/// assert_eq!(row.as_record().id, "c1");
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecordBuf {
+    /// The merchant's id for the card.
+    pub id: String,
+    /// The card number as given.
+    pub card: String,
+    /// The expiry date as given.
+    pub exp: String,
+    /// The SE number, for American Express cards.
+    pub se_number: Option<String>,
+}
+
+impl RecordBuf {
+    /// An owned record with no SE number.
+    pub fn new(id: impl Into<String>, card: impl Into<String>, exp: impl Into<String>) -> Self {
+        RecordBuf {
+            id: id.into(),
+            card: card.into(),
+            exp: exp.into(),
+            se_number: None,
+        }
+    }
+
+    /// Sets the SE number.
+    pub fn with_se_number(mut self, se_number: Option<String>) -> Self {
+        self.se_number = se_number;
+        self
+    }
+}
+
+impl fmt::Debug for RecordBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.as_record(), f)
+    }
+}
+
+impl Drop for RecordBuf {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.card);
+    }
+}
+
+/// Anything that can be viewed as a [`Record`]: the item type [`plan`] takes.
+pub trait AsRecord {
+    /// The record view.
+    fn as_record(&self) -> Record<'_>;
+}
+
+impl AsRecord for Record<'_> {
+    fn as_record(&self) -> Record<'_> {
+        *self
+    }
+}
+
+impl AsRecord for RecordBuf {
+    fn as_record(&self) -> Record<'_> {
+        Record::new(&self.id, &self.card, &self.exp).with_se_number(self.se_number.as_deref())
+    }
+}
+
+/// Where an accepted card goes.
+///
+/// ```
+/// use cardsync_core::RouteKind;
+///
+/// assert_eq!(RouteKind::Subscription.as_str(), "subscription");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum RouteKind {
+    /// A batch request (`POST /v2/batch`): Visa, Mastercard and Discover.
+    Batch,
+    /// A subscription request (`POST /v2/subscribe`): American Express, with an SE number.
+    Subscription,
+}
+
+impl RouteKind {
+    /// `"batch"` or `"subscription"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::Batch => "batch",
+            RouteKind::Subscription => "subscription",
+        }
+    }
+}
+
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The request a group of cards goes in.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Route {
+    /// A batch request.
+    Batch,
+    /// A subscription request for one SE number.
+    Subscription(SeNumber),
+}
+
+impl Route {
+    /// The kind of request, without the SE number.
+    pub fn kind(&self) -> RouteKind {
+        match self {
+            Route::Batch => RouteKind::Batch,
+            Route::Subscription(_) => RouteKind::Subscription,
+        }
+    }
+
+    /// The SE number of a subscription request.
+    pub fn se_number(&self) -> Option<&SeNumber> {
+        match self {
+            Route::Batch => None,
+            Route::Subscription(se) => Some(se),
+        }
+    }
+}
+
+/// A card accepted into a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlannedCard {
+    /// 1-based number of the input record (header not counted).
+    pub row: u64,
+    /// The merchant's id.
+    pub id: String,
+    /// The card number.
+    pub pan: Pan,
+    /// The expiry date.
+    pub exp: Expiry,
+}
+
+/// A request ready to be sent: up to the request size of cards for one route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PlannedRequest {
+    /// 1-based number of the request, in the order the planner released them.
+    pub seq: u64,
+    /// Batch or subscription (with its SE number).
+    pub route: Route,
+    /// The cards, in input order.
+    pub cards: Vec<PlannedCard>,
+}
+
+impl PlannedRequest {
+    /// How many cards of each brand the request holds, in [`Brand::ALL`] order, leaving out
+    /// brands with none.
+    ///
+    /// ```
+    /// use cardsync_core::{plan, Brand, PlanEvent, PlanOptions, Record};
+    ///
+    /// let rows = [
+    ///     Record::new("a", "4457010000000009", "01/50"),
+    ///     Record::new("b", "5112010000000003", "02/50"),
+    ///     Record::new("c", "4100200300011001", "05/50"),
+    /// ];
+    /// let mut events = plan(rows, PlanOptions::default());
+    /// let Some(PlanEvent::Request(request)) = events.next() else { panic!() };
+    /// assert_eq!(request.brand_counts(), vec![(Brand::Visa, 2), (Brand::Mastercard, 1)]);
+    /// ```
+    pub fn brand_counts(&self) -> Vec<(Brand, usize)> {
+        Brand::ALL
+            .into_iter()
+            .map(|b| (b, self.cards.iter().filter(|c| c.pan.brand() == b).count()))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+}
+
+/// Why a row was rejected. A row may have several reasons.
+///
+/// ```
+/// use cardsync_core::{PanError, RejectReason};
+///
+/// assert_eq!(RejectReason::Card(PanError::Luhn).code(), "luhn");
+/// assert_eq!(RejectReason::DuplicateId { first_row: 3 }.code(), "duplicate_id");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The card number is not valid.
+    Card(PanError),
+    /// The expiry date is not valid.
+    Exp(ExpiryError),
+    /// The id is empty.
+    MissingId,
+    /// An earlier row has the same id.
+    DuplicateId {
+        /// The row that had the id first.
+        first_row: u64,
+    },
+    /// An earlier row has the same card (and, for American Express, the same SE number).
+    DuplicateCard {
+        /// The row that had the card first.
+        first_row: u64,
+    },
+    /// CardSync does not update cards of this brand.
+    UnsupportedBrand(Brand),
+    /// An American Express card with no SE number, in the row or as a default.
+    AmexNeedsSeNumber,
+    /// The SE number is not 1 to 15 digits.
+    SeNumber(SeNumberError),
+}
+
+impl RejectReason {
+    /// A stable snake_case code: the [`PanError::code`] and [`ExpiryError::code`] codes, and
+    /// `missing_id`, `duplicate_id`, `duplicate_card`, `unsupported_brand`,
+    /// `amex_needs_se_number` and `se_number_format`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::Card(e) => e.code(),
+            RejectReason::Exp(e) => e.code(),
+            RejectReason::MissingId => "missing_id",
+            RejectReason::DuplicateId { .. } => "duplicate_id",
+            RejectReason::DuplicateCard { .. } => "duplicate_card",
+            RejectReason::UnsupportedBrand(_) => "unsupported_brand",
+            RejectReason::AmexNeedsSeNumber => "amex_needs_se_number",
+            RejectReason::SeNumber(_) => "se_number_format",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RejectReason::Card(e) => fmt::Display::fmt(e, f),
+            RejectReason::Exp(e) => fmt::Display::fmt(e, f),
+            RejectReason::MissingId => f.write_str("id is empty"),
+            RejectReason::DuplicateId { first_row } => {
+                write!(f, "id already used in row {first_row}")
+            }
+            RejectReason::DuplicateCard { first_row } => {
+                write!(f, "card already listed in row {first_row}")
+            }
+            RejectReason::UnsupportedBrand(brand) => {
+                write!(f, "CardSync does not update {brand} cards")
+            }
+            RejectReason::AmexNeedsSeNumber => {
+                f.write_str("American Express cards need an SE number (column se_number)")
+            }
+            RejectReason::SeNumber(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+/// A row that was accepted into a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AcceptedRow {
+    /// 1-based record number.
+    pub row: u64,
+    /// The card's brand.
+    pub brand: Brand,
+    /// The card number, masked.
+    pub card: PanFragment,
+    /// The expiry date.
+    pub exp: Expiry,
+    /// Batch or subscription.
+    pub route: RouteKind,
+}
+
+/// A row that was rejected, with every reason found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RejectedRow {
+    /// 1-based record number.
+    pub row: u64,
+    /// The id as given (possibly empty).
+    pub id: String,
+    /// Whatever digits the card field held, masked.
+    pub card: PanFragment,
+    /// The card's brand, when the number is valid.
+    pub brand: Option<Brand>,
+    /// The reasons, at least one.
+    pub reasons: Vec<RejectReason>,
+}
+
+/// What became of one record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RowVerdict {
+    /// The card is in a request (or will be when the request fills up or the input ends).
+    Accepted(AcceptedRow),
+    /// The row was rejected.
+    Rejected(RejectedRow),
+}
+
+impl RowVerdict {
+    /// The 1-based record number.
+    pub fn row(&self) -> u64 {
+        match self {
+            RowVerdict::Accepted(a) => a.row,
+            RowVerdict::Rejected(r) => r.row,
+        }
+    }
+}
+
+/// Settings for a [`Planner`].
+///
+/// ```
+/// use cardsync_core::{PlanOptions, SeNumber};
+///
+/// let options = PlanOptions::default()
+///     .with_max_per_request(500)?
+///     .with_default_se_number(Some(SeNumber::parse("1234567890")?));
+/// assert_eq!(options.max_per_request(), 500);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanOptions {
+    max_per_request: usize,
+    default_se_number: Option<SeNumber>,
+    check_duplicates: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            max_per_request: MAX_CARDS_PER_REQUEST,
+            default_se_number: None,
+            check_duplicates: true,
+        }
+    }
+}
+
+impl PlanOptions {
+    /// Caps the cards per request below CardSync's 10,000.
+    ///
+    /// # Errors
+    ///
+    /// [`MaxPerRequestError`] for 0 or more than [`MAX_CARDS_PER_REQUEST`].
+    pub fn with_max_per_request(mut self, max: usize) -> Result<Self, MaxPerRequestError> {
+        if (1..=MAX_CARDS_PER_REQUEST).contains(&max) {
+            self.max_per_request = max;
+            Ok(self)
+        } else {
+            Err(MaxPerRequestError { requested: max })
+        }
+    }
+
+    /// The SE number for American Express rows that have none.
+    pub fn with_default_se_number(mut self, se: Option<SeNumber>) -> Self {
+        self.default_se_number = se;
+        self
+    }
+
+    /// Turns duplicate detection off, for callers that deduplicate elsewhere; the planner then
+    /// keeps no memory per row.
+    pub fn with_duplicate_check(mut self, on: bool) -> Self {
+        self.check_duplicates = on;
+        self
+    }
+
+    /// The most cards per request.
+    pub fn max_per_request(&self) -> usize {
+        self.max_per_request
+    }
+
+    /// The SE number for American Express rows that have none.
+    pub fn default_se_number(&self) -> Option<&SeNumber> {
+        self.default_se_number.as_ref()
+    }
+
+    /// Whether duplicate ids and cards are reported.
+    pub fn duplicate_check(&self) -> bool {
+        self.check_duplicates
+    }
+}
+
+/// The error for a request size that is 0 or above [`MAX_CARDS_PER_REQUEST`].
+///
+/// ```
+/// let err = cardsync_core::PlanOptions::default().with_max_per_request(0).unwrap_err();
+/// assert_eq!(err.to_string(), "cards per request must be 1 to 10000, not 0");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MaxPerRequestError {
+    /// The size asked for.
+    pub requested: usize,
+}
+
+impl fmt::Display for MaxPerRequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cards per request must be 1 to {MAX_CARDS_PER_REQUEST}, not {}",
+            self.requested
+        )
+    }
+}
+
+impl std::error::Error for MaxPerRequestError {}
+
+/// Fingerprints are already uniformly distributed keyed hashes; hashing them again is waste.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type FingerprintMap = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
+
+/// Remembers which row first had each id and card, by keyed 64-bit fingerprint. Two different
+/// values share a fingerprint with probability about n² / 2⁶⁵ over n rows (under 3 in 10⁸ for
+/// a million rows); such a row would be reported as a duplicate, never dropped silently.
+struct Seen {
+    keys: RandomState,
+    ids: FingerprintMap,
+    cards: FingerprintMap,
+}
+
+impl Seen {
+    fn claim(map: &mut FingerprintMap, fingerprint: u64, row: u64) -> Option<u64> {
+        match map.entry(fingerprint) {
+            Entry::Occupied(e) => Some(*e.get()),
+            Entry::Vacant(e) => {
+                e.insert(row);
+                None
+            }
+        }
+    }
+
+    fn claim_id(&mut self, id: &str, row: u64) -> Option<u64> {
+        let fp = self.keys.hash_one(id);
+        Seen::claim(&mut self.ids, fp, row)
+    }
+
+    fn claim_card(&mut self, pan: &Pan, se: Option<&SeNumber>, row: u64) -> Option<u64> {
+        let mut h = self.keys.build_hasher();
+        pan.hash(&mut h);
+        se.hash(&mut h);
+        Seen::claim(&mut self.cards, h.finish(), row)
+    }
+}
+
+/// Turns records into requests, one record at a time, with no I/O.
+///
+/// Call protocol: [`handle_record`](Planner::handle_record) for each input record, in order;
+/// after each call, [`poll_request`](Planner::poll_request) until it returns `None` to take the
+/// requests that filled up; at the end of the input, [`finish`](Planner::finish), then
+/// `poll_request` again for the partly filled ones.
+///
+/// ```
+/// use cardsync_core::{Planner, PlanOptions, Record, RowVerdict};
+///
+/// let mut planner = Planner::new(PlanOptions::default().with_max_per_request(2)?);
+/// let rows = [
+///     Record::new("a", "4457010000000009", "01/50"),
+///     Record::new("b", "4457010000000008", "01/50"), // fails Luhn
+///     Record::new("c", "5112010000000003", "02/50"),
+///     Record::new("d", "6011010000000003", "03/50"),
+/// ];
+/// let mut sent = Vec::new();
+/// for row in rows {
+///     if let RowVerdict::Rejected(r) = planner.handle_record(row) {
+///         assert_eq!((r.row, r.reasons[0].code()), (2, "luhn"));
+///     }
+///     while let Some(request) = planner.poll_request() {
+///         sent.push(request);
+///     }
+/// }
+/// planner.finish();
+/// sent.extend(std::iter::from_fn(|| planner.poll_request()));
+/// assert_eq!(sent.iter().map(|r| r.cards.len()).collect::<Vec<_>>(), [2, 1]);
+/// # Ok::<(), cardsync_core::MaxPerRequestError>(())
+/// ```
+pub struct Planner {
+    options: PlanOptions,
+    rows: u64,
+    next_seq: u64,
+    batch: Vec<PlannedCard>,
+    subscriptions: BTreeMap<SeNumber, Vec<PlannedCard>>,
+    ready: VecDeque<PlannedRequest>,
+    seen: Option<Seen>,
+}
+
+impl fmt::Debug for Planner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Planner")
+            .field("options", &self.options)
+            .field("rows", &self.rows)
+            .field("open_batch", &self.batch.len())
+            .field("open_subscriptions", &self.subscriptions.len())
+            .field("ready", &self.ready.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Planner {
+    /// A planner with the given options.
+    pub fn new(options: PlanOptions) -> Planner {
+        let seen = options.check_duplicates.then(|| Seen {
+            keys: RandomState::new(),
+            ids: FingerprintMap::default(),
+            cards: FingerprintMap::default(),
+        });
+        Planner {
+            options,
+            rows: 0,
+            next_seq: 1,
+            batch: Vec::new(),
+            subscriptions: BTreeMap::new(),
+            ready: VecDeque::new(),
+            seen,
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &PlanOptions {
+        &self.options
+    }
+
+    /// How many records have been handled.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Validates one record and, if it is good, adds its card to the open request for its route.
+    /// The record's row number is one more than the previous record's.
+    pub fn handle_record(&mut self, record: Record<'_>) -> RowVerdict {
+        self.rows += 1;
+        let row = self.rows;
+        let mut reasons = Vec::new();
+
+        if record.id.is_empty() {
+            reasons.push(RejectReason::MissingId);
+        } else if let Some(first_row) = self.seen.as_mut().and_then(|s| s.claim_id(record.id, row))
+        {
+            reasons.push(RejectReason::DuplicateId { first_row });
+        }
+
+        let pan = Pan::parse(record.card)
+            .map_err(|e| reasons.push(RejectReason::Card(e)))
+            .ok();
+        let exp = Expiry::parse(record.exp)
+            .map_err(|e| reasons.push(RejectReason::Exp(e)))
+            .ok();
+
+        let mut se = None;
+        if let Some(pan) = &pan {
+            let kind = match pan.brand() {
+                Brand::Visa | Brand::Mastercard | Brand::Discover => Some(RouteKind::Batch),
+                Brand::AmericanExpress => Some(RouteKind::Subscription),
+                other => {
+                    reasons.push(RejectReason::UnsupportedBrand(other));
+                    None
+                }
+            };
+            if kind == Some(RouteKind::Subscription) {
+                match record.se_number.map(SeNumber::parse) {
+                    Some(Ok(s)) => se = Some(s),
+                    Some(Err(e)) => reasons.push(RejectReason::SeNumber(e)),
+                    None => match &self.options.default_se_number {
+                        Some(s) => se = Some(s.clone()),
+                        None => reasons.push(RejectReason::AmexNeedsSeNumber),
+                    },
+                }
+            }
+            if let Some(first_row) = self
+                .seen
+                .as_mut()
+                .and_then(|s| s.claim_card(pan, se.as_ref(), row))
+            {
+                reasons.push(RejectReason::DuplicateCard { first_row });
+            }
+        }
+
+        match (pan, exp) {
+            (Some(pan), Some(exp)) if reasons.is_empty() => {
+                let accepted = AcceptedRow {
+                    row,
+                    brand: pan.brand(),
+                    card: pan.masked(),
+                    exp,
+                    route: if se.is_some() {
+                        RouteKind::Subscription
+                    } else {
+                        RouteKind::Batch
+                    },
+                };
+                let card = PlannedCard {
+                    row,
+                    id: record.id.to_owned(),
+                    pan,
+                    exp,
+                };
+                self.add(se, card);
+                RowVerdict::Accepted(accepted)
+            }
+            (pan, _) => RowVerdict::Rejected(RejectedRow {
+                row,
+                id: record.id.to_owned(),
+                card: pan
+                    .as_ref()
+                    .map_or_else(|| mask_card_text(record.card), Pan::masked),
+                brand: pan.as_ref().map(Pan::brand),
+                reasons,
+            }),
+        }
+    }
+
+    fn add(&mut self, se: Option<SeNumber>, card: PlannedCard) {
+        let max = self.options.max_per_request;
+        let (route, open) = match se {
+            None => (Route::Batch, &mut self.batch),
+            Some(se) => {
+                let open = self.subscriptions.entry(se.clone()).or_default();
+                (Route::Subscription(se), open)
+            }
+        };
+        open.push(card);
+        if open.len() >= max {
+            let cards = std::mem::take(open);
+            if let Route::Subscription(se) = &route {
+                self.subscriptions.remove(se);
+            }
+            self.release(route, cards);
+        }
+    }
+
+    fn release(&mut self, route: Route, cards: Vec<PlannedCard>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready.push_back(PlannedRequest { seq, route, cards });
+    }
+
+    /// Takes the next request that is ready, in the order they became ready.
+    pub fn poll_request(&mut self) -> Option<PlannedRequest> {
+        self.ready.pop_front()
+    }
+
+    /// Marks the end of the input: the open batch, then the open subscription groups in SE
+    /// number order, become ready. Records handled afterwards start new requests.
+    pub fn finish(&mut self) {
+        if !self.batch.is_empty() {
+            let cards = std::mem::take(&mut self.batch);
+            self.release(Route::Batch, cards);
+        }
+        for (se, cards) in std::mem::take(&mut self.subscriptions) {
+            self.release(Route::Subscription(se), cards);
+        }
+    }
+}
+
+/// One output of [`plan`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlanEvent {
+    /// A row was rejected.
+    Rejected(RejectedRow),
+    /// A request is ready.
+    Request(PlannedRequest),
+}
+
+/// Plans an iterator of records lazily: rejected rows as they are found, requests as they fill
+/// up, and the partly filled requests once the input ends.
+///
+/// ```
+/// use cardsync_core::{plan, PlanEvent, PlanOptions, RecordBuf, Route};
+///
+/// let rows = vec![
+///     RecordBuf::new("a", "342132335566772", "01/50").with_se_number(Some("1234567890".into())),
+///     RecordBuf::new("b", "4457010000000009", "01/50"),
+///     RecordBuf::new("c", "3530111333300000", "01/50"), // JCB
+/// ];
+/// let events: Vec<PlanEvent> = plan(rows, PlanOptions::default()).collect();
+/// assert!(matches!(&events[0], PlanEvent::Rejected(r) if r.reasons[0].code() == "unsupported_brand"));
+/// assert!(matches!(&events[1], PlanEvent::Request(r) if r.route == Route::Batch));
+/// assert!(matches!(&events[2], PlanEvent::Request(r) if r.route.se_number().is_some()));
+/// ```
+pub fn plan<I>(records: I, options: PlanOptions) -> Plan<I::IntoIter>
+where
+    I: IntoIterator,
+    I::Item: AsRecord,
+{
+    Plan {
+        records: records.into_iter(),
+        planner: Planner::new(options),
+        finished: false,
+    }
+}
+
+/// The iterator returned by [`plan`].
+pub struct Plan<I> {
+    records: I,
+    planner: Planner,
+    finished: bool,
+}
+
+impl<I> fmt::Debug for Plan<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("planner", &self.planner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I> Plan<I> {
+    /// The planner inside, to read its row count or options.
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+}
+
+impl<I> Iterator for Plan<I>
+where
+    I: Iterator,
+    I::Item: AsRecord,
+{
+    type Item = PlanEvent;
+
+    fn next(&mut self) -> Option<PlanEvent> {
+        loop {
+            if let Some(request) = self.planner.poll_request() {
+                return Some(PlanEvent::Request(request));
+            }
+            if self.finished {
+                return None;
+            }
+            match self.records.next() {
+                Some(item) => {
+                    if let RowVerdict::Rejected(r) = self.planner.handle_record(item.as_record()) {
+                        return Some(PlanEvent::Rejected(r));
+                    }
+                }
+                None => {
+                    self.finished = true;
+                    self.planner.finish();
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(planner: &mut Planner, id: &str, card: &str, exp: &str) -> Vec<&'static str> {
+        match planner.handle_record(Record::new(id, card, exp)) {
+            RowVerdict::Accepted(_) => vec![],
+            RowVerdict::Rejected(r) => r.reasons.iter().map(RejectReason::code).collect(),
+        }
+    }
+
+    #[test]
+    fn every_problem_in_a_row_is_reported() {
+        let mut p = Planner::new(PlanOptions::default());
+        assert_eq!(
+            verdict(&mut p, "", "4457010000000008", "13/50"),
+            ["missing_id", "luhn", "exp_month"]
+        );
+        assert_eq!(
+            verdict(&mut p, "a", "342132335566772", "01/50"),
+            ["amex_needs_se_number"]
+        );
+        assert_eq!(
+            verdict(&mut p, "b", "3530111333300000", "01/50"),
+            ["unsupported_brand"]
+        );
+    }
+
+    #[test]
+    fn duplicates_name_the_first_row() {
+        let mut p = Planner::new(PlanOptions::default());
+        assert!(verdict(&mut p, "a", "4457010000000009", "01/50").is_empty());
+        let RowVerdict::Rejected(r) =
+            p.handle_record(Record::new("a", "4457 0100 0000 0009", "01/50"))
+        else {
+            panic!("duplicate accepted");
+        };
+        assert_eq!(
+            r.reasons,
+            [
+                RejectReason::DuplicateId { first_row: 1 },
+                RejectReason::DuplicateCard { first_row: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn same_amex_card_under_two_se_numbers_is_not_a_duplicate() {
+        let mut p = Planner::new(PlanOptions::default());
+        for (id, se) in [("a", "1111111111"), ("b", "2222222222")] {
+            let r = Record::new(id, "342132335566772", "01/50").with_se_number(Some(se));
+            assert!(matches!(p.handle_record(r), RowVerdict::Accepted(_)));
+        }
+        let r = Record::new("c", "342132335566772", "01/50").with_se_number(Some("1111111111"));
+        assert!(matches!(p.handle_record(r), RowVerdict::Rejected(_)));
+        p.finish();
+        let requests: Vec<_> = std::iter::from_fn(|| p.poll_request()).collect();
+        assert_eq!(requests.len(), 2);
+    }
+
+    #[test]
+    fn no_duplicate_memory_when_turned_off() {
+        let mut p = Planner::new(PlanOptions::default().with_duplicate_check(false));
+        assert!(verdict(&mut p, "a", "4457010000000009", "01/50").is_empty());
+        assert!(verdict(&mut p, "a", "4457010000000009", "01/50").is_empty());
+        assert!(p.seen.is_none());
+    }
+
+    #[test]
+    fn record_debug_masks_the_card() {
+        let r = RecordBuf::new("a", "4457010000000009", "01/50");
+        let text = format!("{r:?}");
+        assert!(!text.contains("4457010000000009"), "{text}");
+        assert!(text.contains("445701******0009"), "{text}");
+    }
+}

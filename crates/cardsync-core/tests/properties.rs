@@ -1,0 +1,144 @@
+//! Property tests of parsing, masking, expiry and planning.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use cardsync_core::{
+    Brand, Expiry, MAX_CARDS_PER_REQUEST, Pan, PanError, PlanEvent, PlanOptions, RecordBuf,
+    RouteKind, plan,
+};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    /// On digits only, Pan::parse fails the Luhn check exactly when the `luhn` crate does.
+    #[test]
+    fn luhn_agrees_with_the_luhn_crate(s in "[0-9]{12,19}") {
+        let ours = Pan::parse(&s);
+        prop_assert_eq!(ours == Err(PanError::Luhn), !luhn::valid(&s), "{:?}", ours);
+    }
+
+    /// Every prefix has exactly one check digit that makes it valid.
+    #[test]
+    fn exactly_one_check_digit(prefix in "[0-9]{11,18}") {
+        let valid = (0..10)
+            .filter(|d| Pan::parse(&format!("{prefix}{d}")) != Err(PanError::Luhn))
+            .count();
+        prop_assert_eq!(valid, 1);
+    }
+
+    /// Neither a Pan's Debug nor any error's Debug or Display holds the full number.
+    #[test]
+    fn text_never_holds_the_number(s in "[0-9]{12,19}", sep in prop::sample::select(vec!["", " ", "-"])) {
+        let grouped: String = s
+            .as_bytes()
+            .chunks(4)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(sep);
+        let parsed = Pan::parse(&grouped);
+        let texts = match &parsed {
+            Ok(pan) => vec![format!("{pan:?}"), format!("{:?}", pan.expose()), pan.masked().to_string()],
+            Err(e) => vec![format!("{e:?}"), e.to_string()],
+        };
+        for text in texts {
+            prop_assert!(!text.contains(&s), "{} leaks in {}", s, text);
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            prop_assert!(digits.len() <= 10, "{}", text);
+        }
+    }
+
+    /// Parsing never panics and brand detection is total.
+    #[test]
+    fn parse_is_total(s in "\\PC{0,40}") {
+        let _ = Pan::parse(&s);
+        let _ = Brand::from_prefix(&s);
+        let _ = Expiry::parse(&s);
+        let _ = cardsync_core::mask_card_text(&s);
+    }
+
+    /// Formatting an expiry and parsing it again gives it back.
+    #[test]
+    fn expiry_format_parse_identity(year in 2000u16..=2099, month in 1u8..=12) {
+        let exp = Expiry::new(year, month).unwrap();
+        let text = exp.to_string();
+        prop_assert_eq!(text.len(), 5);
+        prop_assert_eq!(Expiry::parse(&text), Ok(exp));
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Row {
+    Visa(u32),
+    Amex(u32, Option<u8>),
+    Bad,
+    Jcb,
+    DuplicateOfPrevious,
+}
+
+fn row_strategy() -> impl Strategy<Value = Row> {
+    prop_oneof![
+        6 => any::<u32>().prop_map(Row::Visa),
+        3 => (any::<u32>(), prop::option::of(0u8..3)).prop_map(|(n, se)| Row::Amex(n, se)),
+        1 => Just(Row::Bad),
+        1 => Just(Row::Jcb),
+        1 => Just(Row::DuplicateOfPrevious),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Planning never exceeds the request size, and every row ends up exactly once: in a
+    /// request or rejected.
+    #[test]
+    fn planning_conserves_rows(rows in prop::collection::vec(row_strategy(), 0..400), max in 1usize..50) {
+        let mut records: Vec<RecordBuf> = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            let id = format!("r{i}");
+            let record = match row {
+                Row::Visa(n) => RecordBuf::new(id, common::card(&format!("4{n:010}"), 16), "01/50"),
+                Row::Amex(n, se) => RecordBuf::new(id, common::card(&format!("37{n:010}"), 15), "02/2051")
+                    .with_se_number(se.map(|s| format!("100000000{s}"))),
+                Row::Bad => RecordBuf::new(id, "4457010000000008", "13/50"),
+                Row::Jcb => RecordBuf::new(id, common::card("3528", 16), "01/50"),
+                Row::DuplicateOfPrevious => match records.last() {
+                    Some(prev) => prev.clone(),
+                    None => RecordBuf::new(id, "", ""),
+                },
+            };
+            records.push(record);
+        }
+        let options = PlanOptions::default()
+            .with_max_per_request(max)
+            .unwrap()
+            .with_default_se_number(None);
+        let mut seen = BTreeSet::new();
+        let mut seqs = Vec::new();
+        for event in plan(records.iter().cloned(), options) {
+            match event {
+                PlanEvent::Request(r) => {
+                    prop_assert!(!r.cards.is_empty() && r.cards.len() <= max);
+                    prop_assert!(r.cards.len() <= MAX_CARDS_PER_REQUEST);
+                    seqs.push(r.seq);
+                    for c in &r.cards {
+                        prop_assert!(seen.insert(c.row), "row {} twice", c.row);
+                        let brand = c.pan.brand();
+                        prop_assert_eq!(r.route.kind() == RouteKind::Subscription, brand == Brand::AmericanExpress);
+                        prop_assert_eq!(c.id.as_str(), records[c.row as usize - 1].id.as_str());
+                    }
+                }
+                PlanEvent::Rejected(r) => {
+                    prop_assert!(!r.reasons.is_empty());
+                    prop_assert!(seen.insert(r.row), "row {} twice", r.row);
+                }
+                other => prop_assert!(false, "unexpected event {:?}", other),
+            }
+        }
+        prop_assert_eq!(seen.len(), records.len());
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        prop_assert_eq!(seqs, expected);
+    }
+}

@@ -1,0 +1,40 @@
+//! `cargo xtask`: cardsync's project chores.
+//!
+//! - `cargo xtask codegen [--check]` regenerates the tables in `crates/*/src/generated/` from the
+//!   data files beside them (`--check` only reports stale files).
+//! - `cargo xtask tidy` checks the architecture invariants of `docs/ARCHITECTURE.md`.
+
+mod codegen;
+mod tidy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["codegen"] => codegen::generate(codegen::Mode::Write),
+        ["codegen", "--check"] => codegen::generate(codegen::Mode::Check),
+        ["tidy"] => tidy::run(),
+        _ => {
+            eprintln!("usage: cargo xtask <codegen [--check] | tidy>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn project_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}

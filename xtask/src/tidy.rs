@@ -1,0 +1,138 @@
+//! Tidy checks: the architecture invariants of `docs/ARCHITECTURE.md`, and house rules that a
+//! compiler does not check.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::project_root;
+
+/// Crates that a layer must not depend on, directly or not, in its normal (non-dev) build.
+/// Each entry is an invariant of `docs/ARCHITECTURE.md`.
+const LAYER_RULES: &[(&str, &[&str], &str)] = &[(
+    "cardsync-core",
+    &[
+        "http",
+        "hyper",
+        "hyper-util",
+        "reqwest",
+        "tokio",
+        "async-std",
+        "futures",
+        "serde_json",
+        "rustls",
+        "mio",
+        "socket2",
+    ],
+    "cardsync-core depends on no HTTP, I/O or async crate",
+)];
+
+pub(crate) fn run() -> Result<(), String> {
+    let mut problems = layer_problems()?;
+    problems.extend(module_doc_problems());
+    if problems.is_empty() {
+        eprintln!("tidy: all checks pass");
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The names of every package in the normal dependency tree of `package`.
+fn normal_dependencies(package: &str) -> Result<Vec<String>, String> {
+    let out = Command::new(env!("CARGO"))
+        .current_dir(project_root())
+        .args([
+            "tree", "--quiet", "-p", package, "-e", "normal", "--prefix", "none",
+        ])
+        .args(["--format", "{p}"])
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo tree -p {package} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+fn layer_problems() -> Result<Vec<String>, String> {
+    let mut problems = Vec::new();
+    for (package, forbidden, invariant) in LAYER_RULES {
+        let deps = normal_dependencies(package)?;
+        for dep in deps.iter().filter(|d| forbidden.contains(&d.as_str())) {
+            problems.push(format!("{invariant}, but it depends on {dep}"));
+        }
+    }
+    Ok(problems)
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every source module opens with a `//!` comment saying what it is for.
+fn module_doc_problems() -> Vec<String> {
+    let root = project_root();
+    let mut files = Vec::new();
+    for dir in ["crates", "xtask/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "src"))
+        .filter(|p| {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            !text.trim_start().starts_with("//!")
+        })
+        .map(|p| {
+            let rel = p.strip_prefix(&root).unwrap_or(&p).display().to_string();
+            format!("{rel} does not open with a `//!` module comment")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn architecture_invariants_hold() {
+        let problems = layer_problems().unwrap();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn every_module_has_docs() {
+        let problems = module_doc_problems();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn invariants_are_written_in_architecture_md() {
+        let doc = std::fs::read_to_string(project_root().join("docs/ARCHITECTURE.md")).unwrap();
+        for (_, _, invariant) in LAYER_RULES {
+            assert!(
+                doc.contains(invariant),
+                "docs/ARCHITECTURE.md lacks {invariant:?}"
+            );
+        }
+    }
+}
