@@ -771,6 +771,23 @@ impl Planner {
         }
     }
 
+    /// Counts a record that the caller could not read at all (say, a line that is not JSON), so
+    /// that the next records keep their row numbers. Returns the skipped record's row number;
+    /// reporting it is the caller's job.
+    ///
+    /// ```
+    /// use cardsync_core::{Planner, PlanOptions, Record, RowVerdict};
+    ///
+    /// let mut planner = Planner::new(PlanOptions::default());
+    /// assert_eq!(planner.skip_record(), 1);
+    /// let verdict = planner.handle_record(Record::new("b", "4457010000000009", "01/50"));
+    /// assert_eq!(verdict.row(), 2);
+    /// ```
+    pub fn skip_record(&mut self) -> u64 {
+        self.rows += 1;
+        self.rows
+    }
+
     fn add(&mut self, se: Option<SeNumber>, card: PlannedCard) {
         let max = self.options.max_per_request;
         let (route, open) = match se {

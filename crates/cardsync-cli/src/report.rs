@@ -1,0 +1,308 @@
+//! What `validate` and `plan` print: a readable table, or one JSON object per line.
+//!
+//! Card numbers reach this module only masked ([`PanFragment`]), and ids are printed with any
+//! run of twelve or more digits masked, in case a card number sits in the id column.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use cardsync_core::{
+    AcceptedRow, Brand, PanFragment, PlannedRequest, RejectedRow, RouteKind, redact_digit_runs,
+};
+use serde::Serialize;
+
+use crate::OutputFormat;
+
+/// A row that could not be used, with every reason.
+#[derive(Debug)]
+pub(crate) struct Problem<'a> {
+    pub(crate) row: u64,
+    pub(crate) id: &'a str,
+    pub(crate) card: PanFragment,
+    pub(crate) brand: Option<Brand>,
+    /// (code, message) pairs.
+    pub(crate) reasons: Vec<(&'static str, String)>,
+}
+
+impl<'a> From<&'a RejectedRow> for Problem<'a> {
+    fn from(r: &'a RejectedRow) -> Self {
+        Problem {
+            row: r.row,
+            id: &r.id,
+            card: r.card,
+            brand: r.brand,
+            reasons: r
+                .reasons
+                .iter()
+                .map(|reason| (reason.code(), reason.to_string()))
+                .collect(),
+        }
+    }
+}
+
+/// Counts for the closing summary.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Summary {
+    pub(crate) rows: u64,
+    pub(crate) valid: u64,
+    pub(crate) invalid: u64,
+    pub(crate) batch: u64,
+    pub(crate) subscription: u64,
+    pub(crate) brands: BTreeMap<&'static str, u64>,
+    pub(crate) errors: BTreeMap<&'static str, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) requests: Option<RequestCounts>,
+}
+
+/// Request counts, for `plan`.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct RequestCounts {
+    pub(crate) batch: u64,
+    pub(crate) subscription: u64,
+}
+
+impl Summary {
+    fn count_valid(&mut self, brand: Brand, route: RouteKind) {
+        self.rows += 1;
+        self.valid += 1;
+        match route {
+            RouteKind::Subscription => self.subscription += 1,
+            _ => self.batch += 1,
+        }
+        *self.brands.entry(brand.as_str()).or_default() += 1;
+    }
+
+    fn count_invalid(&mut self, problem: &Problem<'_>) {
+        self.rows += 1;
+        self.invalid += 1;
+        for (code, _) in &problem.reasons {
+            *self.errors.entry(code).or_default() += 1;
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ValidJson<'a> {
+    row: u64,
+    id: &'a str,
+    ok: bool,
+    brand: &'static str,
+    card: &'a str,
+    exp: String,
+    route: &'static str,
+}
+
+#[derive(Serialize)]
+struct InvalidJson<'a> {
+    row: u64,
+    id: &'a str,
+    ok: bool,
+    errors: Vec<&'static str>,
+    messages: Vec<&'a str>,
+    card: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    brand: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct RequestJson<'a> {
+    request: u64,
+    method: &'static str,
+    path: &'static str,
+    route: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    se_number: Option<&'a str>,
+    cards: usize,
+    first_row: u64,
+    last_row: u64,
+    brands: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Serialize)]
+struct SummaryJson<'a> {
+    summary: &'a Summary,
+}
+
+/// Writes rows, requests and the summary in one format, counting as it goes.
+pub(crate) struct Reporter<W: Write> {
+    out: W,
+    format: OutputFormat,
+    summary: Summary,
+    header_done: bool,
+}
+
+impl<W: Write> Reporter<W> {
+    pub(crate) fn new(out: W, format: OutputFormat) -> Self {
+        Reporter {
+            out,
+            format,
+            summary: Summary::default(),
+            header_done: false,
+        }
+    }
+
+    fn json(&mut self, value: &impl Serialize) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn table_header(&mut self) -> io::Result<()> {
+        if !self.header_done && self.format == OutputFormat::Text {
+            self.header_done = true;
+            writeln!(
+                self.out,
+                "{:>7}  {:<20} {:<20} {:<5}  {:<16} {:<12} RESULT",
+                "ROW", "ID", "CARD", "EXP", "BRAND", "ROUTE"
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A valid row (`validate` prints these; `plan` only counts them).
+    pub(crate) fn valid(&mut self, print: bool, id: &str, a: &AcceptedRow) -> io::Result<()> {
+        self.summary.count_valid(a.brand, a.route);
+        if !print {
+            return Ok(());
+        }
+        let id = redact_digit_runs(id);
+        match self.format {
+            OutputFormat::Json => self.json(&ValidJson {
+                row: a.row,
+                id: &id,
+                ok: true,
+                brand: a.brand.as_str(),
+                card: a.card.as_str(),
+                exp: a.exp.to_string(),
+                route: a.route.as_str(),
+            }),
+            OutputFormat::Text => {
+                self.table_header()?;
+                writeln!(
+                    self.out,
+                    "{:>7}  {id:<20} {:<20} {}  {:<16} {:<12} ok",
+                    a.row, a.card, a.exp, a.brand, a.route
+                )
+            }
+        }
+    }
+
+    /// A row that could not be used.
+    pub(crate) fn invalid(&mut self, problem: &Problem<'_>) -> io::Result<()> {
+        self.summary.count_invalid(problem);
+        let id = redact_digit_runs(problem.id);
+        match self.format {
+            OutputFormat::Json => self.json(&InvalidJson {
+                row: problem.row,
+                id: &id,
+                ok: false,
+                errors: problem.reasons.iter().map(|(c, _)| *c).collect(),
+                messages: problem.reasons.iter().map(|(_, m)| m.as_str()).collect(),
+                card: problem.card.as_str(),
+                brand: problem.brand.map(Brand::as_str),
+            }),
+            OutputFormat::Text => {
+                self.table_header()?;
+                let brand = problem.brand.map_or("", Brand::as_str);
+                let result = problem
+                    .reasons
+                    .iter()
+                    .map(|(code, message)| format!("{code}: {message}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                writeln!(
+                    self.out,
+                    "{:>7}  {id:<20} {:<20} {:<5}  {brand:<16} {:<12} {result}",
+                    problem.row, problem.card, "", ""
+                )
+            }
+        }
+    }
+
+    /// A request `plan` would send.
+    pub(crate) fn request(&mut self, request: &PlannedRequest) -> io::Result<()> {
+        let counts = self.summary.requests.get_or_insert_with(Default::default);
+        let (method, path) = match request.route.kind() {
+            RouteKind::Subscription => {
+                counts.subscription += 1;
+                ("POST", "/v2/subscribe")
+            }
+            _ => {
+                counts.batch += 1;
+                ("POST", "/v2/batch")
+            }
+        };
+        let brands: BTreeMap<&'static str, usize> = request
+            .brand_counts()
+            .into_iter()
+            .map(|(b, n)| (b.as_str(), n))
+            .collect();
+        let first_row = request.cards.first().map_or(0, |c| c.row);
+        let last_row = request.cards.last().map_or(0, |c| c.row);
+        let se = request.route.se_number().map(|s| s.as_str());
+        match self.format {
+            OutputFormat::Json => self.json(&RequestJson {
+                request: request.seq,
+                method,
+                path,
+                route: request.route.kind().as_str(),
+                se_number: se,
+                cards: request.cards.len(),
+                first_row,
+                last_row,
+                brands,
+            }),
+            OutputFormat::Text => {
+                let brands = brands
+                    .iter()
+                    .map(|(b, n)| format!("{b} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let se = se.map(|s| format!(" for SE {s}")).unwrap_or_default();
+                writeln!(
+                    self.out,
+                    "request {:>4}  {method} {path:<13} {:>6} cards{se}, rows {first_row}..={last_row}: {brands}",
+                    request.seq,
+                    request.cards.len(),
+                )
+            }
+        }
+    }
+
+    /// Writes the summary and returns it.
+    pub(crate) fn finish(mut self) -> io::Result<Summary> {
+        match self.format {
+            OutputFormat::Json => {
+                let summary = std::mem::take(&mut self.summary);
+                self.json(&SummaryJson { summary: &summary })?;
+                self.summary = summary;
+            }
+            OutputFormat::Text => {
+                let s = &self.summary;
+                writeln!(
+                    self.out,
+                    "\n{} rows: {} valid ({} batch, {} subscription), {} invalid",
+                    s.rows, s.valid, s.batch, s.subscription, s.invalid
+                )?;
+                if !s.brands.is_empty() {
+                    let brands: Vec<String> =
+                        s.brands.iter().map(|(b, n)| format!("{b} {n}")).collect();
+                    writeln!(self.out, "valid by brand: {}", brands.join(", "))?;
+                }
+                if !s.errors.is_empty() {
+                    let errors: Vec<String> =
+                        s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                    writeln!(self.out, "problems: {}", errors.join(", "))?;
+                }
+                if let Some(r) = &s.requests {
+                    writeln!(
+                        self.out,
+                        "requests: {} batch, {} subscription",
+                        r.batch, r.subscription
+                    )?;
+                }
+            }
+        }
+        self.out.flush()?;
+        Ok(self.summary)
+    }
+}

@@ -1,0 +1,369 @@
+//! End-to-end tests of the `cardsync` binary: verdicts, formats, exit codes, and that no full
+//! card number is ever printed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cardsync_core::SANDBOX_TEST_CARDS;
+use serde_json::Value;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn cardsync(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cardsync"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cardsync")
+}
+
+fn cardsync_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardsync"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run cardsync");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+/// A temporary file that is removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &[u8]) -> TempFile {
+        let dir = std::env::temp_dir().join(format!("cardsync-cli-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Fails if `text` holds any run of twelve or more digits: a card number would be one.
+fn assert_no_full_numbers(text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        assert!(run < 12, "a run of 12+ digits was printed:\n{text}");
+    }
+}
+
+#[test]
+fn documented_test_cards_are_all_valid_with_their_brands() {
+    let file = examples().join("cards.csv");
+    let out = cardsync(&["--output", "json", "validate", file.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), SANDBOX_TEST_CARDS.len() + 1);
+    for (line, tc) in lines.iter().zip(SANDBOX_TEST_CARDS) {
+        assert_eq!(line["ok"], true, "{line}");
+        assert_eq!(line["brand"], tc.brand.as_str(), "{line}");
+        let masked = cardsync_core::Pan::parse(tc.card).unwrap().masked();
+        assert_eq!(line["card"], masked.as_str());
+        let route = if tc.brand == cardsync_core::Brand::AmericanExpress {
+            "subscription"
+        } else {
+            "batch"
+        };
+        assert_eq!(line["route"], route);
+    }
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(summary["valid"], 19);
+    assert_eq!(summary["invalid"], 0);
+    assert_eq!(summary["subscription"], 3);
+    assert_no_full_numbers(&out.stdout);
+}
+
+#[test]
+fn every_broken_row_gets_its_verdict() {
+    let file = examples().join("cards-with-problems.csv");
+    let out = cardsync(&["--output", "json", "validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    let expected: &[(&str, &[&str])] = &[
+        ("ok-visa", &[]),
+        ("ok-amex", &[]),
+        ("bad-luhn", &["luhn"]),
+        ("bad-length", &["length"]),
+        ("bad-chars", &["non_digit"]),
+        ("bad-month", &["exp_month"]),
+        ("bad-exp", &["exp_format"]),
+        ("", &["missing_id"]),
+        ("ok-visa", &["duplicate_id"]),
+        ("dup-card", &["duplicate_card"]),
+        ("jcb", &["unsupported_brand"]),
+        ("amex-no-se", &["amex_needs_se_number"]),
+        ("amex-bad-se", &["se_number_format"]),
+        ("short-row", &["missing_exp"]),
+    ];
+    assert_eq!(lines.len(), expected.len() + 1);
+    for (i, (line, (id, errors))) in lines.iter().zip(expected).enumerate() {
+        assert_eq!(line["row"], i as u64 + 1, "{line}");
+        assert_eq!(line["id"], *id, "{line}");
+        assert_eq!(line["ok"], errors.is_empty(), "{line}");
+        if !errors.is_empty() {
+            let got: Vec<&str> = line["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_str().unwrap())
+                .collect();
+            assert_eq!(got, *errors, "{line}");
+            assert_eq!(line["messages"].as_array().unwrap().len(), errors.len());
+        }
+    }
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        (summary["rows"].as_u64(), summary["invalid"].as_u64()),
+        (Some(14), Some(12))
+    );
+    assert_no_full_numbers(&out.stdout);
+
+    let text = cardsync(&["validate", file.to_str().unwrap()]);
+    assert_eq!(text.status.code(), Some(1));
+    let text_out = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text_out.contains("luhn: card number fails the Luhn check"),
+        "{text_out}"
+    );
+    assert!(text_out.contains("14 rows: 2 valid"), "{text_out}");
+    assert_no_full_numbers(text_out.as_bytes());
+}
+
+#[test]
+fn a_row_with_several_problems_lists_them_all() {
+    let file = TempFile::new("several.csv", b"id,card,exp\n,4457010000000008,00/50\n");
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    let lines = json_lines(&out);
+    assert_eq!(
+        lines[0]["errors"],
+        serde_json::json!(["missing_id", "luhn", "exp_month"])
+    );
+}
+
+#[test]
+fn json_lines_input_matches_csv() {
+    let jsonl = TempFile::new(
+        "cards.jsonl",
+        concat!(
+            "{\"id\":\"a\",\"card\":\"4457010000000009\",\"exp\":\"01/50\"}\n",
+            "\n",
+            "not json at all\n",
+            "[1,2]\n",
+            "{\"ID\":7,\"Card\":\"342132335566772\",\"exp\":\"01/50\",\"se_number\":1234567890}\n",
+            "{\"id\":\"c\",\"card\":{\"nested\":true},\"exp\":\"01/50\"}\r\n",
+            "{\"id\":\"d\",\"card\":\"4457010000000008\",\"exp\":\"01/50\"}",
+        )
+        .as_bytes(),
+    );
+    let out = cardsync(&["--output", "json", "validate", jsonl.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    let verdicts: Vec<(u64, bool, String)> = lines[..6]
+        .iter()
+        .map(|l| {
+            let first_error = l["errors"][0].as_str().unwrap_or("").to_owned();
+            (
+                l["row"].as_u64().unwrap(),
+                l["ok"].as_bool().unwrap(),
+                first_error,
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (1, true, String::new()),
+            (2, false, "malformed_json".into()),
+            (3, false, "malformed_row".into()),
+            (4, true, String::new()),
+            (5, false, "malformed_row".into()),
+            (6, false, "luhn".into()),
+        ]
+    );
+    assert_eq!(lines[3]["id"], "7");
+    assert_eq!(lines[3]["route"], "subscription");
+}
+
+#[test]
+fn bytes_that_are_not_utf8_are_reported_and_numbering_goes_on() {
+    let file = TempFile::new(
+        "latin1.csv",
+        b"id,card,exp\nb\xe9,4457010000000009,01/50\nok,5112010000000003,02/50\n",
+    );
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["errors"], serde_json::json!(["invalid_utf8"]));
+    assert_eq!(lines[0]["card"], "445701******0009");
+    assert_eq!(
+        (lines[1]["row"].as_u64(), lines[1]["ok"].as_bool()),
+        (Some(2), Some(true))
+    );
+}
+
+#[test]
+fn header_with_bom_and_extra_columns_and_any_case() {
+    let file = TempFile::new(
+        "bom.csv",
+        "\u{feff}Exp,Notes,CARD,Id\n01/50,hello,4457010000000009,x\n".as_bytes(),
+    );
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_lines(&out)[0]["id"], "x");
+}
+
+#[test]
+fn card_numbers_in_the_id_column_are_masked() {
+    let file = TempFile::new("swapped.csv", b"id,card,exp\n4457010000000009,a1,01/50\n");
+    for format in ["json", "text"] {
+        let out = cardsync(&["--output", format, "validate", file.path()]);
+        assert_eq!(out.status.code(), Some(1));
+        assert_no_full_numbers(&out.stdout);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("445701******0009"));
+    }
+}
+
+#[test]
+fn usage_and_io_errors_exit_2() {
+    let missing_column = TempFile::new("nocard.csv", b"id,number,exp\na,4457010000000009,01/50\n");
+    let empty = TempFile::new("empty.csv", b"");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["validate", "/nonexistent/cards.csv"], "No such file"),
+        (vec!["validate", missing_column.path()], "no `card` column"),
+        (vec!["validate", empty.path()], "empty"),
+        (
+            vec!["plan", "x.csv", "--max-per-request", "0"],
+            "1 to 10000",
+        ),
+        (
+            vec!["plan", "x.csv", "--max-per-request", "10001"],
+            "1 to 10000",
+        ),
+        (
+            vec!["validate", "x.csv", "--se-number", "SE-1"],
+            "1 to 15 digits",
+        ),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+        (
+            vec!["--output", "xml", "validate", "x.csv"],
+            "invalid value",
+        ),
+    ];
+    for (args, message) in cases {
+        let out = cardsync(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn standard_input() {
+    let out = cardsync_stdin(
+        &["--output", "json", "validate", "-"],
+        b"id,card,exp\na,6011010000000003,03/50\n",
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(json_lines(&out)[0]["brand"], "discover");
+}
+
+#[test]
+fn plan_splits_by_route_and_size() {
+    let file = examples().join("cards.csv");
+    let out = cardsync(&[
+        "--output",
+        "json",
+        "plan",
+        file.to_str().unwrap(),
+        "--max-per-request",
+        "5",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let requests: Vec<(u64, &str, u64, Option<&str>)> = lines
+        .iter()
+        .filter(|l| l.get("request").is_some())
+        .map(|l| {
+            (
+                l["request"].as_u64().unwrap(),
+                l["path"].as_str().unwrap(),
+                l["cards"].as_u64().unwrap(),
+                l["se_number"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        requests,
+        [
+            (1, "/v2/batch", 5, None),
+            (2, "/v2/batch", 5, None),
+            (3, "/v2/batch", 5, None),
+            (4, "/v2/batch", 1, None),
+            (5, "/v2/subscribe", 3, Some("1234567890")),
+        ]
+    );
+    assert_eq!(lines[0]["brands"], serde_json::json!({"visa": 5}));
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        summary["requests"],
+        serde_json::json!({"batch": 4, "subscription": 1})
+    );
+    assert_no_full_numbers(&out.stdout);
+}
+
+#[test]
+fn plan_uses_the_default_se_number_and_reports_rejections() {
+    let file = TempFile::new(
+        "amex.csv",
+        b"id,card,exp,se_number\na,342132335566772,01/50,\nb,376655111122997,01/50,9999999999\nc,4457010000000008,01/50,\n",
+    );
+    let out = cardsync(&["plan", file.path(), "--se-number", "1234567890"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("POST /v2/subscribe"), "{text}");
+    assert!(text.contains("for SE 1234567890"), "{text}");
+    assert!(text.contains("for SE 9999999999"), "{text}");
+    assert!(text.contains("luhn"), "{text}");
+    assert_no_full_numbers(text.as_bytes());
+}
