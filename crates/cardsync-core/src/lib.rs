@@ -31,6 +31,8 @@
 
 mod brand;
 mod expiry;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod generated;
 mod pan;
 mod plan;
@@ -52,3 +54,8 @@ pub use plan::{
 pub use stats::Stats;
 pub use status::UpdateStatus;
 pub use test_cards::{SANDBOX_TEST_CARDS, TestCard, test_card};
+
+/// The Rust examples of the workspace README, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
