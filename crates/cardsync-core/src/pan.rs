@@ -156,6 +156,28 @@ impl Pan {
         }
     }
 
+    /// Appends the full number's digits to `out`, for encoders writing a request body: unlike
+    /// [`Pan::expose`], no intermediate copy is made (and so none needs zeroing).
+    ///
+    /// ```
+    /// let pan = cardsync_core::Pan::parse("4457 0100 0000 0009")?;
+    /// let mut body = b"\"card\":\"".to_vec();
+    /// pan.expose_into(&mut body);
+    /// assert_eq!(body, b"\"card\":\"4457010000000009");
+    /// # Ok::<(), cardsync_core::PanError>(())
+    /// ```
+    pub fn expose_into(&self, out: &mut Vec<u8>) {
+        let len = self.digit_count();
+        let [w0, w1, w2] = self.words.map(u64::to_le_bytes);
+        if len > 16 {
+            out.extend_from_slice(&w0[BUF - len..]);
+        }
+        if len > 8 {
+            out.extend_from_slice(&w1[(BUF - 8).saturating_sub(len).min(8)..]);
+        }
+        out.extend_from_slice(&w2);
+    }
+
     /// The number with all but the first six and last four digits replaced by `*` (fewer shown
     /// for numbers shorter than 15 digits, so that at least five stay hidden).
     ///
@@ -664,6 +686,20 @@ mod tests {
             let spaced = format!("{} {} {} {}", &s[..4], &s[4..8], &s[8..12], &s[12..]);
             assert_eq!(Pan::parse(s), parse_general(s));
             assert_eq!(Pan::parse(s), Pan::parse(&spaced));
+        }
+    }
+
+    #[test]
+    fn expose_into_matches_expose_for_every_length() {
+        for len in MIN_PAN_LEN..=MAX_PAN_LEN {
+            let body = "9".to_owned() + &"0123456789".repeat(2)[..len - 2];
+            let pans: Vec<Pan> = (0..10)
+                .filter_map(|d| Pan::parse(&format!("{body}{d}")).ok())
+                .collect();
+            assert_eq!(pans.len(), 1, "one check digit fits, at length {len}");
+            let mut out = b"x".to_vec();
+            pans[0].expose_into(&mut out);
+            assert_eq!(&out[1..], pans[0].expose().as_bytes(), "{len}");
         }
     }
 

@@ -171,7 +171,13 @@ pub(crate) fn decode_envelope<T: DeserializeOwned, B: AsRef<[u8]>>(
             length: body.len(),
         });
     }
-    let envelope: Envelope<T> = serde_json::from_slice(body).map_err(|e| DecodeError::Json {
+    // One UTF-8 check of the whole body is much cheaper than serde_json's check of every
+    // string; bodies that are not UTF-8 take the slice path, which reports where.
+    let parsed = match std::str::from_utf8(body) {
+        Ok(text) => serde_json::from_str::<Envelope<T>>(text),
+        Err(_) => serde_json::from_slice::<Envelope<T>>(body),
+    };
+    let envelope: Envelope<T> = parsed.map_err(|e| DecodeError::Json {
         status,
         error: json_error::<Envelope<T>>(body, &e),
     })?;
@@ -286,7 +292,7 @@ fn check_count(n: usize) -> Result<(), EncodeError> {
 /// Writes `"card":"<digits>","exp":"MM/YY"}` for one card.
 fn write_card_tail(out: &mut Vec<u8>, pan: &Pan, exp: Expiry) {
     out.extend_from_slice(b",\"card\":\"");
-    out.extend_from_slice(pan.expose().as_bytes());
+    pan.expose_into(out);
     let (m, y) = (exp.month(), exp.year() % 100);
     out.extend_from_slice(&[
         b'"',

@@ -109,7 +109,8 @@ pub enum JsonErrorKind {
 pub struct JsonError {
     /// The kind of problem.
     pub kind: JsonErrorKind,
-    /// The JSON path to the problem, such as `data.cards[3].status` (`.` for the top).
+    /// The JSON path to the problem, such as `data.cards[3].status` (`.` for the top), with
+    /// any run of twelve or more digits in a key masked.
     pub path: String,
     /// 1-based line of the problem in the body.
     pub line: usize,
@@ -140,7 +141,9 @@ impl JsonError {
         };
         JsonError {
             kind,
-            path,
+            // Object keys come from the body too, so the path is masked and bounded like a
+            // message.
+            path: safe_message(&path),
             line: e.line(),
             column: e.column(),
             detail: detail.map(|d| safe_message(&d)),

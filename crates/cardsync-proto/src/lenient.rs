@@ -74,6 +74,44 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+/// A word that is only looked at, not kept: borrowed from the input when it has no escapes,
+/// so reading a status costs no allocation. Numbers and booleans are read as their text.
+pub(crate) struct Word<'de>(pub(crate) Option<Cow<'de, str>>);
+
+impl<'de> Deserialize<'de> for Word<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Word<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a number")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Word<'de>, E> {
+                Ok(Word(Some(Cow::Borrowed(v))))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Word<'de>, E> {
+                Ok(Word(Some(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Word<'de>, E> {
+                Ok(Word(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Word<'de>, E> {
+                Ok(Word(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Word<'de>, E> {
+                Ok(Word(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Word<'de>, E> {
+                Ok(Word(Some(Cow::Owned(v.to_string()))))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Word<'de>, E> {
+                Ok(Word(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A counter: a non-negative integer, an integral float, or a string of digits. `null` is 0,
 /// and so is a negative number (a counter cannot be negative; one bad counter must not cost a
 /// response of ten thousand cards).

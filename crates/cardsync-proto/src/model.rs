@@ -7,7 +7,7 @@ use cardsync_core::{Expiry, Pan, PanError, PanFragment, Stats, UpdateStatus, mas
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use zeroize::Zeroize;
 
-use crate::lenient::{Counter, Key, opt, skip, text};
+use crate::lenient::{Counter, Key, Word, opt, skip, text};
 
 /// A card number exactly as CardSync returned it. It is not validated (the documents return one
 /// that fails the Luhn check), its `Debug` is masked, and it is zeroed when dropped.
@@ -278,7 +278,12 @@ impl<'de> Deserialize<'de> for ResultCard {
                         "id" => c.id = text(&mut map)?.unwrap_or_default(),
                         "card" => c.card = ReturnedCard(text(&mut map)?.unwrap_or_default()),
                         "exp" => c.exp = text(&mut map)?,
-                        "status" => c.status = text(&mut map)?.map(|s| UpdateStatus::parse(&s)),
+                        "status" => {
+                            c.status = map
+                                .next_value::<Word<'_>>()?
+                                .0
+                                .map(|s| UpdateStatus::parse(&s));
+                        }
                         "se_number" | "se" => c.se_number = text(&mut map)?,
                         _ => skip(&mut map)?,
                     }

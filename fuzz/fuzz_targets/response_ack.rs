@@ -1,0 +1,3 @@
+//! Acknowledgement decoding (subscribe, unsubscribe, webhooks): never panics, never quotes the body in an error.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| cardsync_proto::fuzzing::response::<cardsync_proto::Subscribe>(data));
