@@ -54,8 +54,3 @@ pub use plan::{
 pub use stats::Stats;
 pub use status::UpdateStatus;
 pub use test_cards::{SANDBOX_TEST_CARDS, TestCard, test_card};
-
-/// The Rust examples of the workspace README, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;

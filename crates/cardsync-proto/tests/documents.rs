@@ -384,3 +384,51 @@ fn batch_error_webhook() {
         Some("3 errors occurred in during the batch validation process")
     );
 }
+
+// ----- the OpenAPI description ----------------------------------------------------------------
+
+/// Every endpoint this crate implements is in `docs/openapi.yaml`, under its path and method.
+#[test]
+fn openapi_describes_every_endpoint() {
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/openapi.yaml"
+    ))
+    .unwrap();
+    let endpoints = [
+        (CreateBatch::METHOD, CreateBatch::PATH),
+        (GetBatch::METHOD, GetBatch::PATH),
+        (GetBatchResults::METHOD, GetBatchResults::PATH),
+        (Subscribe::METHOD, Subscribe::PATH),
+        (Unsubscribe::METHOD, Unsubscribe::PATH),
+        (GetSubscriptionResults::METHOD, GetSubscriptionResults::PATH),
+        (EnrollMerchant::METHOD, EnrollMerchant::PATH),
+        (GetMerchant::METHOD, GetMerchant::PATH),
+        (SetWebhooks::METHOD, SetWebhooks::PATH),
+        (SetWebhooksFlat::METHOD, SetWebhooksFlat::PATH),
+        (SetAmexWebhook::METHOD, SetAmexWebhook::PATH),
+    ];
+    for (method, path) in endpoints {
+        let start = spec
+            .find(&format!("\n  {path}:\n"))
+            .unwrap_or_else(|| panic!("{path} is not in docs/openapi.yaml"));
+        let block = &spec[start + 1..];
+        let end = block[1..]
+            .find("\n  /")
+            .or_else(|| block.find("\nwebhooks:"))
+            .unwrap_or(block.len());
+        let method = method.as_str().to_ascii_lowercase();
+        assert!(
+            block[..end].contains(&format!("\n    {method}:\n")),
+            "{method} {path} is not in docs/openapi.yaml"
+        );
+    }
+    for name in [
+        "batchAvailable",
+        "enrollmentComplete",
+        "batchError",
+        "amexUpdate",
+    ] {
+        assert!(spec.contains(&format!("\n  {name}:\n")), "webhook {name}");
+    }
+}
