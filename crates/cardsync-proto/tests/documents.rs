@@ -180,6 +180,16 @@ fn generic_responses_with_message_or_msg() {
         (ack.status.as_deref(), ack.message.as_deref()),
         (Some("success"), Some("success"))
     );
+    for path in ["universal/generic_response.json", "amex/generic_response.json"] {
+        let r = ok_response(path);
+        for ack in [
+            Subscribe::decode(&r).unwrap(),
+            Unsubscribe::decode(&r).unwrap(),
+            SetWebhooksFlat::decode(&r).unwrap(),
+        ] {
+            assert_eq!(ack.message.as_deref(), Some("success"), "{path}");
+        }
+    }
     let status = GetMerchant::decode(&ok_response("universal/generic_response.json")).unwrap();
     assert_eq!(status.status.as_deref(), Some("success"));
     assert_eq!(status.enrollment, None);
