@@ -25,24 +25,6 @@ impl XorShift {
     }
 }
 
-fn luhn_check_digit(body: &[u8]) -> u8 {
-    let sum: u32 = body
-        .iter()
-        .rev()
-        .enumerate()
-        .map(|(i, &b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let d2 = d * 2;
-                if d2 > 9 { d2 - 9 } else { d2 }
-            } else {
-                d
-            }
-        })
-        .sum();
-    b'0' + ((10 - sum % 10) % 10) as u8
-}
-
 /// The inputs, back to back in one string as a file reader's buffer holds them.
 fn inputs() -> String {
     // (prefix, share in percent)
@@ -73,7 +55,9 @@ fn inputs() -> String {
             while s.len() < 15 {
                 s.push(b'0' + (rng.next() % 10) as u8);
             }
-            let mut check = luhn_check_digit(&s);
+            let mut check =
+                cardsync_core::luhn_check_digit(std::str::from_utf8(&s).expect("ASCII"))
+                    .expect("digits");
             if rng.next().is_multiple_of(10) {
                 check = b'0' + (check - b'0' + 1) % 10;
             }

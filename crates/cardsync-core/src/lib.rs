@@ -43,8 +43,8 @@ mod test_cards;
 pub use brand::{Brand, UnknownBrandName};
 pub use expiry::{Expiry, ExpiryError, YearMonth};
 pub use pan::{
-    ExposedPan, MAX_PAN_LEN, MIN_PAN_LEN, Pan, PanError, PanFragment, mask_card_text,
-    redact_digit_runs,
+    ExposedPan, MAX_PAN_LEN, MIN_PAN_LEN, Pan, PanError, PanFragment, luhn_check_digit,
+    mask_card_text, redact_digit_runs,
 };
 pub use plan::{
     AcceptedRow, AsRecord, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan, PlanEvent, PlanOptions,

@@ -386,6 +386,41 @@ pub fn mask_card_text(text: &str) -> PanFragment {
     masked
 }
 
+/// The digit that makes `body` followed by it pass the Luhn check, for generating test numbers
+/// or completing a number of a known prefix. `None` when `body` is empty or holds anything but
+/// ASCII digits.
+///
+/// ```
+/// use cardsync_core::{luhn_check_digit, Pan};
+///
+/// assert_eq!(luhn_check_digit("445701000000000"), Some(b'9'));
+/// let body = "601101000000000";
+/// let full = format!("{body}{}", char::from(luhn_check_digit(body).unwrap()));
+/// assert!(Pan::parse(&full).is_ok());
+/// assert_eq!(luhn_check_digit("44x"), None);
+/// ```
+pub fn luhn_check_digit(body: &str) -> Option<u8> {
+    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // The check digit will be last, so the body's last digit is the first one doubled.
+    let sum: u32 = body
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let d2 = d * 2;
+                if d2 > 9 { d2 - 9 } else { d2 }
+            } else {
+                d
+            }
+        })
+        .sum();
+    Some(b'0' + ((10 - sum % 10) % 10) as u8)
+}
+
 /// Masks every run of twelve or more ASCII digits in free text (an id, a server's message),
 /// since such a run may be a card number. Text without such a run is borrowed unchanged.
 ///

@@ -29,6 +29,14 @@ proptest! {
         prop_assert_eq!(valid, 1);
     }
 
+    /// `luhn_check_digit` completes any prefix into a number the `luhn` crate accepts.
+    #[test]
+    fn check_digit_agrees_with_the_luhn_crate(prefix in "[0-9]{1,18}") {
+        let d = cardsync_core::luhn_check_digit(&prefix).unwrap();
+        let full = format!("{prefix}{}", char::from(d));
+        prop_assert!(luhn::valid(&full), "{}", full);
+    }
+
     /// Neither a Pan's Debug nor any error's Debug or Display holds the full number.
     #[test]
     fn text_never_holds_the_number(s in "[0-9]{12,19}", sep in prop::sample::select(vec!["", " ", "-"])) {

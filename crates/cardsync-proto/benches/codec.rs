@@ -14,20 +14,8 @@ use cardsync_proto::{
 const CARDS: usize = 10_000;
 
 fn luhn_complete(body: &str) -> String {
-    let sum: u32 = body
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                (d * 2) / 10 + (d * 2) % 10
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{body}{}", (10 - sum % 10) % 10)
+    let check = cardsync_core::luhn_check_digit(body).expect("digits");
+    format!("{body}{}", char::from(check))
 }
 
 fn card(i: usize) -> String {

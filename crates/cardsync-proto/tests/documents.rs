@@ -180,7 +180,10 @@ fn generic_responses_with_message_or_msg() {
         (ack.status.as_deref(), ack.message.as_deref()),
         (Some("success"), Some("success"))
     );
-    for path in ["universal/generic_response.json", "amex/generic_response.json"] {
+    for path in [
+        "universal/generic_response.json",
+        "amex/generic_response.json",
+    ] {
         let r = ok_response(path);
         for ack in [
             Subscribe::decode(&r).unwrap(),
