@@ -187,8 +187,23 @@ impl Pan {
     /// # Ok::<(), cardsync_core::PanError>(())
     /// ```
     pub fn masked(&self) -> PanFragment {
-        let exposed = self.expose();
-        mask_digits(exposed.as_bytes())
+        // Only the shown digits are read, straight from the words: no copy of the whole number
+        // is made, so there is nothing to zero afterwards.
+        let len = self.digit_count();
+        let start = BUF - len;
+        let digit = |i: usize| (self.words[i / 8] >> (8 * (i % 8))) as u8;
+        let head = len.saturating_sub(9).min(6);
+        let mut out = PanFragment::default();
+        for i in start..start + head {
+            out.push(&[digit(i)]);
+        }
+        for _ in 0..len - head - 4 {
+            out.push(b"*");
+        }
+        for i in BUF - 4..BUF {
+            out.push(&[digit(i)]);
+        }
+        out
     }
 
     /// The bank identification number: the first six digits.
@@ -735,6 +750,17 @@ mod tests {
             let mut out = b"x".to_vec();
             pans[0].expose_into(&mut out);
             assert_eq!(&out[1..], pans[0].expose().as_bytes(), "{len}");
+        }
+    }
+
+    #[test]
+    fn pan_masking_matches_text_masking_at_every_length() {
+        for len in MIN_PAN_LEN..=MAX_PAN_LEN {
+            let body = "9".to_owned() + &"1234567890".repeat(2)[..len - 2];
+            let pan = (0..10)
+                .find_map(|d| Pan::parse(&format!("{body}{d}")).ok())
+                .expect("one check digit fits");
+            assert_eq!(pan.masked(), mask_digits(pan.expose().as_bytes()), "{len}");
         }
     }
 
