@@ -92,7 +92,7 @@ fn encode_query_value(out: &mut String, value: &str) {
 
 fn build<E: Endpoint>(
     config: &Config,
-    query: &[(&str, &str)],
+    query: &[(&'static str, &str)],
     body: Option<Vec<u8>>,
 ) -> Result<Request<Vec<u8>>, EncodeError> {
     let mut q = String::new();
@@ -119,6 +119,17 @@ fn build<E: Endpoint>(
         .map_err(|_| EncodeError::InvalidUri {
             path: E::PATH.to_owned(),
         })
+}
+
+/// Builds a bodyless request whose query parameters are all required to be non-empty.
+fn build_query<E: Endpoint>(
+    config: &Config,
+    query: &[(&'static str, &str)],
+) -> Result<Request<Vec<u8>>, EncodeError> {
+    if let Some((field, _)) = query.iter().find(|(_, value)| value.is_empty()) {
+        return Err(EncodeError::EmptyField { field });
+    }
+    build::<E>(config, query, None)
 }
 
 fn content_type<B>(response: &Response<B>) -> Option<String> {
@@ -545,10 +556,7 @@ impl Endpoint for GetBatch {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        if self.batch_id.is_empty() {
-            return Err(EncodeError::EmptyField { field: "batch_id" });
-        }
-        build::<Self>(config, &[("batch_id", &self.batch_id)], None)
+        build_query::<Self>(config, &[("batch_id", &self.batch_id)])
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<BatchInfo, DecodeError> {
@@ -593,16 +601,11 @@ impl Endpoint for GetBatchResults {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        if self.batch_id.is_empty() {
-            return Err(EncodeError::EmptyField { field: "batch_id" });
-        }
         match &self.event_id {
-            Some(ev) => build::<Self>(
-                config,
-                &[("batch_id", &self.batch_id), ("event_id", ev)],
-                None,
-            ),
-            None => build::<Self>(config, &[("batch_id", &self.batch_id)], None),
+            Some(ev) => {
+                build_query::<Self>(config, &[("batch_id", &self.batch_id), ("event_id", ev)])
+            }
+            None => build_query::<Self>(config, &[("batch_id", &self.batch_id)]),
         }
     }
 
@@ -714,10 +717,7 @@ impl Endpoint for GetSubscriptionResults {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        if self.event_id.is_empty() {
-            return Err(EncodeError::EmptyField { field: "event_id" });
-        }
-        build::<Self>(config, &[("event_id", &self.event_id)], None)
+        build_query::<Self>(config, &[("event_id", &self.event_id)])
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Results, DecodeError> {
@@ -798,12 +798,7 @@ impl Endpoint for GetMerchant {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        if self.merchant_id.is_empty() {
-            return Err(EncodeError::EmptyField {
-                field: "merchant_id",
-            });
-        }
-        build::<Self>(config, &[("merchant_id", &self.merchant_id)], None)
+        build_query::<Self>(config, &[("merchant_id", &self.merchant_id)])
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<MerchantStatus, DecodeError> {
