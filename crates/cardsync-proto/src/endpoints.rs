@@ -58,10 +58,17 @@ pub trait Endpoint {
     const METHOD: Method;
     /// The path, from the base URL.
     const PATH: &'static str;
-    /// The key that signs the request.
+    /// The key that signs the request, unless [`Endpoint::scope`] says otherwise for one
+    /// request.
     const SCOPE: KeyScope;
     /// Whether the request may be resent freely.
     const IDEMPOTENCY: Idempotency;
+
+    /// The key that signs this request: [`Endpoint::SCOPE`], except for the webhook
+    /// registrations, which either key may sign.
+    fn scope(&self) -> KeyScope {
+        Self::SCOPE
+    }
 
     /// Builds the request.
     ///
@@ -91,6 +98,7 @@ fn encode_query_value(out: &mut String, value: &str) {
 }
 
 fn build<E: Endpoint>(
+    endpoint: &E,
     config: &Config,
     query: &[(&'static str, &str)],
     body: Option<Vec<u8>>,
@@ -108,7 +116,7 @@ fn build<E: Endpoint>(
     let mut builder = Request::builder()
         .method(E::METHOD)
         .uri(uri)
-        .header(AUTHORIZATION, config.authorization(E::SCOPE)?)
+        .header(AUTHORIZATION, config.authorization(endpoint.scope())?)
         .header(ACCEPT, "application/json")
         .header(USER_AGENT, config.user_agent().clone());
     if body.is_some() {
@@ -123,13 +131,14 @@ fn build<E: Endpoint>(
 
 /// Builds a bodyless request whose query parameters are all required to be non-empty.
 fn build_query<E: Endpoint>(
+    endpoint: &E,
     config: &Config,
     query: &[(&'static str, &str)],
 ) -> Result<Request<Vec<u8>>, EncodeError> {
     if let Some((field, _)) = query.iter().find(|(_, value)| value.is_empty()) {
         return Err(EncodeError::EmptyField { field });
     }
-    build::<E>(config, query, None)
+    build(endpoint, config, query, None)
 }
 
 fn content_type<B>(response: &Response<B>) -> Option<String> {
@@ -509,7 +518,7 @@ impl Endpoint for CreateBatch {
     const IDEMPOTENCY: Idempotency = Idempotency::NotIdempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        build::<Self>(config, &[], Some(batch_body(&self.cards)))
+        build(self, config, &[], Some(batch_body(&self.cards)))
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<BatchCreated, DecodeError> {
@@ -556,7 +565,7 @@ impl Endpoint for GetBatch {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        build_query::<Self>(config, &[("batch_id", &self.batch_id)])
+        build_query(self, config, &[("batch_id", &self.batch_id)])
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<BatchInfo, DecodeError> {
@@ -602,10 +611,12 @@ impl Endpoint for GetBatchResults {
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
         match &self.event_id {
-            Some(ev) => {
-                build_query::<Self>(config, &[("batch_id", &self.batch_id), ("event_id", ev)])
-            }
-            None => build_query::<Self>(config, &[("batch_id", &self.batch_id)]),
+            Some(ev) => build_query(
+                self,
+                config,
+                &[("batch_id", &self.batch_id), ("event_id", ev)],
+            ),
+            None => build_query(self, config, &[("batch_id", &self.batch_id)]),
         }
     }
 
@@ -681,7 +692,7 @@ macro_rules! subscription_endpoint {
             const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
             fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-                build::<Self>(config, &[], Some(subscription_body(&self.cards)))
+                build(self, config, &[], Some(subscription_body(&self.cards)))
             }
 
             fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Ack, DecodeError> {
@@ -717,7 +728,7 @@ impl Endpoint for GetSubscriptionResults {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        build_query::<Self>(config, &[("event_id", &self.event_id)])
+        build_query(self, config, &[("event_id", &self.event_id)])
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Results, DecodeError> {
@@ -748,7 +759,7 @@ impl Endpoint for EnrollMerchant {
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
         let body = serde_json::to_vec(&self.merchant).expect("a merchant always serializes");
-        build::<Self>(config, &[], Some(body))
+        build(self, config, &[], Some(body))
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<MerchantEnrolled, DecodeError> {
@@ -798,7 +809,7 @@ impl Endpoint for GetMerchant {
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
-        build_query::<Self>(config, &[("merchant_id", &self.merchant_id)])
+        build_query(self, config, &[("merchant_id", &self.merchant_id)])
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<MerchantStatus, DecodeError> {
@@ -815,15 +826,35 @@ impl Endpoint for GetMerchant {
 
 /// `POST /v2/webhooks` in the documented array form,
 /// `{"webhooks":[{"trigger_id":20,"url":"…"}]}`. Idempotent: it sets the URLs.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Signed with the merchant key by default. The documents set webhooks up before enrolling any
+/// merchant, which only the partner master key can do: [`SetWebhooks::signed_by`] chooses.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SetWebhooks {
     webhooks: Vec<(Trigger, String)>,
+    scope: KeyScope,
+}
+
+impl Default for SetWebhooks {
+    fn default() -> Self {
+        SetWebhooks {
+            webhooks: Vec::new(),
+            scope: KeyScope::Merchant,
+        }
+    }
 }
 
 impl SetWebhooks {
     /// No webhooks yet; add them with [`SetWebhooks::with`].
     pub fn new() -> SetWebhooks {
         SetWebhooks::default()
+    }
+
+    /// Signs the registration with this key: the partner's webhooks receive enrollment events
+    /// and the events of merchants that registered none of their own.
+    pub fn signed_by(mut self, scope: KeyScope) -> SetWebhooks {
+        self.scope = scope;
+        self
     }
 
     /// Adds the URL for a trigger.
@@ -859,11 +890,15 @@ impl Endpoint for SetWebhooks {
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
+    fn scope(&self) -> KeyScope {
+        self.scope
+    }
+
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
         if self.webhooks.iter().any(|(_, url)| url.is_empty()) {
             return Err(EncodeError::EmptyField { field: "url" });
         }
-        build::<Self>(config, &[], Some(webhook_body(&self.webhooks)))
+        build(self, config, &[], Some(webhook_body(&self.webhooks)))
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Ack, DecodeError> {
@@ -899,7 +934,7 @@ impl Endpoint for SetWebhooksFlat {
 
     fn encode(&self, config: &Config) -> Result<Request<Vec<u8>>, EncodeError> {
         let body = serde_json::to_vec(self).expect("strings always serialize");
-        build::<Self>(config, &[], Some(body))
+        build(self, config, &[], Some(body))
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Ack, DecodeError> {
@@ -934,7 +969,7 @@ impl Endpoint for SetAmexWebhook {
         let mut body = b"{\"trigger_id\":23,\"url\":".to_vec();
         write_json_str(&mut body, &self.url);
         body.push(b'}');
-        build::<Self>(config, &[], Some(body))
+        build(self, config, &[], Some(body))
     }
 
     fn decode<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Ack, DecodeError> {

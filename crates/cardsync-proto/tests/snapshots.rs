@@ -162,6 +162,16 @@ fn webhooks() {
             )
             .encode(&config()),
     );
+    check(
+        "set_webhooks_signed_by_partner",
+        SetWebhooks::new()
+            .with(
+                Trigger::EnrollmentComplete,
+                "https://partner.example/hooks/s3cr3t/enrolled",
+            )
+            .signed_by(KeyScope::Partner)
+            .encode(&config()),
+    );
     let mut flat = SetWebhooksFlat::default();
     flat.batch_completion_webhook = Some("https://billing.example/hooks/batch".into());
     flat.amex_update_webhook = Some("https://billing.example/hooks/amex".into());
