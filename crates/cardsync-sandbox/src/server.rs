@@ -1,0 +1,578 @@
+//! The emulator on a socket: a hyper HTTP/1.1 server, a ticker that moves the emulator clock
+//! along, webhook delivery with bounded retries and a delivery log, the control endpoints under
+//! `/_sandbox/`, and fault injection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::{Emulator, MAX_REQUEST_BODY, Outgoing, Settings};
+
+type ResponseBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How often the ticker moves the emulator along.
+const TICK: Duration = Duration::from_millis(25);
+/// Delivery attempts per webhook, the first included.
+const DELIVERY_ATTEMPTS: u32 = 5;
+/// Time limit of one delivery attempt.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One webhook delivery, as the delivery log reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The delivery's id (the payload's `id`).
+    pub delivery_id: String,
+    /// The trigger id.
+    pub trigger_id: u32,
+    /// The event id, if the event has one.
+    pub event_id: Option<String>,
+    /// Where it was sent.
+    pub url: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// `pending`, `delivered` or `failed`.
+    pub state: &'static str,
+    /// The status of the last attempt's response, if one came.
+    pub last_status: Option<u16>,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// Fault injection settings, set with `POST /_sandbox/faults`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Faults {
+    /// Share of `/v2/` requests answered with an error status instead (0 to 1).
+    pub error_rate: f64,
+    /// The statuses to answer with, chosen in turn. Default `[503]`.
+    pub statuses: Vec<u16>,
+    /// `Retry-After` seconds on injected 429 and 503 answers, if any.
+    pub retry_after: Option<u64>,
+    /// Share of `/v2/` requests whose connection is dropped in the middle of the answer's body,
+    /// after the request was handled (0 to 1).
+    pub drop_rate: f64,
+    /// Added latency, in milliseconds, before every `/v2/` answer.
+    pub latency_ms: u64,
+    /// Only these paths are affected (all `/v2/` paths when empty).
+    pub paths: Vec<String>,
+    /// Seed of the fault dice, for repeatable runs.
+    pub seed: u64,
+}
+
+struct Inner {
+    emulator: Emulator,
+    started: Instant,
+    advanced: Duration,
+    faults: Faults,
+    dice: u64,
+    injected: u64,
+    deliveries: Vec<Delivery>,
+}
+
+impl Inner {
+    fn now(&self) -> Duration {
+        self.started.elapsed() + self.advanced
+    }
+
+    fn roll(&mut self) -> f64 {
+        self.dice = self.dice.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.dice;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock is a bug; the state is still usable for reporting.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running emulator. Dropping it stops it; [`Sandbox::shutdown`] also waits for open
+/// connections to finish (up to two seconds).
+///
+/// ```no_run
+/// # async fn run() -> std::io::Result<()> {
+/// use cardsync_sandbox::{Sandbox, Settings};
+///
+/// let sandbox = Sandbox::start(Settings::default(), "127.0.0.1:0".parse().unwrap()).await?;
+/// println!("listening at {}", sandbox.base_url());
+/// sandbox.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Sandbox {
+    addr: SocketAddr,
+    base_url: String,
+    settings: Settings,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Binds `addr` (use port 0 for any free port) and starts serving. Must be called within a
+    /// Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error when the address cannot be bound.
+    pub async fn start(settings: Settings, addr: SocketAddr) -> std::io::Result<Sandbox> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                emulator: Emulator::new(settings.clone(), SystemTime::now()),
+                started: Instant::now(),
+                advanced: Duration::ZERO,
+                faults: Faults::default(),
+                dice: 0,
+                injected: 0,
+                deliveries: Vec::new(),
+            }),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let tasks = vec![
+            tokio::spawn(serve(listener, shared.clone(), stopped.clone())),
+            tokio::spawn(ticker(shared.clone(), stopped)),
+        ];
+        Ok(Sandbox {
+            addr,
+            base_url: format!("http://{addr}"),
+            settings,
+            shared,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The base URL to point a client at, such as `http://127.0.0.1:8787`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The settings, including the keys and the pre-enrolled merchant's id.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Moves the emulator clock forward (what `POST /_sandbox/clock/advance` does).
+    pub fn advance(&self, by: Duration) {
+        let out = {
+            let mut inner = self.shared.lock();
+            inner.advanced += by;
+            let now = inner.now();
+            inner.emulator.tick(now);
+            inner.emulator.take_outgoing()
+        };
+        deliver(&self.shared, out);
+    }
+
+    /// The webhook delivery log.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.shared.lock().deliveries.clone()
+    }
+
+    /// Counters of the cards received per endpoint (what `GET /_sandbox/counters` answers).
+    pub fn counters(&self) -> Value {
+        self.shared.lock().emulator.counters_json()
+    }
+
+    /// Sets fault injection (what `POST /_sandbox/faults` does).
+    pub fn set_faults(&self, faults: Faults) {
+        let mut inner = self.shared.lock();
+        inner.dice = faults.seed;
+        inner.faults = faults;
+    }
+
+    /// Stops accepting connections, lets open ones finish (up to two seconds), and stops the
+    /// ticker.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                let service = service_fn(move |req| handle(shared.clone(), req));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+    }
+}
+
+async fn ticker(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stopped.changed() => return,
+        }
+        let out = {
+            let mut inner = shared.lock();
+            let now = inner.now();
+            inner.emulator.tick(now);
+            inner.emulator.take_outgoing()
+        };
+        deliver(&shared, out);
+    }
+}
+
+/// Starts delivering webhooks, each in its own task, logging every attempt.
+fn deliver(shared: &Arc<Shared>, out: Vec<Outgoing>) {
+    for o in out {
+        shared.lock().deliveries.push(Delivery {
+            delivery_id: o.delivery_id.clone(),
+            trigger_id: o.trigger.id(),
+            event_id: o.event_id.clone(),
+            url: o.url.clone(),
+            attempts: 0,
+            state: "pending",
+            last_status: None,
+            last_error: None,
+        });
+        tokio::spawn(deliver_one(shared.clone(), o));
+    }
+}
+
+async fn deliver_one(shared: Arc<Shared>, o: Outgoing) {
+    let body = Bytes::from(o.body);
+    let mut backoff = Duration::from_millis(100);
+    for attempt in 1..=DELIVERY_ATTEMPTS {
+        let outcome = match http::Uri::try_from(o.url.as_str()) {
+            Ok(uri) if uri.scheme_str() == Some("http") => {
+                let request = Request::post(uri)
+                    .header("content-type", "application/json")
+                    .header(
+                        "user-agent",
+                        concat!("cardsync-sandbox/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .body(Full::new(body.clone()))
+                    .expect("a valid request");
+                match tokio::time::timeout(DELIVERY_TIMEOUT, shared.client.request(request)).await {
+                    Ok(Ok(response)) => Ok(response.status()),
+                    Ok(Err(e)) => Err(format!("request failed: {e}")),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
+            Ok(_) => Err("the emulator delivers webhooks over plain HTTP only".to_owned()),
+            Err(_) => Err("not a valid URL".to_owned()),
+        };
+        let delivered = matches!(outcome, Ok(s) if s.is_success());
+        let permanent = matches!(&outcome, Err(e) if e.starts_with("the emulator") || e.starts_with("not a valid"));
+        {
+            let mut inner = shared.lock();
+            if let Some(d) = inner
+                .deliveries
+                .iter_mut()
+                .find(|d| d.delivery_id == o.delivery_id)
+            {
+                d.attempts = attempt;
+                match &outcome {
+                    Ok(s) => {
+                        d.last_status = Some(s.as_u16());
+                        d.last_error = None;
+                    }
+                    Err(e) => d.last_error = Some(e.clone()),
+                }
+                d.state = if delivered {
+                    "delivered"
+                } else if attempt == DELIVERY_ATTEMPTS || permanent {
+                    "failed"
+                } else {
+                    "pending"
+                };
+            }
+        }
+        if delivered || permanent {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn full(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json; charset=utf-8")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("a valid response")
+}
+
+fn json_answer(status: StatusCode, value: &Value) -> Response<ResponseBody> {
+    full(
+        status,
+        serde_json::to_vec(value).expect("JSON values serialize"),
+    )
+}
+
+/// A body that sends its first half, then fails, so the connection drops mid-body.
+struct HalfThenFail {
+    first: Option<Bytes>,
+}
+
+impl Body for HalfThenFail {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(Some(match self.first.take() {
+            Some(data) => Ok(Frame::data(data)),
+            None => Err("connection dropped by fault injection".into()),
+        }))
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes().to_vec(),
+        Err(_) => {
+            return Ok(json_answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"status": "failed", "message": "the request body is too large or was cut off"}),
+            ));
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    if request.uri().path().starts_with("/_sandbox/") {
+        return Ok(control(&shared, &request));
+    }
+
+    // Fault injection, decided before handling (errors) and after (dropped bodies).
+    let (latency, injected_status, retry_after, drop_it) = {
+        let mut inner = shared.lock();
+        let f = inner.faults.clone();
+        let applies = f.paths.is_empty() || f.paths.iter().any(|p| p == request.uri().path());
+        if applies {
+            let status = (inner.roll() < f.error_rate).then(|| {
+                let statuses = if f.statuses.is_empty() {
+                    vec![503]
+                } else {
+                    f.statuses.clone()
+                };
+                let s = statuses[(inner.injected as usize) % statuses.len()];
+                inner.injected += 1;
+                s
+            });
+            let drop_it = status.is_none() && inner.roll() < f.drop_rate;
+            (
+                Duration::from_millis(f.latency_ms),
+                status,
+                f.retry_after,
+                drop_it,
+            )
+        } else {
+            (Duration::ZERO, None, None, false)
+        }
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    if let Some(status) = injected_status {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut answer = json_answer(
+            status,
+            &json!({"status": "failed", "message": "injected fault"}),
+        );
+        if let Some(secs) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
+            answer.headers_mut().insert("retry-after", secs.into());
+        }
+        return Ok(answer);
+    }
+
+    let (answer, out) = {
+        let mut inner = shared.lock();
+        let now = inner.now();
+        let answer = inner.emulator.handle(&request, now);
+        (answer, inner.emulator.take_outgoing())
+    };
+    deliver(&shared, out);
+    let (parts, body) = answer.into_parts();
+    if drop_it && body.len() > 1 {
+        let half = Bytes::from(body[..body.len() / 2].to_vec());
+        let mut parts = parts;
+        parts.headers.insert("content-length", body.len().into());
+        return Ok(Response::from_parts(
+            parts,
+            HalfThenFail { first: Some(half) }.boxed(),
+        ));
+    }
+    Ok(Response::from_parts(
+        parts,
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    ))
+}
+
+/// The control endpoints, documented in the crate docs.
+fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<ResponseBody> {
+    let path = request.uri().path();
+    let method = request.method();
+    match (method, path) {
+        (&Method::GET, "/_sandbox/clock") => {
+            let inner = shared.lock();
+            json_answer(
+                StatusCode::OK,
+                &json!({
+                    "now_ms": inner.now().as_millis() as u64,
+                    "advanced_ms": inner.advanced.as_millis() as u64,
+                }),
+            )
+        }
+        (&Method::POST, "/_sandbox/clock/advance") => {
+            let secs = serde_json::from_slice::<Value>(request.body())
+                .ok()
+                .and_then(|v| v.get("seconds").and_then(Value::as_f64))
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9);
+            let Some(secs) = secs else {
+                return json_answer(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"status": "failed", "message": "the body must be {\"seconds\": N} with N >= 0"}),
+                );
+            };
+            let out = {
+                let mut inner = shared.lock();
+                inner.advanced += Duration::from_secs_f64(secs);
+                let now = inner.now();
+                inner.emulator.tick(now);
+                inner.emulator.take_outgoing()
+            };
+            deliver(shared, out);
+            let inner = shared.lock();
+            json_answer(
+                StatusCode::OK,
+                &json!({
+                    "now_ms": inner.now().as_millis() as u64,
+                    "advanced_ms": inner.advanced.as_millis() as u64,
+                }),
+            )
+        }
+        (&Method::GET, "/_sandbox/deliveries") => {
+            let inner = shared.lock();
+            json_answer(StatusCode::OK, &json!({"deliveries": inner.deliveries}))
+        }
+        (&Method::GET, "/_sandbox/counters") => {
+            let inner = shared.lock();
+            json_answer(
+                StatusCode::OK,
+                &json!({"endpoints": inner.emulator.counters_json()}),
+            )
+        }
+        (&Method::GET, "/_sandbox/faults") => {
+            let inner = shared.lock();
+            json_answer(StatusCode::OK, &json!({"faults": inner.faults}))
+        }
+        (&Method::POST, "/_sandbox/faults") => {
+            match serde_json::from_slice::<Faults>(request.body()) {
+                Ok(f)
+                    if (0.0..=1.0).contains(&f.error_rate)
+                        && (0.0..=1.0).contains(&f.drop_rate) =>
+                {
+                    let mut inner = shared.lock();
+                    inner.dice = f.seed;
+                    inner.faults = f.clone();
+                    json_answer(StatusCode::OK, &json!({"faults": f}))
+                }
+                Ok(_) => json_answer(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"status": "failed", "message": "rates must be between 0 and 1"}),
+                ),
+                Err(e) => json_answer(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"status": "failed", "message": format!("invalid faults: {e}")}),
+                ),
+            }
+        }
+        (&Method::DELETE, "/_sandbox/faults") => {
+            shared.lock().faults = Faults::default();
+            json_answer(StatusCode::OK, &json!({"faults": Faults::default()}))
+        }
+        _ => json_answer(
+            StatusCode::NOT_FOUND,
+            &json!({"status": "failed", "message": format!("no control endpoint {method} {path}")}),
+        ),
+    }
+}

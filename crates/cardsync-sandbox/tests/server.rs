@@ -1,0 +1,345 @@
+//! The emulator over real HTTP on loopback: a batch flow with its webhook received by a test
+//! listener, delivery retries, the control endpoints, and fault injection. Every server started
+//! here is stopped, and every wait is bounded.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cardsync_core::{Brand, Expiry, Pan, SANDBOX_TEST_CARDS};
+use cardsync_proto::*;
+use cardsync_sandbox::{Faults, Sandbox, Settings};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::mpsc;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn send_raw(
+    client: &HttpClient,
+    request: http::Request<Vec<u8>>,
+) -> Result<http::Response<Vec<u8>>, String> {
+    let (parts, body) = request.into_parts();
+    let response = client
+        .request(http::Request::from_parts(
+            parts,
+            Full::new(Bytes::from(body)),
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("body: {e}"))?;
+    Ok(http::Response::from_parts(parts, body.to_bytes().to_vec()))
+}
+
+async fn send<E: Endpoint>(
+    client: &HttpClient,
+    config: &Config,
+    endpoint: &E,
+) -> Result<E::Output, DecodeError> {
+    let response = send_raw(client, endpoint.encode(config).unwrap())
+        .await
+        .expect("a response");
+    E::decode(&response)
+}
+
+/// A webhook receiver on loopback that answers 500 to the first delivery it gets and 200 to
+/// the rest, and hands every body it gets to the test.
+struct Listener {
+    url: String,
+    bodies: mpsc::UnboundedReceiver<Vec<u8>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn listener() -> Listener {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", socket.local_addr().unwrap());
+    let (tx, bodies) = mpsc::unbounded_channel();
+    let seen = Arc::new(Mutex::new(0u32));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                return;
+            };
+            let (tx, seen) = (tx.clone(), seen.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (tx, seen) = (tx.clone(), seen.clone());
+                    async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        let first = {
+                            let mut n = seen.lock().unwrap();
+                            *n += 1;
+                            *n == 1
+                        };
+                        let status = if first { 500 } else { 200 };
+                        if !first {
+                            let _ = tx.send(body);
+                        }
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::new()))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Listener { url, bodies, task }
+}
+
+async fn start() -> (Sandbox, Config) {
+    let mut settings = Settings::default();
+    settings.complete_after = Duration::from_millis(200);
+    let sandbox = Sandbox::start(settings, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config = Config::new(BaseUrl::parse(sandbox.base_url()).unwrap())
+        .with_merchant_key(MerchantKey::new(&sandbox.settings().merchant_key).unwrap());
+    (sandbox, config)
+}
+
+fn test_batch() -> CreateBatch {
+    CreateBatch::new(
+        SANDBOX_TEST_CARDS
+            .iter()
+            .filter(|c| c.brand != Brand::AmericanExpress)
+            .enumerate()
+            .map(|(i, c)| {
+                BatchCard::new(
+                    format!("c{i}"),
+                    Pan::parse(c.card).unwrap(),
+                    Expiry::parse(c.exp.unwrap()).unwrap(),
+                )
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn batch_flow_with_a_webhook_over_loopback() {
+    let (sandbox, config) = start().await;
+    let mut hooks = listener().await;
+    let http = client();
+    send(
+        &http,
+        &config,
+        &SetWebhooks::new().with(Trigger::BatchAvailable, &hooks.url),
+    )
+    .await
+    .unwrap();
+    let created = send(&http, &config, &test_batch()).await.unwrap();
+
+    // The listener refuses the first delivery; the emulator retries.
+    let body = tokio::time::timeout(Duration::from_secs(10), hooks.bodies.recv())
+        .await
+        .expect("a webhook in time")
+        .unwrap();
+    let event = decode_webhook(&body).unwrap();
+    let WebhookEvent::BatchAvailable(available) = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        available.batch_id.as_deref(),
+        Some(created.batch_id.as_str())
+    );
+    // The listener hands the body over before its answer reaches the emulator: wait for the log.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = sandbox.deliveries();
+        if log.first().is_some_and(|d| d.state != "pending")
+            || tokio::time::Instant::now() > deadline
+        {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].state, log[0].attempts, log[0].last_status),
+        ("delivered", 2, Some(200))
+    );
+
+    let results = send(
+        &http,
+        &config,
+        &GetBatchResults::new(&created.batch_id).with_event_id(event.event_id().unwrap()),
+    )
+    .await
+    .unwrap();
+    let expected: Vec<_> = SANDBOX_TEST_CARDS
+        .iter()
+        .filter(|c| c.brand != Brand::AmericanExpress)
+        .map(|c| Some(c.result.clone()))
+        .collect();
+    let got: Vec<_> = results.cards.iter().map(|c| c.status.clone()).collect();
+    assert_eq!(got, expected);
+
+    // Control endpoints over HTTP.
+    let counters = send_raw(
+        &http,
+        http::Request::get(format!("{}/_sandbox/counters", sandbox.base_url()))
+            .body(Vec::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let counters: serde_json::Value = serde_json::from_slice(counters.body()).unwrap();
+    assert_eq!(counters["endpoints"]["POST /v2/batch"]["cards"], 16);
+    assert_eq!(counters["endpoints"]["POST /v2/batch"]["repeats"], 0);
+    let deliveries = send_raw(
+        &http,
+        http::Request::get(format!("{}/_sandbox/deliveries", sandbox.base_url()))
+            .body(Vec::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let deliveries: serde_json::Value = serde_json::from_slice(deliveries.body()).unwrap();
+    assert_eq!(deliveries["deliveries"][0]["state"], "delivered");
+
+    hooks.task.abort();
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_test_clock_completes_batches_and_purges_results() {
+    let mut settings = Settings::default();
+    settings.complete_after = Duration::from_secs(3600);
+    let sandbox = Sandbox::start(settings, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config = Config::new(BaseUrl::parse(sandbox.base_url()).unwrap())
+        .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap());
+    let http = client();
+    let created = send(&http, &config, &test_batch()).await.unwrap();
+    assert_eq!(
+        send(&http, &config, &GetBatch::new(&created.batch_id))
+            .await
+            .unwrap()
+            .status,
+        BatchState::Pending
+    );
+    let advance = |secs: u64| {
+        http::Request::post(format!("{}/_sandbox/clock/advance", sandbox.base_url()))
+            .body(format!("{{\"seconds\":{secs}}}").into_bytes())
+            .unwrap()
+    };
+    assert_eq!(send_raw(&http, advance(3600)).await.unwrap().status(), 200);
+    assert_eq!(
+        send(&http, &config, &GetBatch::new(&created.batch_id))
+            .await
+            .unwrap()
+            .status,
+        BatchState::Completed
+    );
+    send_raw(&http, advance(10 * 24 * 3600)).await.unwrap();
+    let gone = send(&http, &config, &GetBatch::new(&created.batch_id))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.status(), Some(http::StatusCode::NOT_FOUND));
+    let bad = http::Request::post(format!("{}/_sandbox/clock/advance", sandbox.base_url()))
+        .body(b"{}".to_vec())
+        .unwrap();
+    assert_eq!(send_raw(&http, bad).await.unwrap().status(), 400);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn fault_injection() {
+    let (sandbox, config) = start().await;
+    let http = client();
+    let mut faults = Faults::default();
+    faults.error_rate = 1.0;
+    faults.statuses = vec![503, 429];
+    faults.retry_after = Some(1);
+    sandbox.set_faults(faults);
+    for expected in [503, 429] {
+        let response = send_raw(&http, GetBatch::new("b").encode(&config).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected);
+        assert_eq!(response.headers()["retry-after"], "1");
+    }
+    // A dropped connection mid-body: the client sees an error, not a short body.
+    let mut faults = Faults::default();
+    faults.drop_rate = 1.0;
+    sandbox.set_faults(faults);
+    let dropped = send_raw(&http, GetBatch::new("b").encode(&config).unwrap()).await;
+    assert!(dropped.is_err(), "{dropped:?}");
+    // Set and cleared over HTTP too.
+    let set = http::Request::post(format!("{}/_sandbox/faults", sandbox.base_url()))
+        .body(br#"{"error_rate":1.0,"statuses":[500],"paths":["/v2/batch"]}"#.to_vec())
+        .unwrap();
+    assert_eq!(send_raw(&http, set).await.unwrap().status(), 200);
+    assert_eq!(
+        send_raw(&http, test_batch().encode(&config).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    let clear = http::Request::delete(format!("{}/_sandbox/faults", sandbox.base_url()))
+        .body(Vec::new())
+        .unwrap();
+    assert_eq!(send_raw(&http, clear).await.unwrap().status(), 200);
+    assert!(send(&http, &config, &test_batch()).await.is_ok());
+    // An injected 500 on batch creation never reached the emulator: nothing was counted twice.
+    assert_eq!(sandbox.counters()["POST /v2/batch"]["cards"], 16);
+    let invalid = http::Request::post(format!("{}/_sandbox/faults", sandbox.base_url()))
+        .body(br#"{"error_rate":2}"#.to_vec())
+        .unwrap();
+    assert_eq!(send_raw(&http, invalid).await.unwrap().status(), 400);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn deliveries_to_a_dead_listener_fail_after_bounded_retries() {
+    let (sandbox, config) = start().await;
+    let http = client();
+    // A port that was free a moment ago: nothing listens there.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", dead.local_addr().unwrap());
+    drop(dead);
+    send(
+        &http,
+        &config,
+        &SetWebhooks::new().with(Trigger::BatchAvailable, &url),
+    )
+    .await
+    .unwrap();
+    send(&http, &config, &test_batch()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let log = sandbox.deliveries();
+        if log.first().is_some_and(|d| d.state == "failed") {
+            assert_eq!(log[0].attempts, 5);
+            assert!(log[0].last_error.is_some());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{log:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sandbox.shutdown().await;
+}
