@@ -7,6 +7,7 @@
 
 mod input;
 mod report;
+mod sandbox;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -68,6 +69,14 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = cardsync_core::MAX_CARDS_PER_REQUEST)]
         max_per_request: usize,
     },
+    /// Run a local emulator of the CardSync API until Ctrl-C.
+    ///
+    /// It keeps state in memory, completes batches after --complete-after, answers the
+    /// documented sandbox test cards with their documented results, and sends webhooks. It
+    /// prints its base URL and the keys to use (one JSON line with --output json). Control
+    /// endpoints under /_sandbox/ move its clock, show webhook deliveries and card counters, and
+    /// inject faults.
+    Sandbox(sandbox::Args),
 }
 
 /// Errors that stop a command: usage, I/O, or a file that cannot be read as cards.
@@ -137,6 +146,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let options = plan_options(se_number.as_deref(), Some(max_per_request))?;
             plan(&file, options, Reporter::new(out, cli.output))
         }
+        Command::Sandbox(args) => sandbox::run(args, cli.output, out),
     }
 }
 

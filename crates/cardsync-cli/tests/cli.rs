@@ -367,3 +367,107 @@ fn plan_uses_the_default_se_number_and_reports_rejections() {
     assert!(text.contains("luhn"), "{text}");
     assert_no_full_numbers(text.as_bytes());
 }
+
+/// A raw HTTP/1.1 exchange over loopback, bounded in time.
+fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
+    use std::io::{Read, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn sandbox_prints_where_it_listens_and_stops_on_ctrl_c() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardsync"))
+        .args([
+            "--output",
+            "json",
+            "sandbox",
+            "--addr",
+            "127.0.0.1:0",
+            "--complete-after",
+            "0",
+            "--merchant-key",
+            "mk",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the sandbox printed its address");
+    let info: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(info["master_key"], "sandbox_master_key");
+    assert_eq!(
+        (info["merchant_key"].as_str(), info["merchant_id"].as_str()),
+        (Some("mk"), Some("sandbox_merchant"))
+    );
+    let base = info["base_url"].as_str().unwrap();
+    let addr = base.strip_prefix("http://").unwrap();
+    assert!(addr.starts_with("127.0.0.1:"));
+
+    let clock = http_get(addr, "/_sandbox/clock", None);
+    assert!(clock.starts_with("HTTP/1.1 200"), "{clock}");
+    let denied = http_get(addr, "/v2/batch?batch_id=x", Some("wrong"));
+    assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
+    let unknown = http_get(addr, "/v2/batch?batch_id=x", Some("mk"));
+    assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+
+    // Ctrl-C stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the sandbox did not stop on SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(exit.code(), Some(0));
+}
+
+#[test]
+fn sandbox_refuses_bad_options() {
+    for args in [
+        vec!["sandbox", "--complete-after", "soon"],
+        vec!["sandbox", "--merchant-key", "sandbox_master_key"],
+        vec!["sandbox", "--addr", "not-an-address"],
+    ] {
+        let out = cardsync(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -1,0 +1,131 @@
+//! `cardsync sandbox`: the local emulator, until Ctrl-C.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cardsync_sandbox::{Sandbox, Settings};
+
+use crate::{CliError, OutputFormat};
+
+/// Options of `cardsync sandbox`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    addr: SocketAddr,
+    /// How long batches, enrollments and American Express updates take, such as 2s, 500ms, 0.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    complete_after: Duration,
+    /// Answer with the documents' other spellings (msg, contact_closed, string trigger_id,
+    /// repeated keys in webhook stats).
+    #[arg(long)]
+    quirks: bool,
+    /// The partner master key.
+    #[arg(long, value_name = "KEY", default_value = "sandbox_master_key")]
+    master_key: String,
+    /// The key of the pre-enrolled merchant.
+    #[arg(long, value_name = "KEY", default_value = "sandbox_merchant_key")]
+    merchant_key: String,
+}
+
+/// Parses `2s`, `500ms`, `1m`, `1h` or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((t, "s"), |i| t.split_at(i));
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 2s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{text:?} is out of range"))
+}
+
+pub(crate) fn run(
+    args: Args,
+    format: OutputFormat,
+    mut out: impl Write,
+) -> Result<ExitCode, CliError> {
+    for key in [&args.master_key, &args.merchant_key] {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(CliError::Usage(
+                "keys must be non-empty visible ASCII".to_owned(),
+            ));
+        }
+    }
+    if args.master_key == args.merchant_key {
+        return Err(CliError::Usage(
+            "the master key and the merchant key must differ".to_owned(),
+        ));
+    }
+    let mut settings = Settings::default();
+    settings.complete_after = args.complete_after;
+    settings.quirks = args.quirks;
+    settings.master_key = args.master_key;
+    settings.merchant_key = args.merchant_key;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Stdout)?;
+    runtime.block_on(async move {
+        let sandbox = Sandbox::start(settings, args.addr)
+            .await
+            .map_err(|source| CliError::Io {
+                path: args.addr.to_string().into(),
+                source,
+            })?;
+        let s = sandbox.settings();
+        match format {
+            OutputFormat::Json => {
+                let line = serde_json::json!({
+                    "base_url": sandbox.base_url(),
+                    "master_key": s.master_key,
+                    "merchant_key": s.merchant_key,
+                    "merchant_id": s.merchant_id,
+                });
+                writeln!(out, "{line}")?;
+            }
+            OutputFormat::Text => {
+                writeln!(out, "CardSync sandbox listening at {}", sandbox.base_url())?;
+                writeln!(out, "  partner master key  {}", s.master_key)?;
+                writeln!(out, "  merchant key        {}", s.merchant_key)?;
+                writeln!(out, "  merchant id         {}", s.merchant_id)?;
+                writeln!(
+                    out,
+                    "  batches complete after {:?}; control endpoints under /_sandbox/",
+                    s.complete_after
+                )?;
+                writeln!(out, "Press Ctrl-C to stop.")?;
+            }
+        }
+        out.flush()?;
+        tokio::signal::ctrl_c().await.map_err(CliError::Stdout)?;
+        sandbox.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("2 days").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+}
