@@ -1,6 +1,19 @@
 //! The merchant enrollment request body (`POST /v2/merchant`), field for field as documented.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// An int32 count written as any JSON number with no fractional part (`3` or `3.0`), as JSON
+/// Schema's `integer` allows.
+fn int32<'de, D: Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    let n = f64::deserialize(d)?;
+    if n.fract() == 0.0 && n >= f64::from(i32::MIN) && n <= f64::from(i32::MAX) {
+        Ok(n as i32)
+    } else {
+        Err(serde::de::Error::custom(
+            "expected a whole number within int32",
+        ))
+    }
+}
 
 /// A merchant to enroll. Every field is documented as required except `phone_ext`.
 ///
@@ -98,14 +111,19 @@ pub struct CardInfo {
     /// The kind of biller, such as `both`.
     pub type_of_biller: String,
     /// Cards in all.
+    #[serde(deserialize_with = "int32")]
     pub total_number_of_records: i32,
     /// Visa cards.
+    #[serde(deserialize_with = "int32")]
     pub number_of_visa: i32,
     /// Mastercard cards.
+    #[serde(deserialize_with = "int32")]
     pub number_of_mastercard: i32,
     /// Discover cards.
+    #[serde(deserialize_with = "int32")]
     pub number_of_discover: i32,
     /// American Express cards.
+    #[serde(deserialize_with = "int32")]
     pub number_of_amex: i32,
     /// The American Express SE number, for merchants with Amex cards.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -471,10 +471,22 @@ impl Emulator {
                 StatusCode::FORBIDDEN,
                 "merchant enrollment needs the partner master key",
             ),
-            (method, path, _) => self.error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}"),
-            ),
+            (method, path, _) => {
+                let allow = match path {
+                    "/v2/merchant" | "/v2/batch" => "GET, POST",
+                    "/v2/subscribe" => "POST, DELETE",
+                    "/v2/webhooks" | "/v2/webhook" => "POST",
+                    _ => "GET",
+                };
+                let mut answer = self.error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed on {path}"),
+                );
+                answer
+                    .headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+                answer
+            }
         }
     }
 
@@ -555,12 +567,20 @@ impl Emulator {
                 return self.error(StatusCode::BAD_REQUEST, format!("invalid merchant: {msg}"));
             }
         };
-        if merchant.legal_business_name.trim().is_empty()
-            || merchant.user.username.trim().is_empty()
+        if merchant.legal_business_name.is_empty()
+            || merchant.name.is_empty()
+            || merchant.user.username.is_empty()
         {
             return self.error(
                 StatusCode::BAD_REQUEST,
-                "legal_business_name and user.username must not be empty",
+                "legal_business_name, name and user.username must not be empty",
+            );
+        }
+        if !["daily", "weekly", "monthly"].contains(&merchant.card_info.delivery_frequency.as_str())
+        {
+            return self.error(
+                StatusCode::BAD_REQUEST,
+                "card_info.delivery_frequency must be daily, weekly or monthly",
             );
         }
         if self
@@ -613,6 +633,28 @@ impl Emulator {
     }
 
     fn cards_body(body: &[u8]) -> Result<Vec<SubmittedCard>, Refusal> {
+        // The client library reads leniently; the emulator, like a strict server, refuses card
+        // fields that are not strings, so that clients find out before production does.
+        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body)
+            && let Some(Value::Array(cards)) = map.get("cards")
+        {
+            for (i, card) in cards.iter().enumerate() {
+                let Value::Object(fields) = card else {
+                    return Err(Refusal::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("cards[{i}] is not an object"),
+                    ));
+                };
+                for name in ["id", "card", "exp", "se_number", "se"] {
+                    if fields.get(name).is_some_and(|v| !v.is_string()) {
+                        return Err(Refusal::new(
+                            StatusCode::BAD_REQUEST,
+                            format!("cards[{i}].{name} must be a string"),
+                        ));
+                    }
+                }
+            }
+        }
         let cards = decode_cards_body(body).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
