@@ -343,3 +343,207 @@ async fn deliveries_to_a_dead_listener_fail_after_bounded_retries() {
     }
     sandbox.shutdown().await;
 }
+
+/// A webhook receiver that answers 200 to everything and hands every body to the test.
+async fn plain_listener() -> Listener {
+    let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", socket.local_addr().unwrap());
+    let (tx, bodies) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = socket.accept().await else {
+                return;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let tx = tx.clone();
+                    async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes().to_vec())
+                            .unwrap_or_default();
+                        let _ = tx.send(body);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::new(),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Listener { url, bodies, task }
+}
+
+async fn next_event(hooks: &mut Listener) -> WebhookEvent {
+    let body = tokio::time::timeout(Duration::from_secs(10), hooks.bodies.recv())
+        .await
+        .expect("a webhook in time")
+        .unwrap();
+    decode_webhook(&body).unwrap()
+}
+
+#[tokio::test]
+async fn enrollment_then_a_batch_for_the_new_merchant_over_loopback() {
+    let (sandbox, _) = start().await;
+    let mut hooks = plain_listener().await;
+    let http = client();
+    let base = BaseUrl::parse(sandbox.base_url()).unwrap();
+    let partner =
+        Config::new(base.clone()).with_partner_key(PartnerKey::new("sandbox_master_key").unwrap());
+    // The documents' order: webhooks first (partner key), then enrollment.
+    send(
+        &http,
+        &partner,
+        &SetWebhooks::new()
+            .with(Trigger::EnrollmentComplete, &hooks.url)
+            .with(Trigger::BatchAvailable, &hooks.url)
+            .signed_by(KeyScope::Partner),
+    )
+    .await
+    .unwrap();
+    let merchant: MerchantEnrollment = serde_json::from_slice(include_bytes!(
+        "../../cardsync-proto/tests/data/universal/merchant_enroll_request.json"
+    ))
+    .unwrap();
+    let enrolled = send(&http, &partner, &EnrollMerchant::new(merchant.clone()))
+        .await
+        .unwrap();
+    let WebhookEvent::EnrollmentComplete(done) = next_event(&mut hooks).await else {
+        panic!()
+    };
+    assert_eq!(
+        done.merchant_id.as_deref(),
+        Some(enrolled.merchant_id.as_str())
+    );
+    assert_eq!(
+        send(&http, &partner, &GetMerchant::new(&enrolled.merchant_id))
+            .await
+            .unwrap()
+            .enrollment
+            .as_deref(),
+        Some("completed")
+    );
+    let dup = send(&http, &partner, &EnrollMerchant::new(merchant))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.status(), Some(http::StatusCode::CONFLICT));
+
+    // The new merchant's batch reaches the partner's webhook, having none of its own.
+    let config = Config::new(base).with_merchant_key(enrolled.api_key);
+    let created = send(&http, &config, &test_batch()).await.unwrap();
+    let WebhookEvent::BatchAvailable(available) = next_event(&mut hooks).await else {
+        panic!()
+    };
+    assert_eq!(
+        available.batch_id.as_deref(),
+        Some(created.batch_id.as_str())
+    );
+    hooks.task.abort();
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn amex_subscription_flow_over_loopback() {
+    let (sandbox, config) = start().await;
+    let mut hooks = plain_listener().await;
+    let http = client();
+    send(&http, &config, &SetAmexWebhook::new(&hooks.url))
+        .await
+        .unwrap();
+    let se = cardsync_core::SeNumber::parse("1234567890").unwrap();
+    let cards: Vec<SubscriptionCard> = SANDBOX_TEST_CARDS
+        .iter()
+        .filter(|c| c.brand == Brand::AmericanExpress)
+        .map(|c| {
+            SubscriptionCard::new(
+                se.clone(),
+                c.card,
+                Pan::parse(c.card).unwrap(),
+                Expiry::parse("12/28").unwrap(),
+            )
+        })
+        .collect();
+    send(&http, &config, &Subscribe::new(cards.clone()).unwrap())
+        .await
+        .unwrap();
+    let event = next_event(&mut hooks).await;
+    assert_eq!(event.trigger(), Some(Trigger::AmexUpdate));
+    let results = send(
+        &http,
+        &config,
+        &GetSubscriptionResults::new(event.event_id().unwrap()),
+    )
+    .await
+    .unwrap();
+    let statuses: Vec<_> = results
+        .cards
+        .iter()
+        .map(|c| c.status.clone().unwrap())
+        .collect();
+    let expected: Vec<_> = SANDBOX_TEST_CARDS
+        .iter()
+        .filter(|c| c.brand == Brand::AmericanExpress)
+        .map(|c| c.result.clone())
+        .collect();
+    assert_eq!(statuses, expected);
+    assert!(
+        results
+            .cards
+            .iter()
+            .all(|c| c.se_number.as_deref() == Some("1234567890"))
+    );
+
+    // Unsubscribed pairs produce nothing more; a new subscription does.
+    send(&http, &config, &Unsubscribe::new(cards.clone()).unwrap())
+        .await
+        .unwrap();
+    send(
+        &http,
+        &config,
+        &Subscribe::new(cards[..1].to_vec()).unwrap(),
+    )
+    .await
+    .unwrap();
+    send(
+        &http,
+        &config,
+        &Unsubscribe::new(cards[..1].to_vec()).unwrap(),
+    )
+    .await
+    .unwrap();
+    sandbox.advance(Duration::from_secs(5));
+    let extra = tokio::time::timeout(Duration::from_millis(500), hooks.bodies.recv()).await;
+    assert!(extra.is_err(), "no event for unsubscribed pairs: {extra:?}");
+    let missing = send(
+        &http,
+        &config,
+        &GetSubscriptionResults::new("no-such-event"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(missing.status(), Some(http::StatusCode::NOT_FOUND));
+    hooks.task.abort();
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn injected_latency_delays_answers() {
+    let (sandbox, config) = start().await;
+    let http = client();
+    let mut faults = Faults::default();
+    faults.latency_ms = 300;
+    sandbox.set_faults(faults);
+    let started = std::time::Instant::now();
+    let answer = send_raw(&http, GetBatch::new("b").encode(&config).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    sandbox.shutdown().await;
+}
