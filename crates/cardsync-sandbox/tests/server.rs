@@ -547,3 +547,240 @@ async fn injected_latency_delays_answers() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_error_path_over_loopback() {
+    let mut settings = Settings::default();
+    settings.complete_after = Duration::from_secs(3600);
+    let sandbox = Sandbox::start(settings, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = sandbox.base_url().to_owned();
+    let config = Config::new(BaseUrl::parse(&base).unwrap())
+        .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap());
+    let http = client();
+    let pending = send(&http, &config, &test_batch()).await.unwrap().batch_id;
+
+    let card = r#"{"id":"a","card":"4457010000000009","exp":"01/50"}"#;
+    let too_many = format!("{{\"cards\":[{}]}}", vec![card; 10_001].join(","));
+    let huge = vec![b' '; 16 * 1024 * 1024 + 1];
+    let merchant_key = Some("sandbox_merchant_key");
+    let master_key = Some("sandbox_master_key");
+    // (method, path and query, key, body, expected status, part of the expected message)
+    type Case<'a> = (http::Method, String, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            http::Method::POST,
+            "/v2/batch".into(),
+            merchant_key,
+            b"{not json".to_vec(),
+            400,
+            "not a card list",
+        ),
+        (
+            http::Method::POST,
+            "/v2/batch".into(),
+            merchant_key,
+            br#"{"cards":[]}"#.to_vec(),
+            400,
+            "must not be empty",
+        ),
+        (
+            http::Method::POST,
+            "/v2/batch".into(),
+            merchant_key,
+            too_many.into_bytes(),
+            400,
+            "at most 10000",
+        ),
+        (
+            http::Method::POST,
+            "/v2/batch".into(),
+            merchant_key,
+            br#"{"cards":[{"id":7,"card":"4457010000000009","exp":"01/50"}]}"#.to_vec(),
+            400,
+            "cards[0].id must be a string",
+        ),
+        (
+            http::Method::POST,
+            "/v2/batch".into(),
+            merchant_key,
+            huge,
+            413,
+            "too large",
+        ),
+        (
+            http::Method::GET,
+            "/v2/batch?batch_id=x".into(),
+            None,
+            vec![],
+            401,
+            "unauthorized",
+        ),
+        (
+            http::Method::GET,
+            "/v2/batch?batch_id=x".into(),
+            Some("wrong"),
+            vec![],
+            401,
+            "unauthorized",
+        ),
+        (
+            http::Method::GET,
+            "/v2/batch?batch_id=x".into(),
+            master_key,
+            vec![],
+            403,
+            "merchant's key",
+        ),
+        (
+            http::Method::POST,
+            "/v2/merchant".into(),
+            merchant_key,
+            b"{}".to_vec(),
+            403,
+            "partner master key",
+        ),
+        (
+            http::Method::GET,
+            "/v2/batch".into(),
+            merchant_key,
+            vec![],
+            400,
+            "batch_id is required",
+        ),
+        (
+            http::Method::GET,
+            "/v2/batch?batch_id=nope".into(),
+            merchant_key,
+            vec![],
+            404,
+            "no batch nope",
+        ),
+        (
+            http::Method::GET,
+            format!("/v2/batch/results?batch_id={pending}"),
+            merchant_key,
+            vec![],
+            409,
+            "not complete yet",
+        ),
+        (
+            http::Method::GET,
+            format!("/v2/batch/results?batch_id={pending}&event_id=e"),
+            merchant_key,
+            vec![],
+            404,
+            "has no event",
+        ),
+        (
+            http::Method::GET,
+            "/v2/subscription/results".into(),
+            merchant_key,
+            vec![],
+            400,
+            "event_id is required",
+        ),
+        (
+            http::Method::GET,
+            "/v2/subscription/results?event_id=e".into(),
+            merchant_key,
+            vec![],
+            404,
+            "no event e",
+        ),
+        (
+            http::Method::POST,
+            "/v2/subscribe".into(),
+            merchant_key,
+            format!("{{\"cards\":[{card}]}}").into_bytes(),
+            400,
+            "not American Express",
+        ),
+        (
+            http::Method::POST,
+            "/v2/webhooks".into(),
+            merchant_key,
+            br#"{"webhooks":[{"trigger_id":99,"url":"x"}]}"#.to_vec(),
+            400,
+            "trigger_id",
+        ),
+        (
+            http::Method::POST,
+            "/v2/webhooks".into(),
+            merchant_key,
+            br#"{"batch_done":"x"}"#.to_vec(),
+            400,
+            "unknown field",
+        ),
+        (
+            http::Method::POST,
+            "/v2/webhook".into(),
+            merchant_key,
+            br#"{"trigger_id":23}"#.to_vec(),
+            400,
+            "url",
+        ),
+        (
+            http::Method::GET,
+            "/v2/merchant?merchant_id=nobody".into(),
+            master_key,
+            vec![],
+            404,
+            "no merchant",
+        ),
+        (
+            http::Method::PUT,
+            "/v2/batch".into(),
+            merchant_key,
+            vec![],
+            405,
+            "not allowed",
+        ),
+        (
+            http::Method::GET,
+            "/v3/batch".into(),
+            merchant_key,
+            vec![],
+            404,
+            "no endpoint",
+        ),
+        (
+            http::Method::GET,
+            "/_sandbox/nothing".into(),
+            None,
+            vec![],
+            404,
+            "no control endpoint",
+        ),
+    ];
+    for (method, path, key, body, status, message) in cases {
+        let mut b = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("{base}{path}"));
+        if let Some(k) = key {
+            b = b.header("authorization", k);
+        }
+        let answer = send_raw(&http, b.body(body).unwrap()).await.unwrap();
+        let text = String::from_utf8_lossy(answer.body()).into_owned();
+        assert_eq!(answer.status(), status, "{method} {path}: {text}");
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{method} {path}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+        assert_eq!(json["status"], "failed", "{method} {path}");
+        assert!(
+            json["message"].as_str().unwrap().contains(message),
+            "{method} {path}: {text}"
+        );
+        if status == 405 {
+            assert_eq!(answer.headers()["allow"], "GET, POST");
+        }
+    }
+    sandbox.shutdown().await;
+}
