@@ -43,7 +43,7 @@
 //! | `POST /_sandbox/clock/advance` `{"seconds": N}` | moves the emulator clock forward, firing whatever falls due |
 //! | `GET /_sandbox/deliveries` | the webhook delivery log: id, trigger, event, URL, attempts, state, last status or error |
 //! | `GET /_sandbox/counters` | per endpoint: requests, cards received, distinct cards, repeats |
-//! | `GET`, `POST`, `DELETE /_sandbox/faults` | read, set or clear fault injection ([`Faults`]): a share of answers replaced by error statuses (with `Retry-After`), added latency, connections dropped mid-body |
+//! | `GET`, `POST`, `DELETE /_sandbox/faults` | read, set or clear fault injection ([`Faults`]): a share of answers replaced by error statuses (with `Retry-After`), before or after the request is handled; added latency; connections dropped mid-body |
 //!
 //! # Quirks
 //!
@@ -60,4 +60,4 @@ pub use emulator::{
     Emulator, MAX_REQUEST_BODY, Outgoing, RESULTS_KEPT_FOR, Settings, replacement_card,
     replacement_expiry,
 };
-pub use server::{Delivery, Faults, Sandbox};
+pub use server::{Delivery, FaultTiming, Faults, Sandbox};

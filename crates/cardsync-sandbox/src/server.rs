@@ -78,6 +78,23 @@ pub struct Faults {
     pub paths: Vec<String>,
     /// Seed of the fault dice, for repeatable runs.
     pub seed: u64,
+    /// When error statuses are injected: `"before"` (default) answers instead of handling the
+    /// request, as an overloaded server or a proxy would; `"after"` handles it, then replaces
+    /// the answer, as when a server processes a request and the answer is lost: the case in
+    /// which a client that resends a batch gets it processed, and billed, twice.
+    pub when: FaultTiming,
+}
+
+/// When injected error statuses happen, relative to handling the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum FaultTiming {
+    /// Instead of handling the request.
+    #[default]
+    Before,
+    /// After handling it.
+    After,
 }
 
 struct Inner {
@@ -421,7 +438,7 @@ async fn handle(
     }
 
     // Fault injection, decided before handling (errors) and after (dropped bodies).
-    let (latency, injected_status, retry_after, drop_it) = {
+    let (latency, injected_status, retry_after, drop_it, timing) = {
         let mut inner = shared.lock();
         let f = inner.faults.clone();
         let applies = f.paths.is_empty() || f.paths.iter().any(|p| p == request.uri().path());
@@ -442,9 +459,10 @@ async fn handle(
                 status,
                 f.retry_after,
                 drop_it,
+                f.when,
             )
         } else {
-            (Duration::ZERO, None, None, false)
+            (Duration::ZERO, None, None, false, FaultTiming::Before)
         }
     };
     if !latency.is_zero() {
@@ -458,6 +476,16 @@ async fn handle(
         );
         if let Some(secs) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
             answer.headers_mut().insert("retry-after", secs.into());
+        }
+        if timing == FaultTiming::After {
+            // The request is handled as usual; only its answer is lost.
+            let out = {
+                let mut inner = shared.lock();
+                let now = inner.now();
+                let _handled = inner.emulator.handle(&request, now);
+                inner.emulator.take_outgoing()
+            };
+            deliver(&shared, out);
         }
         return Ok(answer);
     }

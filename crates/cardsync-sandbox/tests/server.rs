@@ -307,6 +307,24 @@ async fn fault_injection() {
     assert!(send(&http, &config, &test_batch()).await.is_ok());
     // An injected 500 on batch creation never reached the emulator: nothing was counted twice.
     assert_eq!(sandbox.counters()["POST /v2/batch"]["cards"], 16);
+    // After handling: the batch is processed and the answer replaced. A client resending it
+    // would show in the counters as repeats; here it is sent once more on purpose.
+    let set = http::Request::post(format!("{}/_sandbox/faults", sandbox.base_url()))
+        .body(
+            br#"{"error_rate":1.0,"statuses":[500],"paths":["/v2/batch"],"when":"after"}"#.to_vec(),
+        )
+        .unwrap();
+    assert_eq!(send_raw(&http, set).await.unwrap().status(), 200);
+    assert_eq!(
+        send_raw(&http, test_batch().encode(&config).unwrap())
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    assert_eq!(sandbox.counters()["POST /v2/batch"]["cards"], 32);
+    assert_eq!(sandbox.counters()["POST /v2/batch"]["repeats"], 16);
+    sandbox.set_faults(Faults::default());
     let invalid = http::Request::post(format!("{}/_sandbox/faults", sandbox.base_url()))
         .body(br#"{"error_rate":2}"#.to_vec())
         .unwrap();
