@@ -219,14 +219,7 @@ impl Sandbox {
 
     /// Moves the emulator clock forward (what `POST /_sandbox/clock/advance` does).
     pub fn advance(&self, by: Duration) {
-        let out = {
-            let mut inner = self.shared.lock();
-            inner.advanced += by;
-            let now = inner.now();
-            inner.emulator.tick(now);
-            inner.emulator.take_outgoing()
-        };
-        deliver(&self.shared, out);
+        advance_clock(&self.shared, by);
     }
 
     /// The webhook delivery log.
@@ -295,14 +288,29 @@ async fn ticker(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
             _ = tokio::time::sleep(TICK) => {}
             _ = stopped.changed() => return,
         }
-        let out = {
-            let mut inner = shared.lock();
-            let now = inner.now();
-            inner.emulator.tick(now);
-            inner.emulator.take_outgoing()
-        };
-        deliver(&shared, out);
+        advance_clock(&shared, Duration::ZERO);
     }
+}
+
+/// Moves the emulator clock forward by `by` (zero for a plain tick), runs whatever falls due,
+/// and starts delivering the webhooks that fired.
+fn advance_clock(shared: &Arc<Shared>, by: Duration) {
+    let out = {
+        let mut inner = shared.lock();
+        inner.advanced += by;
+        let now = inner.now();
+        inner.emulator.tick(now);
+        inner.emulator.take_outgoing()
+    };
+    deliver(shared, out);
+}
+
+fn clock_json(shared: &Shared) -> Value {
+    let inner = shared.lock();
+    json!({
+        "now_ms": inner.now().as_millis() as u64,
+        "advanced_ms": inner.advanced.as_millis() as u64,
+    })
 }
 
 /// Starts delivering webhooks, each in its own task, logging every attempt.
@@ -520,16 +528,7 @@ fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<Respons
     let path = request.uri().path();
     let method = request.method();
     match (method, path) {
-        (&Method::GET, "/_sandbox/clock") => {
-            let inner = shared.lock();
-            json_answer(
-                StatusCode::OK,
-                &json!({
-                    "now_ms": inner.now().as_millis() as u64,
-                    "advanced_ms": inner.advanced.as_millis() as u64,
-                }),
-            )
-        }
+        (&Method::GET, "/_sandbox/clock") => json_answer(StatusCode::OK, &clock_json(shared)),
         (&Method::POST, "/_sandbox/clock/advance") => {
             let secs = serde_json::from_slice::<Value>(request.body())
                 .ok()
@@ -541,22 +540,8 @@ fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<Respons
                     &json!({"status": "failed", "message": "the body must be {\"seconds\": N} with N >= 0"}),
                 );
             };
-            let out = {
-                let mut inner = shared.lock();
-                inner.advanced += Duration::from_secs_f64(secs);
-                let now = inner.now();
-                inner.emulator.tick(now);
-                inner.emulator.take_outgoing()
-            };
-            deliver(shared, out);
-            let inner = shared.lock();
-            json_answer(
-                StatusCode::OK,
-                &json!({
-                    "now_ms": inner.now().as_millis() as u64,
-                    "advanced_ms": inner.advanced.as_millis() as u64,
-                }),
-            )
+            advance_clock(shared, Duration::from_secs_f64(secs));
+            json_answer(StatusCode::OK, &clock_json(shared))
         }
         (&Method::GET, "/_sandbox/deliveries") => {
             let inner = shared.lock();
