@@ -1,0 +1,236 @@
+//! The HTTPS transport for `cardsync-proto`, over hyper 1, hyper-rustls and tokio.
+//!
+//! [`HyperTransport`] implements [`cardsync_proto::transport::Transport`]: it sends a request
+//! exactly as given (a JSON body on `DELETE` included) and returns the whole response. It holds
+//! no protocol knowledge: building requests, reading responses and deciding about retries are
+//! `cardsync-proto`'s.
+//!
+//! What it guarantees:
+//!
+//! - HTTPS only, with rustls (TLS 1.2 and 1.3, the `ring` provider, Mozilla's roots). Plain HTTP
+//!   is sent only to a loopback host (a local emulator), and only when
+//!   [`Options::allow_plain_http_to_loopback`] is set. There is no option to accept invalid
+//!   certificates.
+//! - Connections are reused (HTTP/1.1 keep-alive); connecting and the whole exchange are each
+//!   bounded in time; the response body is read up to [`Options::max_response_body`] and no
+//!   further; redirects are never followed (a 3xx is returned as it is).
+//! - Request bodies, which hold full card numbers, are zeroed once sent.
+//! - Failures say whether the request may have reached the server
+//!   ([`cardsync_proto::retry::Reached`]): only a failure to connect is certainly before.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use cardsync_hyper::{HyperTransport, Options};
+//! use cardsync_proto::transport::Transport;
+//! use cardsync_proto::{BaseUrl, Config, Endpoint, GetBatch, MerchantKey};
+//!
+//! let transport = HyperTransport::new(Options::default())?;
+//! let config = Config::new(BaseUrl::sandbox()).with_merchant_key(MerchantKey::new("api_key")?);
+//! let response = transport.send(GetBatch::new("b1").encode(&config)?).await?;
+//! let batch = GetBatch::decode(&response)?;
+//! println!("batch b1 is {}", batch.status);
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cardsync_proto::MAX_RESPONSE_BODY;
+use cardsync_proto::retry::Reached;
+use cardsync_proto::transport::{Transport, TransportError, TransportErrorKind};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use zeroize::Zeroize;
+
+/// Settings of a [`HyperTransport`].
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut options = cardsync_hyper::Options::default();
+/// options.request_timeout = Duration::from_secs(30);
+/// assert_eq!(options.connect_timeout, Duration::from_secs(10));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Options {
+    /// Limit for establishing a connection (TCP and TLS). Default 10 s.
+    pub connect_timeout: Duration,
+    /// Limit for the whole exchange, from sending to the last byte of the body. Default 60 s.
+    pub request_timeout: Duration,
+    /// The largest response body read; a larger one is refused without being read whole.
+    /// Default [`MAX_RESPONSE_BODY`] (8 MiB; a 10,000-card results body is about 1 MB).
+    pub max_response_body: usize,
+    /// Send plain HTTP to loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), for a local
+    /// emulator. Never to any other host. Default off.
+    pub allow_plain_http_to_loopback: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            max_response_body: MAX_RESPONSE_BODY,
+            allow_plain_http_to_loopback: false,
+        }
+    }
+}
+
+/// The error for a transport that could not be built (the TLS configuration was refused).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BuildError(rustls::Error);
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot configure TLS: {}", self.0)
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// A request body that zeroes itself once hyper has sent and dropped it.
+struct ZeroOnDrop(Vec<u8>);
+
+impl AsRef<[u8]> for ZeroOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for ZeroOnDrop {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+/// An HTTPS client for CardSync requests. Cheap to clone; clones share the connection pool.
+#[derive(Clone)]
+pub struct HyperTransport {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    options: Arc<Options>,
+}
+
+impl std::fmt::Debug for HyperTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HyperTransport")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HyperTransport {
+    /// A transport with these options. Needs a Tokio runtime when sending.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] when rustls refuses the configuration.
+    pub fn new(options: Options) -> Result<HyperTransport, BuildError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(options.connect_timeout));
+        http.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(BuildError)?;
+        // Plain HTTP is refused in `send` for any host but loopback; the connector itself only
+        // allows it when the option is on.
+        let connector = if options.allow_plain_http_to_loopback {
+            builder.https_or_http().enable_http1().wrap_connector(http)
+        } else {
+            builder.https_only().enable_http1().wrap_connector(http)
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(HyperTransport {
+            client,
+            options: Arc::new(options),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<Vec<u8>>,
+    ) -> Result<Response<Vec<u8>>, TransportError> {
+        let uri = request.uri().clone();
+        if uri.scheme_str() != Some("https") {
+            let host = uri
+                .host()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if uri.scheme_str() != Some("http")
+                || !loopback
+                || !self.options.allow_plain_http_to_loopback
+            {
+                return Err(
+                    TransportError::new(TransportErrorKind::Refused, Reached::No).with_source(
+                        "plain HTTP is sent only to a loopback host, and only when allowed",
+                    ),
+                );
+            }
+        }
+        let (parts, body) = request.into_parts();
+        let request = Request::from_parts(parts, Full::new(Bytes::from_owner(ZeroOnDrop(body))));
+        let response = self.client.request(request).await.map_err(|e| {
+            let (kind, reached) = if e.is_connect() {
+                (TransportErrorKind::Connect, Reached::No)
+            } else {
+                (TransportErrorKind::Io, Reached::Maybe)
+            };
+            TransportError::new(kind, reached).with_source(e)
+        })?;
+        let (parts, body) = response.into_parts();
+        let limit = self.options.max_response_body;
+        let body = Limited::new(body, limit).collect().await.map_err(|e| {
+            let kind = if e.is::<http_body_util::LengthLimitError>() {
+                TransportErrorKind::BodyTooLarge
+            } else {
+                TransportErrorKind::Io
+            };
+            TransportError::new(kind, Reached::Maybe).with_source(e)
+        })?;
+        Ok(Response::from_parts(parts, body.to_bytes().to_vec()))
+    }
+}
+
+impl Transport for HyperTransport {
+    fn send(
+        &self,
+        request: Request<Vec<u8>>,
+    ) -> impl Future<Output = Result<Response<Vec<u8>>, TransportError>> + Send {
+        let this = self.clone();
+        async move {
+            match tokio::time::timeout(this.options.request_timeout, this.exchange(request)).await {
+                Ok(result) => result,
+                Err(_) => Err(TransportError::new(
+                    TransportErrorKind::Timeout,
+                    Reached::Maybe,
+                )),
+            }
+        }
+    }
+}
