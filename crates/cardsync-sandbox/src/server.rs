@@ -78,6 +78,11 @@ pub struct Faults {
     pub paths: Vec<String>,
     /// Seed of the fault dice, for repeatable runs.
     pub seed: u64,
+    /// Inject at most this many faults (error statuses and dropped connections together), then
+    /// answer normally: for deterministic tests such as "two 503s, then success".
+    pub limit: Option<u64>,
+    /// Injected error answers are an HTML page (as from a CDN or a proxy) instead of JSON.
+    pub html: bool,
     /// When error statuses are injected: `"before"` (default) answers instead of handling the
     /// request, as an overloaded server or a proxy would; `"after"` handles it, then replaces
     /// the answer, as when a server processes a request and the answer is lost: the case in
@@ -446,10 +451,11 @@ async fn handle(
     }
 
     // Fault injection, decided before handling (errors) and after (dropped bodies).
-    let (latency, injected_status, retry_after, drop_it, timing) = {
+    let (latency, injected_status, retry_after, drop_it, timing, html) = {
         let mut inner = shared.lock();
         let f = inner.faults.clone();
-        let applies = f.paths.is_empty() || f.paths.iter().any(|p| p == request.uri().path());
+        let applies = (f.paths.is_empty() || f.paths.iter().any(|p| p == request.uri().path()))
+            && f.limit.is_none_or(|limit| inner.injected < limit);
         if applies {
             let status = (inner.roll() < f.error_rate).then(|| {
                 let statuses = if f.statuses.is_empty() {
@@ -462,15 +468,26 @@ async fn handle(
                 s
             });
             let drop_it = status.is_none() && inner.roll() < f.drop_rate;
+            if drop_it {
+                inner.injected += 1;
+            }
             (
                 Duration::from_millis(f.latency_ms),
                 status,
                 f.retry_after,
                 drop_it,
                 f.when,
+                f.html,
             )
         } else {
-            (Duration::ZERO, None, None, false, FaultTiming::Before)
+            (
+                Duration::ZERO,
+                None,
+                None,
+                false,
+                FaultTiming::Before,
+                false,
+            )
         }
     };
     if !latency.is_zero() {
@@ -478,10 +495,22 @@ async fn handle(
     }
     if let Some(status) = injected_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        let mut answer = json_answer(
-            status,
-            &json!({"status": "failed", "message": "injected fault"}),
-        );
+        let mut answer = if html {
+            let page = format!(
+                "<!DOCTYPE html><html><head><title>{status}</title></head><body><h1>{status}</h1><p>cardsync-sandbox injected fault</p></body></html>"
+            );
+            let mut r = full(status, page.into_bytes());
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("text/html; charset=UTF-8"),
+            );
+            r
+        } else {
+            json_answer(
+                status,
+                &json!({"status": "failed", "message": "injected fault"}),
+            )
+        };
         if let Some(secs) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
             answer.headers_mut().insert("retry-after", secs.into());
         }
