@@ -35,6 +35,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod client;
+
+pub use client::{CallError, Client};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +50,7 @@ use cardsync_proto::transport::{Transport, TransportError, TransportErrorKind};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use zeroize::Zeroize;
@@ -121,7 +125,7 @@ impl Drop for ZeroOnDrop {
 /// An HTTPS client for CardSync requests. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct HyperTransport {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: PoolClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     options: Arc<Options>,
 }
 
@@ -153,7 +157,7 @@ impl HyperTransport {
         } else {
             builder.https_only().enable_http1().wrap_connector(http)
         };
-        let client = Client::builder(TokioExecutor::new())
+        let client = PoolClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         Ok(HyperTransport {

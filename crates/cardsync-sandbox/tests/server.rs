@@ -814,13 +814,22 @@ async fn limited_and_html_faults() {
     faults.html = true;
     sandbox.set_faults(faults);
     for _ in 0..2 {
-        let answer = send_raw(&http, GetBatch::new("b").encode(&config).unwrap()).await.unwrap();
+        let answer = send_raw(&http, GetBatch::new("b").encode(&config).unwrap())
+            .await
+            .unwrap();
         assert_eq!(answer.status(), 502);
-        assert!(answer.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            answer.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
         assert!(String::from_utf8_lossy(answer.body()).starts_with("<!DOCTYPE html>"));
     }
     // The limit is reached: answers are normal again.
-    let answer = send_raw(&http, GetBatch::new("b").encode(&config).unwrap()).await.unwrap();
+    let answer = send_raw(&http, GetBatch::new("b").encode(&config).unwrap())
+        .await
+        .unwrap();
     assert_eq!(answer.status(), 404);
     sandbox.shutdown().await;
 }
