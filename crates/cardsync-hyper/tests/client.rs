@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
-use cardsync_core::{Brand, Expiry, Pan, SANDBOX_TEST_CARDS};
+use cardsync_core::{Brand, SANDBOX_TEST_CARDS};
 use cardsync_hyper::{CallError, Client, HyperTransport, Options};
 use cardsync_proto::retry::{Reached, RetryPolicy};
 use cardsync_proto::transport::{TransportError, TransportErrorKind};
@@ -28,21 +28,7 @@ async fn setup() -> (Sandbox, Client<HyperTransport>) {
 }
 
 fn batch() -> CreateBatch {
-    CreateBatch::new(
-        SANDBOX_TEST_CARDS
-            .iter()
-            .filter(|c| c.brand != Brand::AmericanExpress)
-            .enumerate()
-            .map(|(i, c)| {
-                BatchCard::new(
-                    format!("c{i}"),
-                    Pan::parse(c.card).unwrap(),
-                    Expiry::parse(c.exp.unwrap()).unwrap(),
-                )
-            })
-            .collect(),
-    )
-    .unwrap()
+    cardsync_sandbox::fixtures::documented_batch()
 }
 
 fn faults(f: impl FnOnce(&mut Faults)) -> Faults {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use cardsync_core::{Brand, Expiry, Pan, SANDBOX_TEST_CARDS, SeNumber};
+use cardsync_core::SeNumber;
 use cardsync_hyper::{HyperTransport, Options};
 use cardsync_proto::retry::Reached;
 use cardsync_proto::transport::{Transport, TransportErrorKind};
@@ -31,21 +31,7 @@ async fn sandbox() -> (Sandbox, Config) {
 }
 
 fn batch() -> CreateBatch {
-    CreateBatch::new(
-        SANDBOX_TEST_CARDS
-            .iter()
-            .filter(|c| c.brand != Brand::AmericanExpress)
-            .enumerate()
-            .map(|(i, c)| {
-                BatchCard::new(
-                    format!("c{i}"),
-                    Pan::parse(c.card).unwrap(),
-                    Expiry::parse(c.exp.unwrap()).unwrap(),
-                )
-            })
-            .collect(),
-    )
-    .unwrap()
+    cardsync_sandbox::fixtures::documented_batch()
 }
 
 #[tokio::test]
@@ -88,18 +74,7 @@ async fn delete_carries_its_body() {
     let (sandbox, config) = sandbox().await;
     let transport = HyperTransport::new(loopback_options()).unwrap();
     let se = SeNumber::parse("1234567890").unwrap();
-    let cards: Vec<SubscriptionCard> = SANDBOX_TEST_CARDS
-        .iter()
-        .filter(|c| c.brand == Brand::AmericanExpress)
-        .map(|c| {
-            SubscriptionCard::new(
-                se.clone(),
-                "a",
-                Pan::parse(c.card).unwrap(),
-                Expiry::parse("12/28").unwrap(),
-            )
-        })
-        .collect();
+    let cards = cardsync_sandbox::fixtures::documented_subscription(&se);
     let answer = transport
         .send(Unsubscribe::new(cards).unwrap().encode(&config).unwrap())
         .await

@@ -54,6 +54,7 @@
 #![deny(missing_docs)]
 
 mod emulator;
+pub mod fixtures;
 mod server;
 
 pub use emulator::{

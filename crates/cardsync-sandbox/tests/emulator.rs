@@ -58,19 +58,7 @@ impl Harness {
 }
 
 fn batch_of_test_cards() -> CreateBatch {
-    let cards = SANDBOX_TEST_CARDS
-        .iter()
-        .filter(|c| c.brand != Brand::AmericanExpress)
-        .enumerate()
-        .map(|(i, c)| {
-            BatchCard::new(
-                format!("card-{i}"),
-                Pan::parse(c.card).unwrap(),
-                Expiry::parse(c.exp.unwrap()).unwrap(),
-            )
-        })
-        .collect();
-    CreateBatch::new(cards).unwrap()
+    cardsync_sandbox::fixtures::documented_batch()
 }
 
 fn register_all(h: &mut Harness) {
@@ -403,18 +391,7 @@ fn merchant_enrollment() {
 
 fn amex_cards() -> Vec<SubscriptionCard> {
     let se = SeNumber::parse("1234567890").unwrap();
-    let mut cards: Vec<SubscriptionCard> = SANDBOX_TEST_CARDS
-        .iter()
-        .filter(|c| c.brand == Brand::AmericanExpress)
-        .map(|c| {
-            SubscriptionCard::new(
-                se.clone(),
-                format!("amex-{}", &c.card[..4]),
-                Pan::parse(c.card).unwrap(),
-                Expiry::parse("12/28").unwrap(),
-            )
-        })
-        .collect();
+    let mut cards = cardsync_sandbox::fixtures::documented_subscription(&se);
     cards.push(SubscriptionCard::new(
         se,
         "plain",

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cardsync_core::{Brand, Expiry, Pan, SANDBOX_TEST_CARDS};
+use cardsync_core::{Brand, SANDBOX_TEST_CARDS};
 use cardsync_proto::*;
 use cardsync_sandbox::{Faults, Sandbox, Settings};
 use http_body_util::{BodyExt, Full};
@@ -120,21 +120,7 @@ async fn start() -> (Sandbox, Config) {
 }
 
 fn test_batch() -> CreateBatch {
-    CreateBatch::new(
-        SANDBOX_TEST_CARDS
-            .iter()
-            .filter(|c| c.brand != Brand::AmericanExpress)
-            .enumerate()
-            .map(|(i, c)| {
-                BatchCard::new(
-                    format!("c{i}"),
-                    Pan::parse(c.card).unwrap(),
-                    Expiry::parse(c.exp.unwrap()).unwrap(),
-                )
-            })
-            .collect(),
-    )
-    .unwrap()
+    cardsync_sandbox::fixtures::documented_batch()
 }
 
 #[tokio::test]
@@ -475,18 +461,7 @@ async fn amex_subscription_flow_over_loopback() {
         .await
         .unwrap();
     let se = cardsync_core::SeNumber::parse("1234567890").unwrap();
-    let cards: Vec<SubscriptionCard> = SANDBOX_TEST_CARDS
-        .iter()
-        .filter(|c| c.brand == Brand::AmericanExpress)
-        .map(|c| {
-            SubscriptionCard::new(
-                se.clone(),
-                c.card,
-                Pan::parse(c.card).unwrap(),
-                Expiry::parse("12/28").unwrap(),
-            )
-        })
-        .collect();
+    let cards = cardsync_sandbox::fixtures::documented_subscription(&se);
     send(&http, &config, &Subscribe::new(cards.clone()).unwrap())
         .await
         .unwrap();
