@@ -18,6 +18,12 @@
 //! - Failures say whether the request may have reached the server
 //!   ([`cardsync_proto::retry::Reached`]): only a failure to connect is certainly before.
 //!
+//! On top of any transport, [`Client`] offers the typed calls with retries as
+//! `cardsync_proto::retry` decides, and [`WebhookReceiver`] receives CardSync's webhooks at a
+//! secret URL (the documents give no signature scheme; see its docs). `examples/full_flow.rs`
+//! runs the whole flow (submit, receive the webhook, fetch the results) against the local
+//! emulator: `cargo run -p cardsync-hyper --example full_flow`.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use cardsync_hyper::{HyperTransport, Options};
@@ -36,8 +42,10 @@
 #![deny(missing_docs)]
 
 mod client;
+mod receiver;
 
 pub use client::{CallError, Client};
+pub use receiver::{HandlerError, ReceiverError, ReceiverOptions, WebhookReceiver, random_token};
 
 use std::future::Future;
 use std::sync::Arc;

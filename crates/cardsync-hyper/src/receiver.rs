@@ -1,0 +1,372 @@
+//! A server that receives CardSync webhooks and hands each event to the caller's handler.
+//!
+//! The documents give no signature scheme: nothing in a webhook proves it came from CardSync.
+//! The receiver therefore listens only at `/webhooks/<token>`, where the token is a secret of at
+//! least 16 URL-safe characters that only CardSync is told (in the registered URL); any other
+//! path gets 404, the token compared in constant time. Treat an event as a hint: the results it
+//! names are fetched over the authenticated API, so a forged event can at worst trigger a fetch.
+//!
+//! Delivery is at least once on CardSync's side and exactly once on the handler's: the receiver
+//! answers 200 only after the handler accepted the event (a crash before that makes CardSync
+//! deliver again), and it remembers the events it handled (by [`WebhookEvent::dedup_key`]) so a
+//! redelivery is acknowledged without being handled twice. A redelivery that arrives while the
+//! first is still being handled gets 503, so that the sender tries again later.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cardsync_proto::{WebhookEvent, decode_webhook};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type Handler = Arc<dyn Fn(WebhookEvent) -> HandlerFuture + Send + Sync>;
+
+/// A handler's refusal of an event: the receiver answers 500 and CardSync delivers again.
+#[derive(Debug)]
+pub struct HandlerError(Box<dyn std::error::Error + Send + Sync>);
+
+impl HandlerError {
+    /// A refusal for this reason.
+    pub fn new(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> HandlerError {
+        HandlerError(reason.into())
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the webhook handler refused the event: {}", self.0)
+    }
+}
+
+impl std::error::Error for HandlerError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// Settings of a [`WebhookReceiver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReceiverOptions {
+    /// The largest webhook body accepted; a larger one gets 413. Default 64 KiB (the documented
+    /// webhooks are a few hundred bytes).
+    pub max_body: usize,
+    /// How many handled events are remembered for recognising redeliveries. Default 100,000.
+    pub remember: usize,
+}
+
+impl Default for ReceiverOptions {
+    fn default() -> Self {
+        ReceiverOptions {
+            max_body: 64 * 1024,
+            remember: 100_000,
+        }
+    }
+}
+
+/// Why a receiver could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ReceiverError {
+    /// The token is shorter than 16 characters or holds characters other than ASCII letters,
+    /// digits, `-` and `_`.
+    WeakToken,
+    /// The address could not be bound.
+    Bind(std::io::Error),
+}
+
+impl std::fmt::Display for ReceiverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReceiverError::WeakToken => f.write_str(
+                "the webhook token must be at least 16 characters of ASCII letters, digits, - and _",
+            ),
+            ReceiverError::Bind(e) => write!(f, "cannot listen for webhooks: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReceiverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReceiverError::Bind(e) => Some(e),
+            ReceiverError::WeakToken => None,
+        }
+    }
+}
+
+/// A random token of 32 hexadecimal digits, for a webhook URL.
+///
+/// ```
+/// let token = cardsync_hyper::random_token();
+/// assert_eq!(token.len(), 32);
+/// assert_ne!(token, cardsync_hyper::random_token());
+/// ```
+pub fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let half = || {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Default)]
+struct Seen {
+    done: HashSet<String>,
+    order: VecDeque<String>,
+    in_flight: HashSet<String>,
+}
+
+struct Shared {
+    path: String,
+    options: ReceiverOptions,
+    handler: Handler,
+    seen: Mutex<Seen>,
+}
+
+impl Shared {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running webhook receiver. Dropping it stops it; [`WebhookReceiver::shutdown`] also lets
+/// requests in progress finish (up to five seconds).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use cardsync_hyper::{ReceiverOptions, WebhookReceiver, random_token};
+/// use cardsync_proto::WebhookEvent;
+///
+/// let receiver = WebhookReceiver::start(
+///     "127.0.0.1:0".parse()?,
+///     &random_token(),
+///     ReceiverOptions::default(),
+///     |event: WebhookEvent| async move {
+///         println!("event {:?}", event.event_id());
+///         Ok(())
+///     },
+/// )
+/// .await?;
+/// println!("register {}", receiver.url());
+/// # Ok(())
+/// # }
+/// ```
+pub struct WebhookReceiver {
+    addr: SocketAddr,
+    path: String,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WebhookReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The path holds the secret token.
+        f.debug_struct("WebhookReceiver")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookReceiver {
+    /// Listens on `addr` for webhooks at `/webhooks/<token>` and hands each new event to
+    /// `handler`. Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiverError::WeakToken`] or [`ReceiverError::Bind`].
+    pub async fn start<H, Fut>(
+        addr: SocketAddr,
+        token: &str,
+        options: ReceiverOptions,
+        handler: H,
+    ) -> Result<WebhookReceiver, ReceiverError>
+    where
+        H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        if token.len() < 16
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ReceiverError::WeakToken);
+        }
+        let listener = TcpListener::bind(addr).await.map_err(ReceiverError::Bind)?;
+        let addr = listener.local_addr().map_err(ReceiverError::Bind)?;
+        let path = format!("/webhooks/{token}");
+        let handler: Handler = Arc::new(move |event| Box::pin(handler(event)) as HandlerFuture);
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            options,
+            handler,
+            seen: Mutex::new(Seen::default()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(serve(listener, shared, stopped));
+        Ok(WebhookReceiver {
+            addr,
+            path,
+            stop,
+            task: Some(task),
+        })
+    }
+
+    /// The URL to register with CardSync, such as `http://127.0.0.1:9000/webhooks/<token>`
+    /// (behind a TLS-terminating proxy, register the public `https` URL with the same path).
+    pub fn url(&self) -> String {
+        format!("http://{}{}", self.addr, self.path)
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections and lets requests in progress finish (up to five seconds).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let shared = shared.clone();
+                let service = service_fn(move |req| receive(shared.clone(), req));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+}
+
+fn answer(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+async fn receive(
+    shared: Arc<Shared>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if !constant_time_eq(request.uri().path().as_bytes(), shared.path.as_bytes()) {
+        return Ok(answer(StatusCode::NOT_FOUND));
+    }
+    if request.method() != Method::POST {
+        let mut r = answer(StatusCode::METHOD_NOT_ALLOWED);
+        r.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return Ok(r);
+    }
+    let body = match Limited::new(request.into_body(), shared.options.max_body)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE));
+        }
+        Err(_) => return Ok(answer(StatusCode::BAD_REQUEST)),
+    };
+    let Ok(event) = decode_webhook(&body) else {
+        return Ok(answer(StatusCode::BAD_REQUEST));
+    };
+    let key = event.dedup_key();
+    if let Some(key) = &key {
+        let mut seen = shared.seen();
+        if seen.done.contains(key) {
+            tracing::debug!(trigger = ?event.trigger(), "webhook redelivered; already handled");
+            return Ok(answer(StatusCode::OK));
+        }
+        if !seen.in_flight.insert(key.clone()) {
+            return Ok(answer(StatusCode::SERVICE_UNAVAILABLE));
+        }
+    }
+    let trigger = event.trigger();
+    let result = (shared.handler)(event).await;
+    if let Some(key) = key {
+        let mut seen = shared.seen();
+        seen.in_flight.remove(&key);
+        if result.is_ok() {
+            seen.done.insert(key.clone());
+            seen.order.push_back(key);
+            while seen.order.len() > shared.options.remember {
+                if let Some(old) = seen.order.pop_front() {
+                    seen.done.remove(&old);
+                }
+            }
+        }
+    }
+    Ok(match result {
+        Ok(()) => {
+            tracing::debug!(?trigger, "webhook handled");
+            answer(StatusCode::OK)
+        }
+        Err(e) => {
+            tracing::warn!(?trigger, error = %e, "webhook handler failed; CardSync will deliver again");
+            answer(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

@@ -1,0 +1,231 @@
+//! The webhook receiver on loopback: a real delivery from the emulator, and every refusal.
+//! Every server started here is stopped, and every wait is bounded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use cardsync_hyper::{
+    Client, HandlerError, HyperTransport, Options, ReceiverError, ReceiverOptions, WebhookReceiver,
+    random_token,
+};
+use cardsync_proto::transport::Transport;
+use cardsync_proto::*;
+use cardsync_sandbox::{Sandbox, Settings};
+use tokio::sync::mpsc;
+
+fn transport() -> HyperTransport {
+    let mut options = Options::default();
+    options.allow_plain_http_to_loopback = true;
+    HyperTransport::new(options).unwrap()
+}
+
+async fn post(url: &str, body: &[u8]) -> u16 {
+    let request = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .unwrap();
+    transport().send(request).await.unwrap().status().as_u16()
+}
+
+async fn receiver_into_channel() -> (WebhookReceiver, mpsc::UnboundedReceiver<WebhookEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let receiver = WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &random_token(),
+        ReceiverOptions::default(),
+        move |event| {
+            let tx = tx.clone();
+            async move {
+                tx.send(event).map_err(HandlerError::new)?;
+                Ok(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    (receiver, rx)
+}
+
+#[tokio::test]
+async fn receives_the_emulators_webhook_and_fetches_the_results() {
+    let mut settings = Settings::default();
+    settings.complete_after = Duration::from_millis(100);
+    let sandbox = Sandbox::start(settings, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let config = Config::new(BaseUrl::parse(sandbox.base_url()).unwrap())
+        .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap());
+    let client = Client::new(transport(), config);
+    let (receiver, mut events) = receiver_into_channel().await;
+
+    client
+        .set_webhooks(&SetWebhooks::new().with(Trigger::BatchAvailable, receiver.url()))
+        .await
+        .unwrap();
+    let created = client
+        .create_batch(&cardsync_sandbox::fixtures::documented_batch())
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("a webhook in time")
+        .unwrap();
+    let WebhookEvent::BatchAvailable(available) = &event else {
+        panic!("{event:?}")
+    };
+    assert_eq!(
+        available.batch_id.as_deref(),
+        Some(created.batch_id.as_str())
+    );
+    let results = client
+        .batch_results(&created.batch_id, event.event_id())
+        .await
+        .unwrap();
+    assert_eq!(results.cards.len(), 16);
+
+    // The emulator saw a 200 on the first attempt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while sandbox
+        .deliveries()
+        .first()
+        .is_none_or(|d| d.state == "pending")
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let log = sandbox.deliveries();
+    assert_eq!(
+        (log[0].state, log[0].attempts, log[0].last_status),
+        ("delivered", 1, Some(200))
+    );
+    receiver.shutdown().await;
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn refusals() {
+    let (receiver, mut events) = receiver_into_channel().await;
+    let url = receiver.url();
+    let base = url.rsplit_once('/').unwrap().0.to_owned();
+    let event = br#"{"trigger_id":23,"event_id":"e1","stats":{"updated_card":1}}"#;
+
+    assert_eq!(
+        post(&format!("{base}/not-the-token-at-all"), event).await,
+        404,
+        "wrong token"
+    );
+    assert_eq!(
+        post(&format!("{}/x", receiver.url()), event).await,
+        404,
+        "longer path"
+    );
+    let get = http::Request::get(&url).body(Vec::new()).unwrap();
+    let answer = transport().send(get).await.unwrap();
+    assert_eq!(answer.status(), 405);
+    assert_eq!(answer.headers()["allow"], "POST");
+    assert_eq!(post(&url, b"<html>not json</html>").await, 400);
+    assert_eq!(
+        post(&url, b"{}").await,
+        400,
+        "no trigger and no known shape"
+    );
+    let huge = format!(
+        r#"{{"trigger_id":23,"event_id":"e2","message":"{}"}}"#,
+        "x".repeat(70_000)
+    );
+    assert_eq!(post(&url, huge.as_bytes()).await, 413);
+    assert!(
+        events.try_recv().is_err(),
+        "nothing refused reached the handler"
+    );
+
+    // A redelivery is acknowledged without being handled twice.
+    assert_eq!(post(&url, event).await, 200);
+    assert_eq!(post(&url, event).await, 200);
+    assert_eq!(events.recv().await.unwrap().event_id(), Some("e1"));
+    assert!(events.try_recv().is_err(), "handled once");
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_handler_gets_the_event_again() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let receiver = WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &random_token(),
+        ReceiverOptions::default(),
+        move |_| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(HandlerError::new("the database is down"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let event = br#"{"trigger_id":20,"batch_id":"b1","event_id":"e7"}"#;
+    assert_eq!(
+        post(&receiver.url(), event).await,
+        500,
+        "not acknowledged: CardSync delivers again"
+    );
+    assert_eq!(post(&receiver.url(), event).await, 200);
+    assert_eq!(post(&receiver.url(), event).await, 200);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "handled until accepted, then never again"
+    );
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn weak_tokens_are_refused() {
+    for token in [
+        "short",
+        "with/slash-and-enough-length",
+        "spaces are not allowed here",
+    ] {
+        let err = WebhookReceiver::start(
+            "127.0.0.1:0".parse().unwrap(),
+            token,
+            ReceiverOptions::default(),
+            |_| async { Ok(()) },
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ReceiverError::WeakToken), "{token}");
+    }
+}
+
+#[tokio::test]
+async fn a_redelivery_during_handling_is_asked_to_come_back() {
+    let receiver = WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &random_token(),
+        ReceiverOptions::default(),
+        |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let url = receiver.url();
+    let event = br#"{"trigger_id":23,"event_id":"slow"}"#;
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { post(&url, event).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(post(&url, event).await, 503, "still being handled");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(post(&url, event).await, 200, "handled by now");
+    receiver.shutdown().await;
+}
