@@ -239,3 +239,108 @@ async fn another_http_stack_plugs_in_as_a_closure() {
     assert_eq!(got, expected);
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_typed_call_against_the_emulator() {
+    let (sandbox, merchant_client) = setup().await;
+    // One configuration can hold both keys; each call signs with the scope it needs.
+    let config = merchant_client
+        .config()
+        .clone()
+        .with_partner_key(PartnerKey::new("sandbox_master_key").unwrap());
+    let client = Client::new(
+        HyperTransport::new(merchant_client_options()).unwrap(),
+        config,
+    );
+
+    client
+        .set_webhooks(
+            &SetWebhooks::new()
+                .with(Trigger::EnrollmentComplete, "http://127.0.0.1:9/x")
+                .signed_by(KeyScope::Partner),
+        )
+        .await
+        .unwrap();
+    let merchant: MerchantEnrollment = serde_json::from_slice(include_bytes!(
+        "../../cardsync-proto/tests/data/universal/merchant_enroll_request.json"
+    ))
+    .unwrap();
+    let enrolled = client
+        .enroll_merchant(&EnrollMerchant::new(merchant))
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .merchant(&enrolled.merchant_id)
+            .await
+            .unwrap()
+            .enrollment
+            .as_deref(),
+        Some("completed")
+    );
+
+    let created = client.create_batch(&batch()).await.unwrap();
+    sandbox.advance(Duration::from_millis(1));
+    assert_eq!(
+        client.batch(&created.batch_id).await.unwrap().status,
+        BatchState::Completed
+    );
+    assert_eq!(
+        client
+            .batch_results(&created.batch_id, None)
+            .await
+            .unwrap()
+            .cards
+            .len(),
+        16
+    );
+
+    // The update's event id comes in the webhook; here it is read from the emulator's delivery
+    // log (nothing listens at the registered address, which does not matter for the log).
+    client
+        .set_webhooks(&SetWebhooks::new().with(Trigger::AmexUpdate, "http://127.0.0.1:9/amex"))
+        .await
+        .unwrap();
+    let se = cardsync_core::SeNumber::parse("1234567890").unwrap();
+    let cards = cardsync_sandbox::fixtures::documented_subscription(&se);
+    client
+        .subscribe(&Subscribe::new(cards.clone()).unwrap())
+        .await
+        .unwrap();
+    sandbox.advance(Duration::from_millis(1));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let event_id = loop {
+        if let Some(d) = sandbox
+            .deliveries()
+            .into_iter()
+            .find(|d| d.trigger_id == 23)
+        {
+            break d.event_id.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no Amex update fired"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        client
+            .subscription_results(&event_id)
+            .await
+            .unwrap()
+            .cards
+            .len(),
+        3
+    );
+    client
+        .unsubscribe(&Unsubscribe::new(cards).unwrap())
+        .await
+        .unwrap();
+    sandbox.shutdown().await;
+}
+
+fn merchant_client_options() -> Options {
+    let mut options = Options::default();
+    options.allow_plain_http_to_loopback = true;
+    options
+}
