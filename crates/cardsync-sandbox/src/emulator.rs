@@ -1107,28 +1107,6 @@ impl Emulator {
         self.outbox.drain(..).collect()
     }
 
-    /// When [`Emulator::tick`] next has work, if it has any.
-    pub fn next_due(&self) -> Option<Duration> {
-        let merchants = self
-            .merchants
-            .values()
-            .filter(|m| !m.completed)
-            .map(|m| m.completes_at);
-        let batches = self
-            .batches
-            .values()
-            .filter(|b| b.state == BatchState::Pending)
-            .map(|b| {
-                if b.validated {
-                    b.completes_at
-                } else {
-                    b.created_at
-                }
-            });
-        let amex = self.pending_amex.iter().map(|p| p.due);
-        merchants.chain(batches).chain(amex).min()
-    }
-
     /// The counters of cards received, per endpoint, as JSON: requests, cards, distinct cards,
     /// and repeats (cards received more than once).
     pub fn counters_json(&self) -> Value {

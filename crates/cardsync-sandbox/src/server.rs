@@ -335,56 +335,77 @@ fn deliver(shared: &Arc<Shared>, out: Vec<Outgoing>) {
     }
 }
 
+/// Records one delivery attempt in the log.
+fn record(
+    shared: &Shared,
+    delivery_id: &str,
+    attempt: u32,
+    outcome: &Result<StatusCode, String>,
+    state: &'static str,
+) {
+    let mut inner = shared.lock();
+    if let Some(d) = inner
+        .deliveries
+        .iter_mut()
+        .find(|d| d.delivery_id == delivery_id)
+    {
+        d.attempts = attempt;
+        match outcome {
+            Ok(s) => {
+                d.last_status = Some(s.as_u16());
+                d.last_error = None;
+            }
+            Err(e) => d.last_error = Some(e.clone()),
+        }
+        d.state = state;
+    }
+}
+
 async fn deliver_one(shared: Arc<Shared>, o: Outgoing) {
+    // A URL that cannot be used fails at once: retrying would not change it.
+    let uri = match http::Uri::try_from(o.url.as_str()) {
+        Ok(uri) if uri.scheme_str() == Some("http") => uri,
+        Ok(_) => {
+            let why = Err("the emulator delivers webhooks over plain HTTP only".to_owned());
+            return record(&shared, &o.delivery_id, 1, &why, "failed");
+        }
+        Err(_) => {
+            return record(
+                &shared,
+                &o.delivery_id,
+                1,
+                &Err("not a valid URL".to_owned()),
+                "failed",
+            );
+        }
+    };
     let body = Bytes::from(o.body);
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=DELIVERY_ATTEMPTS {
-        let outcome = match http::Uri::try_from(o.url.as_str()) {
-            Ok(uri) if uri.scheme_str() == Some("http") => {
-                let request = Request::post(uri)
-                    .header("content-type", "application/json")
-                    .header(
-                        "user-agent",
-                        concat!("cardsync-sandbox/", env!("CARGO_PKG_VERSION")),
-                    )
-                    .body(Full::new(body.clone()))
-                    .expect("a valid request");
-                match tokio::time::timeout(DELIVERY_TIMEOUT, shared.client.request(request)).await {
-                    Ok(Ok(response)) => Ok(response.status()),
-                    Ok(Err(e)) => Err(format!("request failed: {e}")),
-                    Err(_) => Err("timed out".to_owned()),
-                }
-            }
-            Ok(_) => Err("the emulator delivers webhooks over plain HTTP only".to_owned()),
-            Err(_) => Err("not a valid URL".to_owned()),
-        };
+        let request = Request::post(uri.clone())
+            .header("content-type", "application/json")
+            .header(
+                "user-agent",
+                concat!("cardsync-sandbox/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(body.clone()))
+            .expect("a valid request");
+        let outcome =
+            match tokio::time::timeout(DELIVERY_TIMEOUT, shared.client.request(request)).await {
+                Ok(Ok(response)) => Ok(response.status()),
+                Ok(Err(e)) => Err(format!("request failed: {e}")),
+                Err(_) => Err("timed out".to_owned()),
+            };
         let delivered = matches!(outcome, Ok(s) if s.is_success());
-        let permanent = matches!(&outcome, Err(e) if e.starts_with("the emulator") || e.starts_with("not a valid"));
-        {
-            let mut inner = shared.lock();
-            if let Some(d) = inner
-                .deliveries
-                .iter_mut()
-                .find(|d| d.delivery_id == o.delivery_id)
-            {
-                d.attempts = attempt;
-                match &outcome {
-                    Ok(s) => {
-                        d.last_status = Some(s.as_u16());
-                        d.last_error = None;
-                    }
-                    Err(e) => d.last_error = Some(e.clone()),
-                }
-                d.state = if delivered {
-                    "delivered"
-                } else if attempt == DELIVERY_ATTEMPTS || permanent {
-                    "failed"
-                } else {
-                    "pending"
-                };
-            }
-        }
-        if delivered || permanent {
+        let state = if delivered {
+            "delivered"
+        } else if attempt == DELIVERY_ATTEMPTS {
+            "failed"
+        } else {
+            "pending"
+        };
+        record(&shared, &o.delivery_id, attempt, &outcome, state);
+        if delivered {
             return;
         }
         tokio::time::sleep(backoff).await;
