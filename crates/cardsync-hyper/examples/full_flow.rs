@@ -29,9 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The client: plain HTTP is allowed here only because the emulator is on loopback.
     let config = Config::new(BaseUrl::parse(sandbox.base_url())?)
         .with_merchant_key(MerchantKey::new("sandbox_merchant_key")?);
-    let mut options = Options::default();
-    options.allow_plain_http_to_loopback = true;
-    let client = Client::new(HyperTransport::new(options)?, config);
+    let client = Client::new(HyperTransport::new(Options::loopback())?, config);
 
     // The webhook receiver hands events to this program through a channel.
     let (tx, mut events) = mpsc::unbounded_channel();

@@ -98,6 +98,21 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The defaults, plus plain HTTP to loopback hosts: for talking to a local emulator such
+    /// as `cardsync sandbox`. Any other host still needs HTTPS.
+    ///
+    /// ```
+    /// assert!(cardsync_hyper::Options::loopback().allow_plain_http_to_loopback);
+    /// ```
+    pub fn loopback() -> Options {
+        Options {
+            allow_plain_http_to_loopback: true,
+            ..Options::default()
+        }
+    }
+}
+
 /// The error for a transport that could not be built (the TLS configuration was refused).
 #[derive(Debug)]
 #[non_exhaustive]

@@ -19,11 +19,11 @@ async fn setup() -> (Sandbox, Client<HyperTransport>) {
         .unwrap();
     let config = Config::new(BaseUrl::parse(sandbox.base_url()).unwrap())
         .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap());
-    let mut options = Options::default();
-    options.allow_plain_http_to_loopback = true;
-    let client = Client::new(HyperTransport::new(options).unwrap(), config).with_retry_policy(
-        RetryPolicy::default().with_delays(Duration::from_millis(10), Duration::from_millis(50)),
-    );
+    let client = Client::new(HyperTransport::new(Options::loopback()).unwrap(), config)
+        .with_retry_policy(
+            RetryPolicy::default()
+                .with_delays(Duration::from_millis(10), Duration::from_millis(50)),
+        );
     (sandbox, client)
 }
 
@@ -248,10 +248,7 @@ async fn every_typed_call_against_the_emulator() {
         .config()
         .clone()
         .with_partner_key(PartnerKey::new("sandbox_master_key").unwrap());
-    let client = Client::new(
-        HyperTransport::new(merchant_client_options()).unwrap(),
-        config,
-    );
+    let client = Client::new(HyperTransport::new(Options::loopback()).unwrap(), config);
 
     client
         .set_webhooks(
@@ -337,10 +334,4 @@ async fn every_typed_call_against_the_emulator() {
         .await
         .unwrap();
     sandbox.shutdown().await;
-}
-
-fn merchant_client_options() -> Options {
-    let mut options = Options::default();
-    options.allow_plain_http_to_loopback = true;
-    options
 }

@@ -42,11 +42,10 @@ async fn no_card_number_or_key_in_trace_logs() {
         .unwrap();
     let config = Config::new(BaseUrl::parse(sandbox.base_url()).unwrap())
         .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap());
-    let mut options = Options::default();
-    options.allow_plain_http_to_loopback = true;
-    let client = Client::new(HyperTransport::new(options).unwrap(), config).with_retry_policy(
-        RetryPolicy::default().with_delays(Duration::from_millis(5), Duration::from_millis(20)),
-    );
+    let client = Client::new(HyperTransport::new(Options::loopback()).unwrap(), config)
+        .with_retry_policy(
+            RetryPolicy::default().with_delays(Duration::from_millis(5), Duration::from_millis(20)),
+        );
 
     // Batch cards whose ids are card numbers too, to catch a logged id.
     let cards = SANDBOX_TEST_CARDS

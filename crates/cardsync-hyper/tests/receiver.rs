@@ -15,9 +15,7 @@ use cardsync_sandbox::{Sandbox, Settings};
 use tokio::sync::mpsc;
 
 fn transport() -> HyperTransport {
-    let mut options = Options::default();
-    options.allow_plain_http_to_loopback = true;
-    HyperTransport::new(options).unwrap()
+    HyperTransport::new(Options::loopback()).unwrap()
 }
 
 async fn post(url: &str, body: &[u8]) -> u16 {

@@ -13,8 +13,7 @@ use cardsync_sandbox::{Faults, Sandbox, Settings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn loopback_options() -> Options {
-    let mut options = Options::default();
-    options.allow_plain_http_to_loopback = true;
+    let mut options = Options::loopback();
     options.request_timeout = Duration::from_secs(10);
     options
 }
