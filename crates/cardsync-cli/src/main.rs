@@ -1,13 +1,18 @@
 //! `cardsync`: validate, plan and run CardSync Account Updater jobs from the command line.
 //!
-//! Exit codes: 0 when everything is fine, 1 when the job found problems (invalid rows), 2 on
-//! usage or I/O errors.
+//! Exit codes: 0 when everything is fine, 1 when the job found problems (invalid rows, failed
+//! batches), 2 on usage or I/O errors, 3 when CardSync answered with an error or not at all.
 
 #![forbid(unsafe_code)]
 
+mod commands;
+mod files;
 mod input;
+mod journal;
+mod remote;
 mod report;
 mod sandbox;
+mod sync;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -27,8 +32,27 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     output: OutputFormat,
 
+    /// Log what happens on standard error (-vv for more).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Print nothing but results and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+
+    #[command(flatten)]
+    remote: remote::Remote,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// The global options, as the commands see them.
+#[derive(Clone, Debug)]
+pub(crate) struct Global {
+    pub(crate) output: OutputFormat,
+    pub(crate) quiet: bool,
+    pub(crate) remote: remote::Remote,
 }
 
 /// How results are printed.
@@ -77,6 +101,50 @@ enum Command {
     /// endpoints under /_sandbox/ move its clock, show webhook deliveries and card counters, and
     /// inject faults.
     Sandbox(sandbox::Args),
+    /// Run the whole job: validate, plan, submit, wait, fetch every result, write one file.
+    ///
+    /// Safe to interrupt: a journal (default OUT.journal) records every step, and running the
+    /// same command again resumes without sending any request twice. The results file holds
+    /// full card numbers and is created with mode 0600; OUT's stem .changes.csv lists what
+    /// changed per id, and .summary.json the counts per status.
+    Sync(sync::Args),
+    /// Run `sync` on the documented test cards against an emulator started in-process.
+    ///
+    /// Needs no key and no network. Writes its files to a temporary directory (or --dir).
+    Demo(commands::DemoArgs),
+    /// Plan a card file and send its requests; print the batch ids created.
+    ///
+    /// Unlike `sync`, this keeps no journal: use `sync` for anything you may need to resume.
+    Submit {
+        /// The card file.
+        file: PathBuf,
+        /// SE number for American Express rows that have none.
+        #[arg(long, value_name = "SE")]
+        se_number: Option<String>,
+    },
+    /// Show a batch's status and counts.
+    Status {
+        /// The batch id.
+        batch_id: String,
+    },
+    /// Fetch the results of a batch, or of an American Express update event.
+    Results(commands::ResultsArgs),
+    /// Remove American Express cards from their subscriptions.
+    Unsubscribe {
+        /// The card file (American Express cards).
+        file: PathBuf,
+        /// SE number for rows that have none.
+        #[arg(long, value_name = "SE")]
+        se_number: String,
+    },
+    /// Register webhook URLs.
+    #[command(subcommand)]
+    Webhooks(commands::WebhooksCommand),
+    /// Enroll merchants and check their enrollment (partner key).
+    #[command(subcommand)]
+    Merchant(commands::MerchantCommand),
+    /// Run a webhook receiver: fetch and save results as their events arrive.
+    Listen(commands::ListenArgs),
 }
 
 /// Errors that stop a command: usage, I/O, or a file that cannot be read as cards.
@@ -90,6 +158,16 @@ pub(crate) enum CliError {
     Input { path: PathBuf, message: String },
     /// Writing to standard output failed (a closed pipe ends quietly).
     Stdout(io::Error),
+    /// The journal could not be read or written.
+    Journal(journal::JournalError),
+    /// CardSync answered with an error, or did not answer.
+    Remote(String),
+}
+
+impl From<journal::JournalError> for CliError {
+    fn from(e: journal::JournalError) -> Self {
+        CliError::Journal(e)
+    }
 }
 
 impl std::fmt::Display for CliError {
@@ -99,6 +177,8 @@ impl std::fmt::Display for CliError {
             CliError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             CliError::Input { path, message } => write!(f, "{}: {message}", path.display()),
             CliError::Stdout(e) => write!(f, "cannot write to standard output: {e}"),
+            CliError::Journal(e) => e.fmt(f),
+            CliError::Remote(m) => f.write_str(m),
         }
     }
 }
@@ -107,6 +187,7 @@ impl std::error::Error for CliError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CliError::Io { source, .. } | CliError::Stdout(source) => Some(source),
+            CliError::Journal(e) => Some(e),
             _ => None,
         }
     }
@@ -120,9 +201,14 @@ impl From<io::Error> for CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.verbose);
     match run(cli) {
         Ok(code) => code,
         Err(CliError::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::from(0),
+        Err(e @ CliError::Remote(_)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
@@ -130,13 +216,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs go to standard error: warnings by default, more with -v; RUST_LOG overrides.
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,cardsync=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_target(false)
+        .init();
+}
+
 fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let global = Global {
+        output: cli.output,
+        quiet: cli.quiet,
+        remote: cli.remote,
+    };
     let stdout = io::stdout().lock();
     let out = io::BufWriter::with_capacity(1 << 16, stdout);
     match cli.command {
         Command::Validate { file, se_number } => {
             let options = plan_options(se_number.as_deref(), None)?;
-            validate(&file, options, Reporter::new(out, cli.output))
+            validate(&file, options, Reporter::new(out, global.output))
         }
         Command::Plan {
             file,
@@ -144,13 +251,33 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
             max_per_request,
         } => {
             let options = plan_options(se_number.as_deref(), Some(max_per_request))?;
-            plan(&file, options, Reporter::new(out, cli.output))
+            plan(&file, options, Reporter::new(out, global.output))
         }
         Command::Sandbox(args) => sandbox::run(args, cli.output, out),
+        Command::Sync(args) => {
+            drop(out);
+            sync::run(args, &global)
+        }
+        Command::Demo(args) => {
+            drop(out);
+            commands::demo(args, &global)
+        }
+        Command::Submit { file, se_number } => commands::submit(&file, se_number, &global, out),
+        Command::Status { batch_id } => commands::status(&batch_id, &global, out),
+        Command::Results(args) => commands::results(args, &global, out),
+        Command::Unsubscribe { file, se_number } => {
+            commands::unsubscribe(&file, &se_number, &global, out)
+        }
+        Command::Webhooks(c) => commands::webhooks(c, &global, out),
+        Command::Merchant(c) => commands::merchant(c, &global, out),
+        Command::Listen(args) => commands::listen(args, &global, out),
     }
 }
 
-fn plan_options(se_number: Option<&str>, max: Option<usize>) -> Result<PlanOptions, CliError> {
+pub(crate) fn plan_options(
+    se_number: Option<&str>,
+    max: Option<usize>,
+) -> Result<PlanOptions, CliError> {
     let se = se_number
         .map(|s| SeNumber::parse(s).map_err(|e| CliError::Usage(format!("--se-number {s:?}: {e}"))))
         .transpose()?;
@@ -174,7 +301,7 @@ fn exit_code(invalid: u64) -> ExitCode {
 /// Feeds every row of `file` to a planner and reports it; `print_valid` says whether valid rows
 /// are printed or only counted. Requests are handed to `on_request` as they become ready, and
 /// the partly filled ones at the end.
-fn check_rows<W: Write>(
+pub(crate) fn check_rows<W: Write>(
     file: &Path,
     options: PlanOptions,
     reporter: &mut Reporter<W>,

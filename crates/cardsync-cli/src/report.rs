@@ -268,6 +268,31 @@ impl<W: Write> Reporter<W> {
         }
     }
 
+    /// The counts so far.
+    pub(crate) fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Writes one JSON object as a line.
+    pub(crate) fn json_line(&mut self, value: &impl Serialize) -> io::Result<()> {
+        self.json(value)
+    }
+
+    /// The output, for free-form text.
+    pub(crate) fn out(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// The output, giving up the reporter.
+    pub(crate) fn into_inner(self) -> W {
+        self.out
+    }
+
+    /// Flushes the output.
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// Writes the summary and returns it.
     pub(crate) fn finish(mut self) -> io::Result<Summary> {
         match self.format {

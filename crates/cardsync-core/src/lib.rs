@@ -49,7 +49,7 @@ pub use pan::{
 pub use plan::{
     AcceptedRow, AsRecord, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan, PlanEvent, PlanOptions,
     PlannedCard, PlannedRequest, Planner, Record, RecordBuf, RejectReason, RejectedRow, Route,
-    RouteKind, RowVerdict, SeNumber, SeNumberError, plan,
+    RouteKind, RowVerdict, SeNumber, SeNumberError, SeenKind, SeenStore, plan,
 };
 pub use stats::Stats;
 pub use status::UpdateStatus;

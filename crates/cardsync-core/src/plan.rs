@@ -572,17 +572,70 @@ impl Hasher for PassThrough {
 
 type FingerprintMap = HashMap<u64, u64, BuildHasherDefault<PassThrough>>;
 
-/// Remembers which row first had each id and card, by keyed 64-bit fingerprint. Two different
-/// values share a fingerprint with probability about n² / 2⁶⁵ over n rows (under 3 in 10⁸ for
-/// a million rows); such a row would be reported as a duplicate, never dropped silently.
-struct Seen {
-    keys: RandomState,
+/// Which kind of value a fingerprint given to a [`SeenStore`] stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SeenKind {
+    /// A merchant id.
+    Id,
+    /// A card number (with its SE number, for American Express).
+    Card,
+}
+
+/// Where a [`Planner`] remembers the ids and cards it has seen, for the duplicate check.
+///
+/// The planner hands over keyed 64-bit fingerprints, never the values. Two different values
+/// share a fingerprint with probability about n² / 2⁶⁵ over n rows (under 3 in 10⁸ for a
+/// million rows); such a row would be reported as a duplicate, never dropped silently.
+///
+/// The default store is a hash map in memory (about 70 MB for a million rows); a program that
+/// must keep memory flat can keep fingerprints on disk instead, with
+/// [`Planner::with_seen_store`].
+///
+/// ```
+/// use std::collections::HashMap;
+/// use cardsync_core::{Planner, PlanOptions, Record, RowVerdict, SeenKind, SeenStore};
+///
+/// #[derive(Default)]
+/// struct Store(HashMap<(SeenKind, u64), u64>);
+///
+/// impl SeenStore for Store {
+///     fn claim(&mut self, kind: SeenKind, fingerprint: u64, row: u64) -> Option<u64> {
+///         match self.0.get(&(kind, fingerprint)) {
+///             Some(&first) => Some(first),
+///             None => {
+///                 self.0.insert((kind, fingerprint), row);
+///                 None
+///             }
+///         }
+///     }
+/// }
+///
+/// let mut planner = Planner::with_seen_store(PlanOptions::default(), Box::new(Store::default()));
+/// planner.handle_record(Record::new("a", "4457010000000009", "01/50"));
+/// let RowVerdict::Rejected(r) = planner.handle_record(Record::new("a", "5112010000000003", "01/50"))
+/// else { panic!() };
+/// assert_eq!(r.reasons[0].code(), "duplicate_id");
+/// ```
+pub trait SeenStore: Send {
+    /// Records that `row` holds the value with this fingerprint, unless an earlier row did:
+    /// then returns that earlier row and records nothing.
+    fn claim(&mut self, kind: SeenKind, fingerprint: u64, row: u64) -> Option<u64>;
+}
+
+/// The default store: two hash maps in memory.
+#[derive(Default)]
+struct MemoryStore {
     ids: FingerprintMap,
     cards: FingerprintMap,
 }
 
-impl Seen {
-    fn claim(map: &mut FingerprintMap, fingerprint: u64, row: u64) -> Option<u64> {
+impl SeenStore for MemoryStore {
+    fn claim(&mut self, kind: SeenKind, fingerprint: u64, row: u64) -> Option<u64> {
+        let map = match kind {
+            SeenKind::Id => &mut self.ids,
+            SeenKind::Card => &mut self.cards,
+        };
         match map.entry(fingerprint) {
             Entry::Occupied(e) => Some(*e.get()),
             Entry::Vacant(e) => {
@@ -591,17 +644,25 @@ impl Seen {
             }
         }
     }
+}
 
+/// Fingerprints ids and cards with a per-planner random key, and asks the store.
+struct Seen {
+    keys: RandomState,
+    store: Box<dyn SeenStore>,
+}
+
+impl Seen {
     fn claim_id(&mut self, id: &str, row: u64) -> Option<u64> {
         let fp = self.keys.hash_one(id);
-        Seen::claim(&mut self.ids, fp, row)
+        self.store.claim(SeenKind::Id, fp, row)
     }
 
     fn claim_card(&mut self, pan: &Pan, se: Option<&SeNumber>, row: u64) -> Option<u64> {
         let mut h = self.keys.build_hasher();
         pan.hash(&mut h);
         se.hash(&mut h);
-        Seen::claim(&mut self.cards, h.finish(), row)
+        self.store.claim(SeenKind::Card, h.finish(), row)
     }
 }
 
@@ -661,10 +722,15 @@ impl fmt::Debug for Planner {
 impl Planner {
     /// A planner with the given options.
     pub fn new(options: PlanOptions) -> Planner {
+        Planner::with_seen_store(options, Box::new(MemoryStore::default()))
+    }
+
+    /// A planner that keeps the fingerprints of the duplicate check in `store` (unused when
+    /// the options turn the check off). See [`SeenStore`].
+    pub fn with_seen_store(options: PlanOptions, store: Box<dyn SeenStore>) -> Planner {
         let seen = options.check_duplicates.then(|| Seen {
             keys: RandomState::new(),
-            ids: FingerprintMap::default(),
-            cards: FingerprintMap::default(),
+            store,
         });
         Planner {
             options,

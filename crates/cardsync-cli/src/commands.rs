@@ -1,0 +1,842 @@
+//! The commands that make one call each (`submit`, `status`, `results`, `unsubscribe`,
+//! `webhooks set`, `merchant`), `listen`, and `demo`.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use cardsync_core::{PlannedRequest, RouteKind, SANDBOX_TEST_CARDS, UpdateStatus};
+use cardsync_hyper::{
+    Client, HandlerError, HyperTransport, Options, ReceiverOptions, WebhookReceiver,
+};
+use cardsync_proto::{
+    BaseUrl, Config, CreateBatch, KeyScope, MerchantEnrollment, MerchantKey, Results, SetWebhooks,
+    Subscribe, Trigger, Unsubscribe, WebhookEvent,
+};
+use cardsync_sandbox::{Sandbox, Settings};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::files::{Format, RowFile};
+use crate::remote::remote_error;
+use crate::report::Reporter;
+use crate::sync::{self, RESULT_COLUMNS, Wait};
+use crate::{CliError, Global, OutputFormat, check_rows, plan_options};
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Stdout)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Plans a file and returns its requests, reporting invalid rows. Returns the number of
+/// invalid rows too.
+fn plan_file<W: Write>(
+    file: &Path,
+    se_number: Option<&str>,
+    global: &Global,
+    out: W,
+) -> Result<(Vec<PlannedRequest>, u64, W), CliError> {
+    let options = plan_options(se_number, None)?;
+    let mut reporter = Reporter::new(out, global.output);
+    let mut requests = Vec::new();
+    check_rows(file, options, &mut reporter, false, |_, request| {
+        requests.push(request);
+        Ok(())
+    })?;
+    let invalid = reporter.summary().invalid;
+    Ok((requests, invalid, reporter.into_inner()))
+}
+
+/// `cardsync submit`.
+pub(crate) fn submit<W: Write>(
+    file: &Path,
+    se_number: Option<String>,
+    global: &Global,
+    out: W,
+) -> Result<ExitCode, CliError> {
+    global.remote.need_api_key()?;
+    let client = global.remote.client()?;
+    let (requests, invalid, mut out) = plan_file(file, se_number.as_deref(), global, out)?;
+    let config = client.config().clone();
+    let _ = config;
+    runtime()?.block_on(async {
+        for request in requests {
+            let seq = request.seq;
+            let cards = request.cards.len();
+            match request.route.kind() {
+                RouteKind::Subscription => {
+                    let se = request
+                        .route
+                        .se_number()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default();
+                    let subscribe = Subscribe::from_planned(request)
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    client
+                        .subscribe(&subscribe)
+                        .await
+                        .map_err(|e| remote_error(&format!("subscription request {seq}"), e))?;
+                    match global.output {
+                        OutputFormat::Json => writeln!(
+                            out,
+                            "{}",
+                            json!({"request": seq, "route": "subscription", "se_number": se, "cards": cards})
+                        )?,
+                        OutputFormat::Text => writeln!(
+                            out,
+                            "request {seq}: {cards} American Express cards subscribed for SE {se}"
+                        )?,
+                    }
+                }
+                _ => {
+                    let batch = CreateBatch::from_planned(request)
+                        .map_err(|e| CliError::Usage(e.to_string()))?;
+                    let created = client
+                        .create_batch(&batch)
+                        .await
+                        .map_err(|e| remote_error(&format!("batch request {seq}"), e))?;
+                    match global.output {
+                        OutputFormat::Json => writeln!(
+                            out,
+                            "{}",
+                            json!({"request": seq, "route": "batch", "batch_id": created.batch_id,
+                                   "status": created.status.as_str(), "cards": cards})
+                        )?,
+                        OutputFormat::Text => writeln!(
+                            out,
+                            "request {seq}: batch {} created ({cards} cards, {})",
+                            created.batch_id, created.status
+                        )?,
+                    }
+                }
+            }
+            out.flush()?;
+        }
+        Ok::<_, CliError>(())
+    })?;
+    Ok(if invalid > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `cardsync status`.
+pub(crate) fn status<W: Write>(
+    batch_id: &str,
+    global: &Global,
+    mut out: W,
+) -> Result<ExitCode, CliError> {
+    global.remote.need_api_key()?;
+    let client = global.remote.client()?;
+    let info = runtime()?
+        .block_on(client.batch(batch_id))
+        .map_err(|e| remote_error(&format!("batch {batch_id}"), e))?;
+    let stats = &info.stats.stats;
+    match global.output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            json!({
+                "batch_id": info.batch_id.as_deref().unwrap_or(batch_id),
+                "status": info.status.as_str(),
+                "created_at": info.created_at,
+                "updated_at": info.updated_at,
+                "stats": stats_rows(stats).into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            })
+        )?,
+        OutputFormat::Text => {
+            writeln!(out, "batch {batch_id}: {}", info.status)?;
+            if let Some(t) = &info.created_at {
+                writeln!(out, "  created  {t}")?;
+            }
+            if let Some(t) = &info.updated_at {
+                writeln!(out, "  updated  {t}")?;
+            }
+            for (name, n) in stats_rows(stats) {
+                if n > 0 {
+                    writeln!(out, "  {name:<18} {n}")?;
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stats_rows(s: &cardsync_core::Stats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("number_submitted", s.number_submitted),
+        ("updated_card", s.updated_card),
+        ("updated_expiry", s.updated_expiry),
+        ("closed", s.closed),
+        ("contact", s.contact),
+        ("no_match", s.no_match),
+        ("no_change", s.no_change),
+        ("valid", s.valid),
+        ("other", s.other),
+    ]
+}
+
+/// Options of `cardsync results`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ResultsArgs {
+    /// The batch id.
+    #[arg(long, value_name = "ID", required_unless_present = "event")]
+    batch: Option<String>,
+    /// The event id of a webhook (with --batch: of its batch-available webhook; alone: of an
+    /// American Express update).
+    #[arg(long, value_name = "ID")]
+    event: Option<String>,
+    /// Write the results, with full card numbers, to this file (CSV, or JSON Lines for
+    /// .jsonl; mode 0600). Without it, results are printed with masked numbers.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+/// `cardsync results`.
+pub(crate) fn results<W: Write>(
+    args: ResultsArgs,
+    global: &Global,
+    mut out: W,
+) -> Result<ExitCode, CliError> {
+    global.remote.need_api_key()?;
+    let client = global.remote.client()?;
+    let results = runtime()?.block_on(async {
+        match (&args.batch, &args.event) {
+            (Some(batch), event) => client
+                .batch_results(batch, event.as_deref())
+                .await
+                .map_err(|e| remote_error(&format!("results of batch {batch}"), e)),
+            (None, Some(event)) => client
+                .subscription_results(event)
+                .await
+                .map_err(|e| remote_error(&format!("American Express update {event}"), e)),
+            (None, None) => Err(CliError::Usage("give --batch or --event".to_owned())),
+        }
+    })?;
+    let batch_id = args.batch.as_deref().or(results.batch_id.as_deref());
+    if let Some(path) = &args.out {
+        write_results_file(path, &results, batch_id, args.event.as_deref())?;
+    }
+    print_results(&mut out, global, &results, args.out.is_none())?;
+    if let Some(path) = &args.out
+        && global.output == OutputFormat::Text
+    {
+        writeln!(
+            out,
+            "{} results written to {} (mode 0600: it holds full card numbers)",
+            results.cards.len(),
+            path.display()
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_results_file(
+    path: &Path,
+    results: &Results,
+    batch_id: Option<&str>,
+    event_id: Option<&str>,
+) -> Result<(), CliError> {
+    let mut file =
+        RowFile::open(path, Format::of(path), RESULT_COLUMNS, 0).map_err(io_err(path))?;
+    for card in &results.cards {
+        file.row(&[
+            Some(&card.id),
+            card.status.as_ref().map(UpdateStatus::as_str),
+            Some(card.card.expose()),
+            card.exp.as_deref(),
+            card.se_number.as_deref(),
+            batch_id,
+            event_id,
+        ])
+        .map_err(io_err(path))?;
+    }
+    file.checkpoint().map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Prints results with masked card numbers: every card when `rows`, else the counts only.
+fn print_results<W: Write>(
+    out: &mut W,
+    global: &Global,
+    results: &Results,
+    rows: bool,
+) -> Result<(), CliError> {
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    for card in &results.cards {
+        let status = card
+            .status
+            .as_ref()
+            .map_or("(none)", UpdateStatus::as_str)
+            .to_owned();
+        match counts.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((status.clone(), 1)),
+        }
+        if !rows {
+            continue;
+        }
+        let masked = card.card.masked();
+        match global.output {
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                json!({"id": card.id, "status": status, "card": masked.as_str(),
+                       "exp": card.exp, "se_number": card.se_number})
+            )?,
+            OutputFormat::Text => writeln!(
+                out,
+                "{:<20} {:<16} {:<20} {:<7} {}",
+                card.id,
+                status,
+                masked,
+                card.exp.as_deref().unwrap_or(""),
+                card.se_number.as_deref().unwrap_or("")
+            )?,
+        }
+    }
+    match global.output {
+        OutputFormat::Json => writeln!(
+            out,
+            "{}",
+            json!({"status": results.status.as_str(), "results": results.cards.len(), "by_status": counts})
+        )?,
+        OutputFormat::Text => {
+            let by: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            writeln!(
+                out,
+                "{} results ({}): {}",
+                results.cards.len(),
+                results.status,
+                by.join(", ")
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `cardsync unsubscribe`.
+pub(crate) fn unsubscribe<W: Write>(
+    file: &Path,
+    se_number: &str,
+    global: &Global,
+    out: W,
+) -> Result<ExitCode, CliError> {
+    global.remote.need_api_key()?;
+    let client = global.remote.client()?;
+    let (requests, invalid, mut out) = plan_file(file, Some(se_number), global, out)?;
+    let mut not_amex = 0;
+    runtime()?.block_on(async {
+        for request in requests {
+            if request.route.kind() != RouteKind::Subscription {
+                not_amex += request.cards.len();
+                continue;
+            }
+            let seq = request.seq;
+            let cards = request.cards.len();
+            let se = request
+                .route
+                .se_number()
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default();
+            let body =
+                Unsubscribe::from_planned(request).map_err(|e| CliError::Usage(e.to_string()))?;
+            client
+                .unsubscribe(&body)
+                .await
+                .map_err(|e| remote_error(&format!("unsubscribe request {seq}"), e))?;
+            match global.output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    json!({"request": seq, "se_number": se, "unsubscribed": cards})
+                )?,
+                OutputFormat::Text => writeln!(out, "{cards} cards unsubscribed from SE {se}")?,
+            }
+        }
+        Ok::<_, CliError>(())
+    })?;
+    if not_amex > 0 {
+        eprintln!(
+            "{not_amex} cards are not American Express: only American Express cards have \
+             subscriptions; they were left alone"
+        );
+    }
+    out.flush()?;
+    Ok(if invalid > 0 || not_amex > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `cardsync webhooks`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Register the URLs CardSync calls for each event (the merchant key, or the partner key
+    /// with --partner). URLs not given are left as they are.
+    Set {
+        /// Trigger 20: a batch's results are ready.
+        #[arg(long, value_name = "URL")]
+        batch_available: Option<String>,
+        /// Trigger 21: a merchant enrollment is complete.
+        #[arg(long, value_name = "URL")]
+        enrollment_complete: Option<String>,
+        /// Trigger 22: a batch failed.
+        #[arg(long, value_name = "URL")]
+        batch_error: Option<String>,
+        /// Trigger 23: American Express updates.
+        #[arg(long, value_name = "URL")]
+        amex_update: Option<String>,
+        /// Register for the partner (every merchant without its own), with the partner key.
+        #[arg(long)]
+        partner: bool,
+    },
+}
+
+/// `cardsync webhooks set`.
+pub(crate) fn webhooks<W: Write>(
+    command: WebhooksCommand,
+    global: &Global,
+    mut out: W,
+) -> Result<ExitCode, CliError> {
+    let WebhooksCommand::Set {
+        batch_available,
+        enrollment_complete,
+        batch_error,
+        amex_update,
+        partner,
+    } = command;
+    if partner {
+        global.remote.need_partner_key()?;
+    } else {
+        global.remote.need_api_key()?;
+    }
+    let mut request = SetWebhooks::new();
+    let mut set = Vec::new();
+    for (trigger, url) in [
+        (Trigger::BatchAvailable, batch_available),
+        (Trigger::EnrollmentComplete, enrollment_complete),
+        (Trigger::BatchError, batch_error),
+        (Trigger::AmexUpdate, amex_update),
+    ] {
+        if let Some(url) = url {
+            set.push((trigger, url.clone()));
+            request = request.with(trigger, url);
+        }
+    }
+    if set.is_empty() {
+        return Err(CliError::Usage(
+            "give at least one of --batch-available, --enrollment-complete, --batch-error, \
+             --amex-update"
+                .to_owned(),
+        ));
+    }
+    if partner {
+        request = request.signed_by(KeyScope::Partner);
+    }
+    let client = global.remote.client()?;
+    runtime()?
+        .block_on(client.set_webhooks(&request))
+        .map_err(|e| remote_error("setting webhooks", e))?;
+    for (trigger, url) in set {
+        match global.output {
+            OutputFormat::Json => writeln!(
+                out,
+                "{}",
+                json!({"trigger_id": trigger.id(), "url": url, "set": true})
+            )?,
+            OutputFormat::Text => writeln!(out, "{trigger}: {url}")?,
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cardsync merchant`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum MerchantCommand {
+    /// Enroll a merchant from a JSON file in the documented enrollment format.
+    Enroll {
+        /// The enrollment, as JSON.
+        file: PathBuf,
+    },
+    /// Show a merchant's enrollment status.
+    Status {
+        /// The merchant id.
+        merchant_id: String,
+    },
+}
+
+/// `cardsync merchant enroll|status`.
+pub(crate) fn merchant<W: Write>(
+    command: MerchantCommand,
+    global: &Global,
+    mut out: W,
+) -> Result<ExitCode, CliError> {
+    global.remote.need_partner_key()?;
+    let client = global.remote.client()?;
+    match command {
+        MerchantCommand::Enroll { file } => {
+            let text = std::fs::read(&file).map_err(io_err(&file))?;
+            let enrollment: MerchantEnrollment =
+                serde_json::from_slice(&text).map_err(|e| CliError::Input {
+                    path: file.clone(),
+                    message: format!("not a merchant enrollment: {e}"),
+                })?;
+            let enrolled = runtime()?
+                .block_on(client.enroll_merchant(&cardsync_proto::EnrollMerchant::new(enrollment)))
+                .map_err(|e| remote_error("enrolling the merchant", e))?;
+            let key = enrolled.api_key.expose_secret();
+            match global.output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    json!({"merchant_id": enrolled.merchant_id, "api_key": key,
+                           "created_at": enrolled.created_at})
+                )?,
+                OutputFormat::Text => {
+                    writeln!(out, "merchant {} enrolled", enrolled.merchant_id)?;
+                    writeln!(
+                        out,
+                        "api key: {key}\n(store it in your secret store now; it is not shown again)"
+                    )?;
+                }
+            }
+        }
+        MerchantCommand::Status { merchant_id } => {
+            let status = runtime()?
+                .block_on(client.merchant(&merchant_id))
+                .map_err(|e| remote_error(&format!("merchant {merchant_id}"), e))?;
+            match global.output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    json!({"merchant_id": status.merchant_id.as_deref().unwrap_or(&merchant_id),
+                           "enrollment": status.enrollment, "status": status.status,
+                           "message": status.message})
+                )?,
+                OutputFormat::Text => writeln!(
+                    out,
+                    "merchant {merchant_id}: {}",
+                    status
+                        .enrollment
+                        .as_deref()
+                        .or(status.message.as_deref())
+                        .unwrap_or("(no status given)")
+                )?,
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `cardsync listen`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListenArgs {
+    /// The address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8788")]
+    addr: SocketAddr,
+    /// The secret path token: CardSync must call /webhook/TOKEN.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CARDSYNC_WEBHOOK_TOKEN",
+        hide_env_values = true
+    )]
+    token: String,
+    /// Where results are written: batch-ID.csv and amex-EVENT.csv (mode 0600), and
+    /// events.jsonl, the log of every event received.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Stop after this long (for scripts and tests), such as 10m; runs until Ctrl-C without it.
+    #[arg(long, value_name = "DURATION", value_parser = crate::sandbox::parse_duration)]
+    stop_after: Option<Duration>,
+}
+
+/// `cardsync listen`.
+pub(crate) fn listen<W: Write>(
+    args: ListenArgs,
+    global: &Global,
+    mut out: W,
+) -> Result<ExitCode, CliError> {
+    global.remote.need_api_key()?;
+    let client = global.remote.client()?;
+    std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
+    let log_path = args.out.join("events.jsonl");
+    runtime()?.block_on(async {
+        let (tx, mut events) = mpsc::unbounded_channel::<WebhookEvent>();
+        let receiver = WebhookReceiver::start(
+            args.addr,
+            &args.token,
+            ReceiverOptions::default(),
+            move |event: WebhookEvent| {
+                let tx = tx.clone();
+                async move { tx.send(event).map_err(HandlerError::new) }
+            },
+        )
+        .await
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.addr)))?;
+        if !global.quiet {
+            eprintln!(
+                "listening at {} (token path hidden); register it with `cardsync webhooks set`. \
+                 Ctrl-C stops.",
+                receiver.local_addr()
+            );
+        }
+        let mut seen = HashSet::new();
+        let stop = async {
+            match args.stop_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            let event = tokio::select! {
+                _ = &mut stop => break,
+                e = events.recv() => match e { Some(e) => e, None => break },
+            };
+            if let Some(key) = event.dedup_key()
+                && !seen.insert(key)
+            {
+                continue;
+            }
+            let line = handle_listened(&client, &args.out, &event).await;
+            let (file, error) = match &line {
+                Ok(file) => (file.clone(), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let record = json!({
+                "trigger_id": event.trigger().map(Trigger::id),
+                "event_id": event.event_id(),
+                "batch_id": match &event {
+                    WebhookEvent::BatchAvailable(e) => e.batch_id.as_deref(),
+                    WebhookEvent::BatchError(e) => e.batch_id.as_deref(),
+                    _ => None,
+                },
+                "results_file": file.as_ref().map(|p| p.display().to_string()),
+                "error": error,
+            });
+            append_line(&log_path, &record.to_string()).map_err(io_err(&log_path))?;
+            match global.output {
+                OutputFormat::Json => writeln!(out, "{record}")?,
+                OutputFormat::Text => match (&event.trigger(), &file, &error) {
+                    (_, Some(f), _) => writeln!(out, "results written to {}", f.display())?,
+                    (_, _, Some(e)) => writeln!(out, "event {:?}: {e}", event.event_id())?,
+                    (t, _, _) => writeln!(
+                        out,
+                        "event {}: {}",
+                        event.event_id().unwrap_or("-"),
+                        t.map_or("unknown trigger".to_owned(), |t| t.to_string())
+                    )?,
+                },
+            }
+            out.flush()?;
+        }
+        receiver.shutdown().await;
+        Ok::<_, CliError>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fetches and writes the results an event announces; returns the file written, if any.
+async fn handle_listened(
+    client: &Client,
+    dir: &Path,
+    event: &WebhookEvent,
+) -> Result<Option<PathBuf>, CliError> {
+    let (results, name, batch_id) = match event {
+        WebhookEvent::BatchAvailable(e) => {
+            let batch = e.batch_id.as_deref().unwrap_or_default();
+            let results = client
+                .batch_results(batch, e.event_id.as_deref())
+                .await
+                .map_err(|err| remote_error(&format!("results of batch {batch}"), err))?;
+            (
+                results,
+                format!("batch-{}.csv", safe_name(batch)),
+                Some(batch),
+            )
+        }
+        WebhookEvent::AmexUpdate(e) => {
+            let id = e.event_id.as_deref().unwrap_or_default();
+            let results = client
+                .subscription_results(id)
+                .await
+                .map_err(|err| remote_error(&format!("American Express update {id}"), err))?;
+            (results, format!("amex-{}.csv", safe_name(id)), None)
+        }
+        _ => return Ok(None),
+    };
+    let path = dir.join(name);
+    write_results_file(&path, &results, batch_id, event.event_id())?;
+    Ok(Some(path))
+}
+
+/// An id made safe for a file name.
+fn safe_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
+}
+
+fn append_line(path: &Path, line: &str) -> io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(file, "{line}")
+}
+
+/// Options of `cardsync demo`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Where to write the demo's card file, results and journal [default: a new temporary
+    /// directory].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+}
+
+/// The SE number the demo gives its American Express cards.
+const DEMO_SE_NUMBER: &str = "9876543210";
+
+/// `cardsync demo`.
+pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError> {
+    let dir = match args.dir {
+        Some(d) => d,
+        None => std::env::temp_dir().join(format!("cardsync-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let cards = dir.join("cards.csv");
+    let out = dir.join("results.csv");
+    for stale in [
+        out.clone(),
+        dir.join("results.csv.journal"),
+        dir.join("results.csv.partial"),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let mut csv = String::from("id,card,exp,se_number\n");
+    for (i, card) in SANDBOX_TEST_CARDS.iter().enumerate() {
+        let (exp, se) = match card.exp {
+            Some(e) => (e, ""),
+            None => ("12/30", DEMO_SE_NUMBER),
+        };
+        csv.push_str(&format!("demo-{:03},{},{exp},{se}\n", i + 1, card.card));
+    }
+    std::fs::write(&cards, csv).map_err(io_err(&cards))?;
+
+    runtime()?.block_on(async {
+        let mut settings = Settings::default();
+        settings.complete_after = Duration::from_millis(300);
+        let sandbox = Sandbox::start(settings, "127.0.0.1:0".parse().expect("address"))
+            .await
+            .map_err(io_err(Path::new("127.0.0.1:0")))?;
+        let key = sandbox.settings().merchant_key.clone();
+        let base = sandbox.base_url().to_owned();
+        if !global.quiet && global.output == OutputFormat::Text {
+            println!(
+                "CardSync emulator started at {base}; syncing {} documented test cards from {}",
+                SANDBOX_TEST_CARDS.len(),
+                cards.display()
+            );
+        }
+        let config =
+            Config::new(BaseUrl::parse(&base).map_err(|e| CliError::Usage(e.to_string()))?)
+                .with_merchant_key(
+                    MerchantKey::new(&key).map_err(|e| CliError::Usage(e.to_string()))?,
+                );
+        let client = Client::new(
+            HyperTransport::new(Options::loopback()).map_err(|e| CliError::Usage(e.to_string()))?,
+            config,
+        );
+        let mut global = global.clone();
+        global.remote.base_url = base;
+        global.remote.api_key = Some(key);
+        let sync_args = sync::Args {
+            file: cards.clone(),
+            out: out.clone(),
+            se_number: None,
+            state: None,
+            wait: Wait::Webhook,
+            listen: "127.0.0.1:0".parse().expect("address"),
+            public_url: None,
+            token: None,
+            amex_wait: Duration::from_secs(20),
+            poll_max: Duration::from_secs(1),
+            max_per_request: cardsync_core::MAX_CARDS_PER_REQUEST,
+            resend_unconfirmed: false,
+            abandon_unconfirmed: false,
+            adopt: Vec::new(),
+        };
+        let code = sync::run_async(&sync_args, &global, &client).await;
+        sandbox.shutdown().await;
+        let code = code?;
+        if global.output == OutputFormat::Text {
+            print_demo_cards(&out)?;
+        }
+        Ok(code)
+    })
+}
+
+/// The demo's per-card table, read back from its results file, with masked numbers.
+fn print_demo_cards(results: &Path) -> Result<(), CliError> {
+    let mut reader = csv::Reader::from_path(results).map_err(|e| CliError::Input {
+        path: results.to_owned(),
+        message: e.to_string(),
+    })?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    writeln!(
+        out,
+        "\n{:<9} {:<20} {:<16} {:<7} ROUTE",
+        "ID", "CARD RETURNED", "STATUS", "EXP"
+    )?;
+    let mut rows: Vec<csv::StringRecord> = reader.records().filter_map(Result::ok).collect();
+    rows.sort_by(|a, b| a.get(0).cmp(&b.get(0)));
+    for row in rows {
+        let card = cardsync_core::mask_card_text(row.get(2).unwrap_or(""));
+        let route = if row.get(4).unwrap_or("").is_empty() {
+            "batch"
+        } else {
+            "subscription"
+        };
+        writeln!(
+            out,
+            "{:<9} {:<20} {:<16} {:<7} {route}",
+            row.get(0).unwrap_or(""),
+            card.as_str(),
+            row.get(1).unwrap_or(""),
+            row.get(3).unwrap_or(""),
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}

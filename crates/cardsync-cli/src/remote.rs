@@ -1,0 +1,98 @@
+//! The connection to CardSync: base URL, keys, and the client built from them.
+
+use cardsync_hyper::{CallError, Client, HyperTransport, Options};
+use cardsync_proto::{BaseUrl, Config, MerchantKey, PartnerKey};
+
+use crate::CliError;
+
+/// Where CardSync is and which keys to use, from the global flags.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct Remote {
+    /// CardSync base URL (the sandbox unless set). Plain http:// is allowed only to loopback.
+    #[arg(
+        long,
+        global = true,
+        env = "CARDSYNC_BASE_URL",
+        value_name = "URL",
+        default_value = "https://sandbox.cardsync.io/"
+    )]
+    pub(crate) base_url: String,
+    /// Merchant API key.
+    #[arg(
+        long,
+        global = true,
+        env = "CARDSYNC_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub(crate) api_key: Option<String>,
+    /// Partner master key, for `merchant` and partner-level `webhooks set`.
+    #[arg(
+        long,
+        global = true,
+        env = "CARDSYNC_PARTNER_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub(crate) partner_key: Option<String>,
+}
+
+impl Remote {
+    /// The client, with whatever keys were given.
+    pub(crate) fn client(&self) -> Result<Client, CliError> {
+        let base = BaseUrl::parse(&self.base_url)
+            .map_err(|e| CliError::Usage(format!("--base-url {:?}: {e}", self.base_url)))?;
+        let mut config = Config::new(base.clone());
+        if let Some(key) = &self.api_key {
+            config = config.with_merchant_key(
+                MerchantKey::new(key).map_err(|e| CliError::Usage(format!("--api-key: {e}")))?,
+            );
+        }
+        if let Some(key) = &self.partner_key {
+            config = config.with_partner_key(
+                PartnerKey::new(key).map_err(|e| CliError::Usage(format!("--partner-key: {e}")))?,
+            );
+        }
+        let options = if base.is_loopback() {
+            Options::loopback()
+        } else {
+            Options::default()
+        };
+        let transport = HyperTransport::new(options)
+            .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?;
+        Ok(Client::new(transport, config))
+    }
+
+    /// Checks that the merchant key is there, for commands that need it.
+    pub(crate) fn need_api_key(&self) -> Result<(), CliError> {
+        if self.api_key.is_none() {
+            return Err(CliError::Usage(
+                "no API key: set CARDSYNC_API_KEY or pass --api-key".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks that the partner key is there.
+    pub(crate) fn need_partner_key(&self) -> Result<(), CliError> {
+        if self.partner_key.is_none() {
+            return Err(CliError::Usage(
+                "no partner key: set CARDSYNC_PARTNER_KEY or pass --partner-key".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A failed call, said in words that tell the user what to do.
+pub(crate) fn remote_error(what: &str, e: CallError) -> CliError {
+    let hint = match e.status().map(|s| s.as_u16()) {
+        Some(401) => " (check the API key)",
+        Some(403) => " (this key may not do that: merchant and partner keys differ)",
+        Some(404) => " (unknown id, or results purged after 10 days)",
+        Some(409) => " (not ready yet, or already done)",
+        Some(429) | Some(500..) => " (CardSync is busy or failing; try again later)",
+        _ => "",
+    };
+    CliError::Remote(format!("{what}: {e}{hint}"))
+}
