@@ -3,7 +3,10 @@
 //! - `cargo xtask codegen [--check]` regenerates the tables in `crates/*/src/generated/` from the
 //!   data files beside them (`--check` only reports stale files).
 //! - `cargo xtask tidy` checks the architecture invariants of `docs/ARCHITECTURE.md`.
+//! - `cargo xtask bench [--rows N]` times `cardsync validate` and `cardsync sync` against plain
+//!   Python scripts (`xtask/bench/`), side by side.
 
+mod bench;
 mod codegen;
 mod tidy;
 
@@ -17,8 +20,9 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::generate(codegen::Mode::Write),
         ["codegen", "--check"] => codegen::generate(codegen::Mode::Check),
         ["tidy"] => tidy::run(),
+        ["bench", rest @ ..] => bench::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | tidy>");
+            eprintln!("usage: cargo xtask <codegen [--check] | tidy | bench [--rows N]>");
             return ExitCode::from(2);
         }
     };

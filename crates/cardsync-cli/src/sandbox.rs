@@ -22,6 +22,10 @@ pub(crate) struct Args {
     /// repeated keys in webhook stats).
     #[arg(long)]
     quirks: bool,
+    /// Return a no_change result for every card that is not a documented test card (CardSync
+    /// returns only cards with news; this is for load tests that need full result bodies).
+    #[arg(long)]
+    report_unchanged: bool,
     /// The partner master key.
     #[arg(long, value_name = "KEY", default_value = "sandbox_master_key")]
     master_key: String,
@@ -69,6 +73,7 @@ pub(crate) fn run(
     let mut settings = Settings::default();
     settings.complete_after = args.complete_after;
     settings.quirks = args.quirks;
+    settings.report_unchanged = args.report_unchanged;
     settings.master_key = args.master_key;
     settings.merchant_key = args.merchant_key;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -151,7 +151,7 @@ fn meaning(status: &str) -> &'static str {
         "contact" | "contact_closed" => "contact the cardholder",
         "no_match" | "unknown" => "no update from the issuer",
         "valid" | "no_change" => "card is current",
-        "not_returned" => "CardSync returned no result for these cards",
+        "no_result" => "no news: CardSync returns only cards with an update",
         "subscribed" => "American Express: subscribed, updates come by webhook",
         _ => "",
     }
@@ -940,7 +940,7 @@ impl Job<'_> {
             let submitted = decode_cards_body(body).unwrap_or_default();
             for card in &submitted {
                 if !returned.contains(card.id.as_deref().unwrap_or_default()) {
-                    add("not_returned");
+                    add("no_result");
                 }
             }
         }
@@ -1123,7 +1123,7 @@ fn summarize(journal: &Journal, paths: &Paths, done: bool) -> Result<SyncSummary
         subscriptions: requests.iter().filter(|r| !r.is_batch()).count(),
         results: statuses
             .iter()
-            .filter(|(s, _)| !matches!(s.as_str(), "subscribed" | "not_returned" | "batch_error"))
+            .filter(|(s, _)| !matches!(s.as_str(), "subscribed" | "no_result" | "batch_error"))
             .map(|(_, n)| n)
             .sum(),
         statuses: statuses
@@ -1199,11 +1199,7 @@ fn print_summary<W: Write>(
                     "\nrequest {seq} failed, and its cards have no results: {message}"
                 )?;
             }
-            if summary
-                .statuses
-                .iter()
-                .any(|s| s.status == "subscribed")
-            {
+            if summary.statuses.iter().any(|s| s.status == "subscribed") {
                 writeln!(
                     out,
                     "\nAmerican Express cards are subscribed: their updates arrive as webhooks. \

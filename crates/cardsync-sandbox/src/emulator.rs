@@ -39,6 +39,10 @@ pub struct Settings {
     pub quirks: bool,
     /// Seed of the id generator, so that ids repeat from run to run.
     pub seed: u64,
+    /// Return a `no_change` result row for every batch card that is not a documented test
+    /// card (by default such cards are only counted in `stats.no_change`, as CardSync returns
+    /// only cards with news). For load tests that need full result bodies.
+    pub report_unchanged: bool,
 }
 
 impl Default for Settings {
@@ -50,6 +54,7 @@ impl Default for Settings {
             complete_after: Duration::from_secs(2),
             quirks: false,
             seed: 0x5eed,
+            report_unchanged: false,
         }
     }
 }
@@ -106,6 +111,8 @@ struct Row {
 
 #[derive(Debug)]
 struct Batch {
+    /// 1-based order of creation.
+    number: u64,
     merchant_id: String,
     created_at: Duration,
     completes_at: Duration,
@@ -166,6 +173,7 @@ pub struct Emulator {
     batches: HashMap<String, Batch>,
     subscriptions: HashSet<(String, String, String)>,
     pending_amex: Vec<PendingAmex>,
+    batches_created: u64,
     amex_events: HashMap<String, AmexEvent>,
     counters: BTreeMap<&'static str, Counter>,
     outbox: VecDeque<Outgoing>,
@@ -273,6 +281,7 @@ impl Emulator {
             batches: HashMap::new(),
             subscriptions: HashSet::new(),
             pending_amex: Vec::new(),
+            batches_created: 0,
             amex_events: HashMap::new(),
             counters: BTreeMap::new(),
             outbox: VecDeque::new(),
@@ -689,6 +698,10 @@ impl Emulator {
             state: BatchState::Pending,
             validated: false,
             errors: 0,
+            number: {
+                self.batches_created += 1;
+                self.batches_created
+            },
             rows: Vec::new(),
             stats: Stats::default(),
             card_stats: [0; 4],
@@ -722,7 +735,18 @@ impl Emulator {
                         .rows
                         .push(result_row(id, digits.as_str(), exp, &tc.result, None));
                 }
-                None => batch.stats.no_change += 1,
+                None => {
+                    batch.stats.no_change += 1;
+                    if self.settings.report_unchanged {
+                        batch.rows.push(result_row(
+                            id,
+                            digits.as_str(),
+                            exp,
+                            &UpdateStatus::NoChange,
+                            None,
+                        ));
+                    }
+                }
             }
         }
         let id = self.new_id("b");
@@ -1107,8 +1131,16 @@ impl Emulator {
         self.outbox.drain(..).collect()
     }
 
+    /// The ids of the batches kept, oldest first.
+    pub fn batch_ids(&self) -> Vec<String> {
+        let mut ids: Vec<(u64, &String)> =
+            self.batches.iter().map(|(id, b)| (b.number, id)).collect();
+        ids.sort();
+        ids.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
     /// The counters of cards received, per endpoint, as JSON: requests, cards, distinct cards,
-    /// and repeats (cards received more than once).
+    /// repeats.
     pub fn counters_json(&self) -> Value {
         let mut out = serde_json::Map::new();
         for (endpoint, c) in &self.counters {

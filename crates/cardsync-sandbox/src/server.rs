@@ -232,6 +232,12 @@ impl Sandbox {
         self.shared.lock().deliveries.clone()
     }
 
+    /// The ids of the batches created so far, oldest first: what a merchant would look up
+    /// in the CardSync dashboard.
+    pub fn batch_ids(&self) -> Vec<String> {
+        self.shared.lock().emulator.batch_ids()
+    }
+
     /// Counters of the cards received per endpoint (what `GET /_sandbox/counters` answers).
     pub fn counters(&self) -> Value {
         self.shared.lock().emulator.counters_json()

@@ -1,0 +1,352 @@
+//! `cardsync sync` against the emulator: complete runs, and runs killed with SIGKILL at several
+//! points and resumed. After every job, the emulator's counters must show each card submitted
+//! exactly once, and the results file must hold every result.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cardsync_core::luhn_check_digit;
+use cardsync_sandbox::{Faults, Sandbox, Settings};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
+
+/// Batch cards in the test file (Visa, Mastercard, Discover).
+const BATCH_CARDS: usize = 95;
+/// Cards per request: 10 batches.
+const PER_REQUEST: &str = "10";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("cardsync-sync-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A card number with a valid check digit: `prefix`, then `n`, padded to 15 digits.
+fn pan(prefix: &str, n: usize) -> String {
+    let body = format!("{prefix}{n:0width$}", width = 15 - prefix.len());
+    let check = luhn_check_digit(&body).expect("digits");
+    format!("{body}{}", char::from(check))
+}
+
+/// The card file: 95 batch cards and two American Express test cards.
+fn write_cards(dir: &Path) -> PathBuf {
+    let mut csv = String::from("id,card,exp,se_number\n");
+    for i in 0..BATCH_CARDS {
+        let prefix = ["4", "51", "6011"][i % 3];
+        csv.push_str(&format!(
+            "c{i:03},{},{:02}/30,\n",
+            pan(prefix, 1000 + i),
+            1 + i % 12
+        ));
+    }
+    csv.push_str("amex-1,342132335566772,12/30,1234567890\n");
+    csv.push_str("amex-2,349900006577234,12/30,1234567890\n");
+    let path = dir.join("cards.csv");
+    std::fs::write(&path, csv).expect("write cards");
+    path
+}
+
+struct Emulator {
+    runtime: tokio::runtime::Runtime,
+    sandbox: Option<Sandbox>,
+}
+
+impl Emulator {
+    fn start() -> Emulator {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut settings = Settings::default();
+        settings.complete_after = Duration::ZERO;
+        settings.report_unchanged = true;
+        let sandbox = runtime
+            .block_on(Sandbox::start(settings, "127.0.0.1:0".parse().unwrap()))
+            .expect("sandbox");
+        Emulator {
+            runtime,
+            sandbox: Some(sandbox),
+        }
+    }
+
+    fn sandbox(&self) -> &Sandbox {
+        self.sandbox.as_ref().expect("running")
+    }
+
+    fn counter(&self, endpoint: &str, field: &str) -> u64 {
+        self.sandbox().counters()[endpoint][field]
+            .as_u64()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(s) = self.sandbox.take() {
+            self.runtime.block_on(s.shutdown());
+        }
+    }
+}
+
+fn sync_command(emulator: &Emulator, cards: &Path, out: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["--output", "json", "sync", "--max-per-request", PER_REQUEST])
+        .args(["--poll-max", "200ms", "--out"])
+        .arg(out)
+        .arg(cards)
+        .env("CARDSYNC_BASE_URL", emulator.sandbox().base_url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .env_remove("CARDSYNC_CRASH_AT")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs a command with a time limit.
+fn run(command: &mut Command) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cardsync");
+    let id = child.id();
+    let start = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &id.to_string()])
+                .status();
+            panic!("cardsync ran over 60 s ({:?})", start.elapsed());
+        }
+    }
+}
+
+/// The summary line of `--output json` sync.
+fn summary(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|v| v.get("sync").cloned())
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary in {stdout:?}; stderr {:?}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+}
+
+/// Resumes until the job is done, deciding about an interrupted POST the way a user would:
+/// by looking the batch up (here, in the emulator's list of batches as it was when the run
+/// was killed: batches go out in order, one at a time, so request N was received if the
+/// emulator then held N batches).
+fn resume_to_end(emulator: &Emulator, cards: &Path, out: &Path) -> Vec<String> {
+    let ids = emulator.sandbox().batch_ids();
+    let mut decisions = Vec::new();
+    let mut extra: Vec<String> = Vec::new();
+    for _ in 0..5 {
+        let output = run(sync_command(emulator, cards, out).args(&extra));
+        let s = summary(&output);
+        if output.status.code() == Some(0) {
+            assert_eq!(s["done"], true);
+            return decisions;
+        }
+        let unconfirmed = s["unconfirmed"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(unconfirmed.len(), 1, "{s}");
+        let seq = unconfirmed[0].as_u64().expect("request number") as usize;
+        extra = if ids.len() >= seq {
+            decisions.push(format!("adopt {seq}"));
+            vec!["--adopt".to_owned(), format!("{seq}={}", ids[seq - 1])]
+        } else {
+            decisions.push(format!("resend {seq}"));
+            vec!["--resend-unconfirmed".to_owned()]
+        };
+    }
+    panic!("the job did not finish in five runs");
+}
+
+/// Every batch card once at the emulator, every result in the file.
+fn check_exactly_once(emulator: &Emulator, out: &Path) {
+    assert_eq!(
+        emulator.counter("POST /v2/batch", "cards"),
+        BATCH_CARDS as u64
+    );
+    assert_eq!(emulator.counter("POST /v2/batch", "repeats"), 0);
+    assert_eq!(emulator.counter("POST /v2/batch", "requests"), 10);
+    assert_eq!(emulator.counter("POST /v2/subscribe", "distinct_cards"), 2);
+    let text = std::fs::read_to_string(out).expect("results file");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,status,card,exp,se_number,batch_id,event_id")
+    );
+    let ids: Vec<&str> = lines.map(|l| l.split(',').next().unwrap()).collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), BATCH_CARDS, "one row per batch card");
+    assert_eq!(distinct.len(), BATCH_CARDS, "no row twice");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}
+
+#[test]
+fn a_complete_run_then_a_rerun_sends_nothing_more() {
+    let dir = Dir::new("complete");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start();
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let s = summary(&output);
+    assert_eq!(s["rows"], 97);
+    assert_eq!(s["batches"], 10);
+    assert_eq!(s["subscriptions"], 1);
+    check_exactly_once(&emulator, &out);
+    // stdout never shows a full card number.
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains(&pan("4", 1000)));
+    assert!(!stdout.contains("342132335566772"));
+    // A second run reports the finished job and sends nothing.
+    let again = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(again.status.code(), Some(0));
+    check_exactly_once(&emulator, &out);
+    // The journal no longer holds card numbers.
+    let journal = std::fs::read(dir.0.join("results.csv.journal")).unwrap();
+    let needle = pan("4", 1000);
+    assert!(
+        !journal
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn killed_at_each_point_and_resumed_every_card_is_sent_once() {
+    use std::os::unix::process::ExitStatusExt;
+    // (crash point, n): planned after the plan is stored; sending after a request is marked
+    // but before its POST; answered after CardSync answered but before the journal knows;
+    // sent after the journal knows; fetched after results are stored.
+    let points = [
+        ("planned", 1, None),
+        ("sending", 3, Some("resend 3")),
+        ("answered", 4, Some("adopt 4")),
+        ("sent", 5, None),
+        ("fetched", 2, None),
+        ("fetched", 9, None),
+    ];
+    for (point, n, expected_decision) in points {
+        let dir = Dir::new(&format!("{point}{n}"));
+        let cards = write_cards(&dir.0);
+        let out = dir.0.join("results.csv");
+        let emulator = Emulator::start();
+        let crashed =
+            run(sync_command(&emulator, &cards, &out)
+                .env("CARDSYNC_CRASH_AT", format!("{point}:{n}")));
+        assert_eq!(
+            crashed.status.signal(),
+            Some(9),
+            "{point}:{n} should have been killed: {crashed:?}"
+        );
+        let decisions = resume_to_end(&emulator, &cards, &out);
+        assert_eq!(
+            decisions.first().map(String::as_str),
+            expected_decision,
+            "{point}:{n}"
+        );
+        check_exactly_once(&emulator, &out);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn killed_from_outside_while_sending_and_resumed() {
+    let dir = Dir::new("outside");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start();
+    // Slow answers, so that the kill lands in the middle of the run.
+    let mut faults = Faults::default();
+    faults.latency_ms = 60;
+    emulator.sandbox().set_faults(faults);
+    let mut child = sync_command(&emulator, &cards, &out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    while emulator.counter("POST /v2/batch", "requests") < 4 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no batches sent");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    emulator.sandbox().set_faults(Faults::default());
+    resume_to_end(&emulator, &cards, &out);
+    check_exactly_once(&emulator, &out);
+}
+
+#[test]
+fn a_journal_of_another_input_is_refused() {
+    let dir = Dir::new("other");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start();
+    let crashed = run(sync_command(&emulator, &cards, &out).env("CARDSYNC_CRASH_AT", "sent:1"));
+    assert!(!crashed.status.success());
+    // The input changes between runs.
+    std::fs::write(&cards, "id,card,exp\nx,4457010000000009,01/50\n").unwrap();
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("belongs to another job"), "{stderr}");
+    assert_eq!(emulator.counter("POST /v2/batch", "requests"), 1);
+}
+
+#[test]
+fn the_demo_shows_every_documented_test_card() {
+    let dir = Dir::new("demo");
+    let output = run(Command::new(BIN).args(["demo", "--dir"]).arg(&dir.0));
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for card in cardsync_core::SANDBOX_TEST_CARDS {
+        // Each card's status, by its masked number's first six digits.
+        let status = card.result.as_str();
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains(&card.card[..6]) && l.contains(status)),
+            "{} {status} missing from {stdout}",
+            &card.card[..6]
+        );
+        assert!(!stdout.contains(card.card), "a full number on stdout");
+    }
+}

@@ -1,0 +1,367 @@
+//! `cargo xtask bench [--rows N]`: the `cardsync` command against plain Python, side by side.
+//!
+//! 1. Generates a card file of N rows (default 1,000,000): Visa, Mastercard and Discover,
+//!    about 1% with a bad check digit.
+//! 2. `cardsync validate` against `xtask/bench/validate.py` (the csv module, a Luhn loop,
+//!    prefix checks), each run three times alternately; the medians are compared.
+//! 3. `cardsync sync` against `xtask/bench/sync_client.py` (requests + json, written the way
+//!    the documents' Python samples are), each against a fresh local emulator
+//!    (`cardsync sandbox --complete-after 0 --report-unchanged`, so that every card has a
+//!    result row) of its own, on the valid rows; with each
+//!    client's peak resident memory (VmHWM, read from /proc while it runs).
+//!
+//! Prints a table. Timings are of whole commands, wall clock, on a shared machine: read the
+//! ratios, not the absolute times.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::project_root;
+
+/// A small deterministic generator (SplitMix64): the same file on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Writes `rows` cards; returns how many are valid.
+fn generate(path: &Path, rows: u64) -> Result<u64, String> {
+    let file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut rng = Rng(0x5EED);
+    let mut valid = 0;
+    writeln!(out, "id,card,exp").map_err(|e| e.to_string())?;
+    for i in 0..rows {
+        let r = rng.next();
+        let prefix: &[u8] = match r % 3 {
+            0 => b"4",
+            1 => b"51",
+            _ => b"6011",
+        };
+        let mut digits = [0u8; 16];
+        digits[..prefix.len()].copy_from_slice(prefix);
+        let mut x = rng.next();
+        for d in digits.iter_mut().take(15).skip(prefix.len()) {
+            *d = b'0' + (x % 10) as u8;
+            x /= 10;
+        }
+        // The Luhn check digit.
+        let mut sum = 0;
+        for (k, &d) in digits[..15].iter().rev().enumerate() {
+            let mut v = u32::from(d - b'0');
+            if k % 2 == 0 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+        }
+        let mut check = ((10 - sum % 10) % 10) as u8;
+        if (r >> 32).is_multiple_of(100) {
+            check = (check + 1) % 10; // about 1% bad check digits
+        } else {
+            valid += 1;
+        }
+        digits[15] = b'0' + check;
+        let month = 1 + (r >> 8) % 12;
+        let year = 27 + (r >> 16) % 8;
+        writeln!(
+            out,
+            "c{i:07},{},{month:02}/{year}",
+            std::str::from_utf8(&digits).expect("digits")
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    out.flush().map_err(|e| e.to_string())?;
+    Ok(valid)
+}
+
+/// Keeps only the valid rows, with `cardsync validate`'s verdicts, so that `sync` gets a
+/// clean file (both clients then send the same cards).
+fn valid_only(cardsync: &Path, input: &Path, output: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(input).map_err(|e| e.to_string())?;
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.lines().enumerate() {
+        let card = line.split(',').nth(1).unwrap_or("");
+        if i == 0 || luhn_ok(card) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    std::fs::write(output, out).map_err(|e| e.to_string())?;
+    let status = Command::new(cardsync)
+        .args(["-q", "validate"])
+        .arg(output)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("the filtered file still has invalid rows".to_owned());
+    }
+    Ok(())
+}
+
+fn luhn_ok(card: &str) -> bool {
+    let mut sum = 0;
+    for (k, b) in card.bytes().rev().enumerate() {
+        let mut v = u32::from(b.wrapping_sub(b'0'));
+        if k % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum % 10 == 0
+}
+
+/// Runs a command to its end; returns its wall time and its peak RSS in KiB.
+fn measure(command: &mut Command) -> Result<(Duration, u64), String> {
+    let start = Instant::now();
+    let mut child = command
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{command:?}: {e}"))?;
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_path)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb);
+        }
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    if !status.success() && status.code() != Some(1) {
+        return Err(format!("{command:?} failed: {status}"));
+    }
+    Ok((elapsed, peak))
+}
+
+/// A local emulator in its own process, stopped on drop.
+struct Emulator {
+    child: Child,
+    base_url: String,
+}
+
+impl Emulator {
+    fn start(cardsync: &Path) -> Result<Emulator, String> {
+        let mut child = Command::new(cardsync)
+            .args([
+                "--output",
+                "json",
+                "sandbox",
+                "--addr",
+                "127.0.0.1:0",
+                "--complete-after",
+                "0",
+                "--report-unchanged",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting the emulator: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(|e| e.to_string())?;
+        let base_url = line
+            .split("\"base_url\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .ok_or_else(|| format!("the emulator said {line:?}"))?
+            .to_owned();
+        Ok(Emulator { child, base_url })
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Runs the benchmark.
+pub(crate) fn run(args: &[&str]) -> Result<(), String> {
+    let rows: u64 = match args {
+        [] => 1_000_000,
+        ["--rows", n] => n.parse().map_err(|_| format!("--rows {n:?}"))?,
+        _ => return Err("usage: cargo xtask bench [--rows N]".to_owned()),
+    };
+    let root = project_root();
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let scripts = root.join("xtask/bench");
+
+    eprintln!("building cardsync (release)...");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-q", "-p", "cardsync-cli"])
+        .current_dir(&root)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("cargo build failed".to_owned());
+    }
+    let cardsync = root.join("target/release/cardsync");
+    let ok = Command::new(&python)
+        .args(["-c", "import requests"])
+        .status()
+        .map_err(|e| format!("{python}: {e}"))?;
+    if !ok.success() {
+        return Err(format!(
+            "the Python client needs requests: {python} -m pip install requests"
+        ));
+    }
+
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let cards = dir.join(format!("cards-{rows}.csv"));
+    eprintln!("generating {rows} rows in {}...", cards.display());
+    let valid = generate(&cards, rows)?;
+    let clean = dir.join(format!("cards-{rows}-valid.csv"));
+    valid_only(&cardsync, &cards, &clean)?;
+
+    // validate: three alternating runs each.
+    let mut ours = Vec::new();
+    let mut theirs = Vec::new();
+    for round in 1..=3 {
+        eprintln!("validate, round {round} of 3...");
+        ours.push(
+            measure(
+                Command::new(&cardsync)
+                    .args(["--output", "json", "validate"])
+                    .arg(&cards),
+            )?
+            .0,
+        );
+        theirs.push(
+            measure(
+                Command::new(&python)
+                    .arg(scripts.join("validate.py"))
+                    .arg(&cards),
+            )?
+            .0,
+        );
+    }
+    let (v_ours, v_theirs) = (median(ours), median(theirs));
+
+    // sync: each client against a fresh emulator, twice alternately; the better of two.
+    let mut sync_ours = Vec::new();
+    let mut sync_theirs = Vec::new();
+    for round in 1..=2 {
+        eprintln!("sync, round {round} of 2...");
+        let out = dir.join("results.csv");
+        for stale in ["results.csv", "results.csv.journal", "results.csv.partial"] {
+            let _ = std::fs::remove_file(dir.join(stale));
+        }
+        let emulator = Emulator::start(&cardsync)?;
+        sync_ours.push(measure(
+            Command::new(&cardsync)
+                .args(["-q", "sync", "--poll-max", "1s", "--out"])
+                .arg(&out)
+                .arg(&clean)
+                .env("CARDSYNC_BASE_URL", &emulator.base_url)
+                .env("CARDSYNC_API_KEY", "sandbox_merchant_key"),
+        )?);
+        drop(emulator);
+        let got = count_lines(&out)?.saturating_sub(1);
+        if got != valid {
+            return Err(format!(
+                "cardsync sync wrote {got} results for {valid} cards"
+            ));
+        }
+
+        let emulator = Emulator::start(&cardsync)?;
+        let py_out = dir.join("results-python.csv");
+        sync_theirs.push(measure(
+            Command::new(&python)
+                .arg(scripts.join("sync_client.py"))
+                .arg(&clean)
+                .arg(&py_out)
+                .env("CARDSYNC_BASE_URL", &emulator.base_url)
+                .env("CARDSYNC_API_KEY", "sandbox_merchant_key"),
+        )?);
+        drop(emulator);
+        let got = count_lines(&py_out)?.saturating_sub(1);
+        if got != valid {
+            return Err(format!(
+                "the Python client wrote {got} results for {valid} cards"
+            ));
+        }
+    }
+    let best = |v: &[(Duration, u64)]| {
+        let t = v.iter().map(|r| r.0).min().unwrap_or_default();
+        let m = v.iter().map(|r| r.1).max().unwrap_or_default();
+        (t, m)
+    };
+    let (s_ours, m_ours) = best(&sync_ours);
+    let (s_theirs, m_theirs) = best(&sync_theirs);
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| {rows} rows ({valid} valid) | cardsync | Python | ratio | target |"
+    );
+    let _ = writeln!(table, "|---|---|---|---|---|");
+    let _ = writeln!(
+        table,
+        "| validate (median of 3) | {} | {} | {:.1}x | >= 20x |",
+        secs(v_ours),
+        secs(v_theirs),
+        v_theirs.as_secs_f64() / v_ours.as_secs_f64()
+    );
+    let _ = writeln!(
+        table,
+        "| sync, local emulator (best of 2) | {} | {} | {:.1}x | <= 5 s, >= 3x |",
+        secs(s_ours),
+        secs(s_theirs),
+        s_theirs.as_secs_f64() / s_ours.as_secs_f64()
+    );
+    let _ = writeln!(
+        table,
+        "| sync client peak RSS | {} MB | {} MB | | <= 64 MB |",
+        m_ours / 1024,
+        m_theirs / 1024
+    );
+    println!("{table}");
+    Ok(())
+}
+
+fn count_lines(path: &PathBuf) -> Result<u64, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut n = 0;
+    for line in BufReader::new(file).split(b'\n') {
+        line.map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    Ok(n)
+}
