@@ -11,9 +11,7 @@
 //! created with mode 0600; the bodies are erased when the job completes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use cardsync_core::{SeenKind, SeenStore};
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// The journal format this build writes and reads.
@@ -118,16 +116,6 @@ impl std::error::Error for JournalError {
     }
 }
 
-impl From<rusqlite::Error> for JournalError {
-    /// An error of the temporary database of the duplicate check, which has no path.
-    fn from(e: rusqlite::Error) -> Self {
-        JournalError {
-            path: PathBuf::from("(temporary duplicate-check database)"),
-            source: Box::new(e),
-        }
-    }
-}
-
 pub(crate) type Result<T> = std::result::Result<T, JournalError>;
 
 /// The journal of one job.
@@ -144,6 +132,7 @@ CREATE TABLE IF NOT EXISTS requests (
     se_number TEXT,
     cards INTEGER NOT NULL,
     body BLOB,
+    rows BLOB,
     state TEXT NOT NULL,
     batch_id TEXT,
     event_id TEXT,
@@ -258,13 +247,23 @@ impl Journal {
         se_number: Option<&str>,
         cards: usize,
         body: &[u8],
+        rows: &[u64],
     ) -> Result<()> {
         self.conn
             .prepare_cached(
-                "INSERT INTO requests (seq, kind, se_number, cards, body, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'planned')",
+                "INSERT INTO requests (seq, kind, se_number, cards, body, rows, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'planned')",
             )
-            .and_then(|mut s| s.execute(params![seq as i64, kind, se_number, cards as i64, body]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    seq as i64,
+                    kind,
+                    se_number,
+                    cards as i64,
+                    body,
+                    encode_rows(rows)
+                ])
+            })
             .map(drop)
             .map_err(|e| self.err(e))
     }
@@ -291,6 +290,36 @@ impl Journal {
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>());
         rows.map_err(|e| self.err(e))
+    }
+
+    /// The input row of each card of a request, in body order.
+    pub(crate) fn rows(&self, seq: i64) -> Result<Vec<u64>> {
+        self.conn
+            .query_row("SELECT rows FROM requests WHERE seq = ?1", [seq], |r| {
+                r.get::<_, Option<Vec<u8>>>(0)
+            })
+            .map(|b| {
+                b.unwrap_or_default()
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect()
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Replaces a planned request's cards (after duplicates were taken out); an empty request
+    /// is removed.
+    pub(crate) fn replace_request(&self, seq: i64, body: &[u8], rows: &[u64]) -> Result<()> {
+        let result = if rows.is_empty() {
+            self.conn
+                .execute("DELETE FROM requests WHERE seq = ?1", [seq])
+        } else {
+            self.conn.execute(
+                "UPDATE requests SET body = ?2, rows = ?3, cards = ?4 WHERE seq = ?1",
+                params![seq, body, encode_rows(rows), rows.len() as i64],
+            )
+        };
+        result.map(drop).map_err(|e| self.err(e))
     }
 
     pub(crate) fn body(&self, seq: i64) -> Result<Vec<u8>> {
@@ -412,66 +441,6 @@ impl Journal {
     }
 }
 
-/// The planner's duplicate check, kept in a private temporary SQLite database so that memory
-/// stays flat however long the input is.
-pub(crate) struct DiskSeen {
-    conn: Connection,
-    error: Arc<Mutex<Option<rusqlite::Error>>>,
-}
-
-impl DiskSeen {
-    /// A new, empty store, and where it reports the first error it meets.
-    pub(crate) fn new() -> rusqlite::Result<(DiskSeen, Arc<Mutex<Option<rusqlite::Error>>>)> {
-        // An empty path is a private database on disk, deleted when it is closed.
-        let conn = Connection::open("")?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; PRAGMA cache_size = -16384;
-             PRAGMA temp_store = FILE;
-             CREATE TABLE ids (fp INTEGER PRIMARY KEY, row INTEGER NOT NULL);
-             CREATE TABLE cards (fp INTEGER PRIMARY KEY, row INTEGER NOT NULL);
-             BEGIN;",
-        )?;
-        let error = Arc::new(Mutex::new(None));
-        Ok((
-            DiskSeen {
-                conn,
-                error: Arc::clone(&error),
-            },
-            error,
-        ))
-    }
-
-    fn try_claim(&mut self, kind: SeenKind, fp: u64, row: u64) -> rusqlite::Result<Option<u64>> {
-        let table = match kind {
-            SeenKind::Card => "cards",
-            _ => "ids",
-        };
-        let fp = fp as i64;
-        let inserted = self
-            .conn
-            .prepare_cached(&format!(
-                "INSERT OR IGNORE INTO {table} (fp, row) VALUES (?1, ?2)"
-            ))?
-            .execute(params![fp, row as i64])?;
-        if inserted == 1 {
-            return Ok(None);
-        }
-        self.conn
-            .prepare_cached(&format!("SELECT row FROM {table} WHERE fp = ?1"))?
-            .query_row([fp], |r| r.get::<_, i64>(0))
-            .map(|r| Some(r as u64))
-    }
-}
-
-impl SeenStore for DiskSeen {
-    fn claim(&mut self, kind: SeenKind, fingerprint: u64, row: u64) -> Option<u64> {
-        match self.try_claim(kind, fingerprint, row) {
-            Ok(first) => first,
-            Err(e) => {
-                let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert(e);
-                None
-            }
-        }
-    }
+fn encode_rows(rows: &[u64]) -> Vec<u8> {
+    rows.iter().flat_map(|r| r.to_le_bytes()).collect()
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod dedupe;
 mod files;
 mod input;
 mod journal;

@@ -26,9 +26,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::dedupe::SpillSeen;
 use crate::files::{self, Format, RowFile};
 use crate::input::{self, Row};
-use crate::journal::{DiskSeen, Journal, ReqState, RequestRow};
+use crate::journal::{Journal, ReqState, RequestRow};
 use crate::remote::{Remote, remote_error};
 use crate::report::{Problem, Reporter};
 use crate::{CliError, Global, OutputFormat};
@@ -427,8 +428,13 @@ fn plan<W: Write>(
         .with_default_se_number(se)
         .with_max_per_request(args.max_per_request)
         .map_err(|e| CliError::Usage(format!("--max-per-request: {e}")))?;
-    let (store, store_error) = DiskSeen::new().map_err(|e| CliError::Journal(e.into()))?;
-    let mut planner = Planner::with_seen_store(options, Box::new(store));
+    let scratch = args
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let seen = SpillSeen::new(scratch).map_err(io_err(scratch))?;
+    let mut planner = Planner::with_seen_store(options, Box::new(seen.clone()));
     let bar = progress.bar(None, "planning");
 
     journal.discard_plan()?;
@@ -441,6 +447,7 @@ fn plan<W: Write>(
     let mut store_request = |request: cardsync_core::PlannedRequest| -> Result<(), CliError> {
         let seq = request.seq;
         let cards = request.cards.len();
+        let rows: Vec<u64> = request.cards.iter().map(|c| c.row).collect();
         let se = request.route.se_number().map(|s| s.as_str().to_owned());
         let encoded = if se.is_some() {
             Subscribe::from_planned(request).and_then(|r| r.encode(config))
@@ -453,7 +460,7 @@ fn plan<W: Write>(
         } else {
             "batch"
         };
-        journal.add_request(seq, kind, se.as_deref(), cards, encoded.body())?;
+        journal.add_request(seq, kind, se.as_deref(), cards, encoded.body(), &rows)?;
         requests += 1;
         Ok(())
     };
@@ -496,11 +503,13 @@ fn plan<W: Write>(
     if let Some(e) = failure {
         return Err(e);
     }
-    if let Some(e) = store_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(CliError::Journal(e.into()));
-    }
+    let rows = planner.rows();
+    drop(planner);
+    let duplicates = seen.duplicates().map_err(io_err(scratch))?;
+    drop(seen);
+    remove_duplicates(journal, config, &duplicates, reporter)?;
     let summary = reporter.summary();
-    journal.set_meta("rows", &planner.rows().to_string())?;
+    journal.set_meta("rows", &rows.to_string())?;
     journal.set_meta("invalid", &summary.invalid.to_string())?;
     journal.set_meta("planned", "1")?;
     journal.set_meta("results_len", "0")?;
@@ -509,6 +518,95 @@ fn plan<W: Write>(
     bar.finish_and_clear();
     reporter.flush()?;
     let _ = requests;
+    Ok(())
+}
+
+/// Takes the duplicate rows out of the stored requests, and reports them.
+fn remove_duplicates<W: Write>(
+    journal: &Journal,
+    config: &cardsync_proto::Config,
+    duplicates: &[crate::dedupe::Duplicate],
+    reporter: &mut Reporter<W>,
+) -> Result<(), CliError> {
+    if duplicates.is_empty() {
+        return Ok(());
+    }
+    let mut reasons: HashMap<u64, Vec<cardsync_core::RejectReason>> = HashMap::new();
+    for d in duplicates {
+        let first_row = d.first_row;
+        reasons.entry(d.row).or_default().push(if d.card {
+            cardsync_core::RejectReason::DuplicateCard { first_row }
+        } else {
+            cardsync_core::RejectReason::DuplicateId { first_row }
+        });
+    }
+    let damaged = |seq: i64| {
+        move |e: cardsync_proto::EncodeError| {
+            CliError::Usage(format!("cannot rebuild request {seq}: {e}"))
+        }
+    };
+    let mut problems = Vec::new();
+    for request in journal.requests()? {
+        let rows = journal.rows(request.seq)?;
+        if !rows.iter().any(|r| reasons.contains_key(r)) {
+            continue;
+        }
+        let body = journal.body(request.seq)?;
+        let cards = decode_cards_body(&body).map_err(|e| {
+            CliError::Usage(format!("request {} cannot be read back: {e}", request.seq))
+        })?;
+        let mut kept_rows = Vec::new();
+        let mut batch = Vec::new();
+        let mut subscription = Vec::new();
+        for (card, row) in cards.into_iter().zip(rows) {
+            if let Some(r) = reasons.get(&row) {
+                let masked = card
+                    .card
+                    .as_ref()
+                    .map(|c| c.masked())
+                    .unwrap_or_else(|| mask_card_text(""));
+                problems.push((row, card.id.clone().unwrap_or_default(), masked, r.clone()));
+                continue;
+            }
+            kept_rows.push(row);
+            let id = card.id.unwrap_or_default();
+            let pan = stored_pan(card.card.as_ref())?;
+            let exp = stored_exp(card.exp.as_deref())?;
+            match card.se_number.as_deref() {
+                Some(se) if !request.is_batch() => subscription.push(SubscriptionCard::new(
+                    SeNumber::parse(se).map_err(|e| CliError::Usage(e.to_string()))?,
+                    id,
+                    pan,
+                    exp,
+                )),
+                _ => batch.push(BatchCard::new(id, pan, exp)),
+            }
+        }
+        let body = if kept_rows.is_empty() {
+            Vec::new()
+        } else if request.is_batch() {
+            CreateBatch::new(batch)
+                .and_then(|b| b.encode(config))
+                .map_err(damaged(request.seq))?
+                .into_body()
+        } else {
+            Subscribe::new(subscription)
+                .and_then(|b| b.encode(config))
+                .map_err(damaged(request.seq))?
+                .into_body()
+        };
+        journal.replace_request(request.seq, &body, &kept_rows)?;
+    }
+    problems.sort_by_key(|p| p.0);
+    for (row, id, card, reasons) in problems {
+        reporter.invalid(&Problem {
+            row,
+            id: &id,
+            card,
+            brand: None,
+            reasons: reasons.iter().map(|r| (r.code(), r.to_string())).collect(),
+        })?;
+    }
     Ok(())
 }
 
@@ -673,8 +771,13 @@ impl Job<'_> {
             .filter(|r| r.state == ReqState::Planned)
             .count();
         let bar = self.progress.bar(Some(to_send as u64), "sending");
+        let mut previous: Option<RequestRow> = None;
         for request in requests.iter_mut().filter(|r| r.state == ReqState::Planned) {
-            self.send(request).await?;
+            let p = previous.take();
+            self.send(request, p.as_ref()).await?;
+            if request.state == ReqState::Sent {
+                previous = Some(request.clone());
+            }
             bar.inc(1);
             // Fetch what is ready while sending, so that results stream.
             while let Ok(event) = events.try_recv() {
@@ -751,60 +854,50 @@ impl Job<'_> {
     }
 
     /// Sends one planned request.
-    async fn send(&mut self, request: &mut RequestRow) -> Result<(), CliError> {
+    async fn send(
+        &mut self,
+        request: &mut RequestRow,
+        previous: Option<&RequestRow>,
+    ) -> Result<(), CliError> {
         let body = self.journal.body(request.seq)?;
-        let cards = decode_cards_body(&body).map_err(|e| {
-            CliError::Usage(format!(
-                "request {} in the journal is damaged: {e}",
-                request.seq
-            ))
-        })?;
+        let subscribe = if request.is_batch() {
+            None
+        } else {
+            Some(stored_subscription(request.seq, &body)?)
+        };
         // The server may receive it from here on.
         self.journal
             .set_state(request.seq, ReqState::Sending, None, None)?;
         crash_point("sending");
-        let answer = if request.is_batch() {
-            let cards = cards
-                .into_iter()
-                .map(|c| {
-                    Ok(BatchCard::new(
-                        c.id.unwrap_or_default(),
-                        stored_pan(c.card.as_ref())?,
-                        stored_exp(c.exp.as_deref())?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, CliError>>()?;
-            let batch = CreateBatch::new(cards)
-                .map_err(|e| CliError::Usage(format!("request {}: {e}", request.seq)))?;
-            self.client
-                .create_batch(&batch)
-                .await
-                .map(|created| Some(created.batch_id))
-        } else {
-            let cards = cards
-                .into_iter()
-                .map(|c| {
-                    let se = SeNumber::parse(c.se_number.as_deref().unwrap_or_default())
-                        .map_err(|e| CliError::Usage(format!("journal: {e}")))?;
-                    Ok(SubscriptionCard::new(
-                        se,
-                        c.id.unwrap_or_default(),
-                        stored_pan(c.card.as_ref())?,
-                        stored_exp(c.exp.as_deref())?,
-                    ))
-                })
-                .collect::<Result<Vec<_>, CliError>>()?;
-            let subscribe = Subscribe::new(cards)
-                .map_err(|e| CliError::Usage(format!("request {}: {e}", request.seq)))?;
-            self.client.subscribe(&subscribe).await.map(|_| None)
+        // While CardSync takes this request, fetch the previous batch's results if they are
+        // ready, so that the two sides work at once.
+        let client = self.client;
+        let post = async {
+            match &subscribe {
+                // The body exactly as planned; CreateBatch built and checked it.
+                None => client
+                    .call(&StoredBatch { body })
+                    .await
+                    .map(|created| Some(created.batch_id)),
+                Some(s) => client.subscribe(s).await.map(|_| None),
+            }
         };
+        let fetch = async {
+            match previous {
+                Some(p) => ready_results(client, p).await.ok().flatten(),
+                None => None,
+            }
+        };
+        let (answer, fetched) = tokio::join!(post, fetch);
         crash_point("answered");
-        match answer {
+        let outcome = match answer {
             Ok(Some(batch_id)) => {
                 self.journal
                     .set_state(request.seq, ReqState::Sent, Some(&batch_id), None)?;
                 request.state = ReqState::Sent;
                 request.batch_id = Some(batch_id);
+                crash_point("sent");
+                Ok(())
             }
             Ok(None) => {
                 self.journal.begin()?;
@@ -813,11 +906,15 @@ impl Job<'_> {
                 self.journal.add_tally("subscribed", request.cards)?;
                 self.journal.commit()?;
                 request.state = ReqState::Done;
+                crash_point("sent");
+                Ok(())
             }
-            Err(e) => return self.send_failed(request, e),
+            Err(e) => self.send_failed(request, e),
+        };
+        if let (Some(p), Some(results)) = (previous, fetched) {
+            self.store_batch_results(p, &results)?;
         }
-        crash_point("sent");
-        Ok(())
+        outcome
     }
 
     /// A POST that failed: refused (not created), not sent at all, or unknown.
@@ -909,10 +1006,26 @@ impl Job<'_> {
             .batch_results(batch_id, request.event_id.as_deref())
             .await
             .map_err(|e| remote_error(&format!("results of batch {batch_id}"), e))?;
+        self.store_batch_results(request, &results)
+    }
+
+    /// Writes a batch's results and records them, with the batch done, in one transaction.
+    fn store_batch_results(
+        &mut self,
+        request: &RequestRow,
+        results: &Results,
+    ) -> Result<(), CliError> {
+        let batch_id = request.batch_id.as_deref().unwrap_or_default();
         let body = self.journal.body(request.seq)?;
-        self.write_results(&results, &body, Some(batch_id), request.event_id.as_deref())?;
+        let submitted = decode_cards_body(&body).unwrap_or_default();
+        self.write_results(
+            results,
+            &submitted,
+            Some(batch_id),
+            request.event_id.as_deref(),
+        )?;
         let mut tally = Vec::new();
-        self.count(&results, &body, &mut tally);
+        self.count(results, &submitted, &mut tally);
         self.journal.begin()?;
         self.checkpoint()?;
         for (status, n) in &tally {
@@ -926,7 +1039,12 @@ impl Job<'_> {
     }
 
     /// Counts results per status, and the submitted cards that got none.
-    fn count(&self, results: &Results, body: &[u8], tally: &mut Vec<(String, u64)>) {
+    fn count(
+        &self,
+        results: &Results,
+        submitted: &[cardsync_proto::SubmittedCard],
+        tally: &mut Vec<(String, u64)>,
+    ) {
         let mut add = |status: &str| match tally.iter_mut().find(|(s, _)| s == status) {
             Some((_, n)) => *n += 1,
             None => tally.push((status.to_owned(), 1)),
@@ -936,12 +1054,9 @@ impl Job<'_> {
             add(card.status.as_ref().map_or("(none)", UpdateStatus::as_str));
             returned.insert(card.id.as_str());
         }
-        if !body.is_empty() {
-            let submitted = decode_cards_body(body).unwrap_or_default();
-            for card in &submitted {
-                if !returned.contains(card.id.as_deref().unwrap_or_default()) {
-                    add("no_result");
-                }
+        for card in submitted {
+            if !returned.contains(card.id.as_deref().unwrap_or_default()) {
+                add("no_result");
             }
         }
     }
@@ -950,20 +1065,25 @@ impl Job<'_> {
     fn write_results(
         &mut self,
         results: &Results,
-        body: &[u8],
+        submitted: &[cardsync_proto::SubmittedCard],
         batch_id: Option<&str>,
         event_id: Option<&str>,
     ) -> Result<(), CliError> {
         // The cards as submitted, for the old last 4 (batches; subscription updates carry
         // only the new card).
-        let submitted: HashMap<String, String> = if body.is_empty() {
-            HashMap::new()
-        } else {
-            decode_cards_body(body)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|c| Some((c.id?, last4(&c.card?))))
+        let has_changes = results.cards.iter().any(|c| {
+            matches!(
+                c.status,
+                Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
+            )
+        });
+        let submitted: HashMap<&str, String> = if has_changes {
+            submitted
+                .iter()
+                .filter_map(|c| Some((c.id.as_deref()?, last4(c.card.as_ref()?))))
                 .collect()
+        } else {
+            HashMap::new()
         };
         let out = self.out.as_mut().expect("open");
         for card in &results.cards {
@@ -998,7 +1118,7 @@ impl Job<'_> {
                     Some(&card.id),
                     Some(status.as_str()),
                     Some(brand.as_str()),
-                    submitted.get(&card.id).map(String::as_str),
+                    submitted.get(card.id.as_str()).map(String::as_str),
                     Some(new.as_str()),
                     exp.as_deref().or(card.exp.as_deref()),
                     batch_id,
@@ -1090,11 +1210,90 @@ impl Job<'_> {
     }
 }
 
+/// A batch request whose body was built by [`CreateBatch`] when the job was planned and kept
+/// in the journal: sent as it is, so that a resumed job sends exactly what it planned.
+struct StoredBatch {
+    body: Vec<u8>,
+}
+
+impl Endpoint for StoredBatch {
+    type Output = cardsync_proto::BatchCreated;
+    const METHOD: http::Method = http::Method::POST;
+    const PATH: &'static str = CreateBatch::PATH;
+    const SCOPE: cardsync_proto::KeyScope = cardsync_proto::KeyScope::Merchant;
+    const IDEMPOTENCY: cardsync_proto::Idempotency = cardsync_proto::Idempotency::NotIdempotent;
+
+    fn encode(
+        &self,
+        config: &cardsync_proto::Config,
+    ) -> Result<http::Request<Vec<u8>>, cardsync_proto::EncodeError> {
+        let base = config.base_url().as_str().trim_end_matches('/');
+        let uri = format!("{base}{}", Self::PATH);
+        http::Request::builder()
+            .method(Self::METHOD)
+            .uri(uri)
+            .header(
+                http::header::AUTHORIZATION,
+                config.authorization(Self::SCOPE)?,
+            )
+            .header(http::header::ACCEPT, "application/json")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, config.user_agent().clone())
+            .body(self.body.clone())
+            .map_err(|_| cardsync_proto::EncodeError::InvalidUri {
+                path: Self::PATH.to_owned(),
+            })
+    }
+
+    fn decode<B: AsRef<[u8]>>(
+        response: &http::Response<B>,
+    ) -> Result<cardsync_proto::BatchCreated, cardsync_proto::DecodeError> {
+        CreateBatch::decode(response)
+    }
+}
+
 /// The last four digits of a returned card, as its mask shows them.
 fn last4(card: &cardsync_proto::ReturnedCard) -> String {
     let masked = card.masked();
     let s = masked.as_str();
     s[s.len().saturating_sub(4)..].to_owned()
+}
+
+/// The results of a sent batch if it is complete, else `None`.
+async fn ready_results(
+    client: &Client,
+    request: &RequestRow,
+) -> Result<Option<Results>, CallError> {
+    let Some(batch_id) = request.batch_id.as_deref() else {
+        return Ok(None);
+    };
+    if client.batch(batch_id).await?.status != BatchState::Completed {
+        return Ok(None);
+    }
+    client
+        .batch_results(batch_id, request.event_id.as_deref())
+        .await
+        .map(Some)
+}
+
+/// A subscription request rebuilt from its stored body.
+fn stored_subscription(seq: i64, body: &[u8]) -> Result<Subscribe, CliError> {
+    let cards = decode_cards_body(body)
+        .map_err(|e| CliError::Usage(format!("request {seq} in the journal is damaged: {e}")))?;
+    let cards = cards
+        .into_iter()
+        .map(|c| {
+            let se = SeNumber::parse(c.se_number.as_deref().unwrap_or_default())
+                .map_err(|e| CliError::Usage(format!("journal: {e}")))?;
+            Ok(SubscriptionCard::new(
+                se,
+                c.id.unwrap_or_default(),
+                stored_pan(c.card.as_ref())?,
+                stored_exp(c.exp.as_deref())?,
+            ))
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    Subscribe::new(cards).map_err(|e| CliError::Usage(format!("request {seq}: {e}")))
 }
 
 fn stored_pan(card: Option<&cardsync_proto::ReturnedCard>) -> Result<Pan, CliError> {

@@ -350,3 +350,36 @@ fn the_demo_shows_every_documented_test_card() {
         assert!(!stdout.contains(card.card), "a full number on stdout");
     }
 }
+
+#[test]
+fn duplicates_are_reported_and_never_sent() {
+    let dir = Dir::new("dups");
+    let cards = dir.0.join("cards.csv");
+    let mut csv = String::from("id,card,exp\n");
+    for i in 0..25 {
+        csv.push_str(&format!("c{i:03},{},01/30\n", pan("4", 5000 + i)));
+    }
+    csv.push_str(&format!("c003,{},01/30\n", pan("4", 9000))); // row 26: id of row 4
+    csv.push_str(&format!("again,{},01/30\n", pan("4", 5007))); // row 27: card of row 8
+    std::fs::write(&cards, csv).unwrap();
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start();
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let problems: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("row").is_some())
+        .collect();
+    assert_eq!(problems.len(), 2, "{stdout}");
+    assert_eq!(problems[0]["row"], 26);
+    assert_eq!(problems[0]["errors"][0], "duplicate_id");
+    assert_eq!(problems[1]["row"], 27);
+    assert_eq!(problems[1]["errors"][0], "duplicate_card");
+    assert_eq!(summary(&output)["invalid_rows"], 2);
+    assert_eq!(emulator.counter("POST /v2/batch", "cards"), 25);
+    assert_eq!(emulator.counter("POST /v2/batch", "repeats"), 0);
+    let rows = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert_eq!(rows, 26);
+}

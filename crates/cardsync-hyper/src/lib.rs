@@ -261,3 +261,9 @@ impl Transport for HyperTransport {
         }
     }
 }
+
+/// The Rust examples of the workspace README, compiled and run as doctests here, where every
+/// crate they use is available.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

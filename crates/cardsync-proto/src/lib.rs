@@ -79,8 +79,3 @@ pub use webhook::{
     AmexUpdate, BatchAvailable, BatchError, EnrollmentComplete, Trigger, UnknownEvent,
     WebhookError, WebhookEvent, decode_webhook,
 };
-
-/// The Rust examples of the workspace README, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
