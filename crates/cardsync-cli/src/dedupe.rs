@@ -38,6 +38,7 @@ pub(crate) struct SpillSeen(Arc<Mutex<Inner>>);
 impl SpillSeen {
     /// Scratch files in a new directory under `parent`, removed on drop.
     pub(crate) fn new(parent: &std::path::Path) -> io::Result<SpillSeen> {
+        remove_stale(parent);
         let dir = parent.join(format!(".cardsync-dedupe-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let files = (0..PARTITIONS)
@@ -92,6 +93,30 @@ impl SpillSeen {
         }
         found.sort_unstable_by_key(|d| (d.row, d.card));
         Ok(found)
+    }
+}
+
+/// Removes the scratch directories of runs that were killed while planning (their process is
+/// gone), where the system says which processes exist.
+fn remove_stale(parent: &std::path::Path) {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".cardsync-dedupe-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -1359,7 +1359,7 @@ fn print_summary<W: Write>(
             let out = reporter.out();
             writeln!(
                 out,
-                "\n{} rows: {} invalid; {} requests ({} batches, {} subscriptions)",
+                "\n{} rows: {} invalid; {} requests (batches: {}, subscriptions: {})",
                 summary.rows,
                 summary.invalid_rows,
                 summary.requests,
