@@ -554,7 +554,8 @@ pub(crate) struct ListenArgs {
     /// The address to listen on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8788")]
     addr: SocketAddr,
-    /// The secret path token: CardSync must call /webhook/TOKEN.
+    /// The secret path token (16 or more letters, digits, - and _): CardSync must call
+    /// /webhooks/TOKEN.
     #[arg(
         long,
         value_name = "TOKEN",

@@ -88,7 +88,7 @@ pub(crate) struct Args {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     pub(crate) listen: SocketAddr,
     /// With --wait webhook: the URL CardSync calls, if not the receiver's own address (behind
-    /// a proxy or tunnel). The path must be /webhook/TOKEN with --token's value.
+    /// a proxy or tunnel). The path must be /webhooks/TOKEN with --token's value.
     #[arg(long, value_name = "URL", requires = "token")]
     pub(crate) public_url: Option<String>,
     /// With --wait webhook: the receiver's secret path token [default: random].

@@ -1,0 +1,264 @@
+//! The one-call commands and `listen`, against the emulator on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cardsync_sandbox::{Sandbox, Settings};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("cardsync-cmd-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Dir(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Emulator {
+    runtime: tokio::runtime::Runtime,
+    sandbox: Option<Sandbox>,
+}
+
+impl Emulator {
+    fn start() -> Emulator {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut settings = Settings::default();
+        settings.complete_after = Duration::from_millis(200);
+        let sandbox = runtime
+            .block_on(Sandbox::start(settings, "127.0.0.1:0".parse().unwrap()))
+            .expect("sandbox");
+        Emulator {
+            runtime,
+            sandbox: Some(sandbox),
+        }
+    }
+
+    fn url(&self) -> String {
+        self.sandbox.as_ref().unwrap().base_url().to_owned()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(s) = self.sandbox.take() {
+            self.runtime.block_on(s.shutdown());
+        }
+    }
+}
+
+fn cardsync(emulator: &Emulator, args: &[&str]) -> Output {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .env("CARDSYNC_PARTNER_KEY", "sandbox_master_key")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cardsync");
+    assert!(
+        output.status.code().is_some(),
+        "killed: {:?}",
+        output.status
+    );
+    output
+}
+
+fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn submit_status_results_unsubscribe_webhooks_and_merchant() {
+    let dir = Dir::new("calls");
+    let emulator = Emulator::start();
+    let cards = write(
+        &dir.0,
+        "cards.csv",
+        "id,card,exp,se_number\na,4457010000000009,01/50,\nb,5112010000000003,02/50,\nx,349900006577234,12/30,1234567890\n",
+    );
+
+    // submit: one batch and one subscription.
+    let out = cardsync(&emulator, &["--output", "json", "submit", &cards]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let lines = json_lines(&out);
+    let batch_id = lines
+        .iter()
+        .find_map(|l| l["batch_id"].as_str())
+        .expect("a batch id")
+        .to_owned();
+    assert!(lines.iter().any(|l| l["route"] == "subscription"));
+
+    // status, until complete.
+    let start = Instant::now();
+    loop {
+        let out = cardsync(&emulator, &["--output", "json", "status", &batch_id]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        if json_lines(&out)[0]["status"] == "completed" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never completed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // results: masked on stdout, full in the file (mode 0600).
+    let file = dir.0.join("r.csv").display().to_string();
+    let out = cardsync(
+        &emulator,
+        &["results", "--batch", &batch_id, "--out", &file],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 results"), "{stdout}");
+    assert!(!stdout.contains("4457010000000009"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("id,status,card,exp,se_number,batch_id,event_id\n"));
+    assert!(text.contains(&batch_id));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // An unknown batch is a remote error: exit 3.
+    let out = cardsync(&emulator, &["status", "no-such-batch"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-batch"));
+
+    // unsubscribe the American Express card; the others are left alone (exit 1).
+    let out = cardsync(
+        &emulator,
+        &["unsubscribe", &cards, "--se-number", "1234567890"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 cards unsubscribed"));
+
+    // webhooks set.
+    let out = cardsync(
+        &emulator,
+        &[
+            "webhooks",
+            "set",
+            "--batch-available",
+            "http://127.0.0.1:9/webhooks/t",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = cardsync(&emulator, &["webhooks", "set"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    // merchant enroll (the documents' example) and status.
+    let enrollment = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../cardsync-proto/tests/data/universal/merchant_enroll_request.json"),
+    )
+    .unwrap();
+    let enrollment = write(&dir.0, "merchant.json", &enrollment);
+    let out = cardsync(
+        &emulator,
+        &["--output", "json", "merchant", "enroll", &enrollment],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let merchant_id = json_lines(&out)[0]["merchant_id"]
+        .as_str()
+        .expect("merchant id")
+        .to_owned();
+    let out = cardsync(&emulator, &["merchant", "status", &merchant_id]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+
+    // No key: a usage error, before any request.
+    let out = Command::new(BIN)
+        .args(["status", "b1"])
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env_remove("CARDSYNC_API_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CARDSYNC_API_KEY"));
+}
+
+#[test]
+fn listen_fetches_results_when_a_batch_is_available() {
+    let dir = Dir::new("listen");
+    let emulator = Emulator::start();
+    // A free port for the receiver.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let out_dir = dir.0.join("results");
+    let mut listener = Command::new(BIN)
+        .args([
+            "listen",
+            "--addr",
+            &addr,
+            "--token",
+            "t0ken-for-the-listen-test",
+            "--stop-after",
+            "20s",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listen did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://{addr}/webhooks/t0ken-for-the-listen-test");
+    let out = cardsync(&emulator, &["webhooks", "set", "--batch-available", &url]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let cards = write(
+        &dir.0,
+        "cards.csv",
+        "id,card,exp\na,4457010000000009,01/50\n",
+    );
+    let out = cardsync(&emulator, &["--output", "json", "submit", &cards]);
+    let batch_id = json_lines(&out)[0]["batch_id"].as_str().unwrap().to_owned();
+    let expected = out_dir.join(format!("batch-{batch_id}.csv"));
+    let start = Instant::now();
+    while !expected.exists() || std::fs::read_to_string(&expected).unwrap().lines().count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(15), "no results file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&expected).unwrap();
+    assert!(text.contains("updated_card"), "{text}");
+    let log = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap_or_default();
+    assert!(log.contains(&batch_id), "{log}");
+    let _ = listener.kill();
+    let _ = listener.wait();
+}
