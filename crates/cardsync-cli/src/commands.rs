@@ -8,13 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cardsync_core::{PlannedRequest, RouteKind, SANDBOX_TEST_CARDS, UpdateStatus};
-use cardsync_hyper::{
-    Client, HandlerError, HyperTransport, Options, ReceiverOptions, WebhookReceiver,
-};
+use cardsync_core::{PlannedRequest, Planner, RouteKind, SANDBOX_TEST_CARDS, UpdateStatus};
+use cardsync_hyper::{Client, HandlerError, ReceiverOptions, WebhookReceiver};
 use cardsync_proto::{
-    BaseUrl, Config, CreateBatch, KeyScope, MerchantEnrollment, MerchantKey, Results, SetWebhooks,
-    Subscribe, Trigger, Unsubscribe, WebhookEvent,
+    CreateBatch, KeyScope, MerchantEnrollment, Results, SetWebhooks, Subscribe, Trigger,
+    Unsubscribe, WebhookEvent,
 };
 use cardsync_sandbox::{Sandbox, Settings};
 use serde_json::json;
@@ -24,22 +22,7 @@ use crate::files::{Format, RowFile};
 use crate::remote::remote_error;
 use crate::report::Reporter;
 use crate::sync::{self, RESULT_COLUMNS, Wait};
-use crate::{CliError, Global, OutputFormat, check_rows, plan_options};
-
-fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(CliError::Stdout)
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
+use crate::{CliError, Global, OutputFormat, check_rows, io_err, plan_options, runtime};
 
 /// Plans a file and returns its requests, reporting invalid rows. Returns the number of
 /// invalid rows too.
@@ -52,10 +35,16 @@ fn plan_file<W: Write>(
     let options = plan_options(se_number, None)?;
     let mut reporter = Reporter::new(out, global.output);
     let mut requests = Vec::new();
-    check_rows(file, options, &mut reporter, false, |_, request| {
-        requests.push(request);
-        Ok(())
-    })?;
+    check_rows(
+        file,
+        &mut Planner::new(options),
+        &mut reporter,
+        false,
+        |_, request| {
+            requests.push(request);
+            Ok(())
+        },
+    )?;
     let invalid = reporter.summary().invalid;
     Ok((requests, invalid, reporter.into_inner()))
 }
@@ -70,8 +59,6 @@ pub(crate) fn submit<W: Write>(
     global.remote.need_api_key()?;
     let client = global.remote.client()?;
     let (requests, invalid, mut out) = plan_file(file, se_number.as_deref(), global, out)?;
-    let config = client.config().clone();
-    let _ = config;
     runtime()?.block_on(async {
         for request in requests {
             let seq = request.seq;
@@ -769,18 +756,12 @@ pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError
                 cards.display()
             );
         }
-        let config =
-            Config::new(BaseUrl::parse(&base).map_err(|e| CliError::Usage(e.to_string()))?)
-                .with_merchant_key(
-                    MerchantKey::new(&key).map_err(|e| CliError::Usage(e.to_string()))?,
-                );
-        let client = Client::new(
-            HyperTransport::new(Options::loopback()).map_err(|e| CliError::Usage(e.to_string()))?,
-            config,
-        );
         let mut global = global.clone();
         global.remote.base_url = base;
         global.remote.api_key = Some(key);
+        global.remote.partner_key = None;
+        // A loopback base URL: the client allows plain HTTP to it.
+        let client = global.remote.client()?;
         let sync_args = sync::Args {
             file: cards.clone(),
             out: out.clone(),

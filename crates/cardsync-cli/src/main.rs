@@ -291,6 +291,24 @@ pub(crate) fn plan_options(
     Ok(options)
 }
 
+/// The async runtime of the commands that talk to CardSync: two workers are plenty for one
+/// job's requests.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::Stdout)
+}
+
+/// Maps an I/O error on `path` to [`CliError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CliError + '_ {
+    move |source| CliError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 fn exit_code(invalid: u64) -> ExitCode {
     if invalid == 0 {
         ExitCode::SUCCESS
@@ -299,17 +317,16 @@ fn exit_code(invalid: u64) -> ExitCode {
     }
 }
 
-/// Feeds every row of `file` to a planner and reports it; `print_valid` says whether valid rows
+/// Feeds every row of `file` to `planner` and reports it; `print_valid` says whether valid rows
 /// are printed or only counted. Requests are handed to `on_request` as they become ready, and
 /// the partly filled ones at the end.
 pub(crate) fn check_rows<W: Write>(
     file: &Path,
-    options: PlanOptions,
+    planner: &mut Planner,
     reporter: &mut Reporter<W>,
     print_valid: bool,
-    mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> io::Result<()>,
+    mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    let mut planner = Planner::new(options);
     input::for_each_row(file, |row| {
         match row {
             Row::Record(record) => match planner.handle_record(record) {
@@ -353,7 +370,13 @@ fn validate<W: Write>(
 ) -> Result<ExitCode, CliError> {
     // Requests are dropped as they fill, so memory stays bounded while routes and duplicates
     // are checked.
-    check_rows(file, options, &mut reporter, true, |_, _| Ok(()))?;
+    check_rows(
+        file,
+        &mut Planner::new(options),
+        &mut reporter,
+        true,
+        |_, _| Ok(()),
+    )?;
     Ok(exit_code(reporter.finish()?.invalid))
 }
 
@@ -362,8 +385,12 @@ fn plan<W: Write>(
     options: PlanOptions,
     mut reporter: Reporter<W>,
 ) -> Result<ExitCode, CliError> {
-    check_rows(file, options, &mut reporter, false, |reporter, request| {
-        reporter.request(&request)
-    })?;
+    check_rows(
+        file,
+        &mut Planner::new(options),
+        &mut reporter,
+        false,
+        |reporter, request| Ok(reporter.request(&request)?),
+    )?;
     Ok(exit_code(reporter.finish()?.invalid))
 }

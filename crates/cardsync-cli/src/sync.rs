@@ -13,9 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cardsync_core::{
-    Brand, Expiry, Pan, PlanOptions, Planner, RowVerdict, SeNumber, UpdateStatus, mask_card_text,
-};
+use cardsync_core::{Brand, Expiry, Pan, Planner, SeNumber, UpdateStatus, mask_card_text};
 use cardsync_hyper::{CallError, Client, HandlerError, ReceiverOptions, WebhookReceiver};
 use cardsync_proto::retry::Reached;
 use cardsync_proto::{
@@ -28,11 +26,10 @@ use tokio::sync::mpsc;
 
 use crate::dedupe::SpillSeen;
 use crate::files::{self, Format, RowFile};
-use crate::input::{self, Row};
 use crate::journal::{Journal, ReqState, RequestRow};
 use crate::remote::{Remote, remote_error};
 use crate::report::{Problem, Reporter};
-use crate::{CliError, Global, OutputFormat};
+use crate::{CliError, Global, OutputFormat, io_err};
 
 /// The columns of the results file.
 pub(crate) const RESULT_COLUMNS: &[&str] = &[
@@ -161,8 +158,7 @@ fn meaning(status: &str) -> &'static str {
 /// A hook for the crash tests: `CARDSYNC_CRASH_AT=point:n` makes the process kill itself with
 /// SIGKILL at the n-th time it reaches `point` (planned, sending, answered, sent, fetched).
 fn crash_point(point: &str) {
-    use std::sync::Mutex;
-    static COUNTS: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let Ok(spec) = std::env::var("CARDSYNC_CRASH_AT") else {
         return;
     };
@@ -172,17 +168,8 @@ fn crash_point(point: &str) {
     if name != point {
         return;
     }
-    let mut counts = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
-    let count = match counts.iter_mut().find(|(p, _)| p == point) {
-        Some((_, c)) => {
-            *c += 1;
-            *c
-        }
-        None => {
-            counts.push((point.to_owned(), 1));
-            1
-        }
-    };
+    // Only the named point is counted.
+    let count = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     if n.parse() == Ok(count) {
         let pid = std::process::id().to_string();
         let _ = std::process::Command::new("kill")
@@ -263,13 +250,6 @@ impl Paths {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CliError + '_ {
-    move |source| CliError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// Identifies the input and the settings a journal belongs to.
 fn identity(args: &Args, remote: &Remote) -> Result<Vec<(&'static str, String)>, CliError> {
     let meta = std::fs::metadata(&args.file).map_err(io_err(&args.file))?;
@@ -298,12 +278,7 @@ pub(crate) fn run(args: Args, global: &Global) -> Result<ExitCode, CliError> {
         ));
     }
     let client = global.remote.client()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(CliError::Stdout)?;
-    runtime.block_on(run_async(&args, global, &client))
+    crate::runtime()?.block_on(run_async(&args, global, &client))
 }
 
 /// Runs `sync` with an existing client, inside a runtime (`demo` uses this).
@@ -419,15 +394,7 @@ fn plan<W: Write>(
     progress: &Progress,
     client: &Client,
 ) -> Result<(), CliError> {
-    let se = args
-        .se_number
-        .as_deref()
-        .map(|s| SeNumber::parse(s).map_err(|e| CliError::Usage(format!("--se-number {s:?}: {e}"))))
-        .transpose()?;
-    let options = PlanOptions::default()
-        .with_default_se_number(se)
-        .with_max_per_request(args.max_per_request)
-        .map_err(|e| CliError::Usage(format!("--max-per-request: {e}")))?;
+    let options = crate::plan_options(args.se_number.as_deref(), Some(args.max_per_request))?;
     let scratch = args
         .out
         .parent()
@@ -443,66 +410,24 @@ fn plan<W: Write>(
         journal.set_meta(key, value)?;
     }
     let config = client.config();
-    let mut requests = 0u64;
-    let mut store_request = |request: cardsync_core::PlannedRequest| -> Result<(), CliError> {
+    crate::check_rows(&args.file, &mut planner, reporter, false, |_, request| {
+        bar.set_position(request.cards.last().map_or(0, |c| c.row));
         let seq = request.seq;
         let cards = request.cards.len();
         let rows: Vec<u64> = request.cards.iter().map(|c| c.row).collect();
         let se = request.route.se_number().map(|s| s.as_str().to_owned());
-        let encoded = if se.is_some() {
-            Subscribe::from_planned(request).and_then(|r| r.encode(config))
+        let (kind, encoded) = if se.is_some() {
+            let r = Subscribe::from_planned(request).and_then(|r| r.encode(config));
+            ("subscription", r)
         } else {
-            CreateBatch::from_planned(request).and_then(|r| r.encode(config))
-        }
-        .map_err(|e| CliError::Usage(format!("cannot build request {seq}: {e}")))?;
-        let kind = if se.is_some() {
-            "subscription"
-        } else {
-            "batch"
+            let r = CreateBatch::from_planned(request).and_then(|r| r.encode(config));
+            ("batch", r)
         };
+        let encoded =
+            encoded.map_err(|e| CliError::Usage(format!("cannot build request {seq}: {e}")))?;
         journal.add_request(seq, kind, se.as_deref(), cards, encoded.body(), &rows)?;
-        requests += 1;
-        Ok(())
-    };
-    let mut failure: Option<CliError> = None;
-    input::for_each_row(&args.file, |row| {
-        bar.inc(1);
-        match row {
-            Row::Record(record) => {
-                if let RowVerdict::Rejected(r) = planner.handle_record(record) {
-                    reporter.invalid(&Problem::from(&r))?;
-                }
-            }
-            Row::Unreadable {
-                id,
-                card,
-                code,
-                message,
-            } => {
-                let row = planner.skip_record();
-                reporter.invalid(&Problem {
-                    row,
-                    id: &id,
-                    card: mask_card_text(&card),
-                    brand: None,
-                    reasons: vec![(code, message)],
-                })?;
-            }
-        }
-        while let Some(request) = planner.poll_request() {
-            if let Err(e) = store_request(request) {
-                failure.get_or_insert(e);
-            }
-        }
         Ok(())
     })?;
-    planner.finish();
-    while let Some(request) = planner.poll_request() {
-        store_request(request)?;
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
     let rows = planner.rows();
     drop(planner);
     let duplicates = seen.duplicates().map_err(io_err(scratch))?;
@@ -517,7 +442,6 @@ fn plan<W: Write>(
     journal.commit()?;
     bar.finish_and_clear();
     reporter.flush()?;
-    let _ = requests;
     Ok(())
 }
 
@@ -1018,21 +942,34 @@ impl Job<'_> {
         let batch_id = request.batch_id.as_deref().unwrap_or_default();
         let body = self.journal.body(request.seq)?;
         let submitted = decode_cards_body(&body).unwrap_or_default();
-        self.write_results(
+        self.store_results(
             results,
             &submitted,
             Some(batch_id),
             request.event_id.as_deref(),
-        )?;
+            |journal| journal.set_state(request.seq, ReqState::Done, None, None),
+        )
+    }
+
+    /// Writes results to the files and, in one transaction, records the files' new lengths,
+    /// the counts per status, and whatever `done` records of where they came from.
+    fn store_results(
+        &mut self,
+        results: &Results,
+        submitted: &[cardsync_proto::SubmittedCard],
+        batch_id: Option<&str>,
+        event_id: Option<&str>,
+        done: impl FnOnce(&Journal) -> crate::journal::Result<()>,
+    ) -> Result<(), CliError> {
+        self.write_results(results, submitted, batch_id, event_id)?;
         let mut tally = Vec::new();
-        self.count(results, &submitted, &mut tally);
+        self.count(results, submitted, &mut tally);
         self.journal.begin()?;
         self.checkpoint()?;
         for (status, n) in &tally {
             self.journal.add_tally(status, *n as i64)?;
         }
-        self.journal
-            .set_state(request.seq, ReqState::Done, None, None)?;
+        done(self.journal)?;
         self.journal.commit()?;
         crash_point("fetched");
         Ok(())
@@ -1183,22 +1120,14 @@ impl Job<'_> {
                             .map_err(|e| {
                                 remote_error(&format!("American Express update {event_id}"), e)
                             })?;
-                    self.write_results(&results, &[], None, Some(&event_id))?;
-                    let mut tally = Vec::new();
-                    self.count(&results, &[], &mut tally);
-                    self.journal.begin()?;
-                    self.checkpoint()?;
-                    for (status, n) in &tally {
-                        self.journal.add_tally(status, *n as i64)?;
-                    }
                     let got = results.cards.len() as u64;
-                    // These cards were counted as subscribed; now they have a result.
-                    self.journal.add_tally("subscribed", -(got as i64))?;
-                    let amex = self.journal.meta_u64("amex_results")? + got;
-                    self.journal.set_meta("amex_results", &amex.to_string())?;
-                    self.journal.set_event_state(&event_id, "handled")?;
-                    self.journal.commit()?;
-                    crash_point("fetched");
+                    self.store_results(&results, &[], None, Some(&event_id), |journal| {
+                        // These cards were counted as subscribed; now they have a result.
+                        journal.add_tally("subscribed", -(got as i64))?;
+                        let amex = journal.meta_u64("amex_results")? + got;
+                        journal.set_meta("amex_results", &amex.to_string())?;
+                        journal.set_event_state(&event_id, "handled")
+                    })?;
                 }
                 _ => {
                     // Not ours (another job's batch), or already handled.
