@@ -1,65 +1,13 @@
 //! The one-call commands and `listen`, against the emulator on loopback.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use cardsync_sandbox::{Sandbox, Settings};
+mod common;
+use common::{Dir, Emulator};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("cardsync-cmd-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Emulator {
-    runtime: tokio::runtime::Runtime,
-    sandbox: Option<Sandbox>,
-}
-
-impl Emulator {
-    fn start() -> Emulator {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let mut settings = Settings::default();
-        settings.complete_after = Duration::from_millis(200);
-        let sandbox = runtime
-            .block_on(Sandbox::start(settings, "127.0.0.1:0".parse().unwrap()))
-            .expect("sandbox");
-        Emulator {
-            runtime,
-            sandbox: Some(sandbox),
-        }
-    }
-
-    fn url(&self) -> String {
-        self.sandbox.as_ref().unwrap().base_url().to_owned()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(s) = self.sandbox.take() {
-            self.runtime.block_on(s.shutdown());
-        }
-    }
-}
 
 fn cardsync(emulator: &Emulator, args: &[&str]) -> Output {
     let output = Command::new(BIN)
@@ -94,7 +42,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 #[test]
 fn submit_status_results_unsubscribe_webhooks_and_merchant() {
     let dir = Dir::new("calls");
-    let emulator = Emulator::start();
+    let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(200));
     let cards = write(
         &dir.0,
         "cards.csv",
@@ -204,7 +152,7 @@ fn submit_status_results_unsubscribe_webhooks_and_merchant() {
 #[test]
 fn listen_fetches_results_when_a_batch_is_available() {
     let dir = Dir::new("listen");
-    let emulator = Emulator::start();
+    let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(200));
     // A free port for the receiver.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -8,7 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use cardsync_core::luhn_check_digit;
-use cardsync_sandbox::{Faults, Sandbox, Settings};
+use cardsync_sandbox::Faults;
+
+mod common;
+use common::{Dir, Emulator, instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
 
@@ -16,23 +19,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
 const BATCH_CARDS: usize = 95;
 /// Cards per request: 10 batches.
 const PER_REQUEST: &str = "10";
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("cardsync-sync-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Dir(dir)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A card number with a valid check digit: `prefix`, then `n`, padded to 15 digits.
 fn pan(prefix: &str, n: usize) -> String {
@@ -57,49 +43,6 @@ fn write_cards(dir: &Path) -> PathBuf {
     let path = dir.join("cards.csv");
     std::fs::write(&path, csv).expect("write cards");
     path
-}
-
-struct Emulator {
-    runtime: tokio::runtime::Runtime,
-    sandbox: Option<Sandbox>,
-}
-
-impl Emulator {
-    fn start() -> Emulator {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let mut settings = Settings::default();
-        settings.complete_after = Duration::ZERO;
-        settings.report_unchanged = true;
-        let sandbox = runtime
-            .block_on(Sandbox::start(settings, "127.0.0.1:0".parse().unwrap()))
-            .expect("sandbox");
-        Emulator {
-            runtime,
-            sandbox: Some(sandbox),
-        }
-    }
-
-    fn sandbox(&self) -> &Sandbox {
-        self.sandbox.as_ref().expect("running")
-    }
-
-    fn counter(&self, endpoint: &str, field: &str) -> u64 {
-        self.sandbox().counters()[endpoint][field]
-            .as_u64()
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(s) = self.sandbox.take() {
-            self.runtime.block_on(s.shutdown());
-        }
-    }
 }
 
 fn sync_command(emulator: &Emulator, cards: &Path, out: &Path) -> Command {
@@ -222,7 +165,7 @@ fn a_complete_run_then_a_rerun_sends_nothing_more() {
     let dir = Dir::new("complete");
     let cards = write_cards(&dir.0);
     let out = dir.0.join("results.csv");
-    let emulator = Emulator::start();
+    let emulator = Emulator::start(instant);
     let output = run(&mut sync_command(&emulator, &cards, &out));
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let s = summary(&output);
@@ -267,7 +210,7 @@ fn killed_at_each_point_and_resumed_every_card_is_sent_once() {
         let dir = Dir::new(&format!("{point}{n}"));
         let cards = write_cards(&dir.0);
         let out = dir.0.join("results.csv");
-        let emulator = Emulator::start();
+        let emulator = Emulator::start(instant);
         let crashed =
             run(sync_command(&emulator, &cards, &out)
                 .env("CARDSYNC_CRASH_AT", format!("{point}:{n}")));
@@ -292,7 +235,7 @@ fn killed_from_outside_while_sending_and_resumed() {
     let dir = Dir::new("outside");
     let cards = write_cards(&dir.0);
     let out = dir.0.join("results.csv");
-    let emulator = Emulator::start();
+    let emulator = Emulator::start(instant);
     // Slow answers, so that the kill lands in the middle of the run.
     let mut faults = Faults::default();
     faults.latency_ms = 60;
@@ -319,7 +262,7 @@ fn a_journal_of_another_input_is_refused() {
     let dir = Dir::new("other");
     let cards = write_cards(&dir.0);
     let out = dir.0.join("results.csv");
-    let emulator = Emulator::start();
+    let emulator = Emulator::start(instant);
     let crashed = run(sync_command(&emulator, &cards, &out).env("CARDSYNC_CRASH_AT", "sent:1"));
     assert!(!crashed.status.success());
     // The input changes between runs.
@@ -363,7 +306,7 @@ fn duplicates_are_reported_and_never_sent() {
     csv.push_str(&format!("again,{},01/30\n", pan("4", 5007))); // row 27: card of row 8
     std::fs::write(&cards, csv).unwrap();
     let out = dir.0.join("results.csv");
-    let emulator = Emulator::start();
+    let emulator = Emulator::start(instant);
     let output = run(&mut sync_command(&emulator, &cards, &out));
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
