@@ -940,11 +940,25 @@ impl Job<'_> {
         results: &Results,
     ) -> Result<(), CliError> {
         let batch_id = request.batch_id.as_deref().unwrap_or_default();
-        let body = self.journal.body(request.seq)?;
-        let submitted = decode_cards_body(&body).unwrap_or_default();
+        // The cards as sent are read back only for what the results alone cannot tell: the
+        // old last 4 of changed cards.
+        let has_changes = results.cards.iter().any(|c| {
+            matches!(
+                c.status,
+                Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
+            )
+        });
+        let submitted = if has_changes {
+            decode_cards_body(&self.journal.body(request.seq)?).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         self.store_results(
             results,
-            &submitted,
+            Submitted {
+                cards: request.cards as u64,
+                changed: &submitted,
+            },
             Some(batch_id),
             request.event_id.as_deref(),
             |journal| journal.set_state(request.seq, ReqState::Done, None, None),
@@ -956,12 +970,12 @@ impl Job<'_> {
     fn store_results(
         &mut self,
         results: &Results,
-        submitted: &[cardsync_proto::SubmittedCard],
+        submitted: Submitted<'_>,
         batch_id: Option<&str>,
         event_id: Option<&str>,
         done: impl FnOnce(&Journal) -> crate::journal::Result<()>,
     ) -> Result<(), CliError> {
-        self.write_results(results, submitted, batch_id, event_id)?;
+        self.write_results(results, submitted.changed, batch_id, event_id)?;
         let mut tally = Vec::new();
         self.count(results, submitted, &mut tally);
         self.journal.begin()?;
@@ -976,25 +990,24 @@ impl Job<'_> {
     }
 
     /// Counts results per status, and the submitted cards that got none.
-    fn count(
-        &self,
-        results: &Results,
-        submitted: &[cardsync_proto::SubmittedCard],
-        tally: &mut Vec<(String, u64)>,
-    ) {
-        let mut add = |status: &str| match tally.iter_mut().find(|(s, _)| s == status) {
-            Some((_, n)) => *n += 1,
-            None => tally.push((status.to_owned(), 1)),
+    fn count(&self, results: &Results, submitted: Submitted<'_>, tally: &mut Vec<(String, u64)>) {
+        let mut add = |status: &str, k: u64| match tally.iter_mut().find(|(s, _)| s == status) {
+            Some((_, n)) => *n += k,
+            None => tally.push((status.to_owned(), k)),
         };
         let mut returned = std::collections::HashSet::with_capacity(results.cards.len());
         for card in &results.cards {
-            add(card.status.as_ref().map_or("(none)", UpdateStatus::as_str));
+            add(
+                card.status.as_ref().map_or("(none)", UpdateStatus::as_str),
+                1,
+            );
             returned.insert(card.id.as_str());
         }
-        for card in submitted {
-            if !returned.contains(card.id.as_deref().unwrap_or_default()) {
-                add("no_result");
-            }
+        // Ids are unique in a request (the plan took duplicates out), so the cards that got
+        // no result are the ones left over.
+        let missing = submitted.cards.saturating_sub(returned.len() as u64);
+        if missing > 0 {
+            add("no_result", missing);
         }
     }
 
@@ -1121,7 +1134,11 @@ impl Job<'_> {
                                 remote_error(&format!("American Express update {event_id}"), e)
                             })?;
                     let got = results.cards.len() as u64;
-                    self.store_results(&results, &[], None, Some(&event_id), |journal| {
+                    let none = Submitted {
+                        cards: 0,
+                        changed: &[],
+                    };
+                    self.store_results(&results, none, None, Some(&event_id), |journal| {
                         // These cards were counted as subscribed; now they have a result.
                         journal.add_tally("subscribed", -(got as i64))?;
                         let amex = journal.meta_u64("amex_results")? + got;
@@ -1186,6 +1203,15 @@ fn last4(card: &cardsync_proto::ReturnedCard) -> String {
     let masked = card.masked();
     let s = masked.as_str();
     s[s.len().saturating_sub(4)..].to_owned()
+}
+
+/// What was sent for a set of results.
+#[derive(Clone, Copy)]
+struct Submitted<'a> {
+    /// How many cards were sent (0 for American Express updates, which answer no request).
+    cards: u64,
+    /// The cards as sent, when some result changed a card (for the old last 4); else empty.
+    changed: &'a [cardsync_proto::SubmittedCard],
 }
 
 /// The results of a sent batch if it is complete, else `None`.

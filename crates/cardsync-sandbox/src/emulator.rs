@@ -14,6 +14,8 @@ use cardsync_core::{
 };
 use cardsync_proto::{MerchantEnrollment, SubmittedCard, Trigger, decode_cards_body};
 use http::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
 use serde_json::{Value, json};
 
 /// How long results stay available after completion (or after the webhook).
@@ -338,6 +340,33 @@ impl Emulator {
             .expect("a valid response")
     }
 
+    /// A success answer whose `data` is serialized straight from `data`, with the keys in the
+    /// same (sorted) order as [`Emulator::ok`]'s. For the large result bodies.
+    fn ok_with(&self, data: &impl Serialize) -> Answer {
+        struct Envelope<'a, T> {
+            data: &'a T,
+            message_key: &'static str,
+        }
+        impl<T: Serialize> Serialize for Envelope<'_, T> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(Some(3))?;
+                map.serialize_entry("data", self.data)?;
+                map.serialize_entry(self.message_key, "success")?;
+                map.serialize_entry("status", "success")?;
+                map.end()
+            }
+        }
+        let body = Envelope {
+            data,
+            message_key: self.message_key(),
+        };
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json; charset=utf-8")
+            .body(serde_json::to_vec(&body).expect("result bodies serialize"))
+            .expect("a valid response")
+    }
+
     fn ok(&self, data: Option<Value>) -> Answer {
         let mut body = json!({"status": "success"});
         body[self.message_key()] = json!("success");
@@ -373,23 +402,11 @@ impl Emulator {
         v
     }
 
-    fn rows_json(&self, rows: &[Row]) -> Value {
-        Value::Array(
-            rows.iter()
-                .map(|r| {
-                    let mut v = json!({
-                        "id": r.id,
-                        "card": r.card,
-                        "exp": r.exp,
-                        "status": status_word(&r.status, self.settings.quirks),
-                    });
-                    if let Some(se) = &r.se_number {
-                        v["se_number"] = json!(se);
-                    }
-                    v
-                })
-                .collect(),
-        )
+    fn rows_json<'a>(&self, rows: &'a [Row]) -> RowsJson<'a> {
+        RowsJson {
+            rows,
+            quirks: self.settings.quirks,
+        }
     }
 
     fn count(&mut self, endpoint: &'static str, cards: &[SubmittedCard]) {
@@ -644,7 +661,10 @@ impl Emulator {
     fn cards_body(body: &[u8]) -> Result<Vec<SubmittedCard>, Refusal> {
         // The client library reads leniently; the emulator, like a strict server, refuses card
         // fields that are not strings, so that clients find out before production does.
-        if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body)
+        // The common case, a well-formed body, is checked without building a JSON tree; only a
+        // body that fails the quick check is walked again to say which card is wrong.
+        if !strict::fields_are_strings(body)
+            && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body)
             && let Some(Value::Array(cards)) = map.get("cards")
         {
             for (i, card) in cards.iter().enumerate() {
@@ -830,15 +850,15 @@ impl Emulator {
                 );
             }
         }
-        let data = json!({
-            "batch_id": id,
-            "status": "completed",
-            "cards": self.rows_json(&b.rows),
-            "stats": self.stats_json(&b.stats),
-            "created_at": self.timestamp(b.created_at),
-            "updated_at": self.timestamp(b.completed_at.unwrap_or(b.created_at)),
-        });
-        self.ok(Some(data))
+        let data = ResultsData {
+            batch_id: Some(&id),
+            cards: self.rows_json(&b.rows),
+            created_at: self.timestamp(b.created_at),
+            stats: self.stats_json(&b.stats),
+            status: "completed",
+            updated_at: self.timestamp(b.completed_at.unwrap_or(b.created_at)),
+        };
+        self.ok_with(&data)
     }
 
     /// Validates a subscription body: every card an American Express number with an SE number,
@@ -932,14 +952,15 @@ impl Emulator {
         };
         match self.amex_events.get(&event_id) {
             Some(e) if e.merchant_id == merchant => {
-                let data = json!({
-                    "status": "completed",
-                    "cards": self.rows_json(&e.rows),
-                    "stats": self.stats_json(&e.stats),
-                    "created_at": self.timestamp(e.fired_at),
-                    "updated_at": self.timestamp(e.fired_at),
-                });
-                self.ok(Some(data))
+                let data = ResultsData {
+                    batch_id: None,
+                    cards: self.rows_json(&e.rows),
+                    created_at: self.timestamp(e.fired_at),
+                    stats: self.stats_json(&e.stats),
+                    status: "completed",
+                    updated_at: self.timestamp(e.fired_at),
+                };
+                self.ok_with(&data)
             }
             _ => self.error(
                 StatusCode::NOT_FOUND,
@@ -1165,6 +1186,46 @@ fn submitted_only(n: u64) -> Stats {
     s
 }
 
+/// The `data` of a results answer (batch or American Express event). Fields in sorted order,
+/// as a `serde_json::Value` object would print them.
+#[derive(Serialize)]
+struct ResultsData<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<&'a str>,
+    cards: RowsJson<'a>,
+    created_at: String,
+    stats: Value,
+    status: &'static str,
+    updated_at: String,
+}
+
+/// Result rows as a JSON array, serialized straight from the stored rows.
+struct RowsJson<'a> {
+    rows: &'a [Row],
+    quirks: bool,
+}
+
+impl Serialize for RowsJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct RowJson<'a> {
+            card: &'a str,
+            exp: &'a str,
+            id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            se_number: Option<&'a str>,
+            status: &'a str,
+        }
+        s.collect_seq(self.rows.iter().map(|r| RowJson {
+            card: &r.card,
+            exp: &r.exp,
+            id: &r.id,
+            se_number: r.se_number.as_deref(),
+            status: status_word(&r.status, self.quirks),
+        }))
+    }
+}
+
 fn result_row(id: &str, card: &str, exp: Expiry, status: &UpdateStatus, se: Option<String>) -> Row {
     let (card, exp) = match status {
         UpdateStatus::UpdatedCard => (replacement_card(card), replacement_expiry(exp)),
@@ -1222,4 +1283,174 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The emulator's strict reading of card bodies, without building anything.
+mod strict {
+    use std::fmt;
+
+    use serde::Deserializer;
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// The card fields that must be JSON strings when present.
+    const STRING_FIELDS: [&str; 5] = ["id", "card", "exp", "se_number", "se"];
+
+    /// True when `body` is an object whose `cards` is a list of objects in which every field of
+    /// [`STRING_FIELDS`] that is present is a string. False for anything else, including bodies
+    /// that are not JSON (the caller then looks closer).
+    pub(super) fn fields_are_strings(body: &[u8]) -> bool {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        de.deserialize_map(Body).is_ok() && de.end().is_ok()
+    }
+
+    /// A map key, classified without allocating.
+    enum Key {
+        Cards,
+        StringField,
+        Other,
+    }
+
+    impl<'de> de::Deserialize<'de> for Key {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Key;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, k: &str) -> Result<Key, E> {
+                    Ok(if k == "cards" {
+                        Key::Cards
+                    } else if STRING_FIELDS.contains(&k) {
+                        Key::StringField
+                    } else {
+                        Key::Other
+                    })
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    /// Accepts a JSON string and nothing else.
+    struct Text;
+
+    impl<'de> de::Deserialize<'de> for Text {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Text;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Text, E> {
+                    Ok(Text)
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    struct Body;
+
+    impl<'de> Visitor<'de> for Body {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object with a cards list")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut cards = false;
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::Cards => {
+                        map.next_value_seed(Cards)?;
+                        cards = true;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            if cards {
+                Ok(())
+            } else {
+                Err(de::Error::missing_field("cards"))
+            }
+        }
+    }
+
+    struct Cards;
+
+    impl<'de> DeserializeSeed<'de> for Cards {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Cards {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of cards")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Card)?.is_some() {}
+            Ok(())
+        }
+    }
+
+    struct Card;
+
+    impl<'de> DeserializeSeed<'de> for Card {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Card {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a card object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<Key>()? {
+                match key {
+                    Key::StringField => {
+                        map.next_value::<Text>()?;
+                    }
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::fields_are_strings;
+
+        #[test]
+        fn only_string_card_fields_pass() {
+            assert!(fields_are_strings(
+                br#"{"cards":[{"id":"a","card":"4","exp":"01/50","x":1}],"y":[1]}"#
+            ));
+            assert!(fields_are_strings(br#"{"cards":[]}"#));
+            for bad in [
+                &br#"{"cards":[{"id":1}]}"#[..],
+                br#"{"cards":[{"card":null}]}"#,
+                br#"{"cards":[{"se":["1"]}]}"#,
+                br#"{"cards":[1]}"#,
+                br#"{"cards":{}}"#,
+                br#"{"other":[]}"#,
+                br#"{"cards":[]} x"#,
+                br#"[]"#,
+                b"",
+            ] {
+                assert!(!fields_are_strings(bad), "{}", String::from_utf8_lossy(bad));
+            }
+        }
+    }
 }
