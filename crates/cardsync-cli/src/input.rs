@@ -50,11 +50,14 @@ impl Format {
     }
 }
 
-/// Calls `each` with every data row of the file at `path`, in order. `-` reads CSV from
-/// standard input.
-pub(crate) fn for_each_row(
+/// How many rows [`for_each_block`] hands over at once.
+const BLOCK: usize = 256;
+
+/// Calls `each` with every data row of the file at `path`, in order, a block of rows at a
+/// time. `-` reads CSV from standard input.
+pub(crate) fn for_each_block(
     path: &Path,
-    mut each: impl FnMut(Row<'_>) -> Result<(), CliError>,
+    mut each: impl FnMut(&[Row<'_>]) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let io_err = |source: io::Error| CliError::Io {
         path: path.to_path_buf(),
@@ -113,7 +116,7 @@ fn text(b: &[u8]) -> Option<&str> {
 fn read_csv(
     path: &Path,
     reader: impl Read,
-    each: &mut impl FnMut(Row<'_>) -> Result<(), CliError>,
+    each: &mut impl FnMut(&[Row<'_>]) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let csv_err = |path: &Path, e: csv::Error| {
         if e.is_io_error() {
@@ -143,33 +146,46 @@ fn read_csv(
         });
     }
     let cols = Columns::find(path, &header)?;
-    let mut rec = csv::ByteRecord::new();
-    while rdr
-        .read_byte_record(&mut rec)
-        .map_err(|e| csv_err(path, e))?
-    {
-        let field = |i: usize| rec.get(i).unwrap_or_default();
-        let se = cols.se_number.map(field);
-        let row = match (
-            text(field(cols.id)),
-            text(field(cols.card)),
-            text(field(cols.exp)),
-            se.map(text),
-        ) {
-            (Some(id), Some(card), Some(exp), None | Some(Some(_))) => {
-                let se = se.and_then(text);
-                Row::Record(Record::new(id, card, exp).with_se_number(se))
-            }
-            _ => Row::Unreadable {
-                id: String::from_utf8_lossy(field(cols.id)).into_owned(),
-                card: String::from_utf8_lossy(field(cols.card)).into_owned(),
-                code: "invalid_utf8",
-                message: "the row holds bytes that are not UTF-8 text".to_owned(),
-            },
-        };
-        each(row)?;
+    let mut block: Vec<csv::ByteRecord> = (0..BLOCK).map(|_| csv::ByteRecord::new()).collect();
+    loop {
+        let mut n = 0;
+        while n < BLOCK
+            && rdr
+                .read_byte_record(&mut block[n])
+                .map_err(|e| csv_err(path, e))?
+        {
+            n += 1;
+        }
+        let rows: Vec<Row<'_>> = block[..n].iter().map(|rec| csv_row(&cols, rec)).collect();
+        if !rows.is_empty() {
+            each(&rows)?;
+        }
+        if n < BLOCK {
+            return Ok(());
+        }
     }
-    Ok(())
+}
+
+fn csv_row<'a>(cols: &Columns, rec: &'a csv::ByteRecord) -> Row<'a> {
+    let field = |i: usize| rec.get(i).unwrap_or_default();
+    let se = cols.se_number.map(field);
+    match (
+        text(field(cols.id)),
+        text(field(cols.card)),
+        text(field(cols.exp)),
+        se.map(text),
+    ) {
+        (Some(id), Some(card), Some(exp), None | Some(Some(_))) => {
+            let se = se.and_then(text);
+            Row::Record(Record::new(id, card, exp).with_se_number(se))
+        }
+        _ => Row::Unreadable {
+            id: String::from_utf8_lossy(field(cols.id)).into_owned(),
+            card: String::from_utf8_lossy(field(cols.card)).into_owned(),
+            code: "invalid_utf8",
+            message: "the row holds bytes that are not UTF-8 text".to_owned(),
+        },
+    }
 }
 
 /// The text of a JSON Lines field: strings as they are, numbers as written, null as missing.
@@ -186,7 +202,7 @@ fn json_text(v: Option<&serde_json::Value>) -> Result<Option<Cow<'_, str>>, ()> 
 fn read_jsonl(
     path: &Path,
     mut reader: impl BufRead,
-    each: &mut impl FnMut(Row<'_>) -> Result<(), CliError>,
+    each: &mut impl FnMut(&[Row<'_>]) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let mut line = Vec::new();
     loop {
@@ -213,14 +229,14 @@ fn read_jsonl(
         let object = match serde_json::from_slice::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Object(map)) => map,
             Ok(_) => {
-                each(unreadable(
+                each(&[unreadable(
                     "malformed_row",
                     "the line is JSON but not an object",
-                ))?;
+                )])?;
                 continue;
             }
             Err(_) => {
-                each(unreadable("malformed_json", "the line is not valid JSON"))?;
+                each(&[unreadable("malformed_json", "the line is not valid JSON")])?;
                 continue;
             }
         };
@@ -248,9 +264,9 @@ fn read_jsonl(
                     exp.as_deref().unwrap_or(""),
                 )
                 .with_se_number(se.as_deref());
-                each(Row::Record(record))?;
+                each(&[Row::Record(record)])?;
             }
-            None => each(Row::Unreadable {
+            None => each(&[Row::Unreadable {
                 id: json_text(get("id"))
                     .ok()
                     .flatten()
@@ -263,7 +279,7 @@ fn read_jsonl(
                     .unwrap_or_default(),
                 code: "malformed_row",
                 message: "id, card, exp and se_number must be strings or numbers".to_owned(),
-            })?,
+            }])?,
         }
     }
 }

@@ -19,7 +19,9 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cardsync_core::{PlanOptions, PlannedRequest, Planner, RowVerdict, SeNumber, mask_card_text};
+use cardsync_core::{
+    PlanOptions, PlannedRequest, Planner, Record, RowVerdict, SeNumber, mask_card_text,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::input::Row;
@@ -327,32 +329,69 @@ pub(crate) fn check_rows<W: Write>(
     print_valid: bool,
     mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    input::for_each_row(file, |row| {
-        match row {
-            Row::Record(record) => match planner.handle_record(record) {
-                RowVerdict::Rejected(r) => reporter.invalid(&Problem::from(&r))?,
-                RowVerdict::Accepted(a) => reporter.valid(print_valid, record.id, &a)?,
-                other => unreachable!("a verdict this version does not know: {other:?}"),
-            },
-            Row::Unreadable {
+    input::for_each_block(file, |rows| {
+        let mut rows = rows;
+        while let Some(first) = rows.first() {
+            // A run of readable records goes to the planner at once.
+            let run = rows
+                .iter()
+                .take_while(|r| matches!(r, Row::Record(_)))
+                .count();
+            if run > 0 {
+                let records: Vec<Record<'_>> = rows[..run]
+                    .iter()
+                    .filter_map(|r| match r {
+                        Row::Record(record) => Some(*record),
+                        Row::Unreadable { .. } => None,
+                    })
+                    .collect();
+                let mut failed = None;
+                planner.handle_records(&records, |planner, record, verdict| {
+                    if failed.is_some() {
+                        return;
+                    }
+                    let reported = match verdict {
+                        RowVerdict::Rejected(r) => reporter
+                            .invalid(&Problem::from(&r))
+                            .map_err(CliError::Stdout),
+                        RowVerdict::Accepted(a) => reporter
+                            .valid(print_valid, record.id, &a)
+                            .map_err(CliError::Stdout),
+                        other => unreachable!("a verdict this version does not know: {other:?}"),
+                    };
+                    let polled = reported.and_then(|()| {
+                        while let Some(request) = planner.poll_request() {
+                            on_request(reporter, request)?;
+                        }
+                        Ok(())
+                    });
+                    failed = polled.err();
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                rows = &rows[run..];
+                continue;
+            }
+            let Row::Unreadable {
                 id,
                 card,
                 code,
                 message,
-            } => {
-                // Keep the planner's row numbers in step with the file.
-                let row = planner.skip_record();
-                reporter.invalid(&Problem {
-                    row,
-                    id: &id,
-                    card: mask_card_text(&card),
-                    brand: None,
-                    reasons: vec![(code, message)],
-                })?;
-            }
-        }
-        while let Some(request) = planner.poll_request() {
-            on_request(reporter, request)?;
+            } = first
+            else {
+                unreachable!("a run of records was taken above")
+            };
+            // Keep the planner's row numbers in step with the file.
+            let row = planner.skip_record();
+            reporter.invalid(&Problem {
+                row,
+                id,
+                card: mask_card_text(card),
+                brand: None,
+                reasons: vec![(code, message.clone())],
+            })?;
+            rows = &rows[1..];
         }
         Ok(())
     })?;

@@ -193,17 +193,19 @@ impl Pan {
         let start = BUF - len;
         let digit = |i: usize| (self.words[i / 8] >> (8 * (i % 8))) as u8;
         let head = len.saturating_sub(9).min(6);
-        let mut out = PanFragment::default();
-        for i in start..start + head {
-            out.push(&[digit(i)]);
+        let mut buf = [b'*'; FRAGMENT_CAP];
+        for (k, b) in buf[..head].iter_mut().enumerate() {
+            *b = digit(start + k);
         }
-        for _ in 0..len - head - 4 {
-            out.push(b"*");
+        for (k, b) in buf[len - 4..len].iter_mut().enumerate() {
+            *b = digit(BUF - 4 + k);
         }
-        for i in BUF - 4..BUF {
-            out.push(&[digit(i)]);
+        // Unused bytes are zero in every fragment, so that the derived comparisons hold.
+        buf[len..].fill(0);
+        PanFragment {
+            buf,
+            len: len as u8,
         }
-        out
     }
 
     /// The bank identification number: the first six digits.

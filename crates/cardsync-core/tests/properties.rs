@@ -5,8 +5,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use cardsync_core::{
-    Brand, Expiry, MAX_CARDS_PER_REQUEST, Pan, PanError, PlanEvent, PlanOptions, RecordBuf,
-    RouteKind, plan,
+    AsRecord, Brand, Expiry, MAX_CARDS_PER_REQUEST, Pan, PanError, PlanEvent, PlanOptions, Planner,
+    RecordBuf, RouteKind, plan,
 };
 use proptest::prelude::*;
 
@@ -148,5 +148,56 @@ proptest! {
         prop_assert_eq!(seen.len(), records.len());
         let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
         prop_assert_eq!(seqs, expected);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Handling records in blocks gives the same verdicts and requests, in the same order, as
+    /// handling them one by one, duplicates across and within blocks included.
+    #[test]
+    fn blocks_agree_with_single_records(
+        rows in prop::collection::vec((0u8..12, 0u8..12, 0u8..6), 0..300),
+        block in 1usize..40,
+        max in 1usize..20,
+    ) {
+        // Small pools of ids and cards, so that duplicates are common.
+        let records: Vec<RecordBuf> = rows
+            .iter()
+            .map(|&(id, card, kind)| {
+                let id = if id == 0 { String::new() } else { format!("id{id}") };
+                match kind {
+                    0 => RecordBuf::new(id, common::card(&format!("37{card:010}"), 15), "02/2051")
+                        .with_se_number(Some(format!("100000000{}", card % 2))),
+                    1 => RecordBuf::new(id, "4457010000000008", "01/50"),
+                    2 => RecordBuf::new(id, common::card(&format!("4{card:010}"), 16), "13/50"),
+                    _ => RecordBuf::new(id, common::card(&format!("4{card:010}"), 16), "01/50"),
+                }
+            })
+            .collect();
+        let options = PlanOptions::default().with_max_per_request(max).unwrap();
+
+        let mut one = Planner::new(options.clone());
+        let mut expected = Vec::new();
+        for r in &records {
+            expected.push(format!("{:?}", one.handle_record(r.as_record())));
+            while let Some(request) = one.poll_request() {
+                expected.push(format!("{request:?}"));
+            }
+        }
+
+        let mut blocks = Planner::new(options);
+        let mut got = Vec::new();
+        for chunk in records.chunks(block) {
+            let chunk: Vec<_> = chunk.iter().map(AsRecord::as_record).collect();
+            blocks.handle_records(&chunk, |planner, _, verdict| {
+                got.push(format!("{verdict:?}"));
+                while let Some(request) = planner.poll_request() {
+                    got.push(format!("{request:?}"));
+                }
+            });
+        }
+        prop_assert_eq!(got, expected);
     }
 }
