@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use cardsync_core::Record;
+use cardsync_core::{AcceptedRow, CheckedRecord, Checker, Record};
 
 use crate::CliError;
 
@@ -53,26 +53,119 @@ impl Format {
 /// How many rows [`for_each_block`] hands over at once.
 const BLOCK: usize = 256;
 
+/// Prepares the output line of a row that is good so far (see [`CheckedRecord::accepted`]).
+pub(crate) type Render<'a> = &'a (dyn Fn(&Record<'_>, &AcceptedRow, &mut Vec<u8>) + Sync);
+
+/// What [`for_each_block`] works out for every row before handing it over.
+pub(crate) struct Ahead<'a> {
+    /// The planner's checker.
+    pub(crate) checker: &'a Checker,
+    /// The planner's number for the first row of the file.
+    pub(crate) first_row: u64,
+    /// Renders the line of each row that is good so far, when lines are printed.
+    pub(crate) render: Option<Render<'a>>,
+}
+
+/// What was worked out for one block of rows.
+pub(crate) struct Prepared {
+    /// What the checker found of each row (`None` for unreadable rows).
+    pub(crate) checked: Vec<Option<CheckedRecord>>,
+    /// The rendered lines, back to back; row `i`'s ends at `ends[i]` (empty if it has none).
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Prepared {
+    fn new(ahead: &Ahead<'_>, rows: &[Row<'_>], first_row: u64) -> Prepared {
+        let mut prepared = Prepared {
+            checked: Vec::with_capacity(rows.len()),
+            text: Vec::new(),
+            ends: Vec::with_capacity(rows.len()),
+        };
+        for (row, r) in (first_row..).zip(rows) {
+            let checked = match r {
+                Row::Record(record) => {
+                    let checked = ahead.checker.check(record);
+                    if let (Some(render), Some(a)) = (ahead.render, checked.accepted(row)) {
+                        render(record, &a, &mut prepared.text);
+                    }
+                    Some(checked)
+                }
+                Row::Unreadable { .. } => None,
+            };
+            prepared.checked.push(checked);
+            prepared.ends.push(prepared.text.len());
+        }
+        prepared
+    }
+
+    /// The line rendered for row `i` of the block, or nothing.
+    pub(crate) fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
 /// Calls `each` with every data row of the file at `path`, in order, a block of rows at a
-/// time. `-` reads CSV from standard input.
+/// time, together with what was worked out for it ([`Ahead`]). `-` reads CSV from standard
+/// input.
+///
+/// CSV is read, checked and rendered on a second thread while `each` handles the previous
+/// block, so that this work overlaps with the planner's sequential work and the writing.
 pub(crate) fn for_each_block(
     path: &Path,
-    mut each: impl FnMut(&[Row<'_>]) -> Result<(), CliError>,
+    ahead: &Ahead<'_>,
+    mut each: impl FnMut(&[Row<'_>], Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let io_err = |source: io::Error| CliError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let reader: Box<dyn Read> = if path == Path::new("-") {
-        Box::new(io::stdin().lock())
+    let reader: Box<dyn Read + Send> = if path == Path::new("-") {
+        Box::new(io::stdin())
     } else {
         Box::new(File::open(path).map_err(io_err)?)
     };
     let reader = BufReader::with_capacity(1 << 16, reader);
     match Format::of(path) {
-        Format::Csv => read_csv(path, reader, &mut each),
-        Format::JsonLines => read_jsonl(path, reader, &mut each),
+        Format::Csv => read_csv(path, reader, ahead, &mut each),
+        Format::JsonLines => {
+            let mut next_row = ahead.first_row;
+            read_jsonl(path, reader, &mut |rows| {
+                let prepared = Prepared::new(ahead, rows, next_row);
+                next_row += rows.len() as u64;
+                each(rows, prepared)
+            })
+        }
     }
+}
+
+/// About how many rows the file at `path` holds, from its size and the lines of its first
+/// 64 kB; `None` for standard input or an unreadable file.
+pub(crate) fn estimate_rows(path: &Path) -> Option<usize> {
+    if path == Path::new("-") {
+        return None;
+    }
+    let mut file = File::open(path).ok()?;
+    let size = file.metadata().ok()?.len();
+    let mut head = vec![0; 1 << 16];
+    let mut len = 0;
+    while len < head.len() {
+        match file.read(&mut head[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(_) => return None,
+        }
+    }
+    let lines = head[..len].iter().filter(|&&b| b == b'\n').count().max(1);
+    usize::try_from(size.saturating_mul(lines as u64) / len.max(1) as u64).ok()
+}
+
+/// A block of CSV records read (and checked) ahead.
+struct ReadBlock {
+    records: Vec<csv::ByteRecord>,
+    len: usize,
+    prepared: Prepared,
 }
 
 /// Column positions of a CSV header.
@@ -115,8 +208,9 @@ fn text(b: &[u8]) -> Option<&str> {
 
 fn read_csv(
     path: &Path,
-    reader: impl Read,
-    each: &mut impl FnMut(&[Row<'_>]) -> Result<(), CliError>,
+    reader: impl Read + Send,
+    ahead: &Ahead<'_>,
+    each: &mut impl FnMut(&[Row<'_>], Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let csv_err = |path: &Path, e: csv::Error| {
         if e.is_io_error() {
@@ -146,24 +240,66 @@ fn read_csv(
         });
     }
     let cols = Columns::find(path, &header)?;
-    let mut block: Vec<csv::ByteRecord> = (0..BLOCK).map(|_| csv::ByteRecord::new()).collect();
-    loop {
-        let mut n = 0;
-        while n < BLOCK
-            && rdr
-                .read_byte_record(&mut block[n])
-                .map_err(|e| csv_err(path, e))?
-        {
-            n += 1;
+    let cols = &cols;
+    std::thread::scope(|scope| {
+        // Two blocks in flight each way: the reader stays one block ahead, and blocks are
+        // reused rather than allocated for every 256 rows.
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<ReadBlock, CliError>>(2);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<csv::ByteRecord>>();
+        scope.spawn(move || {
+            let mut next_row = ahead.first_row;
+            loop {
+                let mut records = empty_rx
+                    .try_recv()
+                    .unwrap_or_else(|_| (0..BLOCK).map(|_| csv::ByteRecord::new()).collect());
+                let mut len = 0;
+                let mut failed = None;
+                while len < BLOCK {
+                    match rdr.read_byte_record(&mut records[len]) {
+                        Ok(true) => len += 1,
+                        Ok(false) => break,
+                        Err(e) => {
+                            failed = Some(csv_err(path, e));
+                            break;
+                        }
+                    }
+                }
+                let rows: Vec<Row<'_>> = records[..len].iter().map(|r| csv_row(cols, r)).collect();
+                let prepared = Prepared::new(ahead, &rows, next_row);
+                next_row += rows.len() as u64;
+                drop(rows);
+                let last = len < BLOCK || failed.is_some();
+                if len > 0
+                    && full_tx
+                        .send(Ok(ReadBlock {
+                            records,
+                            len,
+                            prepared,
+                        }))
+                        .is_err()
+                {
+                    return; // The consumer stopped.
+                }
+                if let Some(e) = failed {
+                    let _ = full_tx.send(Err(e));
+                }
+                if last {
+                    return;
+                }
+            }
+        });
+        for block in full_rx {
+            let block = block?;
+            let rows: Vec<Row<'_>> = block.records[..block.len]
+                .iter()
+                .map(|r| csv_row(cols, r))
+                .collect();
+            each(&rows, block.prepared)?;
+            drop(rows);
+            let _ = empty_tx.send(block.records);
         }
-        let rows: Vec<Row<'_>> = block[..n].iter().map(|rec| csv_row(&cols, rec)).collect();
-        if !rows.is_empty() {
-            each(&rows)?;
-        }
-        if n < BLOCK {
-            return Ok(());
-        }
-    }
+        Ok(())
+    })
 }
 
 fn csv_row<'a>(cols: &Columns, rec: &'a csv::ByteRecord) -> Row<'a> {

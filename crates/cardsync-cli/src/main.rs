@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cardsync_core::{
-    PlanOptions, PlannedRequest, Planner, Record, RowVerdict, SeNumber, mask_card_text,
+    AcceptedRow, PlanOptions, PlannedRequest, Planner, Record, RowVerdict, SeNumber, mask_card_text,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -322,6 +322,10 @@ fn exit_code(invalid: u64) -> ExitCode {
 /// Feeds every row of `file` to `planner` and reports it; `print_valid` says whether valid rows
 /// are printed or only counted. Requests are handed to `on_request` as they become ready, and
 /// the partly filled ones at the end.
+///
+/// Rows are read and checked on a second thread, which also prepares the line of every row
+/// that is good so far (when valid rows are printed); this thread runs the duplicate check,
+/// plans and writes, in row order.
 pub(crate) fn check_rows<W: Write>(
     file: &Path,
     planner: &mut Planner,
@@ -329,37 +333,54 @@ pub(crate) fn check_rows<W: Write>(
     print_valid: bool,
     mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    input::for_each_block(file, |rows| {
-        let mut rows = rows;
-        while let Some(first) = rows.first() {
+    if let Some(rows) = input::estimate_rows(file) {
+        planner.reserve(rows);
+    }
+    let checker = planner.checker();
+    let format = reporter.format();
+    let render = move |record: &Record<'_>, a: &AcceptedRow, out: &mut Vec<u8>| {
+        report::render_valid(format, out, record.id, a);
+    };
+    let ahead = input::Ahead {
+        checker: &checker,
+        first_row: planner.rows() + 1,
+        render: print_valid.then_some(&render as input::Render<'_>),
+    };
+    input::for_each_block(file, &ahead, |rows, mut prepared| {
+        let mut checked = std::mem::take(&mut prepared.checked).into_iter();
+        let mut at = 0;
+        while at < rows.len() {
             // A run of readable records goes to the planner at once.
-            let run = rows
+            let run = rows[at..]
                 .iter()
                 .take_while(|r| matches!(r, Row::Record(_)))
                 .count();
             if run > 0 {
-                let records: Vec<Record<'_>> = rows[..run]
+                let records: Vec<Record<'_>> = rows[at..at + run]
                     .iter()
                     .filter_map(|r| match r {
                         Row::Record(record) => Some(*record),
                         Row::Unreadable { .. } => None,
                     })
                     .collect();
+                let checked_run: Vec<_> = checked.by_ref().take(run).flatten().collect();
                 let mut failed = None;
-                planner.handle_records(&records, |planner, record, verdict| {
+                let mut i = at;
+                planner.admit_records(&records, checked_run, |planner, record, verdict| {
+                    let line = prepared.line(i);
+                    i += 1;
                     if failed.is_some() {
                         return;
                     }
                     let reported = match verdict {
-                        RowVerdict::Rejected(r) => reporter
-                            .invalid(&Problem::from(&r))
-                            .map_err(CliError::Stdout),
-                        RowVerdict::Accepted(a) => reporter
-                            .valid(print_valid, record.id, &a)
-                            .map_err(CliError::Stdout),
+                        RowVerdict::Rejected(r) => reporter.invalid(&Problem::from(&r)),
+                        RowVerdict::Accepted(a) if !line.is_empty() => {
+                            reporter.valid_rendered(&a, line)
+                        }
+                        RowVerdict::Accepted(a) => reporter.valid(print_valid, record.id, &a),
                         other => unreachable!("a verdict this version does not know: {other:?}"),
                     };
-                    let polled = reported.and_then(|()| {
+                    let polled = reported.map_err(CliError::Stdout).and_then(|()| {
                         while let Some(request) = planner.poll_request() {
                             on_request(reporter, request)?;
                         }
@@ -370,7 +391,7 @@ pub(crate) fn check_rows<W: Write>(
                 if let Some(e) = failed {
                     return Err(e);
                 }
-                rows = &rows[run..];
+                at += run;
                 continue;
             }
             let Row::Unreadable {
@@ -378,11 +399,12 @@ pub(crate) fn check_rows<W: Write>(
                 card,
                 code,
                 message,
-            } = first
+            } = &rows[at]
             else {
                 unreachable!("a run of records was taken above")
             };
             // Keep the planner's row numbers in step with the file.
+            checked.next();
             let row = planner.skip_record();
             reporter.invalid(&Problem {
                 row,
@@ -391,7 +413,7 @@ pub(crate) fn check_rows<W: Write>(
                 brand: None,
                 reasons: vec![(code, message.clone())],
             })?;
-            rows = &rows[1..];
+            at += 1;
         }
         Ok(())
     })?;

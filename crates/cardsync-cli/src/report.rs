@@ -82,17 +82,6 @@ impl Summary {
 }
 
 #[derive(Serialize)]
-struct ValidJson<'a> {
-    row: u64,
-    id: &'a str,
-    ok: bool,
-    brand: &'static str,
-    card: &'a str,
-    exp: String,
-    route: &'static str,
-}
-
-#[derive(Serialize)]
 struct InvalidJson<'a> {
     row: u64,
     id: &'a str,
@@ -121,6 +110,75 @@ struct RequestJson<'a> {
 #[derive(Serialize)]
 struct SummaryJson<'a> {
     summary: &'a Summary,
+}
+
+/// Writes the line `validate` prints for a valid row. A free function, so that the line can
+/// be prepared on the thread that checks rows (see [`Reporter::valid_rendered`]).
+///
+/// The JSON line is written by hand: it is the one line printed for nearly every row of a
+/// large file, and its fields are known. Only the id can need escaping.
+pub(crate) fn render_valid(format: OutputFormat, out: &mut Vec<u8>, id: &str, a: &AcceptedRow) {
+    let id = redact_digit_runs(id);
+    match format {
+        OutputFormat::Json => {
+            out.extend_from_slice(b"{\"row\":");
+            push_u64(out, a.row);
+            out.extend_from_slice(b",\"id\":");
+            push_json_str(out, &id);
+            out.extend_from_slice(b",\"ok\":true,\"brand\":\"");
+            out.extend_from_slice(a.brand.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"card\":\"");
+            out.extend_from_slice(a.card.as_str().as_bytes());
+            out.extend_from_slice(b"\",\"exp\":\"");
+            push_two_digits(out, a.exp.month().into());
+            out.push(b'/');
+            push_two_digits(out, a.exp.year() % 100);
+            out.extend_from_slice(b"\",\"route\":\"");
+            out.extend_from_slice(a.route.as_str().as_bytes());
+            out.extend_from_slice(b"\"}\n");
+        }
+        OutputFormat::Text => {
+            // Writing to a Vec cannot fail.
+            let _ = writeln!(
+                out,
+                "{:>7}  {id:<20} {:<20} {}  {:<16} {:<12} ok",
+                a.row, a.card, a.exp, a.brand, a.route
+            );
+        }
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+fn push_two_digits(out: &mut Vec<u8>, n: u16) {
+    out.push(b'0' + (n / 10 % 10) as u8);
+    out.push(b'0' + (n % 10) as u8);
+}
+
+/// A JSON string: copied as is when nothing in it needs escaping, else through serde_json.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    if s.bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// Writes rows, requests and the summary in one format, counting as it goes.
@@ -164,26 +222,17 @@ impl<W: Write> Reporter<W> {
         if !print {
             return Ok(());
         }
-        let id = redact_digit_runs(id);
-        match self.format {
-            OutputFormat::Json => self.json(&ValidJson {
-                row: a.row,
-                id: &id,
-                ok: true,
-                brand: a.brand.as_str(),
-                card: a.card.as_str(),
-                exp: a.exp.to_string(),
-                route: a.route.as_str(),
-            }),
-            OutputFormat::Text => {
-                self.table_header()?;
-                writeln!(
-                    self.out,
-                    "{:>7}  {id:<20} {:<20} {}  {:<16} {:<12} ok",
-                    a.row, a.card, a.exp, a.brand, a.route
-                )
-            }
-        }
+        self.table_header()?;
+        let mut line = Vec::with_capacity(128);
+        render_valid(self.format, &mut line, id, a);
+        self.out.write_all(&line)
+    }
+
+    /// A valid row whose line [`render_valid`] already wrote.
+    pub(crate) fn valid_rendered(&mut self, a: &AcceptedRow, line: &[u8]) -> io::Result<()> {
+        self.summary.count_valid(a.brand, a.route);
+        self.table_header()?;
+        self.out.write_all(line)
     }
 
     /// A row that could not be used.
@@ -266,6 +315,11 @@ impl<W: Write> Reporter<W> {
                 )
             }
         }
+    }
+
+    /// The output format.
+    pub(crate) fn format(&self) -> OutputFormat {
+        self.format
     }
 
     /// The counts so far.

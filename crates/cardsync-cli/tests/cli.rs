@@ -471,3 +471,121 @@ fn sandbox_refuses_bad_options() {
         );
     }
 }
+
+/// A card number with a good check digit: `prefix`, then `n`, padded to 16 digits.
+fn luhn_card(prefix: &str, n: u64) -> String {
+    let body = format!("{prefix}{n:0width$}", width = 15 - prefix.len());
+    let check = cardsync_core::luhn_check_digit(&body).unwrap();
+    format!("{body}{}", char::from(check))
+}
+
+/// Files longer than one block of rows: row numbers, duplicates across blocks, unreadable rows
+/// between blocks and the text and JSON outputs all agree with a row-by-row reading.
+#[test]
+fn long_files_keep_rows_in_order_across_blocks() {
+    let mut csv = b"id,card,exp\n".to_vec();
+    let mut expected = Vec::new(); // (row, ok, first error)
+    for i in 1..=1500u64 {
+        let (line, verdict): (Vec<u8>, (bool, &str)) = match i {
+            // Bytes that are not UTF-8.
+            300 | 777 => (
+                b"bad\xff,4457010000000009,01/50".to_vec(),
+                (false, "invalid_utf8"),
+            ),
+            // The id of row 10 again, in another block.
+            1200 => (
+                format!("r10,{},01/50", luhn_card("4", i)).into_bytes(),
+                (false, "duplicate_id"),
+            ),
+            // The card of row 20 again.
+            1300 => (
+                format!("r{i},{},01/50", luhn_card("51", 20)).into_bytes(),
+                (false, "duplicate_card"),
+            ),
+            // A bad check digit.
+            900 => (
+                format!("r{i},4457010000000008,01/50").into_bytes(),
+                (false, "luhn"),
+            ),
+            _ => (
+                format!(
+                    "r{i},{},01/50",
+                    luhn_card(if i == 20 { "51" } else { "4" }, i)
+                )
+                .into_bytes(),
+                (true, ""),
+            ),
+        };
+        csv.extend_from_slice(&line);
+        csv.push(b'\n');
+        expected.push((i, verdict));
+    }
+    let file = TempFile::new("long.csv", &csv);
+
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), expected.len() + 1);
+    for (line, (row, (ok, error))) in lines.iter().zip(&expected) {
+        assert_eq!(line["row"], *row, "{line}");
+        assert_eq!(line["ok"], *ok, "{line}");
+        if !ok {
+            assert_eq!(line["errors"][0], *error, "{line}");
+        }
+    }
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        (summary["valid"].as_u64(), summary["invalid"].as_u64()),
+        (Some(1495), Some(5))
+    );
+    assert_no_full_numbers(&out.stdout);
+
+    // The table has the same rows, in the same order.
+    let text = cardsync(&["validate", file.path()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    let rows: Vec<u64> = text
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rows, (1..=1500).collect::<Vec<_>>());
+    assert_no_full_numbers(text.as_bytes());
+
+    // From standard input too.
+    let piped = cardsync_stdin(&["--output", "json", "validate", "-"], &csv);
+    assert_eq!(piped.stdout, out.stdout);
+}
+
+/// A reader that goes away early (`cardsync validate big.csv | head`) ends the run at once,
+/// quietly, as for other Unix tools (the reading thread stops too).
+#[test]
+fn closed_output_ends_the_run() {
+    let mut csv = b"id,card,exp\n".to_vec();
+    for i in 0..50_000u64 {
+        csv.extend_from_slice(format!("r{i},{},01/50\n", luhn_card("4", i)).as_bytes());
+    }
+    let file = TempFile::new("closed.csv", &csv);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cardsync"))
+        .args(["--output", "json", "validate", file.path()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cardsync did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -47,9 +47,9 @@ pub use pan::{
     mask_card_text, redact_digit_runs,
 };
 pub use plan::{
-    AcceptedRow, AsRecord, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan, PlanEvent, PlanOptions,
-    PlannedCard, PlannedRequest, Planner, Record, RecordBuf, RejectReason, RejectedRow, Route,
-    RouteKind, RowVerdict, SeNumber, SeNumberError, SeenKind, SeenStore, plan,
+    AcceptedRow, AsRecord, CheckedRecord, Checker, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan,
+    PlanEvent, PlanOptions, PlannedCard, PlannedRequest, Planner, Record, RecordBuf, RejectReason,
+    RejectedRow, Route, RouteKind, RowVerdict, SeNumber, SeNumberError, SeenKind, SeenStore, plan,
 };
 pub use stats::Stats;
 pub use status::UpdateStatus;

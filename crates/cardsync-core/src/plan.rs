@@ -565,7 +565,7 @@ impl FingerprintTable {
 
     fn claim(&mut self, fingerprint: u64, row: u64) -> Option<u64> {
         if (self.len + 1) * 2 > self.slots.len() {
-            self.grow();
+            self.grow((self.slots.len() * 2).max(Self::MIN_SLOTS));
         }
         let fingerprint = fingerprint.max(1);
         let mask = self.slots.len() - 1;
@@ -594,8 +594,15 @@ impl FingerprintTable {
         }
     }
 
-    fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(Self::MIN_SLOTS);
+    /// Makes room for `more` fingerprints without growing again.
+    fn reserve(&mut self, more: usize) {
+        let needed = (self.len + more).saturating_mul(2).next_power_of_two();
+        if needed > self.slots.len() {
+            self.grow(needed.max(Self::MIN_SLOTS));
+        }
+    }
+
+    fn grow(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
         let mask = size - 1;
         for (fingerprint, row) in old.into_iter().filter(|s| s.0 != 0) {
@@ -664,6 +671,13 @@ pub trait SeenStore: Send {
     fn warm(&mut self, kind: SeenKind, fingerprint: u64) {
         let _ = (kind, fingerprint);
     }
+
+    /// A hint that about `rows` more rows will follow (see [`Planner::reserve`]), so that a
+    /// store in memory can make room at once rather than grow step by step. The default does
+    /// nothing.
+    fn reserve(&mut self, rows: usize) {
+        let _ = rows;
+    }
 }
 
 /// The default store: two tables in memory.
@@ -682,6 +696,11 @@ impl SeenStore for MemoryStore {
         map.claim(fingerprint, row)
     }
 
+    fn reserve(&mut self, rows: usize) {
+        self.ids.reserve(rows);
+        self.cards.reserve(rows);
+    }
+
     fn warm(&mut self, kind: SeenKind, fingerprint: u64) {
         match kind {
             SeenKind::Id => self.ids.warm(fingerprint),
@@ -690,27 +709,48 @@ impl SeenStore for MemoryStore {
     }
 }
 
-/// Fingerprints ids and cards with a per-planner random key, and asks the store.
-struct Seen {
-    keys: foldhash::quality::RandomState,
-    store: Box<dyn SeenStore>,
+/// The stateless half of a [`Planner`]'s work: parsing a record's fields, choosing its route
+/// and fingerprinting its id and card for the duplicate check. A checker can run on another
+/// thread than its planner (it is `Send` and cheap to clone), so that a program can check the
+/// next rows while the planner admits these; [`Planner::admit_records`] takes the results.
+///
+/// ```
+/// use cardsync_core::{Planner, PlanOptions, Record, RowVerdict};
+///
+/// let mut planner = Planner::new(PlanOptions::default());
+/// let checker = planner.checker();
+/// let rows = [Record::new("a", "4457010000000009", "01/50")];
+/// // This could run on another thread.
+/// let checked = std::thread::scope(|s| {
+///     s.spawn(|| rows.iter().map(|r| checker.check(r)).collect::<Vec<_>>()).join().unwrap()
+/// });
+/// planner.admit_records(&rows, checked, |_, _, verdict| {
+///     assert!(matches!(verdict, RowVerdict::Accepted(_)));
+/// });
+/// ```
+#[derive(Clone)]
+pub struct Checker {
+    default_se_number: Option<SeNumber>,
+    /// Fingerprint keys, when the duplicate check is on.
+    keys: Option<foldhash::quality::RandomState>,
+    /// Which planner this checker belongs to.
+    planner: u64,
 }
 
-impl Seen {
-    fn id_fingerprint(&self, id: &str) -> u64 {
-        self.keys.hash_one(id)
-    }
-
-    fn card_fingerprint(&self, pan: &Pan, se: Option<&SeNumber>) -> u64 {
-        let mut h = self.keys.build_hasher();
-        pan.hash(&mut h);
-        se.hash(&mut h);
-        h.finish()
+impl fmt::Debug for Checker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checker")
+            .field("default_se_number", &self.default_se_number)
+            .field("duplicate_check", &self.keys.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-/// What can be told of a record on its own, before the duplicate check.
-struct Checked {
+/// What a [`Checker`] found out about one record: hand it to the planner the checker came
+/// from, with [`Planner::admit_records`]. The card number inside is masked in `Debug`.
+#[derive(Debug)]
+pub struct CheckedRecord {
+    planner: u64,
     /// Reasons found so far (the duplicate check adds to them).
     reasons: Vec<RejectReason>,
     pan: Option<Pan>,
@@ -720,6 +760,107 @@ struct Checked {
     id_fingerprint: Option<u64>,
     card_fingerprint: Option<u64>,
 }
+
+/// The verdict of a good card.
+fn accepted_row(row: u64, pan: &Pan, exp: Expiry, se: Option<&SeNumber>) -> AcceptedRow {
+    AcceptedRow {
+        row,
+        brand: pan.brand(),
+        card: pan.masked(),
+        exp,
+        route: if se.is_some() {
+            RouteKind::Subscription
+        } else {
+            RouteKind::Batch
+        },
+    }
+}
+
+impl CheckedRecord {
+    /// The verdict this record gets, as row `row`, if the duplicate check finds neither its
+    /// id nor its card earlier; `None` if it is rejected whatever that check finds. Lets a
+    /// program prepare a good row's output on the thread that checked it.
+    ///
+    /// ```
+    /// use cardsync_core::{Planner, PlanOptions, Record};
+    ///
+    /// let planner = Planner::new(PlanOptions::default());
+    /// let checked = planner.checker().check(&Record::new("a", "4457010000000009", "01/50"));
+    /// assert_eq!(checked.accepted(7).map(|a| a.row), Some(7));
+    /// let bad = planner.checker().check(&Record::new("b", "4457010000000008", "01/50"));
+    /// assert!(bad.accepted(8).is_none());
+    /// ```
+    pub fn accepted(&self, row: u64) -> Option<AcceptedRow> {
+        match (&self.pan, self.exp) {
+            (Some(pan), Some(exp)) if self.reasons.is_empty() => {
+                Some(accepted_row(row, pan, exp, self.se.as_ref()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Checker {
+    /// Everything that can be told of a record on its own.
+    pub fn check(&self, record: &Record<'_>) -> CheckedRecord {
+        let mut reasons = Vec::new();
+        let mut id_fingerprint = None;
+        if record.id.is_empty() {
+            reasons.push(RejectReason::MissingId);
+        } else if let Some(keys) = &self.keys {
+            id_fingerprint = Some(keys.hash_one(record.id));
+        }
+
+        let pan = Pan::parse(record.card)
+            .map_err(|e| reasons.push(RejectReason::Card(e)))
+            .ok();
+        let exp = Expiry::parse(record.exp)
+            .map_err(|e| reasons.push(RejectReason::Exp(e)))
+            .ok();
+
+        let mut se = None;
+        let mut card_fingerprint = None;
+        if let Some(pan) = &pan {
+            let kind = match pan.brand() {
+                Brand::Visa | Brand::Mastercard | Brand::Discover => Some(RouteKind::Batch),
+                Brand::AmericanExpress => Some(RouteKind::Subscription),
+                other => {
+                    reasons.push(RejectReason::UnsupportedBrand(other));
+                    None
+                }
+            };
+            if kind == Some(RouteKind::Subscription) {
+                match record.se_number.map(SeNumber::parse) {
+                    Some(Ok(s)) => se = Some(s),
+                    Some(Err(e)) => reasons.push(RejectReason::SeNumber(e)),
+                    None => match &self.default_se_number {
+                        Some(s) => se = Some(s.clone()),
+                        None => reasons.push(RejectReason::AmexNeedsSeNumber),
+                    },
+                }
+            }
+            if let Some(keys) = &self.keys {
+                let mut h = keys.build_hasher();
+                pan.hash(&mut h);
+                se.hash(&mut h);
+                card_fingerprint = Some(h.finish());
+            }
+        }
+        CheckedRecord {
+            planner: self.planner,
+            reasons,
+            pan,
+            exp,
+            se,
+            id_fingerprint,
+            card_fingerprint,
+        }
+    }
+}
+
+/// Gives every planner its own number, so that records checked by another planner's checker
+/// are recognised (and checked again).
+static PLANNERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Turns records into requests, one record at a time, with no I/O.
 ///
@@ -759,7 +900,9 @@ pub struct Planner {
     batch: Vec<PlannedCard>,
     subscriptions: BTreeMap<SeNumber, Vec<PlannedCard>>,
     ready: VecDeque<PlannedRequest>,
-    seen: Option<Seen>,
+    checker: Checker,
+    /// The duplicate check's memory, when the check is on.
+    seen: Option<Box<dyn SeenStore>>,
 }
 
 impl fmt::Debug for Planner {
@@ -783,10 +926,14 @@ impl Planner {
     /// A planner that keeps the fingerprints of the duplicate check in `store` (unused when
     /// the options turn the check off). See [`SeenStore`].
     pub fn with_seen_store(options: PlanOptions, store: Box<dyn SeenStore>) -> Planner {
-        let seen = options.check_duplicates.then(|| Seen {
-            keys: foldhash::quality::RandomState::default(),
-            store,
-        });
+        let checker = Checker {
+            default_se_number: options.default_se_number.clone(),
+            keys: options
+                .check_duplicates
+                .then(foldhash::quality::RandomState::default),
+            planner: PLANNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        };
+        let seen = options.check_duplicates.then_some(store);
         Planner {
             options,
             rows: 0,
@@ -794,6 +941,7 @@ impl Planner {
             batch: Vec::new(),
             subscriptions: BTreeMap::new(),
             ready: VecDeque::new(),
+            checker,
             seen,
         }
     }
@@ -811,7 +959,7 @@ impl Planner {
     /// Validates one record and, if it is good, adds its card to the open request for its route.
     /// The record's row number is one more than the previous record's.
     pub fn handle_record(&mut self, record: Record<'_>) -> RowVerdict {
-        let checked = self.check(&record);
+        let checked = self.checker.check(&record);
         self.admit(&record, checked)
     }
 
@@ -840,16 +988,67 @@ impl Planner {
     pub fn handle_records<'r>(
         &mut self,
         records: &[Record<'r>],
+        each: impl FnMut(&mut Planner, &Record<'r>, RowVerdict),
+    ) {
+        let checked = records.iter().map(|r| self.checker.check(r)).collect();
+        self.admit_records(records, checked, each);
+    }
+
+    /// Says that about `rows` more records will follow, so that the duplicate check can make
+    /// room for them at once (a hint: more or fewer records are fine).
+    ///
+    /// ```
+    /// let mut planner = cardsync_core::Planner::new(cardsync_core::PlanOptions::default());
+    /// planner.reserve(1_000_000);
+    /// ```
+    pub fn reserve(&mut self, rows: usize) {
+        if let Some(store) = &mut self.seen {
+            store.reserve(rows);
+        }
+    }
+
+    /// A checker for this planner's records, to run on any thread (see [`Checker`]).
+    pub fn checker(&self) -> Checker {
+        self.checker.clone()
+    }
+
+    /// The second half of [`handle_records`](Planner::handle_records): numbers the records,
+    /// runs the duplicate check and plans the good cards, given what this planner's
+    /// [`Checker`] found, one [`CheckedRecord`] per record in the same order. A record checked
+    /// by another planner's checker is checked again.
+    ///
+    /// # Panics
+    ///
+    /// If `checked` does not hold one entry per record.
+    pub fn admit_records<'r>(
+        &mut self,
+        records: &[Record<'r>],
+        checked: Vec<CheckedRecord>,
         mut each: impl FnMut(&mut Planner, &Record<'r>, RowVerdict),
     ) {
-        let checked: Vec<Checked> = records.iter().map(|r| self.check(r)).collect();
-        if let Some(seen) = &mut self.seen {
+        assert_eq!(
+            records.len(),
+            checked.len(),
+            "one checked record per record"
+        );
+        let checked: Vec<CheckedRecord> = records
+            .iter()
+            .zip(checked)
+            .map(|(r, c)| {
+                if c.planner == self.checker.planner {
+                    c
+                } else {
+                    self.checker.check(r)
+                }
+            })
+            .collect();
+        if let Some(store) = &mut self.seen {
             for c in &checked {
                 if let Some(fp) = c.id_fingerprint {
-                    seen.store.warm(SeenKind::Id, fp);
+                    store.warm(SeenKind::Id, fp);
                 }
                 if let Some(fp) = c.card_fingerprint {
-                    seen.store.warm(SeenKind::Card, fp);
+                    store.warm(SeenKind::Card, fp);
                 }
             }
         }
@@ -859,63 +1058,12 @@ impl Planner {
         }
     }
 
-    /// Everything that can be told of a record on its own.
-    fn check(&self, record: &Record<'_>) -> Checked {
-        let mut reasons = Vec::new();
-        let mut id_fingerprint = None;
-        if record.id.is_empty() {
-            reasons.push(RejectReason::MissingId);
-        } else if let Some(seen) = &self.seen {
-            id_fingerprint = Some(seen.id_fingerprint(record.id));
-        }
-
-        let pan = Pan::parse(record.card)
-            .map_err(|e| reasons.push(RejectReason::Card(e)))
-            .ok();
-        let exp = Expiry::parse(record.exp)
-            .map_err(|e| reasons.push(RejectReason::Exp(e)))
-            .ok();
-
-        let mut se = None;
-        let mut card_fingerprint = None;
-        if let Some(pan) = &pan {
-            let kind = match pan.brand() {
-                Brand::Visa | Brand::Mastercard | Brand::Discover => Some(RouteKind::Batch),
-                Brand::AmericanExpress => Some(RouteKind::Subscription),
-                other => {
-                    reasons.push(RejectReason::UnsupportedBrand(other));
-                    None
-                }
-            };
-            if kind == Some(RouteKind::Subscription) {
-                match record.se_number.map(SeNumber::parse) {
-                    Some(Ok(s)) => se = Some(s),
-                    Some(Err(e)) => reasons.push(RejectReason::SeNumber(e)),
-                    None => match &self.options.default_se_number {
-                        Some(s) => se = Some(s.clone()),
-                        None => reasons.push(RejectReason::AmexNeedsSeNumber),
-                    },
-                }
-            }
-            if let Some(seen) = &self.seen {
-                card_fingerprint = Some(seen.card_fingerprint(pan, se.as_ref()));
-            }
-        }
-        Checked {
-            reasons,
-            pan,
-            exp,
-            se,
-            id_fingerprint,
-            card_fingerprint,
-        }
-    }
-
     /// Numbers a checked record, runs the duplicate check and plans the card if it is good.
-    fn admit(&mut self, record: &Record<'_>, checked: Checked) -> RowVerdict {
+    fn admit(&mut self, record: &Record<'_>, checked: CheckedRecord) -> RowVerdict {
         self.rows += 1;
         let row = self.rows;
-        let Checked {
+        let CheckedRecord {
+            planner: _,
             mut reasons,
             pan,
             exp,
@@ -923,33 +1071,22 @@ impl Planner {
             id_fingerprint,
             card_fingerprint,
         } = checked;
-        if let Some(seen) = &mut self.seen {
+        if let Some(store) = &mut self.seen {
             // A duplicate id is the first reason, as a missing id would be.
             if let Some(first_row) =
-                id_fingerprint.and_then(|fp| seen.store.claim(SeenKind::Id, fp, row))
+                id_fingerprint.and_then(|fp| store.claim(SeenKind::Id, fp, row))
             {
                 reasons.insert(0, RejectReason::DuplicateId { first_row });
             }
             if let Some(first_row) =
-                card_fingerprint.and_then(|fp| seen.store.claim(SeenKind::Card, fp, row))
+                card_fingerprint.and_then(|fp| store.claim(SeenKind::Card, fp, row))
             {
                 reasons.push(RejectReason::DuplicateCard { first_row });
             }
         }
-
         match (pan, exp) {
             (Some(pan), Some(exp)) if reasons.is_empty() => {
-                let accepted = AcceptedRow {
-                    row,
-                    brand: pan.brand(),
-                    card: pan.masked(),
-                    exp,
-                    route: if se.is_some() {
-                        RouteKind::Subscription
-                    } else {
-                        RouteKind::Batch
-                    },
-                };
+                let accepted = accepted_row(row, &pan, exp, se.as_ref());
                 let card = PlannedCard {
                     row,
                     id: record.id.to_owned(),
