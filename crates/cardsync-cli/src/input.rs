@@ -67,6 +67,7 @@ pub(crate) struct Ahead<'a> {
 }
 
 /// What was worked out for one block of rows.
+#[derive(Default)]
 pub(crate) struct Prepared {
     /// What the checker found of each row (`None` for unreadable rows).
     pub(crate) checked: Vec<Option<CheckedRecord>>,
@@ -76,27 +77,25 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    fn new(ahead: &Ahead<'_>, rows: &[Row<'_>], first_row: u64) -> Prepared {
-        let mut prepared = Prepared {
-            checked: Vec::with_capacity(rows.len()),
-            text: Vec::new(),
-            ends: Vec::with_capacity(rows.len()),
-        };
+    /// Works `rows` out, reusing the buffers.
+    fn fill(&mut self, ahead: &Ahead<'_>, rows: &[Row<'_>], first_row: u64) {
+        self.checked.clear();
+        self.text.clear();
+        self.ends.clear();
         for (row, r) in (first_row..).zip(rows) {
             let checked = match r {
                 Row::Record(record) => {
                     let checked = ahead.checker.check(record);
                     if let (Some(render), Some(a)) = (ahead.render, checked.accepted(row)) {
-                        render(record, &a, &mut prepared.text);
+                        render(record, &a, &mut self.text);
                     }
                     Some(checked)
                 }
                 Row::Unreadable { .. } => None,
             };
-            prepared.checked.push(checked);
-            prepared.ends.push(prepared.text.len());
+            self.checked.push(checked);
+            self.ends.push(self.text.len());
         }
-        prepared
     }
 
     /// The line rendered for row `i` of the block, or nothing.
@@ -115,7 +114,7 @@ impl Prepared {
 pub(crate) fn for_each_block(
     path: &Path,
     ahead: &Ahead<'_>,
-    mut each: impl FnMut(&[Row<'_>], Prepared) -> Result<(), CliError>,
+    mut each: impl FnMut(&[Row<'_>], &mut Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let io_err = |source: io::Error| CliError::Io {
         path: path.to_path_buf(),
@@ -131,10 +130,11 @@ pub(crate) fn for_each_block(
         Format::Csv => read_csv(path, reader, ahead, &mut each),
         Format::JsonLines => {
             let mut next_row = ahead.first_row;
+            let mut prepared = Prepared::default();
             read_jsonl(path, reader, &mut |rows| {
-                let prepared = Prepared::new(ahead, rows, next_row);
+                prepared.fill(ahead, rows, next_row);
                 next_row += rows.len() as u64;
-                each(rows, prepared)
+                each(rows, &mut prepared)
             })
         }
     }
@@ -180,6 +180,7 @@ impl Columns {
     fn find(path: &Path, header: &csv::ByteRecord) -> Result<Columns, CliError> {
         let find = |name: &str| {
             header.iter().position(|h| {
+                let h = h.trim_ascii();
                 let h = h.strip_prefix("\u{feff}".as_bytes()).unwrap_or(h);
                 h.eq_ignore_ascii_case(name.as_bytes())
             })
@@ -210,7 +211,7 @@ fn read_csv(
     path: &Path,
     reader: impl Read + Send,
     ahead: &Ahead<'_>,
-    each: &mut impl FnMut(&[Row<'_>], Prepared) -> Result<(), CliError>,
+    each: &mut impl FnMut(&[Row<'_>], &mut Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let csv_err = |path: &Path, e: csv::Error| {
         if e.is_io_error() {
@@ -228,10 +229,7 @@ fn read_csv(
             }
         }
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(reader);
+    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
     let header = rdr.byte_headers().map_err(|e| csv_err(path, e))?.clone();
     if header.is_empty() {
         return Err(CliError::Input {
@@ -242,16 +240,36 @@ fn read_csv(
     let cols = Columns::find(path, &header)?;
     let cols = &cols;
     std::thread::scope(|scope| {
-        // Two blocks in flight each way: the reader stays one block ahead, and blocks are
-        // reused rather than allocated for every 256 rows.
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Result<ReadBlock, CliError>>(2);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<csv::ByteRecord>>();
+        // A few blocks go round: the reader fills one while this thread handles another,
+        // and each comes back, buffers and all, to be filled again.
+        const BLOCKS: usize = 4;
+        let (full_tx, full_rx) =
+            std::sync::mpsc::sync_channel::<Result<ReadBlock, CliError>>(BLOCKS);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<ReadBlock>();
         scope.spawn(move || {
             let mut next_row = ahead.first_row;
+            let mut made = 0;
             loop {
-                let mut records = empty_rx
-                    .try_recv()
-                    .unwrap_or_else(|_| (0..BLOCK).map(|_| csv::ByteRecord::new()).collect());
+                let block = if made < BLOCKS {
+                    empty_rx.try_recv().ok()
+                } else {
+                    match empty_rx.recv() {
+                        Ok(block) => Some(block),
+                        Err(_) => return, // The consumer stopped.
+                    }
+                };
+                let ReadBlock {
+                    mut records,
+                    prepared: mut buffers,
+                    ..
+                } = block.unwrap_or_else(|| {
+                    made += 1;
+                    ReadBlock {
+                        records: (0..BLOCK).map(|_| csv::ByteRecord::new()).collect(),
+                        len: 0,
+                        prepared: Prepared::default(),
+                    }
+                });
                 let mut len = 0;
                 let mut failed = None;
                 while len < BLOCK {
@@ -265,7 +283,8 @@ fn read_csv(
                     }
                 }
                 let rows: Vec<Row<'_>> = records[..len].iter().map(|r| csv_row(cols, r)).collect();
-                let prepared = Prepared::new(ahead, &rows, next_row);
+                buffers.fill(ahead, &rows, next_row);
+                let prepared = buffers;
                 next_row += rows.len() as u64;
                 drop(rows);
                 let last = len < BLOCK || failed.is_some();
@@ -289,21 +308,21 @@ fn read_csv(
             }
         });
         for block in full_rx {
-            let block = block?;
+            let mut block = block?;
             let rows: Vec<Row<'_>> = block.records[..block.len]
                 .iter()
                 .map(|r| csv_row(cols, r))
                 .collect();
-            each(&rows, block.prepared)?;
+            each(&rows, &mut block.prepared)?;
             drop(rows);
-            let _ = empty_tx.send(block.records);
+            let _ = empty_tx.send(block);
         }
         Ok(())
     })
 }
 
 fn csv_row<'a>(cols: &Columns, rec: &'a csv::ByteRecord) -> Row<'a> {
-    let field = |i: usize| rec.get(i).unwrap_or_default();
+    let field = |i: usize| rec.get(i).unwrap_or_default().trim_ascii();
     let se = cols.se_number.map(field);
     match (
         text(field(cols.id)),

@@ -346,8 +346,10 @@ pub(crate) fn check_rows<W: Write>(
         first_row: planner.rows() + 1,
         render: print_valid.then_some(&render as input::Render<'_>),
     };
-    input::for_each_block(file, &ahead, |rows, mut prepared| {
-        let mut checked = std::mem::take(&mut prepared.checked).into_iter();
+    input::for_each_block(file, &ahead, |rows, prepared| {
+        // Drained in place, so that the block's buffer goes back to the reader for reuse.
+        let mut checked_buffer = std::mem::take(&mut prepared.checked);
+        let mut checked = checked_buffer.drain(..);
         let mut at = 0;
         while at < rows.len() {
             // A run of readable records goes to the planner at once.
@@ -415,6 +417,8 @@ pub(crate) fn check_rows<W: Write>(
             })?;
             at += 1;
         }
+        drop(checked);
+        prepared.checked = checked_buffer;
         Ok(())
     })?;
     planner.finish();

@@ -248,6 +248,23 @@ fn header_with_bom_and_extra_columns_and_any_case() {
 }
 
 #[test]
+fn spaces_around_header_names_and_fields_are_ignored() {
+    let file = TempFile::new(
+        "spaces.csv",
+        b" id , card\t,exp \r\n a , 4457010000000009 , 01/50 \r\n",
+    );
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let line = &json_lines(&out)[0];
+    assert_eq!((&line["id"], &line["exp"]), (&"a".into(), &"01/50".into()));
+}
+
+#[test]
 fn card_numbers_in_the_id_column_are_masked() {
     let file = TempFile::new("swapped.csv", b"id,card,exp\n4457010000000009,a1,01/50\n");
     for format in ["json", "text"] {

@@ -1031,17 +1031,12 @@ impl Planner {
             checked.len(),
             "one checked record per record"
         );
-        let checked: Vec<CheckedRecord> = records
-            .iter()
-            .zip(checked)
-            .map(|(r, c)| {
-                if c.planner == self.checker.planner {
-                    c
-                } else {
-                    self.checker.check(r)
-                }
-            })
-            .collect();
+        let mut checked = checked;
+        for (r, c) in records.iter().zip(checked.iter_mut()) {
+            if c.planner != self.checker.planner {
+                *c = self.checker.check(r);
+            }
+        }
         if let Some(store) = &mut self.seen {
             for c in &checked {
                 if let Some(fp) = c.id_fingerprint {
