@@ -468,6 +468,7 @@ pub struct PlanOptions {
     max_per_request: usize,
     default_se_number: Option<SeNumber>,
     check_duplicates: bool,
+    build_requests: bool,
 }
 
 impl Default for PlanOptions {
@@ -476,6 +477,7 @@ impl Default for PlanOptions {
             max_per_request: MAX_CARDS_PER_REQUEST,
             default_se_number: None,
             check_duplicates: true,
+            build_requests: true,
         }
     }
 }
@@ -506,6 +508,29 @@ impl PlanOptions {
     pub fn with_duplicate_check(mut self, on: bool) -> Self {
         self.check_duplicates = on;
         self
+    }
+
+    /// Turns the building of requests off, for callers that only want the verdicts (a
+    /// `validate` command): rows are checked and routed as usual, but no card is kept and
+    /// [`Planner::poll_request`] never returns a request.
+    ///
+    /// ```
+    /// use cardsync_core::{Planner, PlanOptions, Record, RowVerdict};
+    ///
+    /// let mut planner = Planner::new(PlanOptions::default().with_requests(false));
+    /// let verdict = planner.handle_record(Record::new("a", "4457010000000009", "01/50"));
+    /// assert!(matches!(verdict, RowVerdict::Accepted(_)));
+    /// planner.finish();
+    /// assert!(planner.poll_request().is_none());
+    /// ```
+    pub fn with_requests(mut self, on: bool) -> Self {
+        self.build_requests = on;
+        self
+    }
+
+    /// Whether requests are built.
+    pub fn requests(&self) -> bool {
+        self.build_requests
     }
 
     /// The most cards per request.
@@ -1082,13 +1107,15 @@ impl Planner {
         match (pan, exp) {
             (Some(pan), Some(exp)) if reasons.is_empty() => {
                 let accepted = accepted_row(row, &pan, exp, se.as_ref());
-                let card = PlannedCard {
-                    row,
-                    id: record.id.to_owned(),
-                    pan,
-                    exp,
-                };
-                self.add(se, card);
+                if self.options.build_requests {
+                    let card = PlannedCard {
+                        row,
+                        id: record.id.to_owned(),
+                        pan,
+                        exp,
+                    };
+                    self.add(se, card);
+                }
                 RowVerdict::Accepted(accepted)
             }
             (pan, _) => RowVerdict::Rejected(RejectedRow {
