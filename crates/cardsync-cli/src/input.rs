@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use cardsync_core::{AcceptedRow, CheckedRecord, Checker, Record};
@@ -66,42 +67,156 @@ pub(crate) struct Ahead<'a> {
     pub(crate) render: Option<Render<'a>>,
 }
 
-/// What was worked out for one block of rows.
+/// Where one row's fields are in its block's text.
+enum Span {
+    Record {
+        id: Range<usize>,
+        card: Range<usize>,
+        exp: Range<usize>,
+        se_number: Option<Range<usize>>,
+    },
+    Unreadable {
+        id: String,
+        card: String,
+        code: &'static str,
+        message: String,
+    },
+}
+
+/// One block of rows and what was worked out for it. The fields are copied into one string,
+/// so that the block can be handed to another thread without the reader's buffers, and
+/// without being checked for UTF-8 again.
 #[derive(Default)]
 pub(crate) struct Prepared {
-    /// What the checker found of each row (`None` for unreadable rows).
-    pub(crate) checked: Vec<Option<CheckedRecord>>,
+    fields: String,
+    spans: Vec<Span>,
+    /// What the checker found of each readable row, in order.
+    checked: Vec<CheckedRecord>,
     /// The rendered lines, back to back; row `i`'s ends at `ends[i]` (empty if it has none).
     text: Vec<u8>,
     ends: Vec<usize>,
 }
 
+/// A block's rows, borrowed from a [`Prepared`].
+pub(crate) struct Block<'a> {
+    /// How many rows the block has.
+    pub(crate) len: usize,
+    /// The readable rows, in order.
+    pub(crate) records: Vec<Record<'a>>,
+    /// The unreadable rows, with their positions in the block, in order.
+    pub(crate) unreadable: Vec<(usize, Row<'a>)>,
+    /// What the checker found of each readable row, in order (for
+    /// [`Planner::admit_records`](cardsync_core::Planner::admit_records)).
+    pub(crate) checked: &'a mut Vec<CheckedRecord>,
+    /// The lines rendered ahead.
+    pub(crate) lines: Lines<'a>,
+}
+
+/// The lines rendered ahead for a block's rows.
+pub(crate) struct Lines<'a> {
+    text: &'a [u8],
+    ends: &'a [usize],
+}
+
+impl Lines<'_> {
+    /// The line rendered for row `i` of the block, or nothing.
+    pub(crate) fn line(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
 impl Prepared {
     /// Works `rows` out, reusing the buffers.
     fn fill(&mut self, ahead: &Ahead<'_>, rows: &[Row<'_>], first_row: u64) {
+        self.fields.clear();
+        self.spans.clear();
         self.checked.clear();
         self.text.clear();
         self.ends.clear();
         for (row, r) in (first_row..).zip(rows) {
-            let checked = match r {
+            let span = match r {
                 Row::Record(record) => {
                     let checked = ahead.checker.check(record);
                     if let (Some(render), Some(a)) = (ahead.render, checked.accepted(row)) {
                         render(record, &a, &mut self.text);
                     }
-                    Some(checked)
+                    self.checked.push(checked);
+                    let mut keep = |s: &str| {
+                        let start = self.fields.len();
+                        self.fields.push_str(s);
+                        start..self.fields.len()
+                    };
+                    Span::Record {
+                        id: keep(record.id),
+                        card: keep(record.card),
+                        exp: keep(record.exp),
+                        se_number: record.se_number.map(keep),
+                    }
                 }
-                Row::Unreadable { .. } => None,
+                Row::Unreadable {
+                    id,
+                    card,
+                    code,
+                    message,
+                } => Span::Unreadable {
+                    id: id.clone(),
+                    card: card.clone(),
+                    code,
+                    message: message.clone(),
+                },
             };
-            self.checked.push(checked);
+            self.spans.push(span);
             self.ends.push(self.text.len());
         }
     }
 
-    /// The line rendered for row `i` of the block, or nothing.
-    pub(crate) fn line(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        &self.text[start..self.ends[i]]
+    /// The rows, and what was worked out for them.
+    pub(crate) fn block(&mut self) -> Block<'_> {
+        let fields = self.fields.as_str();
+        let mut records = Vec::with_capacity(self.checked.len());
+        let mut unreadable = Vec::new();
+        for (i, span) in self.spans.iter().enumerate() {
+            match span {
+                Span::Record {
+                    id,
+                    card,
+                    exp,
+                    se_number,
+                } => records.push(
+                    Record::new(
+                        &fields[id.clone()],
+                        &fields[card.clone()],
+                        &fields[exp.clone()],
+                    )
+                    .with_se_number(se_number.clone().map(|r| &fields[r])),
+                ),
+                Span::Unreadable {
+                    id,
+                    card,
+                    code,
+                    message,
+                } => unreadable.push((
+                    i,
+                    Row::Unreadable {
+                        id: id.clone(),
+                        card: card.clone(),
+                        code,
+                        message: message.clone(),
+                    },
+                )),
+            }
+        }
+        Block {
+            len: self.spans.len(),
+            records,
+            unreadable,
+            checked: &mut self.checked,
+            lines: Lines {
+                text: &self.text,
+                ends: &self.ends,
+            },
+        }
     }
 }
 
@@ -114,7 +229,7 @@ impl Prepared {
 pub(crate) fn for_each_block(
     path: &Path,
     ahead: &Ahead<'_>,
-    mut each: impl FnMut(&[Row<'_>], &mut Prepared) -> Result<(), CliError>,
+    mut each: impl FnMut(&mut Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let io_err = |source: io::Error| CliError::Io {
         path: path.to_path_buf(),
@@ -134,7 +249,7 @@ pub(crate) fn for_each_block(
             read_jsonl(path, reader, &mut |rows| {
                 prepared.fill(ahead, rows, next_row);
                 next_row += rows.len() as u64;
-                each(rows, &mut prepared)
+                each(&mut prepared)
             })
         }
     }
@@ -159,13 +274,6 @@ pub(crate) fn estimate_rows(path: &Path) -> Option<usize> {
     }
     let lines = head[..len].iter().filter(|&&b| b == b'\n').count().max(1);
     usize::try_from(size.saturating_mul(lines as u64) / len.max(1) as u64).ok()
-}
-
-/// A block of CSV records read (and checked) ahead.
-struct ReadBlock {
-    records: Vec<csv::ByteRecord>,
-    len: usize,
-    prepared: Prepared,
 }
 
 /// Column positions of a CSV header.
@@ -211,7 +319,7 @@ fn read_csv(
     path: &Path,
     reader: impl Read + Send,
     ahead: &Ahead<'_>,
-    each: &mut impl FnMut(&[Row<'_>], &mut Prepared) -> Result<(), CliError>,
+    each: &mut impl FnMut(&mut Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let csv_err = |path: &Path, e: csv::Error| {
         if e.is_io_error() {
@@ -244,32 +352,25 @@ fn read_csv(
         // and each comes back, buffers and all, to be filled again.
         const BLOCKS: usize = 4;
         let (full_tx, full_rx) =
-            std::sync::mpsc::sync_channel::<Result<ReadBlock, CliError>>(BLOCKS);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<ReadBlock>();
+            std::sync::mpsc::sync_channel::<Result<Prepared, CliError>>(BLOCKS);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Prepared>();
         scope.spawn(move || {
             let mut next_row = ahead.first_row;
             let mut made = 0;
+            let mut records: Vec<csv::ByteRecord> =
+                (0..BLOCK).map(|_| csv::ByteRecord::new()).collect();
             loop {
-                let block = if made < BLOCKS {
-                    empty_rx.try_recv().ok()
+                let mut prepared = if made < BLOCKS {
+                    empty_rx.try_recv().unwrap_or_else(|_| {
+                        made += 1;
+                        Prepared::default()
+                    })
                 } else {
                     match empty_rx.recv() {
-                        Ok(block) => Some(block),
+                        Ok(block) => block,
                         Err(_) => return, // The consumer stopped.
                     }
                 };
-                let ReadBlock {
-                    mut records,
-                    prepared: mut buffers,
-                    ..
-                } = block.unwrap_or_else(|| {
-                    made += 1;
-                    ReadBlock {
-                        records: (0..BLOCK).map(|_| csv::ByteRecord::new()).collect(),
-                        len: 0,
-                        prepared: Prepared::default(),
-                    }
-                });
                 let mut len = 0;
                 let mut failed = None;
                 while len < BLOCK {
@@ -283,20 +384,11 @@ fn read_csv(
                     }
                 }
                 let rows: Vec<Row<'_>> = records[..len].iter().map(|r| csv_row(cols, r)).collect();
-                buffers.fill(ahead, &rows, next_row);
-                let prepared = buffers;
+                prepared.fill(ahead, &rows, next_row);
                 next_row += rows.len() as u64;
                 drop(rows);
                 let last = len < BLOCK || failed.is_some();
-                if len > 0
-                    && full_tx
-                        .send(Ok(ReadBlock {
-                            records,
-                            len,
-                            prepared,
-                        }))
-                        .is_err()
-                {
+                if len > 0 && full_tx.send(Ok(prepared)).is_err() {
                     return; // The consumer stopped.
                 }
                 if let Some(e) = failed {
@@ -307,15 +399,10 @@ fn read_csv(
                 }
             }
         });
-        for block in full_rx {
-            let mut block = block?;
-            let rows: Vec<Row<'_>> = block.records[..block.len]
-                .iter()
-                .map(|r| csv_row(cols, r))
-                .collect();
-            each(&rows, &mut block.prepared)?;
-            drop(rows);
-            let _ = empty_tx.send(block);
+        for prepared in full_rx {
+            let mut prepared = prepared?;
+            each(&mut prepared)?;
+            let _ = empty_tx.send(prepared);
         }
         Ok(())
     })

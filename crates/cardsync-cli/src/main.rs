@@ -346,67 +346,57 @@ pub(crate) fn check_rows<W: Write>(
         first_row: planner.rows() + 1,
         render: print_valid.then_some(&render as input::Render<'_>),
     };
-    input::for_each_block(file, &ahead, |rows, prepared| {
-        // Drained in place, so that the block's buffer goes back to the reader for reuse.
-        let mut checked_buffer = std::mem::take(&mut prepared.checked);
-        let mut checked = checked_buffer.drain(..);
-        let mut at = 0;
-        while at < rows.len() {
-            // A run of readable records goes to the planner at once.
-            let run = rows[at..]
-                .iter()
-                .take_while(|r| matches!(r, Row::Record(_)))
-                .count();
-            if run > 0 {
-                let records: Vec<Record<'_>> = rows[at..at + run]
-                    .iter()
-                    .filter_map(|r| match r {
-                        Row::Record(record) => Some(*record),
-                        Row::Unreadable { .. } => None,
-                    })
-                    .collect();
-                let checked_run: Vec<_> = checked.by_ref().take(run).flatten().collect();
-                let mut failed = None;
-                let mut i = at;
-                planner.admit_records(&records, checked_run, |planner, record, verdict| {
-                    let line = prepared.line(i);
-                    i += 1;
-                    if failed.is_some() {
-                        return;
-                    }
-                    let reported = match verdict {
-                        RowVerdict::Rejected(r) => reporter.invalid(&Problem::from(&r)),
-                        RowVerdict::Accepted(a) if !line.is_empty() => {
-                            reporter.valid_rendered(&a, line)
-                        }
-                        RowVerdict::Accepted(a) => reporter.valid(print_valid, record.id, &a),
-                        other => unreachable!("a verdict this version does not know: {other:?}"),
-                    };
-                    let polled = reported.map_err(CliError::Stdout).and_then(|()| {
-                        while let Some(request) = planner.poll_request() {
-                            on_request(reporter, request)?;
-                        }
-                        Ok(())
-                    });
-                    failed = polled.err();
-                });
-                if let Some(e) = failed {
-                    return Err(e);
+    input::for_each_block(file, &ahead, |prepared| {
+        let block = prepared.block();
+        let lines = &block.lines;
+        // Runs of readable records go to the planner at once; each unreadable row ends one.
+        let (mut at, mut record) = (0, 0);
+        let ends = block.unreadable.iter().map(Some).chain([None]);
+        for end in ends {
+            let stop = end.map_or(block.len, |(i, _)| *i);
+            let run = &block.records[record..record + (stop - at)];
+            let mut failed = None;
+            let mut i = at;
+            planner.admit_records(run, block.checked, |planner, record, verdict| {
+                let line = lines.line(i);
+                i += 1;
+                if failed.is_some() {
+                    return;
                 }
-                at += run;
-                continue;
+                let reported = match verdict {
+                    RowVerdict::Rejected(r) => reporter.invalid(&Problem::from(&r)),
+                    RowVerdict::Accepted(a) if !line.is_empty() => {
+                        reporter.valid_rendered(&a, line)
+                    }
+                    RowVerdict::Accepted(a) => reporter.valid(print_valid, record.id, &a),
+                    other => unreachable!("a verdict this version does not know: {other:?}"),
+                };
+                let polled = reported.map_err(CliError::Stdout).and_then(|()| {
+                    while let Some(request) = planner.poll_request() {
+                        on_request(reporter, request)?;
+                    }
+                    Ok(())
+                });
+                failed = polled.err();
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
-            let Row::Unreadable {
-                id,
-                card,
-                code,
-                message,
-            } = &rows[at]
+            record += run.len();
+            at = stop;
+            let Some((
+                _,
+                Row::Unreadable {
+                    id,
+                    card,
+                    code,
+                    message,
+                },
+            )) = end
             else {
-                unreachable!("a run of records was taken above")
+                continue;
             };
             // Keep the planner's row numbers in step with the file.
-            checked.next();
             let row = planner.skip_record();
             reporter.invalid(&Problem {
                 row,
@@ -417,8 +407,6 @@ pub(crate) fn check_rows<W: Write>(
             })?;
             at += 1;
         }
-        drop(checked);
-        prepared.checked = checked_buffer;
         Ok(())
     })?;
     planner.finish();

@@ -48,10 +48,29 @@ pub(crate) struct Summary {
     pub(crate) invalid: u64,
     pub(crate) batch: u64,
     pub(crate) subscription: u64,
-    pub(crate) brands: BTreeMap<&'static str, u64>,
+    /// Valid rows per brand, in the order of [`Brand::ALL`]; shown as a map by name.
+    #[serde(serialize_with = "brand_map")]
+    pub(crate) brands: [u64; Brand::ALL.len()],
     pub(crate) errors: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) requests: Option<RequestCounts>,
+}
+
+/// Counts in the order of [`Brand::ALL`], by name, without the zeros.
+fn named(brands: &[u64; Brand::ALL.len()]) -> BTreeMap<&'static str, u64> {
+    Brand::ALL
+        .iter()
+        .zip(brands)
+        .filter(|(_, n)| **n > 0)
+        .map(|(b, n)| (b.as_str(), *n))
+        .collect()
+}
+
+fn brand_map<S: serde::Serializer>(
+    brands: &[u64; Brand::ALL.len()],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(named(brands))
 }
 
 /// Request counts, for `plan`.
@@ -69,7 +88,14 @@ impl Summary {
             RouteKind::Subscription => self.subscription += 1,
             _ => self.batch += 1,
         }
-        *self.brands.entry(brand.as_str()).or_default() += 1;
+        if let Some(i) = Brand::ALL.iter().position(|b| *b == brand) {
+            self.brands[i] += 1;
+        }
+    }
+
+    /// Valid rows per brand name, for the brands that have any.
+    pub(crate) fn brand_counts(&self) -> BTreeMap<&'static str, u64> {
+        named(&self.brands)
     }
 
     fn count_invalid(&mut self, problem: &Problem<'_>) {
@@ -362,9 +388,10 @@ impl<W: Write> Reporter<W> {
                     "\n{} rows: {} valid ({} batch, {} subscription), {} invalid",
                     s.rows, s.valid, s.batch, s.subscription, s.invalid
                 )?;
-                if !s.brands.is_empty() {
+                let brands = s.brand_counts();
+                if !brands.is_empty() {
                     let brands: Vec<String> =
-                        s.brands.iter().map(|(b, n)| format!("{b} {n}")).collect();
+                        brands.iter().map(|(b, n)| format!("{b} {n}")).collect();
                     writeln!(self.out, "valid by brand: {}", brands.join(", "))?;
                 }
                 if !s.errors.is_empty() {

@@ -628,7 +628,12 @@ impl FingerprintTable {
     }
 
     fn grow(&mut self, size: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); size]);
+        // Written out rather than allocated zeroed: a zeroed allocation maps its pages lazily,
+        // and each would then fault twice (the first read maps the shared zero page, the first
+        // write copies it), at random, in the middle of the duplicate check.
+        let mut slots = Vec::with_capacity(size);
+        slots.resize(size, (0, 0));
+        let old = std::mem::replace(&mut self.slots, slots);
         let mask = size - 1;
         for (fingerprint, row) in old.into_iter().filter(|s| s.0 != 0) {
             let mut i = fingerprint as usize & mask;
@@ -749,7 +754,8 @@ impl SeenStore for MemoryStore {
 /// let checked = std::thread::scope(|s| {
 ///     s.spawn(|| rows.iter().map(|r| checker.check(r)).collect::<Vec<_>>()).join().unwrap()
 /// });
-/// planner.admit_records(&rows, checked, |_, _, verdict| {
+/// let mut checked = checked;
+/// planner.admit_records(&rows, &mut checked, |_, _, verdict| {
 ///     assert!(matches!(verdict, RowVerdict::Accepted(_)));
 /// });
 /// ```
@@ -779,6 +785,8 @@ pub struct CheckedRecord {
     /// Reasons found so far (the duplicate check adds to them).
     reasons: Vec<RejectReason>,
     pan: Option<Pan>,
+    /// The card number masked, worked out once.
+    masked: Option<PanFragment>,
     exp: Option<Expiry>,
     se: Option<SeNumber>,
     /// Fingerprints for the duplicate check, when it is on and the value is there.
@@ -787,11 +795,17 @@ pub struct CheckedRecord {
 }
 
 /// The verdict of a good card.
-fn accepted_row(row: u64, pan: &Pan, exp: Expiry, se: Option<&SeNumber>) -> AcceptedRow {
+fn accepted_row(
+    row: u64,
+    pan: &Pan,
+    masked: PanFragment,
+    exp: Expiry,
+    se: Option<&SeNumber>,
+) -> AcceptedRow {
     AcceptedRow {
         row,
         brand: pan.brand(),
-        card: pan.masked(),
+        card: masked,
         exp,
         route: if se.is_some() {
             RouteKind::Subscription
@@ -816,9 +830,9 @@ impl CheckedRecord {
     /// assert!(bad.accepted(8).is_none());
     /// ```
     pub fn accepted(&self, row: u64) -> Option<AcceptedRow> {
-        match (&self.pan, self.exp) {
-            (Some(pan), Some(exp)) if self.reasons.is_empty() => {
-                Some(accepted_row(row, pan, exp, self.se.as_ref()))
+        match (&self.pan, self.masked, self.exp) {
+            (Some(pan), Some(masked), Some(exp)) if self.reasons.is_empty() => {
+                Some(accepted_row(row, pan, masked, exp, self.se.as_ref()))
             }
             _ => None,
         }
@@ -874,6 +888,7 @@ impl Checker {
         CheckedRecord {
             planner: self.planner,
             reasons,
+            masked: pan.as_ref().map(Pan::masked),
             pan,
             exp,
             se,
@@ -1015,8 +1030,8 @@ impl Planner {
         records: &[Record<'r>],
         each: impl FnMut(&mut Planner, &Record<'r>, RowVerdict),
     ) {
-        let checked = records.iter().map(|r| self.checker.check(r)).collect();
-        self.admit_records(records, checked, each);
+        let mut checked = records.iter().map(|r| self.checker.check(r)).collect();
+        self.admit_records(records, &mut checked, each);
     }
 
     /// Says that about `rows` more records will follow, so that the duplicate check can make
@@ -1039,31 +1054,30 @@ impl Planner {
 
     /// The second half of [`handle_records`](Planner::handle_records): numbers the records,
     /// runs the duplicate check and plans the good cards, given what this planner's
-    /// [`Checker`] found, one [`CheckedRecord`] per record in the same order. A record checked
-    /// by another planner's checker is checked again.
+    /// [`Checker`] found: the first `records.len()` entries of `checked`, one per record in
+    /// the same order, which are taken out (the vector keeps its capacity, for reuse). A
+    /// record checked by another planner's checker is checked again.
     ///
     /// # Panics
     ///
-    /// If `checked` does not hold one entry per record.
+    /// If `checked` holds fewer entries than there are records.
     pub fn admit_records<'r>(
         &mut self,
         records: &[Record<'r>],
-        checked: Vec<CheckedRecord>,
+        checked: &mut Vec<CheckedRecord>,
         mut each: impl FnMut(&mut Planner, &Record<'r>, RowVerdict),
     ) {
-        assert_eq!(
-            records.len(),
-            checked.len(),
+        assert!(
+            checked.len() >= records.len(),
             "one checked record per record"
         );
-        let mut checked = checked;
         for (r, c) in records.iter().zip(checked.iter_mut()) {
             if c.planner != self.checker.planner {
                 *c = self.checker.check(r);
             }
         }
         if let Some(store) = &mut self.seen {
-            for c in &checked {
+            for c in &checked[..records.len()] {
                 if let Some(fp) = c.id_fingerprint {
                     store.warm(SeenKind::Id, fp);
                 }
@@ -1072,7 +1086,7 @@ impl Planner {
                 }
             }
         }
-        for (record, c) in records.iter().zip(checked) {
+        for (record, c) in records.iter().zip(checked.drain(..records.len())) {
             let verdict = self.admit(record, c);
             each(self, record, verdict);
         }
@@ -1086,6 +1100,7 @@ impl Planner {
             planner: _,
             mut reasons,
             pan,
+            masked,
             exp,
             se,
             id_fingerprint,
@@ -1106,7 +1121,8 @@ impl Planner {
         }
         match (pan, exp) {
             (Some(pan), Some(exp)) if reasons.is_empty() => {
-                let accepted = accepted_row(row, &pan, exp, se.as_ref());
+                let masked = masked.unwrap_or_else(|| pan.masked());
+                let accepted = accepted_row(row, &pan, masked, exp, se.as_ref());
                 if self.options.build_requests {
                     let card = PlannedCard {
                         row,
@@ -1121,9 +1137,10 @@ impl Planner {
             (pan, _) => RowVerdict::Rejected(RejectedRow {
                 row,
                 id: record.id.to_owned(),
-                card: pan
-                    .as_ref()
-                    .map_or_else(|| mask_card_text(record.card), Pan::masked),
+                card: pan.as_ref().map_or_else(
+                    || mask_card_text(record.card),
+                    |p| masked.unwrap_or_else(|| p.masked()),
+                ),
                 brand: pan.as_ref().map(Pan::brand),
                 reasons,
             }),
