@@ -334,7 +334,8 @@ pub(crate) fn check_rows<W: Write>(
     mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     if let Some(rows) = input::estimate_rows(file) {
-        planner.reserve(rows);
+        // With some room: the estimate comes from the first lines only.
+        planner.reserve(rows + rows / 8);
     }
     let checker = planner.checker();
     let format = reporter.format();
