@@ -348,9 +348,11 @@ fn read_csv(
     let cols = Columns::find(path, &header)?;
     let cols = &cols;
     std::thread::scope(|scope| {
-        // A few blocks go round: the reader fills one while this thread handles another,
-        // and each comes back, buffers and all, to be filled again.
-        const BLOCKS: usize = 4;
+        // Blocks go round: the reader fills them while this thread handles others, and each
+        // comes back, buffers and all, to be filled again. The reader may run some way ahead
+        // (about 16,000 rows), which covers this thread's pauses, such as making room for the
+        // duplicate check at the start.
+        const BLOCKS: usize = 64;
         let (full_tx, full_rx) =
             std::sync::mpsc::sync_channel::<Result<Prepared, CliError>>(BLOCKS);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Prepared>();

@@ -333,10 +333,7 @@ pub(crate) fn check_rows<W: Write>(
     print_valid: bool,
     mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    if let Some(rows) = input::estimate_rows(file) {
-        // With some room: the estimate comes from the first lines only.
-        planner.reserve(rows + rows / 8);
-    }
+    let mut estimate = input::estimate_rows(file);
     let checker = planner.checker();
     let format = reporter.format();
     let render = move |record: &Record<'_>, a: &AcceptedRow, out: &mut Vec<u8>| {
@@ -348,6 +345,11 @@ pub(crate) fn check_rows<W: Write>(
         render: print_valid.then_some(&render as input::Render<'_>),
     };
     input::for_each_block(file, &ahead, |prepared| {
+        // Make room for the duplicate check once the reader is under way, so that the two
+        // overlap; with some margin, as the estimate comes from the first lines only.
+        if let Some(rows) = estimate.take() {
+            planner.reserve(rows + rows / 8);
+        }
         let block = prepared.block();
         let lines = &block.lines;
         // Runs of readable records go to the planner at once; each unreadable row ends one.
