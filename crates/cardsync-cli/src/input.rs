@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use cardsync_core::{AcceptedRow, CheckedRecord, Checker, Record};
@@ -67,20 +66,33 @@ pub(crate) struct Ahead<'a> {
     pub(crate) render: Option<Render<'a>>,
 }
 
-/// Where one row's fields are in its block's text.
+/// Where one row's fields are in its block's text (kept small: a block has many).
 enum Span {
     Record {
-        id: Range<usize>,
-        card: Range<usize>,
-        exp: Range<usize>,
-        se_number: Option<Range<usize>>,
+        id: Field,
+        card: Field,
+        exp: Field,
+        se_number: Option<Field>,
     },
-    Unreadable {
-        id: String,
-        card: String,
-        code: &'static str,
-        message: String,
-    },
+    Unreadable(Box<Unreadable>),
+}
+
+/// A field's start and end in its block's text.
+#[derive(Clone, Copy)]
+struct Field(u32, u32);
+
+impl Field {
+    fn of(self, text: &str) -> &str {
+        &text[self.0 as usize..self.1 as usize]
+    }
+}
+
+/// A row that could not be read, as [`Row::Unreadable`] holds it.
+struct Unreadable {
+    id: String,
+    card: String,
+    code: &'static str,
+    message: String,
 }
 
 /// One block of rows and what was worked out for it. The fields are copied into one string,
@@ -142,10 +154,11 @@ impl Prepared {
                         render(record, &a, &mut self.text);
                     }
                     self.checked.push(checked);
+                    // A block's text is far below 4 GB.
                     let mut keep = |s: &str| {
-                        let start = self.fields.len();
+                        let start = self.fields.len() as u32;
                         self.fields.push_str(s);
-                        start..self.fields.len()
+                        Field(start, self.fields.len() as u32)
                     };
                     Span::Record {
                         id: keep(record.id),
@@ -159,12 +172,12 @@ impl Prepared {
                     card,
                     code,
                     message,
-                } => Span::Unreadable {
+                } => Span::Unreadable(Box::new(Unreadable {
                     id: id.clone(),
                     card: card.clone(),
                     code,
                     message: message.clone(),
-                },
+                })),
             };
             self.spans.push(span);
             self.ends.push(self.text.len());
@@ -184,25 +197,16 @@ impl Prepared {
                     exp,
                     se_number,
                 } => records.push(
-                    Record::new(
-                        &fields[id.clone()],
-                        &fields[card.clone()],
-                        &fields[exp.clone()],
-                    )
-                    .with_se_number(se_number.clone().map(|r| &fields[r])),
+                    Record::new(id.of(fields), card.of(fields), exp.of(fields))
+                        .with_se_number(se_number.map(|f| f.of(fields))),
                 ),
-                Span::Unreadable {
-                    id,
-                    card,
-                    code,
-                    message,
-                } => unreadable.push((
+                Span::Unreadable(row) => unreadable.push((
                     i,
                     Row::Unreadable {
-                        id: id.clone(),
-                        card: card.clone(),
-                        code,
-                        message: message.clone(),
+                        id: row.id.clone(),
+                        card: row.card.clone(),
+                        code: row.code,
+                        message: row.message.clone(),
                     },
                 )),
             }
