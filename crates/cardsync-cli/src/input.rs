@@ -244,10 +244,11 @@ pub(crate) fn for_each_block(
     } else {
         Box::new(File::open(path).map_err(io_err)?)
     };
-    let reader = BufReader::with_capacity(1 << 16, reader);
     match Format::of(path) {
+        // The CSV reader buffers on its own.
         Format::Csv => read_csv(path, reader, ahead, &mut each),
         Format::JsonLines => {
+            let reader = BufReader::with_capacity(1 << 16, reader);
             let mut next_row = ahead.first_row;
             let mut prepared = Prepared::default();
             read_jsonl(path, reader, &mut |rows| {
@@ -341,7 +342,10 @@ fn read_csv(
             }
         }
     };
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(reader);
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .buffer_capacity(1 << 16)
+        .from_reader(reader);
     let header = rdr.byte_headers().map_err(|e| csv_err(path, e))?.clone();
     if header.is_empty() {
         return Err(CliError::Input {
