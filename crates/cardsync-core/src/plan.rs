@@ -1163,9 +1163,9 @@ impl Planner {
                 reasons.push(RejectReason::DuplicateCard { first_row });
             }
         }
-        match (pan, exp) {
-            (Some(pan), Some(exp)) if reasons.is_empty() => {
-                let masked = masked.unwrap_or_else(|| pan.masked());
+        // `masked` is there exactly when `pan` is.
+        match (pan, masked, exp) {
+            (Some(pan), Some(masked), Some(exp)) if reasons.is_empty() => {
                 let accepted = accepted_row(row, &pan, masked, exp, se.as_ref());
                 if self.options.build_requests {
                     let card = PlannedCard {
@@ -1178,13 +1178,10 @@ impl Planner {
                 }
                 RowVerdict::Accepted(accepted)
             }
-            (pan, _) => RowVerdict::Rejected(RejectedRow {
+            (pan, masked, _) => RowVerdict::Rejected(RejectedRow {
                 row,
                 id: record.id.to_owned(),
-                card: pan.as_ref().map_or_else(
-                    || mask_card_text(record.card),
-                    |p| masked.unwrap_or_else(|| p.masked()),
-                ),
+                card: masked.unwrap_or_else(|| mask_card_text(record.card)),
                 brand: pan.as_ref().map(Pan::brand),
                 reasons,
             }),
