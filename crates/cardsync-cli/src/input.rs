@@ -1,8 +1,8 @@
-//! Reading card files: CSV with a header, or JSON Lines, one row at a time.
+//! Reading card files: CSV with a header, or JSON Lines, a block of rows at a time.
 //!
-//! Rows are lent to a callback rather than collected, so memory does not grow with the file. A
-//! row that cannot be read at all (bytes that are not UTF-8, a line that is not a JSON object)
-//! is handed over as [`Row::Unreadable`] with its row number, never skipped silently.
+//! Blocks are lent to a callback and their buffers reused, so memory does not grow with the
+//! file. A row that cannot be read at all (bytes that are not UTF-8, a line that is not a JSON
+//! object) is handed over as an [`Unreadable`] row in its place, never skipped silently.
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -15,20 +15,24 @@ use crate::CliError;
 
 /// One data row of the input.
 #[derive(Debug)]
-pub(crate) enum Row<'a> {
+enum Row<'a> {
     /// A row whose fields could be read (they may still be invalid).
     Record(Record<'a>),
     /// A row that could not be read.
-    Unreadable {
-        /// The id, if it could be made out (for reporting only).
-        id: String,
-        /// What the card field held, if anything could be made out (for masking only).
-        card: String,
-        /// A stable snake_case code.
-        code: &'static str,
-        /// What is wrong, for a person.
-        message: String,
-    },
+    Unreadable(Unreadable),
+}
+
+/// A row that could not be read.
+#[derive(Debug)]
+pub(crate) struct Unreadable {
+    /// The id, if it could be made out (for reporting only).
+    pub(crate) id: String,
+    /// What the card field held, if anything could be made out (for masking only).
+    pub(crate) card: String,
+    /// A stable snake_case code.
+    pub(crate) code: &'static str,
+    /// What is wrong, for a person.
+    pub(crate) message: String,
 }
 
 /// The format of an input file.
@@ -87,14 +91,6 @@ impl Field {
     }
 }
 
-/// A row that could not be read, as [`Row::Unreadable`] holds it.
-struct Unreadable {
-    id: String,
-    card: String,
-    code: &'static str,
-    message: String,
-}
-
 /// One block of rows and what was worked out for it. The fields are copied into one string,
 /// so that the block can be handed to another thread without the reader's buffers, and
 /// without being checked for UTF-8 again.
@@ -116,7 +112,7 @@ pub(crate) struct Block<'a> {
     /// The readable rows, in order.
     pub(crate) records: Vec<Record<'a>>,
     /// The unreadable rows, with their positions in the block, in order.
-    pub(crate) unreadable: Vec<(usize, Row<'a>)>,
+    pub(crate) unreadable: Vec<(usize, &'a Unreadable)>,
     /// What the checker found of each readable row, in order (for
     /// [`Planner::admit_records`](cardsync_core::Planner::admit_records)).
     pub(crate) checked: &'a mut Vec<CheckedRecord>,
@@ -140,7 +136,12 @@ impl Lines<'_> {
 
 impl Prepared {
     /// Works `rows` out, reusing the buffers.
-    fn fill(&mut self, ahead: &Ahead<'_>, rows: &[Row<'_>], first_row: u64) {
+    fn fill<'r>(
+        &mut self,
+        ahead: &Ahead<'_>,
+        rows: impl IntoIterator<Item = Row<'r>>,
+        first_row: u64,
+    ) {
         self.fields.clear();
         self.spans.clear();
         self.checked.clear();
@@ -149,9 +150,9 @@ impl Prepared {
         for (row, r) in (first_row..).zip(rows) {
             let span = match r {
                 Row::Record(record) => {
-                    let checked = ahead.checker.check(record);
+                    let checked = ahead.checker.check(&record);
                     if let (Some(render), Some(a)) = (ahead.render, checked.accepted(row)) {
-                        render(record, &a, &mut self.text);
+                        render(&record, &a, &mut self.text);
                     }
                     self.checked.push(checked);
                     // A block's text is far below 4 GB.
@@ -167,17 +168,7 @@ impl Prepared {
                         se_number: record.se_number.map(keep),
                     }
                 }
-                Row::Unreadable {
-                    id,
-                    card,
-                    code,
-                    message,
-                } => Span::Unreadable(Box::new(Unreadable {
-                    id: id.clone(),
-                    card: card.clone(),
-                    code,
-                    message: message.clone(),
-                })),
+                Row::Unreadable(row) => Span::Unreadable(Box::new(row)),
             };
             self.spans.push(span);
             self.ends.push(self.text.len());
@@ -200,15 +191,7 @@ impl Prepared {
                     Record::new(id.of(fields), card.of(fields), exp.of(fields))
                         .with_se_number(se_number.map(|f| f.of(fields))),
                 ),
-                Span::Unreadable(row) => unreadable.push((
-                    i,
-                    Row::Unreadable {
-                        id: row.id.clone(),
-                        card: row.card.clone(),
-                        code: row.code,
-                        message: row.message.clone(),
-                    },
-                )),
+                Span::Unreadable(row) => unreadable.push((i, &**row)),
             }
         }
         Block {
@@ -251,9 +234,9 @@ pub(crate) fn for_each_block(
             let reader = BufReader::with_capacity(1 << 16, reader);
             let mut next_row = ahead.first_row;
             let mut prepared = Prepared::default();
-            read_jsonl(path, reader, &mut |rows| {
-                prepared.fill(ahead, rows, next_row);
-                next_row += rows.len() as u64;
+            read_jsonl(path, reader, &mut |row| {
+                prepared.fill(ahead, [row], next_row);
+                next_row += 1;
                 each(&mut prepared)
             })
         }
@@ -393,10 +376,9 @@ fn read_csv(
                         }
                     }
                 }
-                let rows: Vec<Row<'_>> = records[..len].iter().map(|r| csv_row(cols, r)).collect();
-                prepared.fill(ahead, &rows, next_row);
-                next_row += rows.len() as u64;
-                drop(rows);
+                let rows = records[..len].iter().map(|r| csv_row(cols, r));
+                prepared.fill(ahead, rows, next_row);
+                next_row += len as u64;
                 let last = len < BLOCK || failed.is_some();
                 if len > 0 && full_tx.send(Ok(prepared)).is_err() {
                     return; // The consumer stopped.
@@ -431,12 +413,12 @@ fn csv_row<'a>(cols: &Columns, rec: &'a csv::ByteRecord) -> Row<'a> {
             let se = se.and_then(text);
             Row::Record(Record::new(id, card, exp).with_se_number(se))
         }
-        _ => Row::Unreadable {
+        _ => Row::Unreadable(Unreadable {
             id: String::from_utf8_lossy(field(cols.id)).into_owned(),
             card: String::from_utf8_lossy(field(cols.card)).into_owned(),
             code: "invalid_utf8",
             message: "the row holds bytes that are not UTF-8 text".to_owned(),
-        },
+        }),
     }
 }
 
@@ -454,7 +436,7 @@ fn json_text(v: Option<&serde_json::Value>) -> Result<Option<Cow<'_, str>>, ()> 
 fn read_jsonl(
     path: &Path,
     mut reader: impl BufRead,
-    each: &mut impl FnMut(&[Row<'_>]) -> Result<(), CliError>,
+    each: &mut impl FnMut(Row<'_>) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let mut line = Vec::new();
     loop {
@@ -472,23 +454,25 @@ fn read_jsonl(
         if trimmed.is_empty() {
             continue;
         }
-        let unreadable = |code, message: &str| Row::Unreadable {
-            id: String::new(),
-            card: String::from_utf8_lossy(trimmed).into_owned(),
-            code,
-            message: message.to_owned(),
+        let unreadable = |code, message: &str| {
+            Row::Unreadable(Unreadable {
+                id: String::new(),
+                card: String::from_utf8_lossy(trimmed).into_owned(),
+                code,
+                message: message.to_owned(),
+            })
         };
         let object = match serde_json::from_slice::<serde_json::Value>(trimmed) {
             Ok(serde_json::Value::Object(map)) => map,
             Ok(_) => {
-                each(&[unreadable(
+                each(unreadable(
                     "malformed_row",
                     "the line is JSON but not an object",
-                )])?;
+                ))?;
                 continue;
             }
             Err(_) => {
-                each(&[unreadable("malformed_json", "the line is not valid JSON")])?;
+                each(unreadable("malformed_json", "the line is not valid JSON"))?;
                 continue;
             }
         };
@@ -516,9 +500,9 @@ fn read_jsonl(
                     exp.as_deref().unwrap_or(""),
                 )
                 .with_se_number(se.as_deref());
-                each(&[Row::Record(record)])?;
+                each(Row::Record(record))?;
             }
-            None => each(&[Row::Unreadable {
+            None => each(Row::Unreadable(Unreadable {
                 id: json_text(get("id"))
                     .ok()
                     .flatten()
@@ -531,7 +515,7 @@ fn read_jsonl(
                     .unwrap_or_default(),
                 code: "malformed_row",
                 message: "id, card, exp and se_number must be strings or numbers".to_owned(),
-            }])?,
+            }))?,
         }
     }
 }

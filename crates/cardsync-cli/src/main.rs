@@ -24,7 +24,6 @@ use cardsync_core::{
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::input::Row;
 use crate::report::{Problem, Reporter};
 
 /// Keep stored cards current with the CardSync Account Updater.
@@ -360,7 +359,7 @@ pub(crate) fn check_rows<W: Write>(
             let run = &block.records[record..record + (stop - at)];
             let mut failed = None;
             let mut i = at;
-            planner.admit_records(run, block.checked, |planner, record, verdict| {
+            planner.admit_records(run, block.checked, |planner, _, verdict| {
                 let line = lines.line(i);
                 i += 1;
                 if failed.is_some() {
@@ -368,10 +367,8 @@ pub(crate) fn check_rows<W: Write>(
                 }
                 let reported = match verdict {
                     RowVerdict::Rejected(r) => reporter.invalid(&Problem::from(&r)),
-                    RowVerdict::Accepted(a) if !line.is_empty() => {
-                        reporter.valid_rendered(&a, line)
-                    }
-                    RowVerdict::Accepted(a) => reporter.valid(print_valid, record.id, &a),
+                    // The reader rendered every row that could be accepted, when printing.
+                    RowVerdict::Accepted(a) => reporter.valid(&a, line),
                     other => unreachable!("a verdict this version does not know: {other:?}"),
                 };
                 let polled = reported.map_err(CliError::Stdout).and_then(|()| {
@@ -387,26 +384,16 @@ pub(crate) fn check_rows<W: Write>(
             }
             record += run.len();
             at = stop;
-            let Some((
-                _,
-                Row::Unreadable {
-                    id,
-                    card,
-                    code,
-                    message,
-                },
-            )) = end
-            else {
+            let Some((_, row)) = end else {
                 continue;
             };
             // Keep the planner's row numbers in step with the file.
-            let row = planner.skip_record();
             reporter.invalid(&Problem {
-                row,
-                id,
-                card: mask_card_text(card),
+                row: planner.skip_record(),
+                id: &row.id,
+                card: mask_card_text(&row.card),
                 brand: None,
-                reasons: vec![(code, message.clone())],
+                reasons: vec![(row.code, row.message.clone())],
             })?;
             at += 1;
         }

@@ -139,7 +139,7 @@ struct SummaryJson<'a> {
 }
 
 /// Writes the line `validate` prints for a valid row. A free function, so that the line can
-/// be prepared on the thread that checks rows (see [`Reporter::valid_rendered`]).
+/// be prepared on the thread that checks rows (see [`Reporter::valid`]).
 ///
 /// The JSON line is written by hand: it is the one line printed for nearly every row of a
 /// large file, and its fields are known. Only the id can need escaping.
@@ -242,21 +242,13 @@ impl<W: Write> Reporter<W> {
         Ok(())
     }
 
-    /// A valid row (`validate` prints these; `plan` only counts them).
-    pub(crate) fn valid(&mut self, print: bool, id: &str, a: &AcceptedRow) -> io::Result<()> {
+    /// A valid row, with the line [`render_valid`] prepared for it: `validate` prints these;
+    /// `plan` only counts them, and passes an empty line.
+    pub(crate) fn valid(&mut self, a: &AcceptedRow, line: &[u8]) -> io::Result<()> {
         self.summary.count_valid(a.brand, a.route);
-        if !print {
+        if line.is_empty() {
             return Ok(());
         }
-        self.table_header()?;
-        let mut line = Vec::with_capacity(128);
-        render_valid(self.format, &mut line, id, a);
-        self.out.write_all(&line)
-    }
-
-    /// A valid row whose line [`render_valid`] already wrote.
-    pub(crate) fn valid_rendered(&mut self, a: &AcceptedRow, line: &[u8]) -> io::Result<()> {
-        self.summary.count_valid(a.brand, a.route);
         self.table_header()?;
         self.out.write_all(line)
     }
