@@ -1019,22 +1019,12 @@ impl Job<'_> {
         batch_id: Option<&str>,
         event_id: Option<&str>,
     ) -> Result<(), CliError> {
-        // The cards as submitted, for the old last 4 (batches; subscription updates carry
-        // only the new card).
-        let has_changes = results.cards.iter().any(|c| {
-            matches!(
-                c.status,
-                Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
-            )
-        });
-        let submitted: HashMap<&str, String> = if has_changes {
-            submitted
-                .iter()
-                .filter_map(|c| Some((c.id.as_deref()?, last4(c.card.as_ref()?))))
-                .collect()
-        } else {
-            HashMap::new()
-        };
+        // The cards as submitted, for the old last 4: given only when some card changed
+        // (batches; subscription updates carry only the new card).
+        let submitted: HashMap<&str, String> = submitted
+            .iter()
+            .filter_map(|c| Some((c.id.as_deref()?, last4(c.card.as_ref()?))))
+            .collect();
         let out = self.out.as_mut().expect("open");
         for card in &results.cards {
             let status = card.status.as_ref().map(UpdateStatus::as_str);
