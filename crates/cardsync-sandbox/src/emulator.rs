@@ -332,25 +332,28 @@ impl Emulator {
         }
     }
 
-    fn respond(&self, status: StatusCode, body: &Value) -> Answer {
+    fn respond(&self, status: StatusCode, body: &impl Serialize) -> Answer {
         Response::builder()
             .status(status)
             .header("content-type", "application/json; charset=utf-8")
-            .body(serde_json::to_vec(body).expect("JSON values serialize"))
+            .body(serde_json::to_vec(body).expect("JSON bodies serialize"))
             .expect("a valid response")
     }
 
-    /// A success answer whose `data` is serialized straight from `data`, with the keys in the
-    /// same (sorted) order as [`Emulator::ok`]'s. For the large result bodies.
-    fn ok_with(&self, data: &impl Serialize) -> Answer {
+    /// A success answer: `{"data":…,"message":"success","status":"success"}` (`msg` with
+    /// quirks; no `data` when there is none), keys in sorted order as a JSON object prints
+    /// them. `data` is serialized straight, so that large result bodies need no JSON tree.
+    fn ok_with(&self, data: Option<&impl Serialize>) -> Answer {
         struct Envelope<'a, T> {
-            data: &'a T,
+            data: Option<&'a T>,
             message_key: &'static str,
         }
         impl<T: Serialize> Serialize for Envelope<'_, T> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut map = s.serialize_map(Some(3))?;
-                map.serialize_entry("data", self.data)?;
+                let mut map = s.serialize_map(None)?;
+                if let Some(data) = self.data {
+                    map.serialize_entry("data", data)?;
+                }
                 map.serialize_entry(self.message_key, "success")?;
                 map.serialize_entry("status", "success")?;
                 map.end()
@@ -360,20 +363,11 @@ impl Emulator {
             data,
             message_key: self.message_key(),
         };
-        Response::builder()
-            .status(StatusCode::OK)
-            .header("content-type", "application/json; charset=utf-8")
-            .body(serde_json::to_vec(&body).expect("result bodies serialize"))
-            .expect("a valid response")
+        self.respond(StatusCode::OK, &body)
     }
 
     fn ok(&self, data: Option<Value>) -> Answer {
-        let mut body = json!({"status": "success"});
-        body[self.message_key()] = json!("success");
-        if let Some(data) = data {
-            body["data"] = data;
-        }
-        self.respond(StatusCode::OK, &body)
+        self.ok_with(data.as_ref())
     }
 
     /// An error answer, `{"status":"failed","message":…}` (`msg` with quirks), as CardSync's
@@ -858,7 +852,7 @@ impl Emulator {
             status: "completed",
             updated_at: self.timestamp(b.completed_at.unwrap_or(b.created_at)),
         };
-        self.ok_with(&data)
+        self.ok_with(Some(&data))
     }
 
     /// Validates a subscription body: every card an American Express number with an SE number,
@@ -960,7 +954,7 @@ impl Emulator {
                     status: "completed",
                     updated_at: self.timestamp(e.fired_at),
                 };
-                self.ok_with(&data)
+                self.ok_with(Some(&data))
             }
             _ => self.error(
                 StatusCode::NOT_FOUND,
