@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -290,40 +290,27 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         for stale in ["results.csv", "results.csv.journal", "results.csv.partial"] {
             let _ = std::fs::remove_file(dir.join(stale));
         }
-        let emulator = Emulator::start(&cardsync)?;
-        sync_ours.push(measure(
+        sync_ours.push(sync_run(
+            &cardsync,
+            "cardsync sync",
             Command::new(&cardsync)
                 .args(["-q", "sync", "--poll-max", "1s", "--out"])
                 .arg(&out)
-                .arg(&clean)
-                .env("CARDSYNC_BASE_URL", &emulator.base_url)
-                .env("CARDSYNC_API_KEY", "sandbox_merchant_key"),
+                .arg(&clean),
+            &out,
+            valid,
         )?);
-        drop(emulator);
-        let got = count_lines(&out)?.saturating_sub(1);
-        if got != valid {
-            return Err(format!(
-                "cardsync sync wrote {got} results for {valid} cards"
-            ));
-        }
-
-        let emulator = Emulator::start(&cardsync)?;
         let py_out = dir.join("results-python.csv");
-        sync_theirs.push(measure(
+        sync_theirs.push(sync_run(
+            &cardsync,
+            "the Python client",
             Command::new(&python)
                 .arg(scripts.join("sync_client.py"))
                 .arg(&clean)
-                .arg(&py_out)
-                .env("CARDSYNC_BASE_URL", &emulator.base_url)
-                .env("CARDSYNC_API_KEY", "sandbox_merchant_key"),
+                .arg(&py_out),
+            &py_out,
+            valid,
         )?);
-        drop(emulator);
-        let got = count_lines(&py_out)?.saturating_sub(1);
-        if got != valid {
-            return Err(format!(
-                "the Python client wrote {got} results for {valid} cards"
-            ));
-        }
     }
     let peak = |v: &[(Duration, u64)]| v.iter().map(|r| r.1).max().unwrap_or_default();
     let (m_ours, m_theirs) = (peak(&sync_ours), peak(&sync_theirs));
@@ -379,7 +366,30 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
-fn count_lines(path: &PathBuf) -> Result<u64, String> {
+/// Runs one sync client against a fresh emulator of its own; checks that it wrote a result
+/// row per card to `out`.
+fn sync_run(
+    cardsync: &Path,
+    who: &str,
+    client: &mut Command,
+    out: &Path,
+    valid: u64,
+) -> Result<(Duration, u64), String> {
+    let emulator = Emulator::start(cardsync)?;
+    let measured = measure(
+        client
+            .env("CARDSYNC_BASE_URL", &emulator.base_url)
+            .env("CARDSYNC_API_KEY", "sandbox_merchant_key"),
+    )?;
+    drop(emulator);
+    let got = count_lines(out)?.saturating_sub(1);
+    if got != valid {
+        return Err(format!("{who} wrote {got} results for {valid} cards"));
+    }
+    Ok(measured)
+}
+
+fn count_lines(path: &Path) -> Result<u64, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut n = 0;
     for line in BufReader::new(file).split(b'\n') {
