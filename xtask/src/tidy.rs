@@ -8,23 +8,62 @@ use crate::project_root;
 
 /// Crates that a layer must not depend on, directly or not, in its normal (non-dev) build.
 /// Each entry is an invariant of `docs/ARCHITECTURE.md`.
-const LAYER_RULES: &[(&str, &[&str], &str)] = &[(
-    "cardsync-core",
-    &[
-        "http",
-        "hyper",
-        "hyper-util",
-        "reqwest",
-        "tokio",
-        "async-std",
-        "futures",
-        "serde_json",
-        "rustls",
-        "mio",
-        "socket2",
-    ],
-    "cardsync-core depends on no HTTP, I/O or async crate",
-)];
+const LAYER_RULES: &[(&str, &[&str], &str)] = &[
+    (
+        "cardsync-core",
+        &[
+            "http",
+            "hyper",
+            "hyper-util",
+            "reqwest",
+            "tokio",
+            "async-std",
+            "futures",
+            "serde_json",
+            "rustls",
+            "mio",
+            "socket2",
+        ],
+        "cardsync-core depends on no HTTP, I/O or async crate",
+    ),
+    (
+        "cardsync-proto",
+        &[
+            "tokio",
+            "async-std",
+            "mio",
+            "socket2",
+            "hyper",
+            "hyper-util",
+            "reqwest",
+            "rustls",
+            "ring",
+            "aws-lc-rs",
+        ],
+        "cardsync-proto depends on no async runtime, socket or TLS crate",
+    ),
+    (
+        "cardsync-job",
+        &[
+            "tokio",
+            "async-std",
+            "mio",
+            "socket2",
+            "hyper",
+            "hyper-util",
+            "reqwest",
+            "rustls",
+            "ring",
+            "aws-lc-rs",
+            "rusqlite",
+            "libsqlite3-sys",
+            "postgres",
+            "tokio-postgres",
+            "sqlx",
+        ],
+        "cardsync-job depends on no runtime, HTTP client, TLS or database crate",
+    ),
+];
 
 pub(crate) fn run() -> Result<(), String> {
     let mut problems = layer_problems()?;

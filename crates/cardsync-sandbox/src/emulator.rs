@@ -910,9 +910,12 @@ impl Emulator {
         let mut updates = Vec::new();
         for (card, se, id, exp) in pairs {
             let is_test = test_card(&card).is_some();
-            self.subscriptions
+            // A subscription is a set of pairs: subscribing a pair again changes nothing, and
+            // fires no second update.
+            let new = self
+                .subscriptions
                 .insert((merchant.to_owned(), card.clone(), se.clone()));
-            if is_test {
+            if is_test && new {
                 updates.push((card, se, id, exp));
             }
         }

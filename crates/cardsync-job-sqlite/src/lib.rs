@@ -1,0 +1,569 @@
+//! A [`Store`] for `cardsync-job` in one SQLite file: what `cardsync sync` keeps beside the
+//! results file.
+//!
+//! Each [`Store::apply`] is one `BEGIN IMMEDIATE` transaction that first checks the lease's
+//! fencing token, then compare-and-sets every request state it changes; the file is in WAL
+//! mode with `synchronous = FULL`, so a committed change survives a crash or a power cut. The
+//! lease row holds the holder's host, process id and start time, so that a later run can say
+//! who holds the job and tell a dead holder from a live one.
+//!
+//! The planned cards are rows (request, input row, id, card, expiry, SE number, last 4), not
+//! encoded request bodies. The file holds full card numbers until the job is done, so it is
+//! created with mode 0600, deleted rows are overwritten (`secure_delete`), and the cards are
+//! erased when the job completes.
+//!
+//! ```
+//! use cardsync_job::{Acquired, Change, Changes, Holder, Store};
+//! use cardsync_job_sqlite::SqliteStore;
+//!
+//! let path = std::env::temp_dir().join(format!("cardsync-sqlite-doc-{}.journal", std::process::id()));
+//! let mut store = SqliteStore::open(&path)?;
+//! let Acquired::Taken(lease) = store.acquire(&Holder::new("h", 1, 0), 0, 30_000, &|_| false)? else { panic!() };
+//! store.apply(&lease, &Changes::new(vec![Change::Meta { key: "k".into(), value: "v".into() }]))?;
+//! assert_eq!(store.load()?.meta("k"), Some("v"));
+//! # drop(store);
+//! # let _ = std::fs::remove_file(&path);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use cardsync_core::{Expiry, Pan, SeNumber};
+use cardsync_job::{
+    Acquired, Change, Changes, EventRecord, EventState, Holder, Lease, RequestKind, RequestRecord,
+    RequestState, Snapshot, Store, StoreError, StoredCard,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+/// The journal format this build writes and reads.
+const FORMAT: &str = "3";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    token INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    process_start INTEGER,
+    since_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS requests (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    se_number TEXT,
+    cards INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    batch_id TEXT,
+    event_id TEXT,
+    message TEXT
+);
+CREATE TABLE IF NOT EXISTS cards (
+    row INTEGER PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    card TEXT NOT NULL,
+    exp TEXT NOT NULL,
+    se_number TEXT,
+    last4 TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cards_by_request ON cards (seq, row);
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    trigger_id INTEGER,
+    batch_id TEXT,
+    state TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tally (status TEXT PRIMARY KEY, n INTEGER NOT NULL);
+";
+
+/// A job's journal in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+impl SqliteStore {
+    /// Opens the journal at `path`, creating it (mode 0600) if it does not exist. Several
+    /// processes may open one journal at once; the lease decides which of them works.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the file cannot be opened, [`StoreError::Corrupt`] when it
+    /// was written by another version.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        create_new_private(path).map_err(backend)?;
+        let conn = Connection::open(path).map_err(backend)?;
+        // Large pages keep a request's cards in few pages; the setting only takes effect on a
+        // new, empty file. Deleted rows (duplicates, erased cards) are overwritten.
+        conn.execute_batch(
+            "PRAGMA busy_timeout = 10000; PRAGMA page_size = 65536; PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+        )
+        .map_err(backend)?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
+            .map_err(backend)?;
+        let store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+        };
+        let format: Option<String> = store
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'format'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        match format.as_deref() {
+            None => {
+                store
+                    .conn
+                    .execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('format', ?1)",
+                        [FORMAT],
+                    )
+                    .map_err(backend)?;
+            }
+            Some(FORMAT) => {}
+            Some(other) => {
+                return Err(StoreError::Corrupt(format!(
+                    "{} was written by another version of cardsync (journal format {other}, \
+                     this one reads {FORMAT}); finish that job with the version that started it, \
+                     or delete the journal to start again",
+                    path.display()
+                )));
+            }
+        }
+        Ok(store)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lease_row(conn: &Connection) -> Result<Option<Lease>, StoreError> {
+        conn.query_row(
+            "SELECT token, host, pid, process_start, since_ms, expires_ms FROM lease WHERE id = 1",
+            [],
+            |r| {
+                let holder = Holder::new(
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, i64>(4)? as u64,
+                )
+                .with_process_start(r.get::<_, Option<i64>>(3)?.map(|s| s as u64));
+                Ok(Lease::new(
+                    r.get::<_, i64>(0)? as u64,
+                    holder,
+                    r.get::<_, i64>(5)? as u64,
+                ))
+            },
+        )
+        .optional()
+        .map_err(backend)
+    }
+
+    fn check_token(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
+        match Self::lease_row(conn)? {
+            Some(l) if l.token == lease.token => Ok(()),
+            other => Err(StoreError::Fenced {
+                holder: other.map(|l| l.holder),
+            }),
+        }
+    }
+}
+
+/// Creates the file with mode 0600 if it does not exist (never truncating one that does, which
+/// another process may be using).
+fn create_new_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl Store for SqliteStore {
+    fn acquire(
+        &mut self,
+        holder: &Holder,
+        now_ms: u64,
+        ttl_ms: u64,
+        gone: &dyn Fn(&Holder) -> bool,
+    ) -> Result<Acquired, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let current = Self::lease_row(&tx)?;
+        if let Some(l) = &current
+            && !l.can_be_taken(holder, now_ms, gone)
+        {
+            return Ok(Acquired::Held(l.clone()));
+        }
+        let token = current.map_or(0, |l| l.token) + 1;
+        let lease = Lease::new(token, holder.clone(), now_ms + ttl_ms);
+        tx.execute(
+            "INSERT INTO lease (id, token, host, pid, process_start, since_ms, expires_ms)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (id) DO UPDATE SET token = excluded.token, host = excluded.host,
+               pid = excluded.pid, process_start = excluded.process_start,
+               since_ms = excluded.since_ms, expires_ms = excluded.expires_ms",
+            params![
+                token as i64,
+                holder.host,
+                holder.pid,
+                holder.process_start.map(|s| s as i64),
+                holder.since_ms as i64,
+                lease.expires_ms as i64
+            ],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(Acquired::Taken(lease))
+    }
+
+    fn renew(&mut self, lease: &Lease, now_ms: u64, ttl_ms: u64) -> Result<Lease, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        Self::check_token(&tx, lease)?;
+        let expires = now_ms + ttl_ms;
+        tx.execute(
+            "UPDATE lease SET expires_ms = ?1 WHERE id = 1",
+            [expires as i64],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        let mut renewed = lease.clone();
+        renewed.expires_ms = expires;
+        Ok(renewed)
+    }
+
+    fn release(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE lease SET expires_ms = 0 WHERE id = 1 AND token = ?1",
+                [lease.token as i64],
+            )
+            .map(drop)
+            .map_err(backend)
+    }
+
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        let tx = self.conn.transaction().map_err(backend)?;
+        let mut s = Snapshot::default();
+        {
+            let mut stmt = tx
+                .prepare("SELECT key, value FROM meta WHERE key != 'format'")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+                .map_err(backend)?;
+            for row in rows {
+                let (k, v) = row.map_err(backend)?;
+                if k == "checkpoint" {
+                    s.checkpoint = v
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("checkpoint {v:?}")))?;
+                } else {
+                    s.meta.insert(k, v);
+                }
+            }
+            let mut stmt = tx
+                .prepare(
+                    "SELECT seq, kind, se_number, cards, state, batch_id, event_id, message
+                     FROM requests ORDER BY seq",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                    ))
+                })
+                .map_err(backend)?;
+            for row in rows {
+                let (seq, kind, se, cards, state, batch_id, event_id, message) =
+                    row.map_err(backend)?;
+                let kind = RequestKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt(format!("request kind {kind:?}")))?;
+                let state = RequestState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("request state {state:?}")))?;
+                let mut record = RequestRecord::new(seq as u64, kind, se, cards as u64);
+                record.state = state;
+                record.batch_id = batch_id;
+                record.event_id = event_id;
+                record.message = message;
+                s.requests.push(record);
+            }
+            let mut stmt = tx
+                .prepare("SELECT event_id, trigger_id, batch_id, state FROM events ORDER BY rowid")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(backend)?;
+            for row in rows {
+                let (id, trigger, batch, state) = row.map_err(backend)?;
+                let state = EventState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("event state {state:?}")))?;
+                s.events.push(EventRecord::new(
+                    id,
+                    trigger.map(|t| t as u32),
+                    batch,
+                    state,
+                ));
+            }
+            let mut stmt = tx.prepare("SELECT status, n FROM tally").map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(backend)?;
+            for row in rows {
+                let (status, n) = row.map_err(backend)?;
+                s.tally.insert(status, n);
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(s)
+    }
+
+    fn cards(&mut self, seq: u64) -> Result<Vec<StoredCard>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT row, id, card, exp, se_number FROM cards WHERE seq = ?1 ORDER BY row",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([seq as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                ))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (row, id, card, exp, se) = row.map_err(backend)?;
+            let damaged = |what: &str| StoreError::Corrupt(format!("the {what} of row {row}"));
+            let pan = Pan::parse(&card).map_err(|_| damaged("card"))?;
+            let exp = Expiry::parse(&exp).map_err(|_| damaged("expiry"))?;
+            let se = match se {
+                Some(se) => Some(SeNumber::parse(&se).map_err(|_| damaged("SE number"))?),
+                None => None,
+            };
+            out.push(StoredCard::new(row as u64, id, pan, exp, se));
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, lease: &Lease, changes: &Changes) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        Self::check_token(&tx, lease)?;
+        let mut erased = false;
+        for change in changes.items() {
+            apply_change(&tx, change)?;
+            erased |= matches!(change, Change::EraseCards);
+        }
+        tx.commit().map_err(backend)?;
+        if erased {
+            // Leave no copy of the erased cards in the write-ahead log or free pages.
+            let _ = self
+                .conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;");
+        }
+        Ok(())
+    }
+}
+
+fn apply_change(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), StoreError> {
+    match change {
+        Change::DiscardPlan => tx
+            .execute_batch(
+                "DELETE FROM requests; DELETE FROM cards; DELETE FROM events; DELETE FROM tally;
+                 DELETE FROM meta WHERE key != 'format';",
+            )
+            .map_err(backend),
+        Change::Meta { key, value } => tx
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(drop)
+            .map_err(backend),
+        Change::Checkpoint(c) => apply_change(
+            tx,
+            &Change::Meta {
+                key: "checkpoint".to_owned(),
+                value: c.to_string(),
+            },
+        ),
+        Change::AddRequest { request, cards } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO requests (seq, kind, se_number, cards, state, batch_id, event_id, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    request.seq as i64,
+                    request.kind.as_str(),
+                    request.se_number,
+                    request.cards as i64,
+                    request.state.as_str(),
+                    request.batch_id,
+                    request.event_id,
+                    request.message
+                ],
+            )
+            .map_err(backend)?;
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO cards (row, seq, id, card, exp, se_number, last4)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(backend)?;
+            for c in cards {
+                let exp = c.exp.to_string();
+                stmt.execute(params![
+                    c.row as i64,
+                    request.seq as i64,
+                    c.id,
+                    c.pan.expose().as_str(),
+                    exp,
+                    c.se_number.as_ref().map(SeNumber::as_str),
+                    c.last4().as_str()
+                ])
+                .map_err(backend)?;
+            }
+            Ok(())
+        }
+        Change::RemoveRows { rows } => {
+            let mut touched = HashSet::new();
+            {
+                let mut find = tx
+                    .prepare_cached("SELECT seq FROM cards WHERE row = ?1")
+                    .map_err(backend)?;
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM cards WHERE row = ?1")
+                    .map_err(backend)?;
+                for row in rows {
+                    let seq: Option<i64> = find
+                        .query_row([*row as i64], |r| r.get(0))
+                        .optional()
+                        .map_err(backend)?;
+                    if let Some(seq) = seq {
+                        touched.insert(seq);
+                        delete.execute([*row as i64]).map_err(backend)?;
+                    }
+                }
+            }
+            for seq in touched {
+                tx.execute(
+                    "UPDATE requests SET cards = (SELECT COUNT(*) FROM cards WHERE seq = ?1) WHERE seq = ?1",
+                    [seq],
+                )
+                .map_err(backend)?;
+                tx.execute("DELETE FROM requests WHERE seq = ?1 AND cards = 0", [seq])
+                    .map_err(backend)?;
+            }
+            Ok(())
+        }
+        Change::Request(u) => {
+            let found: Option<String> = tx
+                .query_row(
+                    "SELECT state FROM requests WHERE seq = ?1",
+                    [u.seq as i64],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            let found = found.as_deref().and_then(RequestState::parse);
+            if found != Some(u.from) {
+                return Err(StoreError::Conflict {
+                    seq: u.seq,
+                    expected: u.from,
+                    found,
+                });
+            }
+            tx.execute(
+                "UPDATE requests SET state = ?2, batch_id = COALESCE(?3, batch_id),
+                 event_id = COALESCE(?4, event_id), message = ?5 WHERE seq = ?1",
+                params![
+                    u.seq as i64,
+                    u.to.as_str(),
+                    u.batch_id,
+                    u.event_id,
+                    u.message
+                ],
+            )
+            .map(drop)
+            .map_err(backend)
+        }
+        Change::Event(e) => tx
+            .execute(
+                "INSERT INTO events (event_id, trigger_id, batch_id, state) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (event_id) DO UPDATE SET trigger_id = excluded.trigger_id,
+                   batch_id = excluded.batch_id, state = excluded.state",
+                params![
+                    e.event_id,
+                    e.trigger.map(i64::from),
+                    e.batch_id,
+                    e.state.as_str()
+                ],
+            )
+            .map(drop)
+            .map_err(backend),
+        Change::Tally { status, delta } => tx
+            .execute(
+                "INSERT INTO tally (status, n) VALUES (?1, ?2)
+                 ON CONFLICT (status) DO UPDATE SET n = n + excluded.n",
+                params![status, delta],
+            )
+            .map(drop)
+            .map_err(backend),
+        Change::EraseCards => tx
+            .execute("DELETE FROM cards", [])
+            .map(drop)
+            .map_err(backend),
+        _ => Err(StoreError::Corrupt(
+            "a change this version of the SQLite store does not know".to_owned(),
+        )),
+    }
+}

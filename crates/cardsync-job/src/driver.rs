@@ -1,0 +1,269 @@
+//! [`run`]: the loop that drives a [`Job`] over any [`Transport`], [`Store`] and [`Sink`], on
+//! any async runtime. The runtime's part (the clock, sleeping, webhook events, the user's
+//! decisions, progress) comes through the small [`Env`] trait.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use cardsync_proto::WebhookEvent;
+use cardsync_proto::transport::{Transport, TransportError};
+
+use crate::job::{CallId, Decision, Job, Output, Unconfirmed};
+use crate::model::Summary;
+use crate::sink::{Sink, SinkError};
+use crate::store::{Holder, Lease, Store, StoreError};
+
+/// What a runtime gives the driver.
+///
+/// ```
+/// use std::time::Instant;
+/// use cardsync_job::Env;
+/// use cardsync_proto::WebhookEvent;
+///
+/// /// Polling only, with a thread sleep: enough for a blocking program.
+/// struct Sleepy;
+/// impl Env for Sleepy {
+///     fn now(&self) -> Instant { Instant::now() }
+///     fn unix_ms(&self) -> u64 {
+///         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+///     }
+///     async fn wait(&mut self, deadline: Option<Instant>) -> Option<WebhookEvent> {
+///         if let Some(d) = deadline { std::thread::sleep(d.saturating_duration_since(Instant::now())) }
+///         None
+///     }
+/// }
+/// ```
+pub trait Env {
+    /// The monotonic clock.
+    fn now(&self) -> Instant;
+
+    /// The wall clock, in milliseconds since the Unix epoch (leases are kept in it, as other
+    /// processes and machines read them).
+    fn unix_ms(&self) -> u64;
+
+    /// Waits until `deadline` (`None`: until an event) or until a webhook event arrives, and
+    /// returns the event, if one came. May return early with `None`.
+    fn wait(&mut self, deadline: Option<Instant>) -> impl Future<Output = Option<WebhookEvent>>;
+
+    /// The user's decision about a request whose POST may or may not have reached CardSync,
+    /// if there is one. The default is none: the job ends with the request unconfirmed.
+    fn decide(&mut self, unconfirmed: &Unconfirmed) -> Option<Decision> {
+        let _ = unconfirmed;
+        None
+    }
+
+    /// Called after each round of work, to show progress.
+    fn progress(&mut self, job: &Job) {
+        let _ = job;
+    }
+}
+
+/// Why a run stopped before the job did.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The store failed. What it committed stands; run again to resume.
+    Store(StoreError),
+    /// The sink failed. What the store recorded stands; run again to resume.
+    Sink(SinkError),
+    /// Another runner took the job over (this one was paused or cut off past its lease).
+    /// Nothing more was written or sent.
+    LostLease {
+        /// Who holds the job now, if known.
+        holder: Option<Holder>,
+    },
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Store(e) => write!(f, "journal: {e}"),
+            RunError::Sink(e) => write!(f, "results: {e}"),
+            RunError::LostLease { holder: Some(h) } => write!(
+                f,
+                "this run lost its hold on the job to {h} (it was paused or cut off for longer \
+                 than its lease); it stopped without sending or writing anything more"
+            ),
+            RunError::LostLease { holder: None } => f.write_str(
+                "this run lost its hold on the job; it stopped without sending or writing anything more",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for RunError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RunError::Store(e) => Some(e),
+            RunError::Sink(e) => Some(e),
+            RunError::LostLease { .. } => None,
+        }
+    }
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> RunError {
+        match e {
+            StoreError::Fenced { holder } => RunError::LostLease { holder },
+            e => RunError::Store(e),
+        }
+    }
+}
+
+impl From<SinkError> for RunError {
+    fn from(e: SinkError) -> RunError {
+        RunError::Sink(e)
+    }
+}
+
+/// A lease being kept: renewed every third of its length while the run goes on.
+#[derive(Debug)]
+pub struct LeaseKeeper {
+    lease: Lease,
+    ttl: Duration,
+}
+
+impl LeaseKeeper {
+    /// Keeps `lease`, taken for `ttl`.
+    pub fn new(lease: Lease, ttl: Duration) -> LeaseKeeper {
+        LeaseKeeper { lease, ttl }
+    }
+
+    /// The lease as it stands.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    /// When the lease should next be renewed.
+    fn renew_at_ms(&self) -> u64 {
+        self.lease.expires_ms.saturating_sub(self.ttl_ms() * 2 / 3)
+    }
+
+    /// Renews the lease when a third of it has passed.
+    fn keep(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), RunError> {
+        if now_ms >= self.renew_at_ms() {
+            self.lease = store.renew(&self.lease, now_ms, self.ttl_ms())?;
+        }
+        Ok(())
+    }
+
+    /// Before a request CardSync bills is sent: the lease must be current with half its
+    /// length to spare (renewed now if need be), so that a runner paused past its lease never
+    /// sends one after waking up.
+    fn before_create(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), RunError> {
+        if self.lease.expires_ms < now_ms + self.ttl_ms() / 2 {
+            self.lease = store.renew(&self.lease, now_ms, self.ttl_ms())?;
+        }
+        Ok(())
+    }
+
+    /// Gives the lease back.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn release(self, store: &mut impl Store) -> Result<(), StoreError> {
+        store.release(&self.lease)
+    }
+}
+
+type InFlight<'a> =
+    Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, TransportError>> + Send + 'a>>;
+
+/// What woke the driver.
+enum Woke {
+    Answer(usize, Result<http::Response<Vec<u8>>, TransportError>),
+    Event(Option<WebhookEvent>),
+}
+
+/// Drives `job` until it finishes: carries out its outputs over `transport`, `store` and
+/// `sink`, under the lease `keeper` holds, and feeds back what happened.
+///
+/// # Errors
+///
+/// [`RunError`]: the run stopped; what the store committed stands, and a later run resumes
+/// from it.
+pub async fn run<T, S, K, E>(
+    job: &mut Job,
+    transport: &T,
+    store: &mut S,
+    sink: &mut K,
+    keeper: &mut LeaseKeeper,
+    env: &mut E,
+) -> Result<Summary, RunError>
+where
+    T: Transport + Sync,
+    S: Store,
+    K: Sink,
+    E: Env,
+{
+    let mut in_flight: Vec<(CallId, InFlight<'_>)> = Vec::new();
+    loop {
+        while let Some(output) = job.poll_output() {
+            match output {
+                Output::Persist(mut changes) => {
+                    if changes.wants_checkpoint() {
+                        changes.set_checkpoint(sink.checkpoint()?);
+                    }
+                    keeper.keep(store, env.unix_ms())?;
+                    store.apply(&keeper.lease, &changes)?;
+                    job.handle_persisted(changes.id(), env.now());
+                }
+                Output::LoadCards(seq) => {
+                    let cards = store.cards(seq)?;
+                    job.handle_cards(seq, cards, env.now());
+                }
+                Output::Send(call) => {
+                    if call.creates {
+                        keeper.before_create(store, env.unix_ms())?;
+                    }
+                    in_flight.push((call.id, Box::pin(transport.send(call.request))));
+                }
+                Output::Write(rows) => sink.append(&rows)?,
+                Output::NeedsDecision(unconfirmed) => {
+                    if let Some(decision) = env.decide(&unconfirmed) {
+                        job.decide(unconfirmed.seq, decision, env.now());
+                    }
+                }
+                Output::Finish => {
+                    sink.finish()?;
+                    job.handle_finished(env.now());
+                }
+                Output::Finished(summary) => return Ok(summary),
+            }
+        }
+        env.progress(job);
+        keeper.keep(store, env.unix_ms())?;
+
+        // Wait for an answer, an event, the job's next timer or the lease's renewal.
+        let renew_in = Duration::from_millis(keeper.renew_at_ms().saturating_sub(env.unix_ms()));
+        let renew_at = env.now() + renew_in;
+        let deadline = Some(job.poll_timeout().map_or(renew_at, |t| t.min(renew_at)));
+        let woke = {
+            let mut wait = std::pin::pin!(env.wait(deadline));
+            std::future::poll_fn(|cx| {
+                for (i, (_, call)) in in_flight.iter_mut().enumerate() {
+                    if let Poll::Ready(answer) = call.as_mut().poll(cx) {
+                        return Poll::Ready(Woke::Answer(i, answer));
+                    }
+                }
+                wait.as_mut().poll(cx).map(Woke::Event)
+            })
+            .await
+        };
+        match woke {
+            Woke::Answer(i, answer) => {
+                let (id, _) = in_flight.swap_remove(i);
+                job.handle_response(id, answer, env.now());
+            }
+            Woke::Event(Some(event)) => job.handle_event(event, env.now()),
+            Woke::Event(None) => job.handle_timeout(env.now()),
+        }
+    }
+}

@@ -1,0 +1,1416 @@
+//! [`Job`]: the account-updater job as a sans-IO state machine, and [`PlanRecorder`], which
+//! turns planned requests into changes for the store.
+//!
+//! A job is fed what happened (the store acknowledged changes, the cards of a request were
+//! loaded, a call was answered or failed, a webhook event arrived, the user decided about an
+//! unconfirmed request, time passed) and says what to do next through [`Job::poll_output`]:
+//! persist changes, load cards, send a request, write result rows, ask for a decision, finish
+//! the sink, or stop with a summary. It reads no clock, touches no file and opens no socket.
+//!
+//! The rules that make it exactly-once:
+//!
+//! - Invariant: a `Send` of `POST /v2/batch` or `POST /v2/subscribe` is emitted only once the
+//!   `Persist` that moved its request to `sending` has been acknowledged.
+//! - Invariant: a request that may have reached CardSync (`sending`, found so by a later run or
+//!   left so by a failed POST) is never sent again without a [`Decision`], except
+//!   subscriptions, which are idempotent and are resent.
+//! - Invariant: result rows are written to the sink before the `Persist` that records them
+//!   (with the sink's checkpoint) is emitted, and a request's results are recorded in the same
+//!   `Persist` that moves it to `done`.
+//! - Invariant: at most one operation (a load, a persist, a call) is under way per request at
+//!   a time, so that two changes to one request never race; every request change is a
+//!   compare-and-set from the state the job last saw persisted.
+//! - Invariant: at most `concurrency` creating requests (`POST`s) are under way at once.
+//! - Invariant: the job finishes in two persisted steps (`finishing`, then `done` with the
+//!   cards erased) around the sink's `finish`, each safe to repeat after a crash.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cardsync_core::{PlannedRequest, Route, SeNumber, UpdateStatus};
+use cardsync_proto::retry::{
+    Decision as RetryDecision, Outcome, Reached, RetryPolicy, parse_retry_after,
+};
+use cardsync_proto::transport::TransportError;
+use cardsync_proto::{
+    BatchCard, BatchState, Config, CreateBatch, DecodeError, Endpoint, GetBatch, GetBatchResults,
+    GetSubscriptionResults, Idempotency, Results, Subscribe, SubscriptionCard, Trigger,
+    WebhookEvent,
+};
+
+use crate::model::{
+    EventRecord, EventState, META_AMEX_RESULTS, META_INVALID, META_PHASE, META_PLANNED, META_ROWS,
+    PHASE_DONE, PHASE_FINISHING, RequestKind, RequestRecord, RequestState, ResultRow, Snapshot,
+    StoredCard, Summary,
+};
+use crate::store::{Change, Changes, RequestUpdate};
+
+/// How the job learns that a batch is complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Wait {
+    /// Ask for each batch's status, with backoff.
+    Poll,
+    /// Webhook events (fed with [`Job::handle_event`]); polls only every `poll_max` as a
+    /// fallback, and waits up to `amex_wait` for American Express updates at the end.
+    Webhook,
+}
+
+/// How a job runs.
+///
+/// ```
+/// use std::time::Duration;
+/// use cardsync_job::{JobOptions, Wait};
+/// use cardsync_proto::{BaseUrl, Config, MerchantKey};
+///
+/// let config = Config::new(BaseUrl::sandbox()).with_merchant_key(MerchantKey::new("key")?);
+/// let options = JobOptions::new(config).with_wait(Wait::Webhook).with_poll_max(Duration::from_secs(30));
+/// assert_eq!(options.concurrency(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    config: Config,
+    wait: Wait,
+    poll_first: Duration,
+    poll_max: Duration,
+    amex_wait: Duration,
+    concurrency: usize,
+    retry: RetryPolicy,
+    seed: u64,
+    wall_anchor: Option<(Instant, SystemTime)>,
+}
+
+impl JobOptions {
+    /// Defaults: polling, 50 ms to 60 s between status checks, 60 s for American Express
+    /// updates, one POST at a time, the default retry policy.
+    pub fn new(config: Config) -> JobOptions {
+        JobOptions {
+            config,
+            wait: Wait::Poll,
+            poll_first: Duration::from_millis(50),
+            poll_max: Duration::from_secs(60),
+            amex_wait: Duration::from_secs(60),
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            seed: 0x9e37_79b9_7f4a_7c15,
+            wall_anchor: None,
+        }
+    }
+
+    /// How to wait for results.
+    pub fn with_wait(mut self, wait: Wait) -> JobOptions {
+        self.wait = wait;
+        self
+    }
+
+    /// The longest pause between two status checks of a batch.
+    pub fn with_poll_max(mut self, max: Duration) -> JobOptions {
+        self.poll_max = max.max(self.poll_first);
+        self
+    }
+
+    /// With [`Wait::Webhook`]: how long to wait for American Express updates once every batch
+    /// is done.
+    pub fn with_amex_wait(mut self, wait: Duration) -> JobOptions {
+        self.amex_wait = wait;
+        self
+    }
+
+    /// How many POSTs may be under way at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> JobOptions {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// The retry policy.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> JobOptions {
+        self.retry = policy;
+        self
+    }
+
+    /// The seed of the backoff jitter (the job has no randomness of its own).
+    pub fn with_seed(mut self, seed: u64) -> JobOptions {
+        self.seed = seed | 1;
+        self
+    }
+
+    /// Which wall-clock time an instant stands for, to read `Retry-After` dates.
+    pub fn with_wall_clock(mut self, instant: Instant, wall: SystemTime) -> JobOptions {
+        self.wall_anchor = Some((instant, wall));
+        self
+    }
+
+    /// How many POSTs may be under way at once.
+    pub fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// The configuration requests are encoded with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// What the user decided about a request whose POST may or may not have reached CardSync.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Decision {
+    /// It arrived, as this batch (checked with `GET /v2/batch` before it is taken on).
+    Adopt(String),
+    /// It did not arrive: send it again.
+    Resend,
+    /// Leave its cards out of the job.
+    Abandon,
+}
+
+/// A request whose fate is unknown, waiting for a [`Decision`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unconfirmed {
+    /// The request.
+    pub seq: u64,
+    /// How many cards it holds.
+    pub cards: u64,
+    /// Whether an earlier run left it so (rather than this run).
+    pub earlier: bool,
+}
+
+/// The identity of a call, to give back with its answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallId(u64);
+
+/// A request to send.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Call {
+    /// Give it back with the answer, to [`Job::handle_response`].
+    pub id: CallId,
+    /// The request, complete.
+    pub request: http::Request<Vec<u8>>,
+    /// Whether it creates something CardSync bills (`POST /v2/batch`): a runner must not send
+    /// it without holding the job's lease.
+    pub creates: bool,
+}
+
+/// What the job asks its driver to do.
+///
+/// Exhaustive on purpose: a driver that ignored a kind of output added later would break the
+/// job's guarantees, so adding one is a breaking change that makes every driver say what to do
+/// with it.
+#[derive(Debug)]
+#[allow(clippy::exhaustive_enums)]
+pub enum Output {
+    /// Apply these changes atomically (after adding the sink's checkpoint when
+    /// [`Changes::wants_checkpoint`]), then call [`Job::handle_persisted`].
+    Persist(Changes),
+    /// Load the cards of this request, and give them to [`Job::handle_cards`].
+    LoadCards(u64),
+    /// Send this request, and give the answer to [`Job::handle_response`].
+    Send(Call),
+    /// Append these rows to the sink (they become durable with the next checkpoint).
+    Write(Vec<ResultRow>),
+    /// A request needs a [`Decision`] ([`Job::decide`]). Without one, the job ends with it
+    /// listed as unconfirmed.
+    NeedsDecision(Unconfirmed),
+    /// Every result is durable: put them in place ([`crate::Sink::finish`]), then call
+    /// [`Job::handle_finished`].
+    Finish,
+    /// The job stopped: done, or with requests left unconfirmed, or after an error.
+    Finished(Summary),
+}
+
+/// What a call was for.
+#[derive(Clone, Debug)]
+enum Purpose {
+    Create(u64),
+    Status(u64),
+    Results(u64),
+    Adopt(u64, String),
+    AmexResults(String),
+}
+
+/// A call under way or waiting to be retried.
+#[derive(Debug)]
+struct Pending {
+    purpose: Purpose,
+    request: http::Request<Vec<u8>>,
+    attempt: u32,
+    started: Instant,
+}
+
+/// What to do once a persist is acknowledged.
+#[derive(Debug)]
+enum After {
+    Nothing,
+    Send(u64, Box<http::Request<Vec<u8>>>),
+    Poll(u64),
+    Fetch(u64),
+    AmexFetch(String),
+    Finish,
+    Done,
+}
+
+/// What a load of cards is for.
+#[derive(Debug)]
+enum LoadFor {
+    Send,
+    Last4(Box<Results>),
+}
+
+/// Where the job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Finishing,
+    Finished,
+}
+
+/// The account-updater job: every planned request sent once, waited for, and its results
+/// written once, across any number of runs.
+///
+/// Build it from what a store holds ([`Job::new`]), then loop: take outputs with
+/// [`Job::poll_output`] and carry them out, feed back what happened, and when there is nothing
+/// to do, wait until [`Job::poll_timeout`] (or an answer, or an event) and call
+/// [`Job::handle_timeout`]. [`crate::run`] is that loop over any [`cardsync_proto::transport::Transport`].
+///
+/// ```
+/// use std::time::Instant;
+/// use cardsync_job::{Job, JobOptions, Output, Snapshot};
+/// use cardsync_proto::{BaseUrl, Config, MerchantKey};
+///
+/// let config = Config::new(BaseUrl::sandbox()).with_merchant_key(MerchantKey::new("key")?);
+/// // An empty (planned) job has nothing to send: it finishes at once.
+/// let mut snapshot = Snapshot::default();
+/// snapshot.meta.insert("planned".into(), "1".into());
+/// let mut job = Job::new(snapshot, JobOptions::new(config), Instant::now());
+/// let Some(Output::Persist(changes)) = job.poll_output() else { panic!() };
+/// job.handle_persisted(changes.id(), Instant::now());
+/// assert!(matches!(job.poll_output(), Some(Output::Finish)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Job {
+    options: JobOptions,
+    phase: Phase,
+    snapshot: Snapshot,
+    now: Instant,
+    outputs: VecDeque<Output>,
+    next_change: u64,
+    next_call: u64,
+    /// Persists awaiting acknowledgement: their changes (applied to `snapshot` on
+    /// acknowledgement) and what follows.
+    awaiting: HashMap<u64, (Vec<Change>, After)>,
+    loads: HashMap<u64, LoadFor>,
+    calls: HashMap<CallId, Pending>,
+    retries: Vec<(Instant, Pending)>,
+    /// Next status check of each sent batch, and the pause after it.
+    polls: BTreeMap<u64, (Instant, Duration)>,
+    /// Requests with an operation under way.
+    busy: HashSet<u64>,
+    /// Creating requests in the pipeline (loading, persisting `sending`, or in flight).
+    creating: BTreeSet<u64>,
+    undecided: BTreeSet<u64>,
+    decisions: VecDeque<(u64, Decision)>,
+    inbox: VecDeque<WebhookEvent>,
+    /// Event ids seen (recorded, or being recorded).
+    seen_events: HashSet<String>,
+    amex_deadline: Option<Instant>,
+    error: Option<String>,
+    rng: u64,
+}
+
+impl Job {
+    /// A job from what its store holds. The snapshot must be of a complete plan
+    /// ([`Snapshot::is_planned`]); see [`PlanRecorder`].
+    pub fn new(snapshot: Snapshot, options: JobOptions, now: Instant) -> Job {
+        let rng = options.seed | 1;
+        let mut job = Job {
+            options,
+            phase: Phase::Running,
+            snapshot,
+            now,
+            outputs: VecDeque::new(),
+            next_change: 1,
+            next_call: 1,
+            awaiting: HashMap::new(),
+            loads: HashMap::new(),
+            calls: HashMap::new(),
+            retries: Vec::new(),
+            polls: BTreeMap::new(),
+            busy: HashSet::new(),
+            creating: BTreeSet::new(),
+            undecided: BTreeSet::new(),
+            decisions: VecDeque::new(),
+            inbox: VecDeque::new(),
+            seen_events: HashSet::new(),
+            amex_deadline: None,
+            error: None,
+            rng,
+        };
+        job.start();
+        job
+    }
+
+    fn start(&mut self) {
+        for e in &self.snapshot.events {
+            self.seen_events.insert(e.event_id.clone());
+        }
+        if self.snapshot.is_done() {
+            self.phase = Phase::Finished;
+            self.outputs.push_back(Output::Finished(self.summary()));
+            return;
+        }
+        if self.snapshot.meta(META_PHASE) == Some(PHASE_FINISHING) {
+            // The previous run died around the sink's finish: do it again.
+            self.phase = Phase::Finishing;
+            self.outputs.push_back(Output::Finish);
+            return;
+        }
+        let requests: Vec<RequestRecord> = self.snapshot.requests.clone();
+        for r in &requests {
+            match (r.state, r.kind) {
+                (RequestState::Sending, RequestKind::Subscription) => {
+                    // Subscribing twice is the same as subscribing once.
+                    self.persist_request(
+                        RequestUpdate::new(r.seq, RequestState::Sending, RequestState::Planned),
+                        vec![],
+                        After::Nothing,
+                    );
+                }
+                (RequestState::Sending, RequestKind::Batch) => {
+                    self.undecided.insert(r.seq);
+                    self.outputs.push_back(Output::NeedsDecision(Unconfirmed {
+                        seq: r.seq,
+                        cards: r.cards,
+                        earlier: true,
+                    }));
+                }
+                (RequestState::Sent, _) => self.schedule_poll(r.seq, true),
+                _ => {}
+            }
+        }
+        // American Express updates recorded but not fetched.
+        let amex: Vec<String> = self
+            .snapshot
+            .events
+            .iter()
+            .filter(|e| {
+                e.state == EventState::Received && e.trigger == Some(Trigger::AmexUpdate.id())
+            })
+            .map(|e| e.event_id.clone())
+            .collect();
+        for event_id in amex {
+            self.call(
+                Purpose::AmexResults(event_id.clone()),
+                GetSubscriptionResults::new(event_id),
+            );
+        }
+        self.advance();
+    }
+
+    /// The next thing to do, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.outputs.pop_front() {
+            return Some(output);
+        }
+        // Everything asked for was handed out (decisions included, which the driver answers
+        // before it asks again): the job may be over.
+        self.maybe_finish();
+        self.outputs.pop_front()
+    }
+
+    /// When the job next wants [`Job::handle_timeout`], if it waits for time at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.phase != Phase::Running {
+            return None;
+        }
+        let polls = self
+            .polls
+            .iter()
+            .filter(|(seq, _)| !self.busy.contains(seq))
+            .map(|(_, (at, _))| *at);
+        let retries = self.retries.iter().map(|(at, _)| *at);
+        polls.chain(retries).chain(self.amex_deadline).min()
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.advance();
+    }
+
+    /// The store applied the changes numbered `id`.
+    pub fn handle_persisted(&mut self, id: u64, now: Instant) {
+        self.now = now;
+        let Some((changes, after)) = self.awaiting.remove(&id) else {
+            return;
+        };
+        for change in &changes {
+            crate::store::apply_to_snapshot(&mut self.snapshot, change);
+        }
+        match after {
+            After::Nothing => {}
+            After::Send(seq, request) => {
+                // Invariant: the request is `sending` in the store before it is sent.
+                debug_assert_eq!(self.state(seq), Some(RequestState::Sending));
+                let purpose = Purpose::Create(seq);
+                let pending = Pending {
+                    purpose,
+                    request: *request,
+                    attempt: 1,
+                    started: now,
+                };
+                self.send(pending);
+            }
+            After::Poll(seq) => self.schedule_poll(seq, true),
+            After::Fetch(seq) => self.fetch(seq),
+            After::AmexFetch(event_id) => {
+                self.call(
+                    Purpose::AmexResults(event_id.clone()),
+                    GetSubscriptionResults::new(event_id),
+                );
+            }
+            After::Finish => {
+                self.outputs.push_back(Output::Finish);
+            }
+            After::Done => {
+                self.phase = Phase::Finished;
+                self.outputs.push_back(Output::Finished(self.summary()));
+                return;
+            }
+        }
+        self.release_changed(&changes);
+        self.advance();
+    }
+
+    /// The cards of a request, as [`Output::LoadCards`] asked.
+    pub fn handle_cards(&mut self, seq: u64, cards: Vec<StoredCard>, now: Instant) {
+        self.now = now;
+        match self.loads.remove(&seq) {
+            Some(LoadFor::Send) => self.prepare_send(seq, cards),
+            Some(LoadFor::Last4(results)) => {
+                let last4: HashMap<String, String> = cards
+                    .iter()
+                    .map(|c| (c.id.clone(), c.last4().as_str().to_owned()))
+                    .collect();
+                self.store_batch_results(seq, *results, Some(&last4));
+            }
+            None => {}
+        }
+        self.advance();
+    }
+
+    /// The sink finished ([`Output::Finish`]).
+    pub fn handle_finished(&mut self, now: Instant) {
+        self.now = now;
+        if self.phase != Phase::Finishing {
+            return;
+        }
+        self.persist(
+            vec![
+                meta(META_PHASE, PHASE_DONE),
+                // Nothing can need the card numbers any more.
+                Change::EraseCards,
+            ],
+            false,
+            After::Done,
+        );
+    }
+
+    /// A webhook event arrived. Redeliveries are recognised by event id and ignored.
+    pub fn handle_event(&mut self, event: WebhookEvent, now: Instant) {
+        self.now = now;
+        let Some(id) = event.event_id() else {
+            return;
+        };
+        if self.seen_events.insert(id.to_owned()) {
+            self.inbox.push_back(event);
+        }
+        self.advance();
+    }
+
+    /// The user decided about an unconfirmed request ([`Output::NeedsDecision`]).
+    pub fn decide(&mut self, seq: u64, decision: Decision, now: Instant) {
+        self.now = now;
+        if self.undecided.remove(&seq) {
+            self.decisions.push_back((seq, decision));
+        }
+        self.advance();
+    }
+
+    /// Requests waiting for a decision.
+    pub fn undecided(&self) -> impl Iterator<Item = u64> + '_ {
+        self.undecided.iter().copied()
+    }
+
+    /// The answer to a call, or the transport's failure.
+    pub fn handle_response(
+        &mut self,
+        id: CallId,
+        answer: Result<http::Response<Vec<u8>>, TransportError>,
+        now: Instant,
+    ) {
+        self.now = now;
+        let Some(pending) = self.calls.remove(&id) else {
+            return;
+        };
+        let outcome = match &answer {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) => Some(Outcome::Response {
+                status: response.status(),
+                retry_after: response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, self.wall())),
+            }),
+            Err(e) => Some(Outcome::Transport {
+                reached: e.reached(),
+            }),
+        };
+        if let Some(outcome) = outcome {
+            let idempotency = match pending.purpose {
+                Purpose::Create(seq) if self.kind(seq) == Some(RequestKind::Batch) => {
+                    Idempotency::NotIdempotent
+                }
+                _ => Idempotency::Idempotent,
+            };
+            let jitter = self.jitter();
+            let decision = self.options.retry.decide(
+                idempotency,
+                pending.attempt,
+                now.saturating_duration_since(pending.started),
+                outcome,
+                jitter,
+            );
+            if let RetryDecision::Retry { after } = decision {
+                self.retries.push((now + after, pending));
+                self.advance();
+                return;
+            }
+        }
+        self.answered(pending, answer);
+        self.advance();
+    }
+
+    /// Where the job stands.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary::of(&self.snapshot);
+        s.error.clone_from(&self.error);
+        s
+    }
+
+    /// The requests as last persisted.
+    pub fn requests(&self) -> &[RequestRecord] {
+        &self.snapshot.requests
+    }
+
+    /// Whether the job stopped.
+    pub fn is_finished(&self) -> bool {
+        self.phase == Phase::Finished
+    }
+
+    /// Calls under way.
+    pub fn calls_in_flight(&self) -> usize {
+        self.calls.len()
+    }
+
+    fn wall(&self) -> SystemTime {
+        match self.options.wall_anchor {
+            Some((i, w)) => w + self.now.saturating_duration_since(i),
+            None => UNIX_EPOCH,
+        }
+    }
+
+    fn jitter(&mut self) -> f64 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn record(&self, seq: u64) -> Option<&RequestRecord> {
+        self.snapshot.requests.iter().find(|r| r.seq == seq)
+    }
+
+    fn state(&self, seq: u64) -> Option<RequestState> {
+        self.record(seq).map(|r| r.state)
+    }
+
+    fn kind(&self, seq: u64) -> Option<RequestKind> {
+        self.record(seq).map(|r| r.kind)
+    }
+
+    fn persist(&mut self, changes: Vec<Change>, wants_checkpoint: bool, after: After) {
+        let id = self.next_change;
+        self.next_change += 1;
+        self.outputs.push_back(Output::Persist(Changes::numbered(
+            id,
+            changes.clone(),
+            wants_checkpoint,
+        )));
+        self.awaiting.insert(id, (changes, after));
+    }
+
+    /// Persists a request update (and more), keeping the request busy until acknowledged.
+    fn persist_request(&mut self, update: RequestUpdate, mut more: Vec<Change>, after: After) {
+        self.busy.insert(update.seq);
+        more.insert(0, Change::Request(update));
+        self.persist(more, false, after);
+    }
+
+    /// Requests whose persisted change was acknowledged are free again (unless what follows
+    /// keeps them busy).
+    fn release_changed(&mut self, changes: &[Change]) {
+        for change in changes {
+            if let Change::Request(u) = change {
+                let still = self
+                    .calls
+                    .values()
+                    .any(|p| purpose_seq(&p.purpose) == Some(u.seq))
+                    || self
+                        .retries
+                        .iter()
+                        .any(|(_, p)| purpose_seq(&p.purpose) == Some(u.seq))
+                    || self.loads.contains_key(&u.seq)
+                    || self.awaiting.values().any(|(c, _)| touches(c, u.seq));
+                if !still {
+                    self.busy.remove(&u.seq);
+                }
+                if u.to != RequestState::Sending && u.from == RequestState::Sending {
+                    self.creating.remove(&u.seq);
+                }
+                if u.to == RequestState::Planned {
+                    self.creating.remove(&u.seq);
+                }
+            }
+        }
+    }
+
+    fn call<E: Endpoint>(&mut self, purpose: Purpose, endpoint: E) {
+        match endpoint.encode(&self.options.config) {
+            Ok(request) => {
+                if let Some(seq) = purpose_seq(&purpose) {
+                    self.busy.insert(seq);
+                }
+                let pending = Pending {
+                    purpose,
+                    request,
+                    attempt: 1,
+                    started: self.now,
+                };
+                self.send(pending);
+            }
+            Err(e) => self.stop(format!("cannot build a request: {e}")),
+        }
+    }
+
+    fn send(&mut self, pending: Pending) {
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let creates = matches!(pending.purpose, Purpose::Create(_));
+        self.outputs.push_back(Output::Send(Call {
+            id,
+            request: clone_request(&pending.request),
+            creates,
+        }));
+        self.calls.insert(id, pending);
+    }
+
+    fn stop(&mut self, message: String) {
+        if self.error.is_none() {
+            self.error = Some(message);
+        }
+    }
+
+    fn schedule_poll(&mut self, seq: u64, first: bool) {
+        let pause = match (self.options.wait, first) {
+            (Wait::Webhook, _) => self.options.poll_max,
+            (Wait::Poll, true) => Duration::ZERO,
+            (Wait::Poll, false) => {
+                let last = self.polls.get(&seq).map_or(Duration::ZERO, |(_, p)| *p);
+                (last * 2).clamp(self.options.poll_first, self.options.poll_max)
+            }
+        };
+        self.polls.insert(seq, (self.now + pause, pause));
+    }
+
+    fn fetch(&mut self, seq: u64) {
+        let Some(r) = self.record(seq) else { return };
+        let Some(batch_id) = r.batch_id.clone() else {
+            return;
+        };
+        let mut get = GetBatchResults::new(batch_id);
+        if let Some(ev) = &r.event_id {
+            get = get.with_event_id(ev.clone());
+        }
+        self.call(Purpose::Results(seq), get);
+    }
+
+    /// Loads a planned request's cards to send it.
+    fn start_send(&mut self, seq: u64) {
+        self.busy.insert(seq);
+        self.creating.insert(seq);
+        self.loads.insert(seq, LoadFor::Send);
+        self.outputs.push_back(Output::LoadCards(seq));
+    }
+
+    fn prepare_send(&mut self, seq: u64, cards: Vec<StoredCard>) {
+        let Some(record) = self.record(seq).cloned() else {
+            return;
+        };
+        let encoded = match record.kind {
+            RequestKind::Batch => CreateBatch::new(
+                cards
+                    .into_iter()
+                    .map(|c| BatchCard::new(c.id, c.pan, c.exp))
+                    .collect(),
+            )
+            .and_then(|b| b.encode(&self.options.config)),
+            RequestKind::Subscription => {
+                let se = record
+                    .se_number
+                    .as_deref()
+                    .and_then(|s| SeNumber::parse(s).ok());
+                let cards: Option<Vec<SubscriptionCard>> = cards
+                    .into_iter()
+                    .map(|c| {
+                        let se = c.se_number.or_else(|| se.clone())?;
+                        Some(SubscriptionCard::new(se, c.id, c.pan, c.exp))
+                    })
+                    .collect();
+                match cards {
+                    Some(cards) => {
+                        Subscribe::new(cards).and_then(|s| s.encode(&self.options.config))
+                    }
+                    None => {
+                        self.creating.remove(&seq);
+                        self.busy.remove(&seq);
+                        self.stop(format!("request {seq} in the journal has no SE number"));
+                        return;
+                    }
+                }
+            }
+        };
+        match encoded {
+            Ok(request) => self.persist_request(
+                RequestUpdate::new(seq, RequestState::Planned, RequestState::Sending),
+                vec![],
+                After::Send(seq, Box::new(request)),
+            ),
+            Err(e) => {
+                self.creating.remove(&seq);
+                self.busy.remove(&seq);
+                self.stop(format!("cannot build request {seq}: {e}"));
+            }
+        }
+    }
+
+    /// A call's final answer (after retries).
+    fn answered(
+        &mut self,
+        pending: Pending,
+        answer: Result<http::Response<Vec<u8>>, TransportError>,
+    ) {
+        let failure = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+        match pending.purpose {
+            Purpose::Create(seq) => self.answered_create(seq, answer),
+            Purpose::Status(seq) => {
+                let batch = self
+                    .record(seq)
+                    .and_then(|r| r.batch_id.clone())
+                    .unwrap_or_default();
+                match answer.map(|r| GetBatch::decode(&r)) {
+                    Ok(Ok(info)) => match info.status {
+                        BatchState::Completed => self.persist_request(
+                            RequestUpdate::new(seq, RequestState::Sent, RequestState::Completed),
+                            vec![],
+                            After::Fetch(seq),
+                        ),
+                        BatchState::Error => self.batch_failed(
+                            seq,
+                            RequestState::Sent,
+                            "CardSync reported the batch in error",
+                            vec![],
+                        ),
+                        _ => {
+                            self.busy.remove(&seq);
+                            self.schedule_poll(seq, false);
+                        }
+                    },
+                    Ok(Err(e)) => self.call_failed(seq, failure(&format!("batch {batch}"), &e)),
+                    Err(e) => self.call_failed(seq, failure(&format!("batch {batch}"), &e)),
+                }
+            }
+            Purpose::Results(seq) => {
+                let batch = self
+                    .record(seq)
+                    .and_then(|r| r.batch_id.clone())
+                    .unwrap_or_default();
+                match answer.map(|r| GetBatchResults::decode(&r)) {
+                    Ok(Ok(results)) => {
+                        if results.cards.iter().any(|c| {
+                            matches!(
+                                c.status,
+                                Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
+                            )
+                        }) {
+                            // The old last 4 of changed cards come from the cards as sent.
+                            self.loads.insert(seq, LoadFor::Last4(Box::new(results)));
+                            self.outputs.push_back(Output::LoadCards(seq));
+                        } else {
+                            self.store_batch_results(seq, results, None);
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        self.call_failed(seq, failure(&format!("results of batch {batch}"), &e))
+                    }
+                    Err(e) => {
+                        self.call_failed(seq, failure(&format!("results of batch {batch}"), &e))
+                    }
+                }
+            }
+            Purpose::Adopt(seq, batch_id) => match answer.map(|r| GetBatch::decode(&r)) {
+                Ok(Ok(_)) => self.persist_request(
+                    RequestUpdate::new(seq, RequestState::Sending, RequestState::Sent)
+                        .with_batch_id(batch_id),
+                    vec![],
+                    After::Poll(seq),
+                ),
+                Ok(Err(e)) => {
+                    self.busy.remove(&seq);
+                    self.undecided.insert(seq);
+                    self.stop(format!(
+                        "cannot adopt batch {batch_id} for request {seq}: {e}"
+                    ));
+                }
+                Err(e) => {
+                    self.busy.remove(&seq);
+                    self.undecided.insert(seq);
+                    self.stop(format!(
+                        "cannot adopt batch {batch_id} for request {seq}: {e}"
+                    ));
+                }
+            },
+            Purpose::AmexResults(event_id) => match answer
+                .map(|r| GetSubscriptionResults::decode(&r))
+            {
+                Ok(Ok(results)) => self.store_amex_results(event_id, results),
+                Ok(Err(e)) => {
+                    self.stop(failure(&format!("American Express update {event_id}"), &e))
+                }
+                Err(e) => self.stop(failure(&format!("American Express update {event_id}"), &e)),
+            },
+        }
+    }
+
+    fn call_failed(&mut self, seq: u64, message: String) {
+        self.busy.remove(&seq);
+        self.stop(message);
+    }
+
+    fn answered_create(
+        &mut self,
+        seq: u64,
+        answer: Result<http::Response<Vec<u8>>, TransportError>,
+    ) {
+        let Some(record) = self.record(seq).cloned() else {
+            return;
+        };
+        let what = format!("request {seq} ({} cards)", record.cards);
+        let decoded: Result<Option<String>, DecodeError> = match (&answer, record.kind) {
+            (Ok(r), RequestKind::Batch) => CreateBatch::decode(r).map(|c| Some(c.batch_id)),
+            (Ok(r), RequestKind::Subscription) => Subscribe::decode(r).map(|_| None),
+            (Err(_), _) => Ok(None),
+        };
+        match (answer, decoded) {
+            (Ok(_), Ok(Some(batch_id))) => self.persist_request(
+                RequestUpdate::new(seq, RequestState::Sending, RequestState::Sent)
+                    .with_batch_id(batch_id),
+                vec![],
+                After::Poll(seq),
+            ),
+            (Ok(_), Ok(None)) => self.persist_request(
+                RequestUpdate::new(seq, RequestState::Sending, RequestState::Done)
+                    .with_message("subscribed"),
+                vec![tally("subscribed", record.cards as i64)],
+                After::Nothing,
+            ),
+            (Ok(_), Err(e)) => match e.status() {
+                Some(s) if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 => {
+                    // CardSync read it and refused it: nothing was created.
+                    self.persist_request(
+                        RequestUpdate::new(seq, RequestState::Sending, RequestState::Failed)
+                            .with_message(format!("refused: {e}")),
+                        vec![],
+                        After::Nothing,
+                    );
+                }
+                _ => {
+                    // Anything else may have created it.
+                    self.busy.remove(&seq);
+                    self.creating.remove(&seq);
+                    self.stop(format!(
+                        "sending {what}; CardSync may or may not have received it: {e}"
+                    ));
+                }
+            },
+            (Err(e), _) if e.reached() == Reached::No => {
+                // Certainly never left: it can be sent again later without a decision.
+                self.persist_request(
+                    RequestUpdate::new(seq, RequestState::Sending, RequestState::Planned),
+                    vec![],
+                    After::Nothing,
+                );
+                self.stop(format!("sending {what}: no answer from CardSync: {e}"));
+            }
+            (Err(e), _) => {
+                self.busy.remove(&seq);
+                self.creating.remove(&seq);
+                self.stop(format!(
+                    "sending {what}; CardSync may or may not have received it: no answer: {e}"
+                ));
+            }
+        }
+    }
+
+    fn batch_failed(&mut self, seq: u64, from: RequestState, message: &str, more: Vec<Change>) {
+        let cards = self.record(seq).map_or(0, |r| r.cards);
+        let mut changes = vec![tally("batch_error", cards as i64)];
+        changes.extend(more);
+        self.polls.remove(&seq);
+        self.persist_request(
+            RequestUpdate::new(seq, from, RequestState::Failed).with_message(message),
+            changes,
+            After::Nothing,
+        );
+    }
+
+    fn store_batch_results(
+        &mut self,
+        seq: u64,
+        results: Results,
+        last4: Option<&HashMap<String, String>>,
+    ) {
+        let Some(record) = self.record(seq).cloned() else {
+            return;
+        };
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        let mut ids = HashSet::with_capacity(results.cards.len());
+        let mut rows = Vec::with_capacity(results.cards.len());
+        for card in results.cards {
+            *counts
+                .entry(
+                    card.status
+                        .as_ref()
+                        .map_or("(none)", UpdateStatus::as_str)
+                        .to_owned(),
+                )
+                .or_default() += 1;
+            ids.insert(card.id.clone());
+            let mut row = ResultRow::new(card.id, card.status, card.card);
+            row.exp = card.exp;
+            row.se_number = card.se_number;
+            row.batch_id.clone_from(&record.batch_id);
+            row.event_id.clone_from(&record.event_id);
+            if row.is_change() {
+                row.old_last4 = last4.and_then(|m| m.get(&row.id).cloned());
+            }
+            rows.push(row);
+        }
+        // Ids are unique in a request (the plan took duplicates out), so the cards that got
+        // no result are the ones left over.
+        let missing = record.cards.saturating_sub(ids.len() as u64);
+        if missing > 0 {
+            *counts.entry("no_result".to_owned()).or_default() += missing as i64;
+        }
+        self.polls.remove(&seq);
+        // Invariant: the rows go to the sink before the persist that records them.
+        self.outputs.push_back(Output::Write(rows));
+        self.busy.insert(seq);
+        let mut changes = vec![Change::Request(RequestUpdate::new(
+            seq,
+            RequestState::Completed,
+            RequestState::Done,
+        ))];
+        changes.extend(counts.into_iter().map(|(s, n)| tally(&s, n)));
+        self.persist(changes, true, After::Nothing);
+    }
+
+    fn store_amex_results(&mut self, event_id: String, results: Results) {
+        let got = results.cards.len() as i64;
+        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        let rows: Vec<ResultRow> = results
+            .cards
+            .into_iter()
+            .map(|card| {
+                *counts
+                    .entry(
+                        card.status
+                            .as_ref()
+                            .map_or("(none)", UpdateStatus::as_str)
+                            .to_owned(),
+                    )
+                    .or_default() += 1;
+                let mut row = ResultRow::new(card.id, card.status, card.card);
+                row.exp = card.exp;
+                row.se_number = card.se_number;
+                row.event_id = Some(event_id.clone());
+                row
+            })
+            .collect();
+        self.outputs.push_back(Output::Write(rows));
+        let before = self.snapshot.meta_u64(META_AMEX_RESULTS);
+        let mut changes = vec![
+            Change::Event(EventRecord::new(
+                event_id,
+                Some(Trigger::AmexUpdate.id()),
+                None,
+                EventState::Handled,
+            )),
+            // These cards were counted as subscribed; now they have a result.
+            tally("subscribed", -got),
+            meta(META_AMEX_RESULTS, &(before + got as u64).to_string()),
+        ];
+        changes.extend(counts.into_iter().map(|(s, n)| tally(&s, n)));
+        self.persist(changes, true, After::Nothing);
+    }
+
+    fn handle_inbox(&mut self) {
+        let mut deferred = VecDeque::new();
+        while let Some(event) = self.inbox.pop_front() {
+            let Some(event_id) = event.event_id().map(str::to_owned) else {
+                continue;
+            };
+            let trigger = event.trigger().map(Trigger::id);
+            let batch_id = match &event {
+                WebhookEvent::BatchAvailable(e) => e.batch_id.clone(),
+                WebhookEvent::BatchError(e) => e.batch_id.clone(),
+                _ => None,
+            };
+            let record =
+                |state| EventRecord::new(event_id.clone(), trigger, batch_id.clone(), state);
+            let request = batch_id.as_deref().and_then(|b| {
+                self.snapshot
+                    .requests
+                    .iter()
+                    .find(|r| r.batch_id.as_deref() == Some(b))
+                    .cloned()
+            });
+            if let Some(r) = &request
+                && self.busy.contains(&r.seq)
+            {
+                // Act once what is under way for the request is done.
+                deferred.push_back(event);
+                continue;
+            }
+            match (&event, request) {
+                (WebhookEvent::BatchAvailable(_), Some(r)) if r.state == RequestState::Sent => {
+                    self.polls.remove(&r.seq);
+                    self.persist_request(
+                        RequestUpdate::new(r.seq, RequestState::Sent, RequestState::Completed)
+                            .with_event_id(event_id.clone()),
+                        vec![Change::Event(record(EventState::Handled))],
+                        After::Fetch(r.seq),
+                    );
+                }
+                (WebhookEvent::BatchError(_), Some(r))
+                    if matches!(r.state, RequestState::Sent | RequestState::Completed) =>
+                {
+                    self.batch_failed(
+                        r.seq,
+                        r.state,
+                        "CardSync reported an error in the batch (webhook 22)",
+                        vec![Change::Event(record(EventState::Handled))],
+                    );
+                }
+                (WebhookEvent::AmexUpdate(_), _) => self.persist(
+                    vec![Change::Event(record(EventState::Received))],
+                    false,
+                    After::AmexFetch(event_id.clone()),
+                ),
+                _ => {
+                    // Not ours (another job's batch, another trigger), or nothing left to do.
+                    self.persist(
+                        vec![Change::Event(record(EventState::Ignored))],
+                        false,
+                        After::Nothing,
+                    );
+                }
+            }
+        }
+        self.inbox = deferred;
+    }
+
+    /// Starts whatever can start, and finishes when nothing is left.
+    fn advance(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        let now = self.now;
+        // Retries that are due.
+        let mut i = 0;
+        while i < self.retries.len() {
+            if self.retries[i].0 <= now {
+                let (_, mut pending) = self.retries.swap_remove(i);
+                pending.attempt += 1;
+                self.send(pending);
+            } else {
+                i += 1;
+            }
+        }
+        if self.error.is_none() {
+            // Decisions.
+            while let Some((seq, decision)) = self.decisions.pop_front() {
+                match decision {
+                    Decision::Adopt(batch_id) => {
+                        self.call(
+                            Purpose::Adopt(seq, batch_id.clone()),
+                            GetBatch::new(batch_id),
+                        );
+                    }
+                    Decision::Resend => self.persist_request(
+                        RequestUpdate::new(seq, RequestState::Sending, RequestState::Planned)
+                            .with_message("sent again after an interrupted POST"),
+                        vec![],
+                        After::Nothing,
+                    ),
+                    Decision::Abandon => self.persist_request(
+                        RequestUpdate::new(seq, RequestState::Sending, RequestState::Abandoned)
+                            .with_message("abandoned after an interrupted POST"),
+                        vec![],
+                        After::Nothing,
+                    ),
+                }
+            }
+            self.handle_inbox();
+            // Status checks that are due.
+            let due: Vec<u64> = self
+                .polls
+                .iter()
+                .filter(|(seq, (at, _))| *at <= now && !self.busy.contains(seq))
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in due {
+                if self.state(seq) != Some(RequestState::Sent) {
+                    self.polls.remove(&seq);
+                    continue;
+                }
+                let batch_id = self
+                    .record(seq)
+                    .and_then(|r| r.batch_id.clone())
+                    .unwrap_or_default();
+                self.call(Purpose::Status(seq), GetBatch::new(batch_id));
+            }
+            // Completed batches whose results are not fetched (a run that died).
+            let completed: Vec<u64> = self
+                .snapshot
+                .requests
+                .iter()
+                .filter(|r| r.state == RequestState::Completed && !self.busy.contains(&r.seq))
+                .map(|r| r.seq)
+                .collect();
+            for seq in completed {
+                self.fetch(seq);
+            }
+            // New sends, in order, up to the concurrency.
+            let planned: Vec<u64> = self
+                .snapshot
+                .requests
+                .iter()
+                .filter(|r| r.state == RequestState::Planned && !self.busy.contains(&r.seq))
+                .map(|r| r.seq)
+                .collect();
+            for seq in planned {
+                if self.creating.len() >= self.options.concurrency {
+                    break;
+                }
+                self.start_send(seq);
+            }
+        }
+        self.maybe_finish();
+    }
+
+    fn maybe_finish(&mut self) {
+        let idle = self.phase == Phase::Running
+            && self.calls.is_empty()
+            && self.awaiting.is_empty()
+            && self.loads.is_empty()
+            && self.outputs.is_empty();
+        if !idle {
+            return;
+        }
+        if self.error.is_some() {
+            // Retries are abandoned: what they were for is picked up by the next run.
+            self.retries.clear();
+            self.phase = Phase::Finished;
+            self.outputs.push_back(Output::Finished(self.summary()));
+            return;
+        }
+        if !self.retries.is_empty() || !self.decisions.is_empty() || !self.inbox.is_empty() {
+            return;
+        }
+        let open = self.snapshot.requests.iter().any(|r| match r.state {
+            RequestState::Sending => !self.undecided.contains(&r.seq),
+            s => !s.is_final(),
+        });
+        if open {
+            return;
+        }
+        if !self.undecided.is_empty() {
+            self.phase = Phase::Finished;
+            self.outputs.push_back(Output::Finished(self.summary()));
+            return;
+        }
+        if self.options.wait == Wait::Webhook {
+            let amex_cards: u64 = self
+                .snapshot
+                .requests
+                .iter()
+                .filter(|r| r.kind == RequestKind::Subscription && r.state == RequestState::Done)
+                .map(|r| r.cards)
+                .sum();
+            if self.snapshot.meta_u64(META_AMEX_RESULTS) < amex_cards {
+                let deadline = *self
+                    .amex_deadline
+                    .get_or_insert(self.now + self.options.amex_wait);
+                if self.now < deadline {
+                    return;
+                }
+            }
+        }
+        self.phase = Phase::Finishing;
+        self.amex_deadline = None;
+        self.persist(vec![meta(META_PHASE, PHASE_FINISHING)], true, After::Finish);
+    }
+}
+
+fn purpose_seq(p: &Purpose) -> Option<u64> {
+    match p {
+        Purpose::Create(s) | Purpose::Status(s) | Purpose::Results(s) | Purpose::Adopt(s, _) => {
+            Some(*s)
+        }
+        Purpose::AmexResults(_) => None,
+    }
+}
+
+fn touches(changes: &[Change], seq: u64) -> bool {
+    changes
+        .iter()
+        .any(|c| matches!(c, Change::Request(u) if u.seq == seq))
+}
+
+fn clone_request(r: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let mut out = http::Request::new(r.body().clone());
+    *out.method_mut() = r.method().clone();
+    *out.uri_mut() = r.uri().clone();
+    *out.headers_mut() = r.headers().clone();
+    *out.version_mut() = r.version();
+    out
+}
+
+fn meta(key: &str, value: &str) -> Change {
+    Change::Meta {
+        key: key.to_owned(),
+        value: value.to_owned(),
+    }
+}
+
+fn tally(status: &str, delta: i64) -> Change {
+    Change::Tally {
+        status: status.to_owned(),
+        delta,
+    }
+}
+
+/// Turns a plan into changes for the store: the planned requests with their cards, then the
+/// duplicates found once every row was read (deleted), then the mark that the plan is
+/// complete. A run that dies before that mark leaves a plan that the next run discards and
+/// makes again; until then nothing is sent.
+///
+/// ```
+/// use cardsync_core::{plan, PlanEvent, PlanOptions, RecordBuf};
+/// use cardsync_job::{PlanRecorder, Snapshot};
+///
+/// let mut recorder = PlanRecorder::new(&Snapshot::default());
+/// let rows = vec![RecordBuf::new("sub-1", "4457010000000009", "01/50")];
+/// let mut changes = Vec::new();
+/// for event in plan(rows, PlanOptions::default()) {
+///     if let PlanEvent::Request(request) = event {
+///         changes.push(recorder.request(request));
+///     }
+/// }
+/// changes.push(recorder.finish(1, 0, vec![("input".into(), "cards.csv".into())]));
+/// assert_eq!(changes.len(), 2);
+/// ```
+#[derive(Debug, Default)]
+pub struct PlanRecorder {
+    discard: bool,
+}
+
+impl PlanRecorder {
+    /// A recorder for the journal `snapshot` came from. Anything it holds is of a plan that
+    /// was not finished, and is discarded by the first changes.
+    pub fn new(snapshot: &Snapshot) -> PlanRecorder {
+        PlanRecorder {
+            discard: !snapshot.requests.is_empty() || !snapshot.meta.is_empty(),
+        }
+    }
+
+    fn with_discard(&mut self, mut items: Vec<Change>) -> Changes {
+        if std::mem::take(&mut self.discard) {
+            items.insert(0, Change::DiscardPlan);
+        }
+        Changes::new(items)
+    }
+
+    /// The changes that store one planned request and its cards.
+    pub fn request(&mut self, request: PlannedRequest) -> Changes {
+        let (kind, se) = match &request.route {
+            Route::Subscription(se) => (RequestKind::Subscription, Some(se.clone())),
+            _ => (RequestKind::Batch, None),
+        };
+        let record = RequestRecord::new(
+            request.seq,
+            kind,
+            se.as_ref().map(|s| s.as_str().to_owned()),
+            request.cards.len() as u64,
+        );
+        let cards = request
+            .cards
+            .into_iter()
+            .map(|c| StoredCard::new(c.row, c.id, c.pan, c.exp, se.clone()))
+            .collect();
+        self.with_discard(vec![Change::AddRequest {
+            request: record,
+            cards,
+        }])
+    }
+
+    /// The changes that take duplicate rows (found after planning) out of the plan.
+    pub fn duplicates(&mut self, rows: Vec<u64>) -> Changes {
+        self.with_discard(vec![Change::RemoveRows { rows }])
+    }
+
+    /// The changes that mark the plan complete, with the counts of rows read and rejected and
+    /// whatever identifies the job (`meta`).
+    pub fn finish(
+        mut self,
+        rows: u64,
+        invalid: u64,
+        meta_values: Vec<(String, String)>,
+    ) -> Changes {
+        let mut items: Vec<Change> = meta_values
+            .into_iter()
+            .map(|(key, value)| Change::Meta { key, value })
+            .collect();
+        items.push(meta(META_ROWS, &rows.to_string()));
+        items.push(meta(META_INVALID, &invalid.to_string()));
+        items.push(meta(META_PLANNED, "1"));
+        self.with_discard(items)
+    }
+}

@@ -1,0 +1,208 @@
+//! The job's written invariants, checked by driving it by hand against the in-process
+//! emulator: no batch is sent before its `sending` state is stored, at most `concurrency`
+//! POSTs are under way, answers may come back in any order, and an unconfirmed batch is never
+//! sent again without a decision.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime};
+
+use cardsync_core::{PlanOptions, Planner, Record, luhn_check_digit};
+use cardsync_job::{
+    Acquired, Decision, Holder, Job, JobOptions, Lease, MemorySink, MemoryStore, Output,
+    PlanRecorder, RequestState, Sink, Store,
+};
+use cardsync_proto::{BaseUrl, Config, MerchantKey};
+use cardsync_sandbox::{Emulator, Settings};
+
+fn config() -> Config {
+    Config::new(BaseUrl::parse("http://127.0.0.1:1/").unwrap())
+        .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap())
+}
+
+fn pan(n: usize) -> String {
+    let body = format!("4{n:014}");
+    format!("{body}{}", char::from(luhn_check_digit(&body).unwrap()))
+}
+
+/// 50 Visa cards in requests of 5, planned into a new store.
+fn planned() -> (MemoryStore, Lease) {
+    let mut store = MemoryStore::new();
+    let Acquired::Taken(lease) = store
+        .acquire(&Holder::new("h", 1, 0), 0, 60_000, &|_| false)
+        .unwrap()
+    else {
+        panic!()
+    };
+    let mut planner = Planner::new(PlanOptions::default().with_max_per_request(5).unwrap());
+    let mut recorder = PlanRecorder::new(&store.load().unwrap());
+    let cards: Vec<(String, String)> = (0..50).map(|i| (format!("c{i}"), pan(1000 + i))).collect();
+    for (id, card) in &cards {
+        planner.handle_record(Record::new(id, card, "03/31"));
+    }
+    planner.finish();
+    while let Some(r) = planner.poll_request() {
+        store.apply(&lease, &recorder.request(r)).unwrap();
+    }
+    store
+        .apply(&lease, &recorder.finish(planner.rows(), 0, vec![]))
+        .unwrap();
+    (store, lease)
+}
+
+/// Drives the job by hand; answers calls in the order `pick` chooses among those waiting.
+/// Returns the emulator's count of batch POSTs.
+fn drive(
+    job: &mut Job,
+    store: &mut MemoryStore,
+    lease: &Lease,
+    concurrency: usize,
+    mut decide: impl FnMut(u64) -> Option<Decision>,
+) -> u64 {
+    let mut settings = Settings::default();
+    settings.complete_after = Duration::ZERO;
+    settings.report_unchanged = true;
+    let mut emulator = Emulator::new(settings, SystemTime::now());
+    let started = Instant::now();
+    let mut sink = MemorySink::new();
+    let mut waiting: Vec<(cardsync_job::CallId, http::Request<Vec<u8>>, bool)> = Vec::new();
+    let mut posts = 0;
+    let mut turn = 0u64;
+    for _ in 0..100_000 {
+        while let Some(output) = job.poll_output() {
+            match output {
+                Output::Persist(mut changes) => {
+                    if changes.wants_checkpoint() {
+                        changes.set_checkpoint(sink.checkpoint().unwrap());
+                    }
+                    store.apply(lease, &changes).unwrap();
+                    job.handle_persisted(changes.id(), Instant::now());
+                }
+                Output::LoadCards(seq) => {
+                    let cards = store.cards(seq).unwrap();
+                    job.handle_cards(seq, cards, Instant::now());
+                }
+                Output::Send(call) => {
+                    if call.creates {
+                        // Invariant: its request is `sending` in the store already.
+                        let body: serde_json::Value =
+                            serde_json::from_slice(call.request.body()).unwrap();
+                        let first = body["cards"][0]["id"].as_str().unwrap().to_owned();
+                        let snapshot = store.load().unwrap();
+                        let sending: Vec<u64> = snapshot
+                            .requests
+                            .iter()
+                            .filter(|r| r.state == RequestState::Sending)
+                            .map(|r| r.seq)
+                            .collect();
+                        assert!(
+                            sending
+                                .iter()
+                                .any(|seq| store.cards(*seq).unwrap()[0].id == first),
+                            "a batch was sent before its `sending` state was stored"
+                        );
+                        let creating = waiting.iter().filter(|w| w.2).count() + 1;
+                        assert!(creating <= concurrency, "{creating} POSTs under way");
+                    }
+                    waiting.push((call.id, call.request, call.creates));
+                }
+                Output::Write(rows) => sink.append(&rows).unwrap(),
+                Output::NeedsDecision(u) => {
+                    if let Some(d) = decide(u.seq) {
+                        job.decide(u.seq, d, Instant::now());
+                    }
+                }
+                Output::Finish => {
+                    sink.finish().unwrap();
+                    job.handle_finished(Instant::now());
+                }
+                Output::Finished(_) => return posts,
+            }
+        }
+        if waiting.is_empty() {
+            job.handle_timeout(Instant::now() + Duration::from_secs(3600));
+            continue;
+        }
+        // Answer one waiting call: alternately the newest and the oldest.
+        turn += 1;
+        let i = if turn.is_multiple_of(2) { waiting.len() - 1 } else { 0 };
+        let (id, request, creates) = waiting.remove(i);
+        if creates && request.uri().path() == "/v2/batch" {
+            posts += 1;
+        }
+        let answer = emulator.handle(&request, started.elapsed());
+        job.handle_response(id, Ok(answer), Instant::now());
+    }
+    panic!("the job did not finish");
+}
+
+#[test]
+fn sends_follow_their_stored_state_and_concurrency_is_bounded() {
+    for concurrency in [1, 3] {
+        let (mut store, lease) = planned();
+        let options = JobOptions::new(config()).with_concurrency(concurrency);
+        let mut job = Job::new(store.load().unwrap(), options, Instant::now());
+        let posts = drive(&mut job, &mut store, &lease, concurrency, |_| None);
+        assert_eq!(posts, 10);
+        let summary = job.summary();
+        assert!(summary.done, "{summary:?}");
+        assert_eq!(summary.count("no_change"), 50);
+    }
+}
+
+#[test]
+fn an_unconfirmed_batch_is_not_sent_again_without_a_decision() {
+    let (mut store, lease) = planned();
+    // Two requests were being sent when an earlier run stopped.
+    for seq in [2, 5] {
+        store
+            .compare_and_set(&lease, seq, RequestState::Planned, RequestState::Sending)
+            .unwrap();
+    }
+    let mut job = Job::new(
+        store.load().unwrap(),
+        JobOptions::new(config()),
+        Instant::now(),
+    );
+    let mut asked = HashSet::new();
+    let posts = drive(&mut job, &mut store, &lease, 1, |seq| {
+        asked.insert(seq);
+        None
+    });
+    assert_eq!(asked, HashSet::from([2, 5]));
+    assert_eq!(posts, 8, "only the other eight were sent");
+    let summary = job.summary();
+    assert!(!summary.done);
+    assert_eq!(summary.unconfirmed, vec![2, 5]);
+
+    // The next run decides: request 2 is sent again, request 5 abandoned.
+    let mut job = Job::new(
+        store.load().unwrap(),
+        JobOptions::new(config()),
+        Instant::now(),
+    );
+    let posts = drive(&mut job, &mut store, &lease, 1, |seq| {
+        Some(if seq == 2 {
+            Decision::Resend
+        } else {
+            Decision::Abandon
+        })
+    });
+    assert_eq!(posts, 1);
+    let summary = job.summary();
+    assert!(summary.done, "{summary:?}");
+    assert_eq!(summary.count("no_change"), 45);
+    let states: Vec<RequestState> = store
+        .load()
+        .unwrap()
+        .requests
+        .iter()
+        .map(|r| r.state)
+        .collect();
+    assert_eq!(
+        states
+            .iter()
+            .filter(|s| **s == RequestState::Abandoned)
+            .count(),
+        1
+    );
+}
