@@ -760,25 +760,11 @@ pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError
         global.remote.base_url = base;
         global.remote.api_key = Some(key);
         global.remote.partner_key = None;
-        // A loopback base URL: the client allows plain HTTP to it.
-        let client = global.remote.client()?;
-        let sync_args = sync::Args {
-            file: cards.clone(),
-            out: out.clone(),
-            se_number: None,
-            state: None,
-            wait: Wait::Webhook,
-            listen: "127.0.0.1:0".parse().expect("address"),
-            public_url: None,
-            token: None,
-            amex_wait: Duration::from_secs(20),
-            poll_max: Duration::from_secs(1),
-            max_per_request: cardsync_core::MAX_CARDS_PER_REQUEST,
-            resend_unconfirmed: false,
-            abandon_unconfirmed: false,
-            adopt: Vec::new(),
-        };
-        let code = sync::run_async(&sync_args, &global, &client).await;
+        let mut sync_args = sync::Args::new(cards.clone(), out.clone());
+        sync_args.wait = Wait::Webhook;
+        sync_args.amex_wait = Duration::from_secs(20);
+        sync_args.poll_max = Duration::from_secs(1);
+        let code = sync::run_async(&sync_args, &global).await;
         sandbox.shutdown().await;
         let code = code?;
         if global.output == OutputFormat::Text {

@@ -9,7 +9,6 @@ mod commands;
 mod dedupe;
 mod files;
 mod input;
-mod journal;
 mod remote;
 mod report;
 mod sandbox;
@@ -161,15 +160,14 @@ pub(crate) enum CliError {
     /// Writing to standard output failed (a closed pipe ends quietly).
     Stdout(io::Error),
     /// The journal could not be read or written.
-    Journal(journal::JournalError),
+    Journal {
+        path: PathBuf,
+        source: cardsync_job::StoreError,
+    },
+    /// The results files could not be written.
+    Results(String),
     /// CardSync answered with an error, or did not answer.
     Remote(String),
-}
-
-impl From<journal::JournalError> for CliError {
-    fn from(e: journal::JournalError) -> Self {
-        CliError::Journal(e)
-    }
 }
 
 impl std::fmt::Display for CliError {
@@ -179,7 +177,8 @@ impl std::fmt::Display for CliError {
             CliError::Io { path, source } => write!(f, "{}: {source}", path.display()),
             CliError::Input { path, message } => write!(f, "{}: {message}", path.display()),
             CliError::Stdout(e) => write!(f, "cannot write to standard output: {e}"),
-            CliError::Journal(e) => e.fmt(f),
+            CliError::Journal { path, source } => write!(f, "journal {}: {source}", path.display()),
+            CliError::Results(m) => write!(f, "results: {m}"),
             CliError::Remote(m) => f.write_str(m),
         }
     }
@@ -189,7 +188,7 @@ impl std::error::Error for CliError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             CliError::Io { source, .. } | CliError::Stdout(source) => Some(source),
-            CliError::Journal(e) => Some(e),
+            CliError::Journal { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -40,6 +40,12 @@ pub(crate) struct Remote {
 impl Remote {
     /// The client, with whatever keys were given.
     pub(crate) fn client(&self) -> Result<Client, CliError> {
+        let (transport, config) = self.parts()?;
+        Ok(Client::new(transport, config))
+    }
+
+    /// The transport and the configuration (base URL and keys) the client is made of.
+    pub(crate) fn parts(&self) -> Result<(HyperTransport, Config), CliError> {
         let base = BaseUrl::parse(&self.base_url)
             .map_err(|e| CliError::Usage(format!("--base-url {:?}: {e}", self.base_url)))?;
         let mut config = Config::new(base.clone());
@@ -60,7 +66,7 @@ impl Remote {
         };
         let transport = HyperTransport::new(options)
             .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?;
-        Ok(Client::new(transport, config))
+        Ok((transport, config))
     }
 
     /// Checks that the merchant key is there, for commands that need it.

@@ -151,6 +151,33 @@ impl SqliteStore {
         &self.path
     }
 
+    /// The planned cards of these input rows (those that are in the plan), in row order: for
+    /// reporting duplicates found after planning.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`].
+    pub fn cards_at_rows(&mut self, rows: &[u64]) -> Result<Vec<StoredCard>, StoreError> {
+        let mut out = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT row, id, card, exp, se_number FROM cards WHERE row = ?1")
+            .map_err(backend)?;
+        let mut sorted = rows.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        for row in sorted {
+            let found = stmt
+                .query_row([row as i64], card_columns)
+                .optional()
+                .map_err(backend)?;
+            if let Some(columns) = found {
+                out.push(stored_card(columns)?);
+            }
+        }
+        Ok(out)
+    }
+
     fn lease_row(conn: &Connection) -> Result<Option<Lease>, StoreError> {
         conn.query_row(
             "SELECT token, host, pid, process_start, since_ms, expires_ms FROM lease WHERE id = 1",
@@ -367,27 +394,11 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
         let rows = stmt
-            .query_map([seq as i64], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                ))
-            })
+            .query_map([seq as i64], card_columns)
             .map_err(backend)?;
         let mut out = Vec::new();
         for row in rows {
-            let (row, id, card, exp, se) = row.map_err(backend)?;
-            let damaged = |what: &str| StoreError::Corrupt(format!("the {what} of row {row}"));
-            let pan = Pan::parse(&card).map_err(|_| damaged("card"))?;
-            let exp = Expiry::parse(&exp).map_err(|_| damaged("expiry"))?;
-            let se = match se {
-                Some(se) => Some(SeNumber::parse(&se).map_err(|_| damaged("SE number"))?),
-                None => None,
-            };
-            out.push(StoredCard::new(row as u64, id, pan, exp, se));
+            out.push(stored_card(row.map_err(backend)?)?);
         }
         Ok(out)
     }
@@ -412,6 +423,24 @@ impl Store for SqliteStore {
         }
         Ok(())
     }
+}
+
+/// The columns of a card row: row, id, card, expiry, SE number.
+type CardColumns = (i64, String, String, String, Option<String>);
+
+fn card_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<CardColumns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn stored_card((row, id, card, exp, se): CardColumns) -> Result<StoredCard, StoreError> {
+    let damaged = |what: &str| StoreError::Corrupt(format!("the {what} of row {row}"));
+    let pan = Pan::parse(&card).map_err(|_| damaged("card"))?;
+    let exp = Expiry::parse(&exp).map_err(|_| damaged("expiry"))?;
+    let se = match se {
+        Some(se) => Some(SeNumber::parse(&se).map_err(|_| damaged("SE number"))?),
+        None => None,
+    };
+    Ok(StoredCard::new(row as u64, id, pan, exp, se))
 }
 
 fn apply_change(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), StoreError> {

@@ -124,7 +124,11 @@ fn drive(
         }
         // Answer one waiting call: alternately the newest and the oldest.
         turn += 1;
-        let i = if turn.is_multiple_of(2) { waiting.len() - 1 } else { 0 };
+        let i = if turn.is_multiple_of(2) {
+            waiting.len() - 1
+        } else {
+            0
+        };
         let (id, request, creates) = waiting.remove(i);
         if creates && request.uri().path() == "/v2/batch" {
             posts += 1;
