@@ -178,32 +178,36 @@ fn meaning(status: &str) -> &'static str {
     }
 }
 
-/// A hook for the crash tests: `CARDSYNC_CRASH_AT=point:n` makes the process kill itself with
-/// SIGKILL the n-th time it reaches `point`: `planned`, `sending`, `answered`, `sent` or
-/// `fetched`, or `apply` (every change committed to the journal).
+/// Hooks for the crash and overlap tests: `CARDSYNC_CRASH_AT=point:n` makes the process kill
+/// itself with SIGKILL the n-th time it reaches `point`, and `CARDSYNC_PAUSE_AT=point:n` stops
+/// it with SIGSTOP there (until someone sends SIGCONT). The points: `planned`, `sending`,
+/// `answered`, `sent`, `fetched`, and `apply` (every change committed to the journal); each is
+/// reached outside any journal transaction.
 fn crash_point(point: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
     static COUNTS: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
     const POINTS: [&str; 6] = ["planned", "sending", "answered", "sent", "fetched", "apply"];
-    let Ok(spec) = std::env::var("CARDSYNC_CRASH_AT") else {
-        return;
-    };
-    let Some((name, n)) = spec.split_once(':') else {
-        return;
-    };
     let Some(i) = POINTS.iter().position(|p| *p == point) else {
         return;
     };
-    if name != point {
-        return;
-    }
-    // Only the named point is counted.
     let count = COUNTS[i].fetch_add(1, Ordering::SeqCst) + 1;
-    if n.parse() == Ok(count) {
+    let at = |var: &str| {
+        std::env::var(var).ok().is_some_and(|spec| {
+            spec.split_once(':')
+                .is_some_and(|(name, n)| name == point && n.parse() == Ok(count))
+        })
+    };
+    let signal = |sig: &str| {
         let pid = std::process::id().to_string();
         let _ = std::process::Command::new("kill")
-            .args(["-KILL", &pid])
+            .args([sig, &pid])
             .status();
+    };
+    if at("CARDSYNC_PAUSE_AT") {
+        signal("-STOP");
+    }
+    if at("CARDSYNC_CRASH_AT") {
+        signal("-KILL");
         std::thread::sleep(Duration::from_secs(60));
         std::process::abort();
     }
@@ -626,13 +630,7 @@ async fn run_with_lease(
     }
     let summary = match outcome {
         Ok(summary) => summary,
-        Err(RunError::LostLease { holder }) => {
-            let who = holder.map_or_else(|| "another run".to_owned(), |h| h.to_string());
-            return Err(CliError::Usage(format!(
-                "this run was paused or cut off for longer than its lease, and {who} took the \
-                 job over; this run stopped without sending or writing anything more"
-            )));
-        }
+        Err(e @ RunError::LostLease { .. }) => return Err(CliError::Usage(e.to_string())),
         Err(e) => {
             // Say what was done and how to go on, then fail.
             if let Ok(snapshot) = journal.load() {

@@ -331,3 +331,190 @@ fn duplicates_are_reported_and_never_sent() {
     let rows = std::fs::read_to_string(&out).unwrap().lines().count();
     assert_eq!(rows, 26);
 }
+
+/// A card file of `n` Visa cards (ids `v00000` on).
+fn write_visa_cards(dir: &Path, n: usize) -> PathBuf {
+    let mut csv = String::from("id,card,exp\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "v{i:05},{},{:02}/31\n",
+            pan("4", 20_000 + i),
+            1 + i % 12
+        ));
+    }
+    let path = dir.join("cards.csv");
+    std::fs::write(&path, csv).expect("write cards");
+    path
+}
+
+/// Every card once at the emulator, every result once in the file.
+fn check_cards_once(emulator: &Emulator, out: &Path, n: usize) {
+    assert_eq!(emulator.counter("POST /v2/batch", "cards"), n as u64);
+    assert_eq!(emulator.counter("POST /v2/batch", "repeats"), 0);
+    let text = std::fs::read_to_string(out).expect("results file");
+    let ids: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next())
+        .collect();
+    let distinct: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), n, "results rows");
+    assert_eq!(distinct.len(), n, "a result written twice");
+}
+
+fn wait_for_exit(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("cardsync ran over {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn runs_started_together_on_one_journal_send_each_card_once() {
+    let dir = Dir::new("together");
+    let n = 300;
+    let cards = write_visa_cards(&dir.0, n);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let mut faults = Faults::default();
+    faults.latency_ms = 20;
+    emulator.sandbox().set_faults(faults);
+    // Four runs at once, as an operator pressing the up arrow in other terminals would, and a
+    // fifth that waits for the lock, as a cron job that overlaps its previous run should.
+    let mut children: Vec<(bool, std::process::Child)> = (0..5)
+        .map(|i| {
+            let mut command = sync_command(&emulator, &cards, &out);
+            if i == 4 {
+                command.args(["--wait-for-lock", "60s"]);
+            }
+            let child = command
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            (i == 4, child)
+        })
+        .collect();
+    let mut held = 0;
+    for (waits, child) in children.drain(..) {
+        let output = child.wait_with_output().expect("wait");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        match output.status.code() {
+            Some(0) => assert_eq!(summary(&output)["done"], true),
+            Some(2) if !waits => {
+                assert!(stderr.contains("another run holds this job"), "{stderr}");
+                assert!(stderr.contains("process "), "{stderr}");
+                assert!(stderr.contains("Nothing was sent"), "{stderr}");
+                held += 1;
+            }
+            other => panic!("exit {other:?}: {stderr}"),
+        }
+    }
+    assert!(held >= 1, "the runs did not overlap");
+    assert_eq!(
+        emulator.counter("POST /v2/batch", "requests"),
+        (n / 10) as u64
+    );
+    check_cards_once(&emulator, &out, n);
+}
+
+/// Freezes a run (SIGSTOP) at `pause` until its lease has run out, lets a second run take the
+/// job over and finish it, then wakes the first: it must stop without sending or writing.
+fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
+    let dir = Dir::new(&format!("frozen-{}", pause.replace(':', "-")));
+    let n = 200;
+    let cards = write_visa_cards(&dir.0, n);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let mut first = sync_command(&emulator, &cards, &out)
+        .args(["--lease", "1s"])
+        .env("CARDSYNC_PAUSE_AT", pause)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = first.id();
+    // Wait until it is stopped (state T in /proc/PID/stat).
+    let start = Instant::now();
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next());
+        if state == Some("T") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{pause}: never paused"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let frozen_at = emulator.counter("POST /v2/batch", "requests");
+    // Held while its lease lasts.
+    let early = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(early.status.code(), Some(2), "{pause}: {early:?}");
+    // Past its lease: a second run takes the job over and finishes it.
+    std::thread::sleep(Duration::from_millis(1200));
+    let decisions = resume_to_end(&emulator, &cards, &out);
+    if let Some(expected) = expected_decision {
+        assert_eq!(
+            decisions.first().map(String::as_str),
+            Some(expected),
+            "{pause}"
+        );
+    }
+    let after_second = emulator.counter("POST /v2/batch", "requests");
+    let results = std::fs::read(&out).expect("results");
+    // The first wakes up.
+    let status = Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let status = wait_for_exit(&mut first, Duration::from_secs(30));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(first.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{pause}: {stderr}");
+    assert!(
+        stderr.contains("lost its hold on the job"),
+        "{pause}: {stderr}"
+    );
+    assert_eq!(
+        emulator.counter("POST /v2/batch", "requests"),
+        after_second,
+        "{pause}: the woken run sent a batch (frozen after {frozen_at})"
+    );
+    assert_eq!(
+        std::fs::read(&out).expect("results"),
+        results,
+        "{pause}: results changed"
+    );
+    check_cards_once(&emulator, &out, n);
+    if pause.starts_with("answered") {
+        // It says which batch it had created, for the other run to adopt.
+        assert!(stderr.contains("--adopt"), "{stderr}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_run_frozen_past_its_lease_sends_and_writes_nothing_when_it_wakes() {
+    // Paused after marking request 4 `sending`, before its POST: the second run cannot know
+    // whether it arrived; it did not, so the user sends it again.
+    frozen_past_its_lease("sending:4", Some("resend 4"));
+    // Paused after CardSync answered request 3, before the journal knew: adopted.
+    frozen_past_its_lease("answered:3", Some("adopt 3"));
+    // Paused between two steps (after results were stored; the next POST may be marked
+    // `sending` already, and is then decided like the first case).
+    frozen_past_its_lease("fetched:2", None);
+}

@@ -89,8 +89,31 @@ pub struct SqliteStore {
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Backend(Box::new(e))
+    let e: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+    let busy = e
+        .downcast_ref::<rusqlite::Error>()
+        .and_then(rusqlite::Error::sqlite_error_code)
+        .is_some_and(|c| {
+            matches!(
+                c,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            )
+        });
+    if busy {
+        return StoreError::Backend(
+            format!(
+                "the journal stayed locked for {} s by another process (one that is paused or \
+                 stuck in the middle of a change); nothing was changed",
+                BUSY_TIMEOUT_MS / 1000
+            )
+            .into(),
+        );
+    }
+    StoreError::Backend(e)
 }
+
+/// How long a change waits for another process's change to the same journal.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 impl SqliteStore {
     /// Opens the journal at `path`, creating it (mode 0600) if it does not exist. Several
@@ -103,10 +126,12 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         create_new_private(path).map_err(backend)?;
         let conn = Connection::open(path).map_err(backend)?;
+        conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+            .map_err(backend)?;
         // Large pages keep a request's cards in few pages; the setting only takes effect on a
         // new, empty file. Deleted rows (duplicates, erased cards) are overwritten.
         conn.execute_batch(
-            "PRAGMA busy_timeout = 10000; PRAGMA page_size = 65536; PRAGMA journal_mode = WAL;
+            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
         )
         .map_err(backend)?;

@@ -11,9 +11,10 @@ use cardsync_proto::WebhookEvent;
 use cardsync_proto::transport::{Transport, TransportError};
 
 use crate::job::{CallId, Decision, Job, Output, Unconfirmed};
+use crate::model::RequestState;
 use crate::model::Summary;
 use crate::sink::{Sink, SinkError};
-use crate::store::{Holder, Lease, Store, StoreError};
+use crate::store::{Change, Changes, Holder, Lease, Store, StoreError};
 
 /// What a runtime gives the driver.
 ///
@@ -73,6 +74,10 @@ pub enum RunError {
     LostLease {
         /// Who holds the job now, if known.
         holder: Option<Holder>,
+        /// Batches this run created that it could no longer record (request, batch id): the
+        /// runner that holds the job now finds those requests unconfirmed, and should adopt
+        /// them.
+        created: Vec<(u64, String)>,
     },
 }
 
@@ -81,14 +86,24 @@ impl std::fmt::Display for RunError {
         match self {
             RunError::Store(e) => write!(f, "journal: {e}"),
             RunError::Sink(e) => write!(f, "results: {e}"),
-            RunError::LostLease { holder: Some(h) } => write!(
-                f,
-                "this run lost its hold on the job to {h} (it was paused or cut off for longer \
-                 than its lease); it stopped without sending or writing anything more"
-            ),
-            RunError::LostLease { holder: None } => f.write_str(
-                "this run lost its hold on the job; it stopped without sending or writing anything more",
-            ),
+            RunError::LostLease { holder, created } => {
+                match holder {
+                    Some(h) => write!(f, "this run lost its hold on the job to {h}")?,
+                    None => f.write_str("this run lost its hold on the job")?,
+                }
+                f.write_str(
+                    " (it was paused or cut off for longer than its lease); it stopped without \
+                     sending or writing anything more",
+                )?;
+                for (seq, batch) in created {
+                    write!(
+                        f,
+                        "; request {seq} had reached CardSync as batch {batch}: adopt it \
+                         (--adopt {seq}={batch})"
+                    )?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -106,7 +121,10 @@ impl std::error::Error for RunError {
 impl From<StoreError> for RunError {
     fn from(e: StoreError) -> RunError {
         match e {
-            StoreError::Fenced { holder } => RunError::LostLease { holder },
+            StoreError::Fenced { holder } => RunError::LostLease {
+                holder,
+                created: Vec::new(),
+            },
             e => RunError::Store(e),
         }
     }
@@ -146,7 +164,7 @@ impl LeaseKeeper {
     }
 
     /// Renews the lease when a third of it has passed.
-    fn keep(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), RunError> {
+    fn keep(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), StoreError> {
         if now_ms >= self.renew_at_ms() {
             self.lease = store.renew(&self.lease, now_ms, self.ttl_ms())?;
         }
@@ -171,6 +189,23 @@ impl LeaseKeeper {
     pub fn release(self, store: &mut impl Store) -> Result<(), StoreError> {
         store.release(&self.lease)
     }
+}
+
+/// The error of a failed `apply`; when the lease was lost, with the batches the changes would
+/// have recorded as created.
+fn lost(e: StoreError, changes: &Changes) -> RunError {
+    let mut error = RunError::from(e);
+    if let RunError::LostLease { created, .. } = &mut error {
+        for change in changes.items() {
+            if let Change::Request(u) = change
+                && u.from == RequestState::Sending
+                && let Some(batch) = &u.batch_id
+            {
+                created.push((u.seq, batch.clone()));
+            }
+        }
+    }
+    error
 }
 
 type InFlight<'a> =
@@ -211,8 +246,12 @@ where
                     if changes.wants_checkpoint() {
                         changes.set_checkpoint(sink.checkpoint()?);
                     }
-                    keeper.keep(store, env.unix_ms())?;
-                    store.apply(&keeper.lease, &changes)?;
+                    let applied = keeper
+                        .keep(store, env.unix_ms())
+                        .and_then(|()| store.apply(&keeper.lease, &changes));
+                    if let Err(e) = applied {
+                        return Err(lost(e, &changes));
+                    }
                     job.handle_persisted(changes.id(), env.now());
                 }
                 Output::LoadCards(seq) => {
