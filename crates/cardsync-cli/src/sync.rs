@@ -181,12 +181,23 @@ fn meaning(status: &str) -> &'static str {
 /// Hooks for the crash and overlap tests: `CARDSYNC_CRASH_AT=point:n` makes the process kill
 /// itself with SIGKILL the n-th time it reaches `point`, and `CARDSYNC_PAUSE_AT=point:n` stops
 /// it with SIGSTOP there (until someone sends SIGCONT). The points: `planned`, `sending`,
-/// `answered`, `sent`, `fetched`, and `apply` (every change committed to the journal); each is
-/// reached outside any journal transaction.
+/// `answered`, `sent`, `fetched`, `finishing` (every result recorded, the results file not yet
+/// renamed), `renamed` (renamed, the job not yet recorded as done), `done`, and `apply` (every
+/// change committed to the journal); each is reached outside any journal transaction.
 fn crash_point(point: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTS: [AtomicU32; 6] = [const { AtomicU32::new(0) }; 6];
-    const POINTS: [&str; 6] = ["planned", "sending", "answered", "sent", "fetched", "apply"];
+    static COUNTS: [AtomicU32; 9] = [const { AtomicU32::new(0) }; 9];
+    const POINTS: [&str; 9] = [
+        "planned",
+        "sending",
+        "answered",
+        "sent",
+        "fetched",
+        "finishing",
+        "renamed",
+        "done",
+        "apply",
+    ];
     let Some(i) = POINTS.iter().position(|p| *p == point) else {
         return;
     };
@@ -266,6 +277,7 @@ impl Store for Journal {
                 Change::Meta { key, value } if key == "planned" && value == "1" => {
                     crash_point("planned");
                 }
+                Change::Meta { key, value } if key == "phase" => crash_point(value),
                 Change::Request(u) if u.to == RequestState::Sending => crash_point("sending"),
                 Change::Request(u)
                     if u.from == RequestState::Sending && u.to == RequestState::Sent =>
@@ -280,6 +292,32 @@ impl Store for Journal {
                 _ => {}
             }
         }
+        Ok(())
+    }
+}
+
+/// The results files, with the crash test's hook once they are renamed into place.
+struct HookedSink(FileSink);
+
+impl Sink for HookedSink {
+    fn rewind(
+        &mut self,
+        checkpoint: &cardsync_job::Checkpoint,
+    ) -> Result<(), cardsync_job::SinkError> {
+        self.0.rewind(checkpoint)
+    }
+
+    fn append(&mut self, rows: &[cardsync_job::ResultRow]) -> Result<(), cardsync_job::SinkError> {
+        self.0.append(rows)
+    }
+
+    fn checkpoint(&mut self) -> Result<cardsync_job::Checkpoint, cardsync_job::SinkError> {
+        self.0.checkpoint()
+    }
+
+    fn finish(&mut self) -> Result<(), cardsync_job::SinkError> {
+        self.0.finish()?;
+        crash_point("renamed");
         Ok(())
     }
 }
@@ -546,8 +584,8 @@ async fn run_with_lease(
 ) -> Result<ExitCode, CliError> {
     let stdout = io::stdout().lock();
     let mut reporter = Reporter::new(io::BufWriter::new(stdout), global.output);
-    let mut sink = FileSink::new(&args.out);
-    let files = (sink.path().to_owned(), sink.changes_path().to_owned());
+    let mut sink = HookedSink(FileSink::new(&args.out));
+    let files = (sink.0.path().to_owned(), sink.0.changes_path().to_owned());
 
     // The journal must belong to this job.
     let identity = identity(args, &global.remote.base_url)?;

@@ -152,6 +152,22 @@ fn check_exactly_once(emulator: &Emulator, out: &Path) {
     let distinct: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), BATCH_CARDS, "one row per batch card");
     assert_eq!(distinct.len(), BATCH_CARDS, "no row twice");
+    // Finished: no partial file left, and no card number left in the journal.
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    assert!(!Path::new(&partial).exists(), "the partial results file is left");
+    let dir = out.parent().unwrap();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.contains(".journal") {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            let needle = pan("4", 1000);
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                "{name} still holds a card number"
+            );
+        }
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -208,6 +224,11 @@ fn killed_at_each_point_and_resumed_every_card_is_sent_once() {
         ("fetched", 9, None),
         ("apply", 7, None),
         ("apply", 20, None),
+        // Each step of finishing: every result recorded; the results file renamed into
+        // place; the job recorded as done (its cards erased).
+        ("finishing", 1, Some(None)),
+        ("renamed", 1, Some(None)),
+        ("done", 1, Some(None)),
     ];
     for (point, n, expected_decision) in points {
         let dir = Dir::new(&format!("{point}{n}"));
