@@ -18,6 +18,9 @@ use cardsync_sandbox::{Sandbox, Settings};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use cardsync_job::{Acquired, Change, Changes, Checkpoint, EventRecord, EventState, Store};
+use cardsync_job_sqlite::SqliteStore;
+
 use crate::files::{Format, RowFile};
 use crate::remote::remote_error;
 use crate::report::Reporter;
@@ -234,14 +237,19 @@ pub(crate) fn results<W: Write>(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes a results file whole: to a scratch file beside it, made durable, then renamed, so
+/// that a crash never leaves half a file and writing it again gives the same file.
 fn write_results_file(
     path: &Path,
     results: &Results,
     batch_id: Option<&str>,
     event_id: Option<&str>,
 ) -> Result<(), CliError> {
+    let mut scratch = path.as_os_str().to_owned();
+    scratch.push(".partial");
+    let scratch = PathBuf::from(scratch);
     let mut file =
-        RowFile::open(path, Format::of(path), RESULT_COLUMNS, 0).map_err(io_err(path))?;
+        RowFile::open(&scratch, Format::of(path), RESULT_COLUMNS, 0).map_err(io_err(&scratch))?;
     for card in &results.cards {
         file.row(&[
             Some(&card.id),
@@ -252,9 +260,11 @@ fn write_results_file(
             batch_id,
             event_id,
         ])
-        .map_err(io_err(path))?;
+        .map_err(io_err(&scratch))?;
     }
-    file.checkpoint().map_err(io_err(path))?;
+    file.checkpoint().map_err(io_err(&scratch))?;
+    drop(file);
+    std::fs::rename(&scratch, path).map_err(io_err(path))?;
     Ok(())
 }
 
@@ -560,6 +570,12 @@ pub(crate) struct ListenArgs {
 }
 
 /// `cardsync listen`.
+///
+/// What it handled is kept in `DIR/listen.journal` (the same SQLite journal as `sync`'s): an
+/// event is recorded as handled in the same commit as the new length of `events.jsonl`, after
+/// its results file was written and its line appended. A restarted listener cuts
+/// `events.jsonl` back to the recorded length and skips every event it handled, so that a
+/// redelivery after a restart changes nothing. One listener at a time holds a folder.
 pub(crate) fn listen<W: Write>(
     args: ListenArgs,
     global: &Global,
@@ -569,7 +585,43 @@ pub(crate) fn listen<W: Write>(
     let client = global.remote.client()?;
     std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
     let log_path = args.out.join("events.jsonl");
-    runtime()?.block_on(async {
+    let journal_path = args.out.join("listen.journal");
+    let journal_err = |source| CliError::Journal {
+        path: journal_path.clone(),
+        source,
+    };
+    let mut journal = SqliteStore::open(&journal_path).map_err(journal_err)?;
+    let ttl = Duration::from_secs(30);
+    let holder = sync::this_holder();
+    let mut lease = match journal
+        .acquire(
+            &holder,
+            sync::now_ms(),
+            ttl.as_millis() as u64,
+            &sync::holder_gone,
+        )
+        .map_err(journal_err)?
+    {
+        Acquired::Taken(lease) => lease,
+        Acquired::Held(held) => {
+            return Err(CliError::Usage(format!(
+                "another listener ({}) keeps {}: one listener at a time per folder",
+                held.holder,
+                args.out.display()
+            )));
+        }
+    };
+    let snapshot = journal.load().map_err(journal_err)?;
+    let mut handled: HashSet<String> = snapshot
+        .events
+        .iter()
+        .filter(|e| e.state != EventState::Received)
+        .map(|e| e.event_id.clone())
+        .collect();
+    // Lines a listener wrote after its last commit are dropped; the events come again.
+    let mut log = RowLog::open(&log_path, snapshot.checkpoint.positions().first().copied())
+        .map_err(io_err(&log_path))?;
+    let result = runtime()?.block_on(async {
         let (tx, mut events) = mpsc::unbounded_channel::<WebhookEvent>();
         let receiver = WebhookReceiver::start(
             args.addr,
@@ -589,7 +641,6 @@ pub(crate) fn listen<W: Write>(
                 receiver.local_addr()
             );
         }
-        let mut seen = HashSet::new();
         let stop = async {
             match args.stop_after {
                 Some(d) => tokio::time::sleep(d).await,
@@ -599,14 +650,24 @@ pub(crate) fn listen<W: Write>(
             }
         };
         tokio::pin!(stop);
-        loop {
+        let mut renew = tokio::time::interval(ttl / 3);
+        let outcome = loop {
             let event = tokio::select! {
-                _ = &mut stop => break,
-                e = events.recv() => match e { Some(e) => e, None => break },
+                _ = &mut stop => break Ok(()),
+                _ = renew.tick() => {
+                    match journal.renew(&lease, sync::now_ms(), ttl.as_millis() as u64) {
+                        Ok(l) => lease = l,
+                        Err(e) => break Err(journal_err(e)),
+                    }
+                    continue;
+                }
+                e = events.recv() => match e { Some(e) => e, None => break Ok(()) },
             };
-            if let Some(key) = event.dedup_key()
-                && !seen.insert(key)
-            {
+            let Some(key) = event.dedup_key() else {
+                continue;
+            };
+            if handled.contains(&key) {
+                tracing::debug!(key, "webhook redelivered; already handled");
                 continue;
             }
             let line = handle_listened(&client, &args.out, &event).await;
@@ -625,7 +686,24 @@ pub(crate) fn listen<W: Write>(
                 "results_file": file.as_ref().map(|p| p.display().to_string()),
                 "error": error,
             });
-            append_line(&log_path, &record.to_string()).map_err(io_err(&log_path))?;
+            let len = log.append(&record.to_string()).map_err(io_err(&log_path))?;
+            // An event whose results could not be fetched is not handled: a redelivery
+            // tries again.
+            let mut changes = vec![Change::Checkpoint(Checkpoint::new(vec![len]))];
+            if error.is_none() {
+                changes.push(Change::Event(EventRecord::new(
+                    key.clone(),
+                    event.trigger().map(Trigger::id),
+                    None,
+                    EventState::Handled,
+                )));
+            }
+            if let Err(e) = journal.apply(&lease, &Changes::new(changes)) {
+                break Err(journal_err(e));
+            }
+            if error.is_none() {
+                handled.insert(key);
+            }
             match global.output {
                 OutputFormat::Json => writeln!(out, "{record}")?,
                 OutputFormat::Text => match (&event.trigger(), &file, &error) {
@@ -640,11 +718,41 @@ pub(crate) fn listen<W: Write>(
                 },
             }
             out.flush()?;
-        }
+        };
         receiver.shutdown().await;
-        Ok::<_, CliError>(())
-    })?;
+        outcome
+    });
+    let _ = journal.release(&lease);
+    result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `events.jsonl`: lines appended and synced, cut back on open to the length last recorded.
+struct RowLog {
+    file: std::fs::File,
+}
+
+impl RowLog {
+    fn open(path: &Path, recorded: Option<u64>) -> io::Result<RowLog> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let len = file.metadata()?.len();
+        match recorded {
+            Some(r) if r <= len => file.set_len(r)?,
+            // A log written before listeners kept a journal is kept as it is.
+            _ => {}
+        }
+        Ok(RowLog { file })
+    }
+
+    /// Appends a line, makes it durable, and returns the new length.
+    fn append(&mut self, line: &str) -> io::Result<u64> {
+        self.file.write_all(format!("{line}\n").as_bytes())?;
+        self.file.sync_data()?;
+        self.file.metadata().map(|m| m.len())
+    }
 }
 
 /// Fetches and writes the results an event announces; returns the file written, if any.
@@ -693,14 +801,6 @@ fn safe_name(id: &str) -> String {
         })
         .take(100)
         .collect()
-}
-
-fn append_line(path: &Path, line: &str) -> io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    writeln!(file, "{line}")
 }
 
 /// Options of `cardsync demo`.

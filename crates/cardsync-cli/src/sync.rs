@@ -339,14 +339,14 @@ impl Transport for Hooked<'_> {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// This process, as a lease holder.
-fn this_holder() -> Holder {
+pub(crate) fn this_holder() -> Holder {
     Holder::new(host_name(), std::process::id(), now_ms())
         .with_process_start(process_start(std::process::id()))
 }
@@ -371,7 +371,7 @@ fn process_start(pid: u32) -> Option<u64> {
 
 /// Whether a holder is provably gone: on this host, and its process no longer runs (or its
 /// id now belongs to a process that started at another time).
-fn holder_gone(holder: &Holder) -> bool {
+pub(crate) fn holder_gone(holder: &Holder) -> bool {
     if !Path::new("/proc/self/stat").exists() || holder.host != host_name() {
         return false;
     }

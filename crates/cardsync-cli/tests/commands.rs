@@ -207,6 +207,110 @@ fn listen_fetches_results_when_a_batch_is_available() {
     assert!(text.contains("updated_card"), "{text}");
     let log = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap_or_default();
     assert!(log.contains(&batch_id), "{log}");
+    let event: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let event_id = event["event_id"].as_str().expect("event id").to_owned();
+
+    // A second listener on the same folder is refused while the first runs.
+    let other = Command::new(BIN)
+        .args([
+            "listen",
+            "--addr",
+            "127.0.0.1:0",
+            "--token",
+            "t0ken-for-the-listen-test",
+        ])
+        .args(["--stop-after", "5s", "--out"])
+        .arg(&out_dir)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .output()
+        .unwrap();
+    assert_eq!(other.status.code(), Some(2), "{other:?}");
+    assert!(String::from_utf8_lossy(&other.stderr).contains("another listener"));
+
+    // Killed and restarted on the same folder, then sent the same event again: nothing
+    // changes (no second fetch, no second line, the results file untouched).
     let _ = listener.kill();
     let _ = listener.wait();
+    let modified = std::fs::metadata(&expected).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let mut listener = Command::new(BIN)
+        .args(["--output", "json", "listen", "--addr", &addr])
+        .args([
+            "--token",
+            "t0ken-for-the-listen-test",
+            "--stop-after",
+            "20s",
+            "--out",
+        ])
+        .arg(&out_dir)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listen did not restart"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let body = format!(
+        r#"{{"trigger_id":20,"batch_id":"{batch_id}","event_id":"{event_id}","message":"again"}}"#
+    );
+    let other_body = r#"{"trigger_id":22,"batch_id":"b-other","event_id":"e-new","message":"x"}"#;
+    for body in [body.as_str(), body.as_str(), other_body] {
+        let status = post(&addr, "/webhooks/t0ken-for-the-listen-test", body);
+        assert_eq!(status, 200);
+    }
+    // The new event is handled; then stop the listener and read what it did.
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap();
+        if log.contains("e-new") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the new event was not recorded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = listener.kill();
+    let output = listener.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(out_dir.join("events.jsonl")).unwrap();
+    assert_eq!(log.matches(&event_id).count(), 1, "{log}");
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert_eq!(
+        std::fs::metadata(&expected).unwrap().modified().unwrap(),
+        modified
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains(&event_id), "{stdout}");
+}
+
+/// POSTs a JSON body over plain HTTP/1.1 and returns the status.
+fn post(addr: &str, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }

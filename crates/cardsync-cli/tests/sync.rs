@@ -155,7 +155,10 @@ fn check_exactly_once(emulator: &Emulator, out: &Path) {
     // Finished: no partial file left, and no card number left in the journal.
     let mut partial = out.as_os_str().to_owned();
     partial.push(".partial");
-    assert!(!Path::new(&partial).exists(), "the partial results file is left");
+    assert!(
+        !Path::new(&partial).exists(),
+        "the partial results file is left"
+    );
     let dir = out.parent().unwrap();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
