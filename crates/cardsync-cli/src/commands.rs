@@ -36,7 +36,8 @@ fn plan_file<W: Write>(
     out: W,
 ) -> Result<(Vec<PlannedRequest>, u64, W), CliError> {
     let options = plan_options(se_number, None)?;
-    let mut reporter = Reporter::new(out, global.output);
+    let mut reporter =
+        Reporter::new(out, global.output).with_rejects(crate::report::rejects_path(file), 5);
     let mut requests = Vec::new();
     check_rows(
         file,
@@ -48,6 +49,7 @@ fn plan_file<W: Write>(
             Ok(())
         },
     )?;
+    reporter.rejects_note()?;
     let invalid = reporter.summary().invalid;
     Ok((requests, invalid, reporter.into_inner()))
 }

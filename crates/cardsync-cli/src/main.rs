@@ -14,7 +14,7 @@ mod report;
 mod sandbox;
 mod sync;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -78,6 +78,10 @@ enum Command {
         /// SE number for American Express rows that have none.
         #[arg(long, value_name = "SE")]
         se_number: Option<String>,
+        /// Show every row on a terminal too (there, only the problem rows are shown by
+        /// default; piped or with --output json, every row always is).
+        #[arg(long)]
+        all: bool,
     },
     /// Show the requests that submitting a card file would send, without sending anything.
     ///
@@ -242,9 +246,15 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let stdout = io::stdout().lock();
     let out = io::BufWriter::with_capacity(1 << 16, stdout);
     match cli.command {
-        Command::Validate { file, se_number } => {
+        Command::Validate {
+            file,
+            se_number,
+            all,
+        } => {
             let options = plan_options(se_number.as_deref(), None)?;
-            validate(&file, options, Reporter::new(out, global.output))
+            let every_row =
+                all || global.output == OutputFormat::Json || !io::stdout().is_terminal();
+            validate(&file, options, Reporter::new(out, global.output), every_row)
         }
         Command::Plan {
             file,
@@ -405,17 +415,20 @@ pub(crate) fn check_rows<W: Write>(
     Ok(())
 }
 
+/// `validate`: every row's verdict, or (`every_row` false) only the problem rows, then the
+/// summary.
 fn validate<W: Write>(
     file: &Path,
     options: PlanOptions,
     mut reporter: Reporter<W>,
+    every_row: bool,
 ) -> Result<ExitCode, CliError> {
     // Routes and duplicates are checked, but no request is built: nothing is sent.
     check_rows(
         file,
         &mut Planner::new(options.with_requests(false)),
         &mut reporter,
-        true,
+        every_row,
         |_, _| Ok(()),
     )?;
     Ok(exit_code(reporter.finish()?.invalid))

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use cardsync_core::{
     AcceptedRow, Brand, PanFragment, PlannedRequest, RejectedRow, RouteKind, redact_digit_runs,
@@ -207,12 +208,33 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// The columns of a rejects file.
+const REJECT_COLUMNS: &[&str] = &["row", "id", "card", "errors", "messages"];
+
+/// Where every invalid row goes when the terminal shows only the first few.
+struct Rejects {
+    path: PathBuf,
+    file: Option<crate::files::RowFile>,
+    /// How many invalid rows the text output shows.
+    shown: u64,
+}
+
+/// The rejects file beside `beside` (a results file or an input file): `STEM.rejects.csv`.
+pub(crate) fn rejects_path(beside: &Path) -> PathBuf {
+    let stem = beside
+        .file_stem()
+        .filter(|s| !s.is_empty() && *s != "-")
+        .map_or_else(|| "stdin".into(), |s| s.to_string_lossy().into_owned());
+    beside.with_file_name(format!("{stem}.rejects.csv"))
+}
+
 /// Writes rows, requests and the summary in one format, counting as it goes.
 pub(crate) struct Reporter<W: Write> {
     out: W,
     format: OutputFormat,
     summary: Summary,
     header_done: bool,
+    rejects: Option<Rejects>,
 }
 
 impl<W: Write> Reporter<W> {
@@ -222,6 +244,82 @@ impl<W: Write> Reporter<W> {
             format,
             summary: Summary::default(),
             header_done: false,
+            rejects: None,
+        }
+    }
+
+    /// Writes every invalid row to `path` as well (masked, like everything else), and shows
+    /// only the first `shown` of them as text; JSON output still has every one. A rejects file
+    /// left by an earlier run is removed.
+    pub(crate) fn with_rejects(mut self, path: PathBuf, shown: u64) -> Self {
+        let _ = std::fs::remove_file(&path);
+        self.rejects = Some(Rejects {
+            path,
+            file: None,
+            shown,
+        });
+        self
+    }
+
+    fn write_reject(&mut self, problem: &Problem<'_>, id: &str) -> io::Result<()> {
+        let Some(rejects) = &mut self.rejects else {
+            return Ok(());
+        };
+        if rejects.file.is_none() {
+            rejects.file = Some(crate::files::RowFile::open(
+                &rejects.path,
+                crate::files::Format::Csv,
+                REJECT_COLUMNS,
+                0,
+            )?);
+        }
+        let codes: Vec<&str> = problem.reasons.iter().map(|(c, _)| *c).collect();
+        let messages: Vec<&str> = problem.reasons.iter().map(|(_, m)| m.as_str()).collect();
+        let row = problem.row.to_string();
+        rejects.file.as_mut().expect("opened above").row(&[
+            Some(&row),
+            Some(id),
+            Some(problem.card.as_str()),
+            Some(&codes.join(";")),
+            Some(&messages.join("; ")),
+        ])
+    }
+
+    /// After the rows: where the invalid ones are, and how many of each problem (text), or one
+    /// JSON line with the same.
+    pub(crate) fn rejects_note(&mut self) -> io::Result<()> {
+        let Some(rejects) = &mut self.rejects else {
+            return Ok(());
+        };
+        let Some(file) = &mut rejects.file else {
+            return Ok(());
+        };
+        file.checkpoint()?;
+        let s = &self.summary;
+        match self.format {
+            OutputFormat::Json => {
+                let value = serde_json::json!({
+                    "rejects": {"rows": s.invalid, "file": rejects.path.display().to_string(), "errors": s.errors}
+                });
+                serde_json::to_writer(&mut self.out, &value)?;
+                self.out.write_all(b"\n")
+            }
+            OutputFormat::Text => {
+                let errors: Vec<String> =
+                    s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                let shown = if s.invalid > rejects.shown {
+                    format!("the first {} are shown above; ", rejects.shown)
+                } else {
+                    String::new()
+                };
+                writeln!(
+                    self.out,
+                    "\n{} rows could not be used ({}); {shown}every one is in {} (no full card numbers)",
+                    s.invalid,
+                    errors.join(", "),
+                    rejects.path.display()
+                )
+            }
         }
     }
 
@@ -257,6 +355,13 @@ impl<W: Write> Reporter<W> {
     pub(crate) fn invalid(&mut self, problem: &Problem<'_>) -> io::Result<()> {
         self.summary.count_invalid(problem);
         let id = redact_digit_runs(problem.id);
+        self.write_reject(problem, &id)?;
+        if self.format == OutputFormat::Text
+            && let Some(r) = &self.rejects
+            && self.summary.invalid > r.shown
+        {
+            return Ok(());
+        }
         match self.format {
             OutputFormat::Json => self.json(&InvalidJson {
                 row: problem.row,

@@ -35,6 +35,9 @@ use crate::{CliError, Global, OutputFormat, io_err};
 
 pub(crate) use cardsync_job::RESULT_COLUMNS;
 
+/// How many invalid rows `sync` shows on the terminal; the rejects file has every one.
+const SHOWN_REJECTS: u64 = 5;
+
 /// How `sync` learns that results are ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Wait {
@@ -617,7 +620,11 @@ async fn run_with_lease(
 
     let adopt = adoptions(args, &snapshot)?;
     if !snapshot.is_planned() {
+        let mut reporter = Reporter::new(reporter.out(), global.output)
+            .with_rejects(crate::report::rejects_path(&args.out), SHOWN_REJECTS);
         plan(args, journal, &lease, identity, &mut reporter)?;
+        reporter.rejects_note()?;
+        reporter.flush()?;
     } else if !global.quiet {
         eprintln!(
             "resuming the job in {} ({} rows planned earlier)",

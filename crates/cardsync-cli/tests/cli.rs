@@ -606,3 +606,60 @@ fn closed_output_ends_the_run() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// Runs `cardsync` with its standard output on a terminal (a pseudo-terminal from `script`).
+#[cfg(target_os = "linux")]
+fn cardsync_on_terminal(args: &str) -> String {
+    let command = format!("{} {args}", env!("CARGO_BIN_EXE_cardsync"));
+    let out = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs a command on a pseudo-terminal");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn validate_on_a_terminal_shows_the_problem_rows_and_the_summary() {
+    let dir = std::env::temp_dir().join(format!("cardsync-tty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("cards.csv");
+    let mut csv = String::from("id,card,exp\n");
+    for i in 0..200 {
+        // Every 50th card has a wrong check digit.
+        let card = if i % 50 == 7 {
+            "4457010000000008"
+        } else {
+            "4457010000000009"
+        };
+        csv.push_str(&format!("id-{i},{card},01/50\n"));
+    }
+    std::fs::write(&file, csv).unwrap();
+    let path = file.display().to_string();
+    let screen = cardsync_on_terminal(&format!("validate {path}"));
+    let table_rows: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()) && l.contains("id-"))
+        .collect();
+    // Rows 8, 58, 108, 158 fail the check digit; everything after the first is a duplicate card.
+    assert!(table_rows.iter().all(|l| !l.ends_with(" ok")), "{screen}");
+    assert!(screen.contains("luhn"), "{screen}");
+    assert!(screen.contains("200 rows: 1 valid"), "{screen}");
+    assert_eq!(table_rows.len(), 199, "{screen}");
+    // --all shows the valid row too; piped, every row is shown as before.
+    let all = cardsync_on_terminal(&format!("validate --all {path}"));
+    assert!(
+        all.lines()
+            .any(|l| l.contains("id-0 ") && l.ends_with(" ok")),
+        "{all}"
+    );
+    let piped = cardsync(&["validate", &path]);
+    let piped = String::from_utf8_lossy(&piped.stdout);
+    assert!(
+        piped
+            .lines()
+            .any(|l| l.contains("id-0 ") && l.ends_with(" ok"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -542,3 +542,65 @@ fn a_run_frozen_past_its_lease_sends_and_writes_nothing_when_it_wakes() {
     // `sending` already, and is then decided like the first case).
     frozen_past_its_lease("fetched:2", None);
 }
+
+#[test]
+fn invalid_rows_go_to_a_rejects_file_and_the_terminal_shows_the_first_few() {
+    let dir = Dir::new("rejects");
+    let cards = dir.0.join("cards.csv");
+    let mut csv = String::from("id,card,exp\n");
+    for i in 0..40 {
+        let card = pan("4", 7000 + i);
+        // Every fourth card has its last digit changed: a wrong check digit.
+        let card = if i % 4 == 0 {
+            let (body, last) = card.split_at(15);
+            let bad = (last.as_bytes()[0] - b'0' + 1) % 10;
+            format!("{body}{bad}")
+        } else {
+            card
+        };
+        csv.push_str(&format!("r{i:02},{card},01/30\n"));
+    }
+    csv.push_str("no-exp,4457010000000009,\n");
+    std::fs::write(&cards, csv).unwrap();
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let output = run(Command::new(BIN)
+        .args(["sync", "--poll-max", "200ms", "--out"])
+        .arg(&out)
+        .arg(&cards)
+        .env("CARDSYNC_BASE_URL", emulator.sandbox().base_url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key"));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let shown = stdout
+        .lines()
+        .filter(|l| l.contains("luhn:") || l.contains("missing_exp:"))
+        .count();
+    assert_eq!(shown, 5, "{stdout}");
+    let rejects = dir.0.join("results.rejects.csv");
+    assert!(
+        stdout.contains(&format!(
+            "11 rows could not be used (luhn 10, missing_exp 1); the first 5 are shown above; every one is in {}",
+            rejects.display()
+        )),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&rejects).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("row,id,card,errors,messages"));
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 11, "{text}");
+    assert!(rows[0].starts_with("1,r00,400000******"), "{text}");
+    assert!(
+        rows[10].starts_with("41,no-exp,445701******0009,missing_exp,"),
+        "{text}"
+    );
+    for i in 0..40 {
+        assert!(
+            !text.contains(&pan("4", 7000 + i)),
+            "a full number in the rejects file"
+        );
+    }
+    assert!(!text.contains("4457010000000009"));
+    assert_eq!(emulator.counter("POST /v2/batch", "cards"), 30);
+}
