@@ -288,7 +288,7 @@ impl Store for Journal {
                     crash_point("sent");
                 }
                 Change::Request(u)
-                    if u.from == RequestState::Completed && u.to == RequestState::Done =>
+                    if u.to == RequestState::Done && u.from != RequestState::Sending =>
                 {
                     crash_point("fetched");
                 }

@@ -63,15 +63,15 @@ CREATE TABLE IF NOT EXISTS requests (
     message TEXT
 );
 CREATE TABLE IF NOT EXISTS cards (
-    row INTEGER PRIMARY KEY,
     seq INTEGER NOT NULL,
+    row INTEGER NOT NULL,
     id TEXT NOT NULL,
     card TEXT NOT NULL,
     exp TEXT NOT NULL,
     se_number TEXT,
-    last4 TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cards_by_request ON cards (seq, row);
+    last4 TEXT NOT NULL,
+    PRIMARY KEY (seq, row)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS events (
     event_id TEXT PRIMARY KEY,
     trigger_id INTEGER,
@@ -86,6 +86,8 @@ CREATE TABLE IF NOT EXISTS tally (status TEXT PRIMARY KEY, n INTEGER NOT NULL);
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    /// Whether commits are synced to disk one by one (`synchronous = FULL`).
+    full_sync: bool,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -128,11 +130,11 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(backend)?;
-        // Large pages keep a request's cards in few pages; the setting only takes effect on a
-        // new, empty file. Deleted rows (duplicates, erased cards) are overwritten.
+        // Deleted rows (duplicates, erased cards) are overwritten. Statement journals, if any
+        // statement needs one, stay in memory.
         conn.execute_batch(
-            "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
         )
         .map_err(backend)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))
@@ -140,6 +142,7 @@ impl SqliteStore {
         let store = SqliteStore {
             conn,
             path: path.to_owned(),
+            full_sync: true,
         };
         let format: Option<String> = store
             .conn
@@ -168,12 +171,36 @@ impl SqliteStore {
                 )));
             }
         }
+        let mut store = store;
+        let done: Option<String> = store
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'phase'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(backend)?;
+        let free: i64 = store
+            .conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .map_err(backend)?;
+        if done.as_deref() == Some("done") && free > 0 {
+            store.compact();
+        }
         Ok(store)
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Rebuilds the file without its free pages and empties the write-ahead log, so that no
+    /// copy of erased cards is left in either. Done after the cards are erased, and again on
+    /// opening a finished job's journal if a run died before it was done.
+    fn compact(&mut self) {
+        let _ = self
+            .conn
+            .execute_batch("PRAGMA secure_delete = ON; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
     }
 
     /// The planned cards of these input rows (those that are in the plan), in row order: for
@@ -186,17 +213,15 @@ impl SqliteStore {
         let mut out = Vec::new();
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT row, id, card, exp, se_number FROM cards WHERE row = ?1")
+            .prepare_cached("SELECT row, id, card, exp, se_number FROM cards ORDER BY row")
             .map_err(backend)?;
-        let mut sorted = rows.to_vec();
-        sorted.sort_unstable();
-        sorted.dedup();
-        for row in sorted {
-            let found = stmt
-                .query_row([row as i64], card_columns)
-                .optional()
-                .map_err(backend)?;
-            if let Some(columns) = found {
+        // Duplicates are few, and found once per plan: one pass over the cards (which are
+        // kept in request order) finds them all.
+        let wanted: HashSet<u64> = rows.iter().copied().collect();
+        let found = stmt.query_map([], card_columns).map_err(backend)?;
+        for columns in found {
+            let columns = columns.map_err(backend)?;
+            if wanted.contains(&(columns.0 as u64)) {
                 out.push(stored_card(columns)?);
             }
         }
@@ -429,25 +454,69 @@ impl Store for SqliteStore {
     }
 
     fn apply(&mut self, lease: &Lease, changes: &Changes) -> Result<(), StoreError> {
+        // A commit survives a crash of the process as soon as it is made; it is synced to
+        // the disk (to survive a power cut) before `apply` returns when something that cannot
+        // be taken back follows it. In WAL mode a commit that was not synced can be lost on a
+        // power cut, never half applied, and the next synced commit carries every one before
+        // it: a journal that loses some goes back to a state the job resumes from.
+        let full = changes.before_effect();
+        if full != self.full_sync {
+            let mode = if full { "FULL" } else { "NORMAL" };
+            self.conn
+                .execute_batch(&format!("PRAGMA synchronous = {mode}"))
+                .map_err(backend)?;
+            self.full_sync = full;
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(backend)?;
         Self::check_token(&tx, lease)?;
-        let mut erased = false;
+        let erase = changes
+            .items()
+            .iter()
+            .any(|c| matches!(c, Change::EraseCards));
+        if erase {
+            // Erased cards are not overwritten page by page (that rewrites the whole table
+            // through the log): the file is rebuilt without them just after (below).
+            tx.execute_batch("PRAGMA secure_delete = OFF")
+                .map_err(backend)?;
+        }
         for change in changes.items() {
             apply_change(&tx, change)?;
-            erased |= matches!(change, Change::EraseCards);
         }
         tx.commit().map_err(backend)?;
-        if erased {
-            // Leave no copy of the erased cards in the write-ahead log or free pages.
-            let _ = self
-                .conn
-                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;");
+        if erase {
+            self.compact();
         }
         Ok(())
     }
+}
+
+/// Cards inserted by one statement while planning.
+const CARDS_PER_INSERT: usize = 64;
+
+/// An INSERT of `n` cards.
+fn insert_cards(n: usize) -> String {
+    let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; n].join(", ");
+    format!("INSERT INTO cards (row, seq, id, card, exp, se_number, last4) VALUES {rows}")
+}
+
+/// Binds one card's seven columns after the `at` parameters before it.
+fn bind_card(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    at: usize,
+    seq: u64,
+    c: &StoredCard,
+) -> rusqlite::Result<()> {
+    let exp = c.exp.to_string();
+    stmt.raw_bind_parameter(at + 1, c.row as i64)?;
+    stmt.raw_bind_parameter(at + 2, seq as i64)?;
+    stmt.raw_bind_parameter(at + 3, c.id.as_str())?;
+    stmt.raw_bind_parameter(at + 4, c.pan.expose().as_str())?;
+    stmt.raw_bind_parameter(at + 5, exp.as_str())?;
+    stmt.raw_bind_parameter(at + 6, c.se_number.as_ref().map(SeNumber::as_str))?;
+    stmt.raw_bind_parameter(at + 7, c.last4().as_str())
 }
 
 /// The columns of a card row: row, id, card, expiry, SE number.
@@ -493,7 +562,7 @@ fn apply_change(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), S
         ),
         Change::AddRequest { request, cards } => {
             tx.execute(
-                "INSERT OR REPLACE INTO requests (seq, kind, se_number, cards, state, batch_id, event_id, message)
+                "INSERT INTO requests (seq, kind, se_number, cards, state, batch_id, event_id, message)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     request.seq as i64,
@@ -507,47 +576,50 @@ fn apply_change(tx: &rusqlite::Transaction<'_>, change: &Change) -> Result<(), S
                 ],
             )
             .map_err(backend)?;
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO cards (row, seq, id, card, exp, se_number, last4)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
+            // Plain INSERTs need no statement journal (OR REPLACE would copy every page it
+            // touches into one); rows go in many to a statement.
+            let mut many = tx
+                .prepare_cached(&insert_cards(CARDS_PER_INSERT))
                 .map_err(backend)?;
-            for c in cards {
-                let exp = c.exp.to_string();
-                stmt.execute(params![
-                    c.row as i64,
-                    request.seq as i64,
-                    c.id,
-                    c.pan.expose().as_str(),
-                    exp,
-                    c.se_number.as_ref().map(SeNumber::as_str),
-                    c.last4().as_str()
-                ])
-                .map_err(backend)?;
+            let mut one = tx.prepare_cached(&insert_cards(1)).map_err(backend)?;
+            for chunk in cards.chunks(CARDS_PER_INSERT) {
+                let (stmt, groups) = if chunk.len() == CARDS_PER_INSERT {
+                    (&mut many, chunk.chunks(CARDS_PER_INSERT))
+                } else {
+                    (&mut one, chunk.chunks(1))
+                };
+                for group in groups {
+                    for (i, c) in group.iter().enumerate() {
+                        bind_card(stmt, i * 7, request.seq, c).map_err(backend)?;
+                    }
+                    stmt.raw_execute().map_err(backend)?;
+                }
             }
             Ok(())
         }
         Change::RemoveRows { rows } => {
-            let mut touched = HashSet::new();
+            // Cards are keyed by request: one pass finds the requests of these rows.
+            let wanted: HashSet<i64> = rows.iter().map(|r| *r as i64).collect();
+            let mut found: Vec<(i64, i64)> = Vec::new();
             {
-                let mut find = tx
-                    .prepare_cached("SELECT seq FROM cards WHERE row = ?1")
+                let mut stmt = tx.prepare("SELECT seq, row FROM cards").map_err(backend)?;
+                let all = stmt
+                    .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
                     .map_err(backend)?;
-                let mut delete = tx
-                    .prepare_cached("DELETE FROM cards WHERE row = ?1")
-                    .map_err(backend)?;
-                for row in rows {
-                    let seq: Option<i64> = find
-                        .query_row([*row as i64], |r| r.get(0))
-                        .optional()
-                        .map_err(backend)?;
-                    if let Some(seq) = seq {
-                        touched.insert(seq);
-                        delete.execute([*row as i64]).map_err(backend)?;
+                for pair in all {
+                    let (seq, row) = pair.map_err(backend)?;
+                    if wanted.contains(&row) {
+                        found.push((seq, row));
                     }
                 }
+                let mut delete = tx
+                    .prepare_cached("DELETE FROM cards WHERE seq = ?1 AND row = ?2")
+                    .map_err(backend)?;
+                for (seq, row) in &found {
+                    delete.execute([*seq, *row]).map_err(backend)?;
+                }
             }
+            let touched: HashSet<i64> = found.iter().map(|(seq, _)| *seq).collect();
             for seq in touched {
                 tx.execute(
                     "UPDATE requests SET cards = (SELECT COUNT(*) FROM cards WHERE seq = ?1) WHERE seq = ?1",

@@ -648,10 +648,14 @@ impl Job {
     fn persist(&mut self, changes: Vec<Change>, wants_checkpoint: bool, after: After) {
         let id = self.next_change;
         self.next_change += 1;
+        // Invariant: the change that precedes a POST (to `sending`) is made durable before
+        // the POST.
+        let before_effect = matches!(after, After::Send(..));
         self.outputs.push_back(Output::Persist(Changes::numbered(
             id,
             changes.clone(),
             wants_checkpoint,
+            before_effect,
         )));
         self.awaiting.insert(id, (changes, after));
     }
@@ -826,11 +830,12 @@ impl Job {
                     .unwrap_or_default();
                 match answer.map(|r| GetBatch::decode(&r)) {
                     Ok(Ok(info)) => match info.status {
-                        BatchState::Completed => self.persist_request(
-                            RequestUpdate::new(seq, RequestState::Sent, RequestState::Completed),
-                            vec![],
-                            After::Fetch(seq),
-                        ),
+                        // Fetched at once; the request goes from `sent` to `done` with its
+                        // results (a run that stops before asks for the status again).
+                        BatchState::Completed => {
+                            self.polls.remove(&seq);
+                            self.fetch(seq);
+                        }
                         BatchState::Error => self.batch_failed(
                             seq,
                             RequestState::Sent,
@@ -999,19 +1004,15 @@ impl Job {
         let Some(record) = self.record(seq).cloned() else {
             return;
         };
-        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
-        let mut ids = HashSet::with_capacity(results.cards.len());
+        let mut counts = count_statuses(&results);
+        let distinct = results
+            .cards
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect::<HashSet<&str>>()
+            .len();
         let mut rows = Vec::with_capacity(results.cards.len());
         for card in results.cards {
-            *counts
-                .entry(
-                    card.status
-                        .as_ref()
-                        .map_or("(none)", UpdateStatus::as_str)
-                        .to_owned(),
-                )
-                .or_default() += 1;
-            ids.insert(card.id.clone());
             let mut row = ResultRow::new(card.id, card.status, card.card);
             row.exp = card.exp;
             row.se_number = card.se_number;
@@ -1024,7 +1025,7 @@ impl Job {
         }
         // Ids are unique in a request (the plan took duplicates out), so the cards that got
         // no result are the ones left over.
-        let missing = record.cards.saturating_sub(ids.len() as u64);
+        let missing = record.cards.saturating_sub(distinct as u64);
         if missing > 0 {
             *counts.entry("no_result".to_owned()).or_default() += missing as i64;
         }
@@ -1034,7 +1035,7 @@ impl Job {
         self.busy.insert(seq);
         let mut changes = vec![Change::Request(RequestUpdate::new(
             seq,
-            RequestState::Completed,
+            record.state,
             RequestState::Done,
         ))];
         changes.extend(counts.into_iter().map(|(s, n)| tally(&s, n)));
@@ -1043,19 +1044,11 @@ impl Job {
 
     fn store_amex_results(&mut self, event_id: String, results: Results) {
         let got = results.cards.len() as i64;
-        let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+        let counts = count_statuses(&results);
         let rows: Vec<ResultRow> = results
             .cards
             .into_iter()
             .map(|card| {
-                *counts
-                    .entry(
-                        card.status
-                            .as_ref()
-                            .map_or("(none)", UpdateStatus::as_str)
-                            .to_owned(),
-                    )
-                    .or_default() += 1;
                 let mut row = ResultRow::new(card.id, card.status, card.card);
                 row.exp = card.exp;
                 row.se_number = card.se_number;
@@ -1289,6 +1282,17 @@ impl Job {
     }
 }
 
+/// Results per status (`(none)` for cards CardSync gave none).
+fn count_statuses(results: &Results) -> BTreeMap<String, i64> {
+    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    for card in &results.cards {
+        *counts
+            .entry(card.status.as_ref().map_or("(none)", UpdateStatus::as_str))
+            .or_default() += 1;
+    }
+    counts.into_iter().map(|(s, n)| (s.to_owned(), n)).collect()
+}
+
 fn purpose_seq(p: &Purpose) -> Option<u64> {
     match p {
         Purpose::Create(s) | Purpose::Status(s) | Purpose::Results(s) | Purpose::Adopt(s, _) => {
@@ -1365,7 +1369,9 @@ impl PlanRecorder {
         if std::mem::take(&mut self.discard) {
             items.insert(0, Change::DiscardPlan);
         }
-        Changes::new(items)
+        // Nothing is sent until the plan is complete, and the change that precedes the first
+        // POST is made durable with everything before it.
+        Changes::numbered(0, items, false, false)
     }
 
     /// The changes that store one planned request and its cards.

@@ -29,8 +29,8 @@
 //!
 //! use cardsync_core::{PlanOptions, Planner, Record, UpdateStatus};
 //! use cardsync_job::{
-//!     Acquired, Env, Holder, Job, JobOptions, LeaseKeeper, MemorySink, MemoryStore, PlanRecorder,
-//!     Store, run,
+//!     Acquired, Checkpoint, Env, Holder, Job, JobOptions, LeaseKeeper, MemoryStore, PlanRecorder,
+//!     ResultRow, Sink, SinkError, Store, run,
 //! };
 //! use cardsync_proto::transport::TransportError;
 //! use cardsync_proto::{BaseUrl, Config, MerchantKey, WebhookEvent};
@@ -70,6 +70,35 @@
 //! }
 //! store.apply(&lease, &recorder.finish(planner.rows(), 0, vec![]))?;
 //!
+//! // The results go straight into the billing system's own tables, as they arrive. (A real
+//! // sink writes them in a transaction of its own; `checkpoint` says how far it has
+//! // committed, and `rewind` rolls back to that after a crash.)
+//! #[derive(Default)]
+//! struct Billing { cards: Vec<String>, durable: usize }
+//! impl Sink for Billing {
+//!     fn rewind(&mut self, to: &Checkpoint) -> Result<(), SinkError> {
+//!         self.cards.truncate(to.positions().first().copied().unwrap_or(0) as usize);
+//!         Ok(())
+//!     }
+//!     fn append(&mut self, rows: &[ResultRow]) -> Result<(), SinkError> {
+//!         for row in rows {
+//!             let change = match row.status {
+//!                 Some(UpdateStatus::UpdatedCard) => format!("{}: new card ending {}", row.id, row.card.masked().as_str().split_at(12).1),
+//!                 Some(UpdateStatus::UpdatedExpiry) => format!("{}: new expiry {}", row.id, row.exp.as_deref().unwrap_or("")),
+//!                 Some(UpdateStatus::Closed) => format!("{}: closed, stop billing", row.id),
+//!                 _ => continue,
+//!             };
+//!             self.cards.push(change);
+//!         }
+//!         Ok(())
+//!     }
+//!     fn checkpoint(&mut self) -> Result<Checkpoint, SinkError> {
+//!         self.durable = self.cards.len();
+//!         Ok(Checkpoint::new(vec![self.durable as u64]))
+//!     }
+//!     fn finish(&mut self) -> Result<(), SinkError> { Ok(()) }
+//! }
+//!
 //! // Run.
 //! struct Tokio;
 //! impl Env for Tokio {
@@ -83,21 +112,11 @@
 //! let config = Config::new(BaseUrl::parse("http://127.0.0.1:1/")?)
 //!     .with_merchant_key(MerchantKey::new("sandbox_merchant_key")?);
 //! let mut job = Job::new(store.load()?, JobOptions::new(config), Instant::now());
-//! let mut sink = MemorySink::new();
+//! let mut billing = Billing::default();
 //! let mut keeper = LeaseKeeper::new(lease, Duration::from_secs(30));
-//! let summary = run(&mut job, &transport, &mut store, &mut sink, &mut keeper, &mut Tokio).await?;
+//! let summary = run(&mut job, &transport, &mut store, &mut billing, &mut keeper, &mut Tokio).await?;
 //! assert!(summary.done);
-//!
-//! // Apply what changed.
-//! for row in sink.rows() {
-//!     match row.status {
-//!         Some(UpdateStatus::UpdatedCard) => println!("{}: new card ending {}", row.id, &row.card.masked().as_str()[12..]),
-//!         Some(UpdateStatus::UpdatedExpiry) => println!("{}: new expiry {:?}", row.id, row.exp),
-//!         Some(UpdateStatus::Closed) => println!("{}: closed, stop billing", row.id),
-//!         _ => {}
-//!     }
-//! }
-//! assert_eq!(sink.rows().len(), 2);
+//! assert_eq!(billing.cards, ["cus_1: new card ending 1115", "cus_2: new expiry 02/53"]);
 //! # Ok(())
 //! # }
 //! ```

@@ -134,6 +134,7 @@ pub struct Changes {
     id: u64,
     items: Vec<Change>,
     wants_checkpoint: bool,
+    before_effect: bool,
 }
 
 impl Changes {
@@ -143,15 +144,32 @@ impl Changes {
             id: 0,
             items,
             wants_checkpoint: false,
+            before_effect: true,
         }
     }
 
-    pub(crate) fn numbered(id: u64, items: Vec<Change>, wants_checkpoint: bool) -> Changes {
+    pub(crate) fn numbered(
+        id: u64,
+        items: Vec<Change>,
+        wants_checkpoint: bool,
+        before_effect: bool,
+    ) -> Changes {
         Changes {
             id,
             items,
             wants_checkpoint,
+            before_effect,
         }
+    }
+
+    /// Whether something that cannot be taken back (a POST CardSync bills) follows these
+    /// changes: they must survive a power cut, not only a crash of the process, before
+    /// [`Store::apply`] returns. Other changes may be made durable later, with the next ones
+    /// that are (a journal that loses them on a power cut goes back to a state the job
+    /// resumes from, doing again only what is safe to do again). Stores that make every change
+    /// durable at once may ignore this. `true` for changes made with [`Changes::new`].
+    pub fn before_effect(&self) -> bool {
+        self.before_effect
     }
 
     /// The number to acknowledge with [`crate::Job::handle_persisted`].
