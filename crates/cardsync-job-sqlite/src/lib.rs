@@ -134,7 +134,8 @@ impl SqliteStore {
         // statement needs one, stay in memory.
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;",
+             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;
+             PRAGMA wal_autocheckpoint = 16384;",
         )
         .map_err(backend)?;
         conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} COMMIT;"))

@@ -239,7 +239,11 @@ where
     E: Env,
 {
     let mut in_flight: Vec<(CallId, InFlight<'_>)> = Vec::new();
+    let mut answered = Vec::new();
     loop {
+        for (id, answer) in answered.drain(..) {
+            job.handle_response(id, answer, env.now());
+        }
         while let Some(output) = job.poll_output() {
             match output {
                 Output::Persist(mut changes) => {
@@ -262,7 +266,14 @@ where
                     if call.creates {
                         keeper.before_create(store, env.unix_ms())?;
                     }
-                    in_flight.push((call.id, Box::pin(transport.send(call.request))));
+                    let mut future: InFlight<'_> = Box::pin(transport.send(call.request));
+                    // Start it now, before whatever else this round does: a transport begins
+                    // sending when first polled. (The real waker comes with the next poll.)
+                    let mut start = std::task::Context::from_waker(std::task::Waker::noop());
+                    match future.as_mut().poll(&mut start) {
+                        Poll::Ready(answer) => answered.push((call.id, answer)),
+                        Poll::Pending => in_flight.push((call.id, future)),
+                    }
                 }
                 Output::Write(rows) => sink.append(&rows)?,
                 Output::NeedsDecision(unconfirmed) => {

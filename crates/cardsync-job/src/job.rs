@@ -308,8 +308,10 @@ pub struct Job {
     polls: BTreeMap<u64, (Instant, Duration)>,
     /// Requests with an operation under way.
     busy: HashSet<u64>,
-    /// Creating requests in the pipeline (loading, persisting `sending`, or in flight).
+    /// Creating requests under way: `sending` being persisted, or their POST in flight.
     creating: BTreeSet<u64>,
+    /// Planned requests loaded and encoded, waiting for a place among the POSTs.
+    prepared: BTreeMap<u64, Box<http::Request<Vec<u8>>>>,
     undecided: BTreeSet<u64>,
     decisions: VecDeque<(u64, Decision)>,
     inbox: VecDeque<WebhookEvent>,
@@ -340,6 +342,7 @@ impl Job {
             polls: BTreeMap::new(),
             busy: HashSet::new(),
             creating: BTreeSet::new(),
+            prepared: BTreeMap::new(),
             undecided: BTreeSet::new(),
             decisions: VecDeque::new(),
             inbox: VecDeque::new(),
@@ -758,7 +761,6 @@ impl Job {
     /// Loads a planned request's cards to send it.
     fn start_send(&mut self, seq: u64) {
         self.busy.insert(seq);
-        self.creating.insert(seq);
         self.loads.insert(seq, LoadFor::Send);
         self.outputs.push_back(Output::LoadCards(seq));
     }
@@ -792,7 +794,6 @@ impl Job {
                         Subscribe::new(cards).and_then(|s| s.encode(&self.options.config))
                     }
                     None => {
-                        self.creating.remove(&seq);
                         self.busy.remove(&seq);
                         self.stop(format!("request {seq} in the journal has no SE number"));
                         return;
@@ -801,13 +802,11 @@ impl Job {
             }
         };
         match encoded {
-            Ok(request) => self.persist_request(
-                RequestUpdate::new(seq, RequestState::Planned, RequestState::Sending),
-                vec![],
-                After::Send(seq, Box::new(request)),
-            ),
+            // Ready: it goes out when a place is free (see `advance`).
+            Ok(request) => {
+                self.prepared.insert(seq, Box::new(request));
+            }
             Err(e) => {
-                self.creating.remove(&seq);
                 self.busy.remove(&seq);
                 self.stop(format!("cannot build request {seq}: {e}"));
             }
@@ -1210,18 +1209,35 @@ impl Job {
             for seq in completed {
                 self.fetch(seq);
             }
-            // New sends, in order, up to the concurrency.
+            // Requests ready to go are marked `sending` (and then sent) in order, while
+            // fewer than `concurrency` POSTs are under way.
+            while self.creating.len() < self.options.concurrency
+                && let Some((seq, request)) = self.prepared.pop_first()
+            {
+                self.creating.insert(seq);
+                self.persist_request(
+                    RequestUpdate::new(seq, RequestState::Planned, RequestState::Sending),
+                    vec![],
+                    After::Send(seq, request),
+                );
+            }
+            // And as many more are loaded and encoded ahead, so that the next one is ready
+            // when a place frees.
+            let ahead = self.prepared.len()
+                + self
+                    .loads
+                    .values()
+                    .filter(|l| matches!(l, LoadFor::Send))
+                    .count();
             let planned: Vec<u64> = self
                 .snapshot
                 .requests
                 .iter()
                 .filter(|r| r.state == RequestState::Planned && !self.busy.contains(&r.seq))
                 .map(|r| r.seq)
+                .take(self.options.concurrency.saturating_sub(ahead))
                 .collect();
             for seq in planned {
-                if self.creating.len() >= self.options.concurrency {
-                    break;
-                }
                 self.start_send(seq);
             }
         }
