@@ -161,32 +161,7 @@ fn listen_fetches_results_when_a_batch_is_available() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let out_dir = dir.0.join("results");
-    let mut listener = Command::new(BIN)
-        .args([
-            "listen",
-            "--addr",
-            &addr,
-            "--token",
-            "t0ken-for-the-listen-test",
-            "--stop-after",
-            "20s",
-            "--out",
-        ])
-        .arg(&out_dir)
-        .env("CARDSYNC_BASE_URL", emulator.url())
-        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "listen did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut listener = start_listener(&emulator, &addr, &out_dir);
     let url = format!("http://{addr}/webhooks/t0ken-for-the-listen-test");
     let out = cardsync(&emulator, &["webhooks", "set", "--batch-available", &url]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -234,30 +209,7 @@ fn listen_fetches_results_when_a_batch_is_available() {
     let _ = listener.wait();
     let modified = std::fs::metadata(&expected).unwrap().modified().unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let mut listener = Command::new(BIN)
-        .args(["--output", "json", "listen", "--addr", &addr])
-        .args([
-            "--token",
-            "t0ken-for-the-listen-test",
-            "--stop-after",
-            "20s",
-            "--out",
-        ])
-        .arg(&out_dir)
-        .env("CARDSYNC_BASE_URL", emulator.url())
-        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "listen did not restart"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut listener = start_listener(&emulator, &addr, &out_dir);
     let body = format!(
         r#"{{"trigger_id":20,"batch_id":"{batch_id}","event_id":"{event_id}","message":"again"}}"#
     );
@@ -290,6 +242,36 @@ fn listen_fetches_results_when_a_batch_is_available() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains(&event_id), "{stdout}");
+}
+
+/// Starts `cardsync listen` on `addr` (JSON output, piped) and waits until it accepts
+/// connections.
+fn start_listener(emulator: &Emulator, addr: &str, out_dir: &Path) -> std::process::Child {
+    let listener = Command::new(BIN)
+        .args(["--output", "json", "listen", "--addr", addr])
+        .args([
+            "--token",
+            "t0ken-for-the-listen-test",
+            "--stop-after",
+            "20s",
+            "--out",
+        ])
+        .arg(out_dir)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listen did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    listener
 }
 
 /// POSTs a JSON body over plain HTTP/1.1 and returns the status.
