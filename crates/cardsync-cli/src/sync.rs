@@ -739,10 +739,12 @@ async fn start_receiver(
     client: &Client,
     tx: mpsc::UnboundedSender<WebhookEvent>,
 ) -> Result<WebhookReceiver, CliError> {
-    let token = args
-        .token
-        .clone()
-        .unwrap_or_else(cardsync_hyper::random_token);
+    let token = match &args.token {
+        Some(t) => t.clone(),
+        None => cardsync_hyper::random_token().map_err(|e| {
+            CliError::Usage(format!("no random bytes from the operating system: {e}"))
+        })?,
+    };
     let receiver = WebhookReceiver::start(
         args.listen,
         &token,

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tx, mut events) = mpsc::unbounded_channel();
     let receiver = WebhookReceiver::start(
         "127.0.0.1:0".parse()?,
-        &random_token(),
+        &random_token()?,
         ReceiverOptions::default(),
         move |event: WebhookEvent| {
             let tx = tx.clone();

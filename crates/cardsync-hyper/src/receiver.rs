@@ -109,21 +109,24 @@ impl std::error::Error for ReceiverError {
     }
 }
 
-/// A random token of 32 hexadecimal digits, for a webhook URL.
+/// A random token of 32 hexadecimal digits (128 bits from the operating system's random
+/// generator), for a webhook URL that must not be guessed.
+///
+/// # Errors
+///
+/// When the operating system gives no random bytes (never on a working system); there is no
+/// weaker fallback.
 ///
 /// ```
-/// let token = cardsync_hyper::random_token();
+/// let token = cardsync_hyper::random_token()?;
 /// assert_eq!(token.len(), 32);
-/// assert_ne!(token, cardsync_hyper::random_token());
+/// assert_ne!(token, cardsync_hyper::random_token()?);
+/// # Ok::<(), getrandom::Error>(())
 /// ```
-pub fn random_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let half = || {
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    };
-    format!("{:016x}{:016x}", half(), half())
+pub fn random_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Compares in time that depends only on the lengths, not on where the bytes differ.
@@ -163,7 +166,7 @@ impl Shared {
 ///
 /// let receiver = WebhookReceiver::start(
 ///     "127.0.0.1:0".parse()?,
-///     &random_token(),
+///     &random_token()?,
 ///     ReceiverOptions::default(),
 ///     |event: WebhookEvent| async move {
 ///         println!("event {:?}", event.event_id());

@@ -30,7 +30,7 @@ async fn receiver_into_channel() -> (WebhookReceiver, mpsc::UnboundedReceiver<We
     let (tx, rx) = mpsc::unbounded_channel();
     let receiver = WebhookReceiver::start(
         "127.0.0.1:0".parse().unwrap(),
-        &random_token(),
+        &random_token().expect("random bytes"),
         ReceiverOptions::default(),
         move |event| {
             let tx = tx.clone();
@@ -152,7 +152,7 @@ async fn a_failing_handler_gets_the_event_again() {
     let counted = calls.clone();
     let receiver = WebhookReceiver::start(
         "127.0.0.1:0".parse().unwrap(),
-        &random_token(),
+        &random_token().expect("random bytes"),
         ReceiverOptions::default(),
         move |_| {
             let n = counted.fetch_add(1, Ordering::SeqCst);
@@ -206,7 +206,7 @@ async fn weak_tokens_are_refused() {
 async fn a_redelivery_during_handling_is_asked_to_come_back() {
     let receiver = WebhookReceiver::start(
         "127.0.0.1:0".parse().unwrap(),
-        &random_token(),
+        &random_token().expect("random bytes"),
         ReceiverOptions::default(),
         |_| async {
             tokio::time::sleep(Duration::from_millis(300)).await;

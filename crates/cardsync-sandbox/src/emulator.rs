@@ -6,11 +6,13 @@
 //! whatever the test clock has been advanced by. The server layer supplies it.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, SystemTime};
 
 use cardsync_core::{
-    Brand, Expiry, Pan, SeNumber, Stats, UpdateStatus, luhn_check_digit, test_card,
+    Brand, Expiry, Pan, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
+    redact_digit_runs, test_card,
 };
 use cardsync_proto::{MerchantEnrollment, SubmittedCard, Trigger, decode_cards_body};
 use http::{Method, Request, Response, StatusCode};
@@ -24,8 +26,8 @@ pub const RESULTS_KEPT_FOR: Duration = Duration::from_secs(10 * 24 * 3600);
 /// The largest request body the emulator reads.
 pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 
-/// The emulator's settings.
-#[derive(Clone, Debug)]
+/// The emulator's settings. `Debug` shows no key.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct Settings {
     /// The partner master key. Default `sandbox_master_key`.
@@ -102,7 +104,7 @@ impl BatchState {
 }
 
 /// One result row. Only cards with a result have one: the documented test cards.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Row {
     id: String,
     card: String,
@@ -128,7 +130,6 @@ struct Batch {
     completed_at: Option<Duration>,
 }
 
-#[derive(Debug)]
 struct Merchant {
     key: String,
     legal_business_name: String,
@@ -146,7 +147,6 @@ struct AmexEvent {
     fired_at: Duration,
 }
 
-#[derive(Debug)]
 struct PendingAmex {
     merchant_id: String,
     due: Duration,
@@ -163,8 +163,8 @@ struct Counter {
     distinct: HashSet<u64>,
 }
 
-/// The emulator. See the module docs for the call protocol.
-#[derive(Debug)]
+/// The emulator. See the module docs for the call protocol. `Debug` shows how much it
+/// holds, never a card number or a key.
 pub struct Emulator {
     settings: Settings,
     started: SystemTime,
@@ -179,6 +179,73 @@ pub struct Emulator {
     amex_events: HashMap<String, AmexEvent>,
     counters: BTreeMap<&'static str, Counter>,
     outbox: VecDeque<Outgoing>,
+}
+
+/// A key, as `Debug` shows it.
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("master_key", &REDACTED)
+            .field("merchant_key", &REDACTED)
+            .field("merchant_id", &self.merchant_id)
+            .field("complete_after", &self.complete_after)
+            .field("quirks", &self.quirks)
+            .field("seed", &self.seed)
+            .field("report_unchanged", &self.report_unchanged)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Row {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Row")
+            .field("id", &redact_digit_runs(&self.id))
+            .field("card", &mask_card_text(&self.card))
+            .field("exp", &self.exp)
+            .field("status", &self.status)
+            .field("se_number", &self.se_number)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Merchant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Merchant")
+            .field("key", &REDACTED)
+            .field("legal_business_name", &self.legal_business_name)
+            .field("username", &self.username)
+            .field("completes_at", &self.completes_at)
+            .field("completed", &self.completed)
+            .field("webhooks", &self.webhooks)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PendingAmex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cards: Vec<_> = self.pairs.iter().map(|(c, ..)| mask_card_text(c)).collect();
+        f.debug_struct("PendingAmex")
+            .field("merchant_id", &self.merchant_id)
+            .field("due", &self.due)
+            .field("cards", &cards)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("settings", &self.settings)
+            .field("merchants", &self.merchants)
+            .field("batches", &self.batches.len())
+            .field("subscriptions", &self.subscriptions.len())
+            .field("pending_amex", &self.pending_amex)
+            .field("amex_events", &self.amex_events.len())
+            .field("outbox", &self.outbox.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn status_word(status: &UpdateStatus, quirks: bool) -> &str {

@@ -558,3 +558,21 @@ fn replacement_rules() {
         Expiry::parse("12/99").unwrap()
     );
 }
+
+#[test]
+fn debug_shows_no_card_number_and_no_key() {
+    let mut h = Harness::new(false);
+    register_all(&mut h);
+    h.send(&batch_of_test_cards()).unwrap();
+    h.send(&Subscribe::new(amex_cards()).unwrap()).unwrap();
+    h.advance(SECOND);
+    h.advance(3 * SECOND);
+    let shown = format!("{:?} {:?}", h.emu, Settings::default());
+    for card in SANDBOX_TEST_CARDS {
+        assert!(!shown.contains(card.card), "{} in {shown}", &card.card[..6]);
+    }
+    for key in ["sandbox_master_key", "sandbox_merchant_key"] {
+        assert!(!shown.contains(key), "a key in {shown}");
+    }
+    assert!(shown.contains("<redacted>"));
+}
