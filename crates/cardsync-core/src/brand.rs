@@ -51,7 +51,7 @@ pub enum Brand {
 
 impl Brand {
     /// Every brand, `Unknown` last.
-    pub const ALL: [Brand; 9] = [
+    pub const ALL: &'static [Brand] = &[
         Brand::Visa,
         Brand::Mastercard,
         Brand::AmericanExpress,
@@ -161,7 +161,8 @@ impl FromStr for Brand {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Brand::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|b| b.as_str() == s)
             .ok_or(UnknownBrandName)
     }
@@ -315,7 +316,7 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for b in Brand::ALL {
-            assert_eq!(b.as_str().parse::<Brand>(), Ok(b));
+            assert_eq!(b.as_str().parse::<Brand>(), Ok(*b));
             assert_eq!(b.to_string(), b.as_str());
         }
     }

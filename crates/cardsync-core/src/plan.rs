@@ -318,8 +318,8 @@ impl PlannedRequest {
     /// ```
     pub fn brand_counts(&self) -> Vec<(Brand, usize)> {
         Brand::ALL
-            .into_iter()
-            .map(|b| (b, self.cards.iter().filter(|c| c.pan.brand() == b).count()))
+            .iter()
+            .map(|&b| (b, self.cards.iter().filter(|c| c.pan.brand() == b).count()))
             .filter(|&(_, n)| n > 0)
             .collect()
     }
@@ -464,22 +464,40 @@ impl RowVerdict {
 /// assert_eq!(options.max_per_request(), 500);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PlanOptions {
     max_per_request: usize,
     default_se_number: Option<SeNumber>,
     check_duplicates: bool,
     build_requests: bool,
+    fingerprint_key: u64,
 }
 
 impl Default for PlanOptions {
+    /// Requests of at most 10,000 cards, the duplicate check on, and a random fingerprint key
+    /// (from the standard library's randomly seeded hasher: no clock is read).
     fn default() -> Self {
+        use std::hash::BuildHasher;
         PlanOptions {
             max_per_request: MAX_CARDS_PER_REQUEST,
             default_se_number: None,
             check_duplicates: true,
             build_requests: true,
+            fingerprint_key: std::collections::hash_map::RandomState::new().hash_one(0u8),
         }
+    }
+}
+
+impl fmt::Debug for PlanOptions {
+    /// The fingerprint key is not shown: with it, fingerprints kept on disk could be matched
+    /// against guessed card numbers.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlanOptions")
+            .field("max_per_request", &self.max_per_request)
+            .field("default_se_number", &self.default_se_number)
+            .field("check_duplicates", &self.check_duplicates)
+            .field("build_requests", &self.build_requests)
+            .finish_non_exhaustive()
     }
 }
 
@@ -532,6 +550,24 @@ impl PlanOptions {
     /// Whether requests are built.
     pub fn requests(&self) -> bool {
         self.build_requests
+    }
+
+    /// The key of the duplicate check's fingerprints (keyed 64-bit hashes of ids and cards).
+    /// Random by default; a fixed key makes plans reproducible, for tests. Keep a real key
+    /// secret: fingerprints kept on disk could be matched against guessed card numbers.
+    ///
+    /// ```
+    /// use cardsync_core::{PlanOptions, Planner, Record, RowVerdict};
+    ///
+    /// let options = PlanOptions::default().with_fingerprint_key(7);
+    /// let mut planner = Planner::new(options);
+    /// planner.handle_record(Record::new("a", "4457010000000009", "01/50"));
+    /// let again = planner.handle_record(Record::new("b", "4457 0100 0000 0009", "01/50"));
+    /// assert!(matches!(again, RowVerdict::Rejected(_)));
+    /// ```
+    pub fn with_fingerprint_key(mut self, key: u64) -> Self {
+        self.fingerprint_key = key;
+        self
     }
 
     /// The most cards per request.
@@ -807,7 +843,7 @@ impl SeenStore for MemoryStore {
 pub struct Checker {
     default_se_number: Option<SeNumber>,
     /// Fingerprint keys, when the duplicate check is on.
-    keys: Option<foldhash::quality::RandomState>,
+    keys: Option<foldhash::quality::FixedState>,
     /// Which planner this checker belongs to.
     planner: u64,
 }
@@ -1014,7 +1050,7 @@ impl Planner {
             default_se_number: options.default_se_number.clone(),
             keys: options
                 .check_duplicates
-                .then(foldhash::quality::RandomState::default),
+                .then(|| foldhash::quality::FixedState::with_seed(options.fingerprint_key)),
             planner: PLANNERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let seen = options.check_duplicates.then_some(store);

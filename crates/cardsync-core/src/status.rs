@@ -44,7 +44,7 @@ pub enum UpdateStatus {
 
 impl UpdateStatus {
     /// The documented statuses, each under its canonical name.
-    pub const KNOWN: [UpdateStatus; 7] = [
+    pub const KNOWN: &'static [UpdateStatus] = &[
         UpdateStatus::UpdatedCard,
         UpdateStatus::UpdatedExpiry,
         UpdateStatus::NoMatch,
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn known_statuses_round_trip() {
         for status in UpdateStatus::KNOWN {
-            assert_eq!(UpdateStatus::parse(status.as_str()), status);
+            assert_eq!(UpdateStatus::parse(status.as_str()), *status);
         }
     }
 

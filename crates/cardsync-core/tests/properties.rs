@@ -201,3 +201,40 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// A seen store that records the fingerprints it is asked about.
+#[derive(Clone, Default)]
+struct Recording(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl cardsync_core::SeenStore for Recording {
+    fn claim(&mut self, _: cardsync_core::SeenKind, fingerprint: u64, _: u64) -> Option<u64> {
+        self.0.lock().unwrap().push(fingerprint);
+        None
+    }
+}
+
+fn fingerprints(options: PlanOptions) -> Vec<u64> {
+    let store = Recording::default();
+    let mut planner = Planner::with_seen_store(options, Box::new(store.clone()));
+    for (id, card) in [("a", "4457010000000009"), ("b", "5112010000000003")] {
+        planner.handle_record(cardsync_core::Record::new(id, card, "01/50"));
+    }
+    store.0.lock().unwrap().clone()
+}
+
+#[test]
+fn fingerprints_are_reproducible_with_a_fixed_key_and_differ_by_key() {
+    let fixed = || PlanOptions::default().with_fingerprint_key(42);
+    assert_eq!(fingerprints(fixed()), fingerprints(fixed()));
+    assert_eq!(fingerprints(fixed()).len(), 4);
+    assert_ne!(
+        fingerprints(fixed()),
+        fingerprints(PlanOptions::default().with_fingerprint_key(43))
+    );
+    // Random by default, and never shown.
+    assert_ne!(
+        fingerprints(PlanOptions::default()),
+        fingerprints(PlanOptions::default())
+    );
+    assert!(!format!("{:?}", fixed()).contains("42"));
+}

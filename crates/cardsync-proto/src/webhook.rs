@@ -35,7 +35,7 @@ pub enum Trigger {
 
 impl Trigger {
     /// Every trigger.
-    pub const ALL: [Trigger; 4] = [
+    pub const ALL: &'static [Trigger] = &[
         Trigger::BatchAvailable,
         Trigger::EnrollmentComplete,
         Trigger::BatchError,
@@ -54,7 +54,7 @@ impl Trigger {
 
     /// The trigger with this id.
     pub fn from_id(id: u32) -> Option<Trigger> {
-        Trigger::ALL.into_iter().find(|t| t.id() == id)
+        Trigger::ALL.iter().copied().find(|t| t.id() == id)
     }
 }
 
