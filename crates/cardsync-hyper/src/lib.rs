@@ -43,6 +43,7 @@
 
 mod client;
 mod receiver;
+pub mod server;
 
 pub use client::{CallError, Client};
 pub use receiver::{HandlerError, ReceiverError, ReceiverOptions, WebhookReceiver, random_token};

@@ -23,12 +23,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use cardsync_proto::{WebhookEvent, decode_webhook};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+
+use crate::server::{BodyError, read_body};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -65,15 +64,22 @@ pub struct ReceiverOptions {
     /// The largest webhook body accepted; a larger one gets 413. Default 64 KiB (the documented
     /// webhooks are a few hundred bytes).
     pub max_body: usize,
+    /// How long a webhook body may take to arrive; a slower one gets 408. Default 10 s.
+    pub body_timeout: Duration,
     /// How many handled events are remembered for recognising redeliveries. Default 100,000.
     pub remember: usize,
+    /// The connection limits: how long a request's head may take, how many connections may
+    /// be open at once. See [`crate::server::ServeLimits`].
+    pub limits: crate::server::ServeLimits,
 }
 
 impl Default for ReceiverOptions {
     fn default() -> Self {
         ReceiverOptions {
             max_body: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
             remember: 100_000,
+            limits: crate::server::ServeLimits::default().with_grace(Duration::from_secs(5)),
         }
     }
 }
@@ -229,7 +235,13 @@ impl WebhookReceiver {
             seen: Mutex::new(Seen::default()),
         });
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, shared, stopped));
+        let limits = shared.options.limits;
+        let task = tokio::spawn(crate::server::serve(
+            listener,
+            limits,
+            stopped,
+            move |request| receive(shared.clone(), request),
+        ));
         Ok(WebhookReceiver {
             addr,
             path,
@@ -267,30 +279,6 @@ impl Drop for WebhookReceiver {
     }
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                let service = service_fn(move |req| receive(shared.clone(), req));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            _ = stopped.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-    }
-}
-
 fn answer(status: StatusCode) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = status;
@@ -310,14 +298,11 @@ async fn receive(
             .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
         return Ok(r);
     }
-    let body = match Limited::new(request.into_body(), shared.options.max_body)
-        .collect()
-        .await
-    {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE));
-        }
+    let options = &shared.options;
+    let body = match read_body(request.into_body(), options.max_body, options.body_timeout).await {
+        Ok(body) => body,
+        Err(BodyError::TooLarge) => return Ok(answer(StatusCode::PAYLOAD_TOO_LARGE)),
+        Err(BodyError::TooSlow) => return Ok(answer(StatusCode::REQUEST_TIMEOUT)),
         Err(_) => return Ok(answer(StatusCode::BAD_REQUEST)),
     };
     let Ok(event) = decode_webhook(&body) else {

@@ -227,3 +227,102 @@ async fn a_redelivery_during_handling_is_asked_to_come_back() {
     assert_eq!(post(&url, event).await, 200, "handled by now");
     receiver.shutdown().await;
 }
+
+/// Reads until the server closes the connection or answers; returns what was read, or `None`
+/// when nothing came before `limit`.
+async fn read_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+        Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Ok(Err(_)) => Some(String::new()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_heads_and_bodies_time_out_and_open_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let token = random_token().unwrap();
+    let mut options = ReceiverOptions::default();
+    options.body_timeout = Duration::from_millis(300);
+    options.limits = cardsync_hyper::server::ServeLimits::default()
+        .with_header_read_timeout(Duration::from_millis(300))
+        .with_max_connections(4);
+    let receiver = WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &token,
+        options,
+        |_event| async { Ok(()) },
+    )
+    .await
+    .unwrap();
+    let addr = receiver.local_addr();
+    let path = format!("/webhooks/{token}");
+    let event = br#"{"trigger_id":21,"merchant_id":"m1","status":"complete"}"#;
+
+    // Half a request line: each connection is closed once its head is late.
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST /webhooks/").await.unwrap();
+        slow.push(s);
+    }
+    for s in &mut slow {
+        let got = read_within(s, Duration::from_secs(10)).await;
+        assert!(
+            got.is_some(),
+            "a connection sending half a request line was kept open"
+        );
+    }
+
+    // A body that stops arriving gets 408.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"trig"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let got = read_within(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got:?}");
+
+    receiver.shutdown().await;
+
+    // At most four connections at once: four silent ones hold every place, and a fifth is
+    // served only once one of them closes.
+    let mut options = ReceiverOptions::default();
+    options.limits = cardsync_hyper::server::ServeLimits::default().with_max_connections(4);
+    let receiver = WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &token,
+        options,
+        |_event| async { Ok(()) },
+    )
+    .await
+    .unwrap();
+    let addr = receiver.local_addr();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fifth = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        event.len()
+    );
+    fifth.write_all(request.as_bytes()).await.unwrap();
+    fifth.write_all(event).await.unwrap();
+    assert_eq!(
+        read_within(&mut fifth, Duration::from_millis(500)).await,
+        None,
+        "a fifth connection was served while four were open"
+    );
+    drop(held.pop());
+    let got = read_within(&mut fifth, Duration::from_secs(10))
+        .await
+        .unwrap_or_default();
+    assert!(got.starts_with("HTTP/1.1 200"), "{got:?}");
+    drop(held);
+    receiver.shutdown().await;
+}

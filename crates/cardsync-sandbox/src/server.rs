@@ -10,22 +10,24 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use cardsync_hyper::server::{BodyError, ServeLimits, read_body};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::{Emulator, MAX_REQUEST_BODY, Outgoing, Settings};
+
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 type ResponseBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -194,7 +196,15 @@ impl Sandbox {
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
-            tokio::spawn(serve(listener, shared.clone(), stopped.clone())),
+            tokio::spawn({
+                let shared = shared.clone();
+                cardsync_hyper::server::serve(
+                    listener,
+                    ServeLimits::default(),
+                    stopped.clone(),
+                    move |request| handle(shared.clone(), request),
+                )
+            }),
             tokio::spawn(ticker(shared.clone(), stopped)),
         ];
         Ok(Sandbox {
@@ -266,30 +276,6 @@ impl Drop for Sandbox {
         for task in &self.tasks {
             task.abort();
         }
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                let service = service_fn(move |req| handle(shared.clone(), req));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            _ = stopped.changed() => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
     }
 }
 
@@ -463,8 +449,14 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes().to_vec(),
+    let body = match read_body(body, MAX_REQUEST_BODY, BODY_TIMEOUT).await {
+        Ok(body) => body.to_vec(),
+        Err(BodyError::TooSlow) => {
+            return Ok(json_answer(
+                StatusCode::REQUEST_TIMEOUT,
+                &json!({"status": "failed", "message": "the request body did not arrive in time"}),
+            ));
+        }
         Err(_) => {
             return Ok(json_answer(
                 StatusCode::PAYLOAD_TOO_LARGE,
