@@ -68,6 +68,7 @@ const LAYER_RULES: &[(&str, &[&str], &str)] = &[
 pub(crate) fn run() -> Result<(), String> {
     let mut problems = layer_problems()?;
     problems.extend(module_doc_problems());
+    problems.extend(upward_import_problems());
     if problems.is_empty() {
         eprintln!("tidy: all checks pass");
         Ok(())
@@ -148,6 +149,44 @@ fn module_doc_problems() -> Vec<String> {
         .collect()
 }
 
+/// The command's `main.rs` only parses arguments and dispatches: no other module of the CLI
+/// refers to anything of it but its modules (`crate::X` must name a module).
+fn upward_import_problems() -> Vec<String> {
+    let src = project_root().join("crates/cardsync-cli/src");
+    let main = std::fs::read_to_string(src.join("main.rs")).unwrap_or_default();
+    let modules: Vec<&str> = main
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("mod "))
+        .filter_map(|l| l.strip_suffix(';'))
+        .collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut problems = Vec::new();
+    for path in files.iter().filter(|p| !p.ends_with("main.rs")) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '{')
+                    .collect();
+                if name.starts_with('{') || !modules.contains(&name.as_str()) {
+                    let rel = path.strip_prefix(project_root()).unwrap_or(path);
+                    problems.push(format!(
+                        "{}:{}: refers to `crate::{name}` of main.rs; main.rs only parses \
+                         arguments and dispatches: move it to a module",
+                        rel.display(),
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +194,12 @@ mod tests {
     #[test]
     fn architecture_invariants_hold() {
         let problems = layer_problems().unwrap();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn no_cli_module_imports_from_main() {
+        let problems = upward_import_problems();
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 

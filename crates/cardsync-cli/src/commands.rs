@@ -9,23 +9,26 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use cardsync_core::{PlannedRequest, Planner, RouteKind, SANDBOX_TEST_CARDS, UpdateStatus};
-use cardsync_hyper::{Client, HandlerError, ReceiverOptions, WebhookReceiver};
+use cardsync_hyper::Client;
 use cardsync_proto::{
     CreateBatch, KeyScope, MerchantEnrollment, Results, SetWebhooks, Subscribe, Trigger,
     Unsubscribe, WebhookEvent,
 };
 use cardsync_sandbox::{Sandbox, Settings};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use cardsync_job::{Acquired, Change, Changes, Checkpoint, EventRecord, EventState, Store};
 use cardsync_job_sqlite::SqliteStore;
 
+use cardsync_job::ResultRow;
+
+use crate::cli::{Global, OutputFormat};
+use crate::error::{CliError, Exit, io_err};
 use crate::files::{Format, RowFile};
-use crate::remote::remote_error;
+use crate::pipeline::{check_rows, plan_options, runtime};
+use crate::remote::{receiver_channel, remote_error};
 use crate::report::Reporter;
 use crate::sync::{self, RESULT_COLUMNS, Wait};
-use crate::{CliError, Global, OutputFormat, check_rows, io_err, plan_options, runtime};
 
 /// Plans a file and returns its requests, reporting invalid rows. Returns the number of
 /// invalid rows too.
@@ -119,11 +122,7 @@ pub(crate) fn submit<W: Write>(
         }
         Ok::<_, CliError>(())
     })?;
-    Ok(if invalid > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(Exit::for_invalid(invalid).into())
 }
 
 /// `cardsync status`.
@@ -253,16 +252,10 @@ fn write_results_file(
     let mut file =
         RowFile::open(&scratch, Format::of(path), RESULT_COLUMNS, 0).map_err(io_err(&scratch))?;
     for card in &results.cards {
-        file.row(&[
-            Some(&card.id),
-            card.status.as_ref().map(UpdateStatus::as_str),
-            Some(card.card.expose()),
-            card.exp.as_deref(),
-            card.se_number.as_deref(),
-            batch_id,
-            event_id,
-        ])
-        .map_err(io_err(&scratch))?;
+        let mut row = ResultRow::from(card.clone());
+        row.batch_id = batch_id.map(str::to_owned);
+        row.event_id = event_id.map(str::to_owned);
+        file.result(&row).map_err(io_err(&scratch))?;
     }
     file.checkpoint().map_err(io_err(&scratch))?;
     drop(file);
@@ -277,20 +270,9 @@ fn print_results<W: Write>(
     results: &Results,
     rows: bool,
 ) -> Result<(), CliError> {
-    let mut counts: Vec<(String, u64)> = Vec::new();
-    for card in &results.cards {
-        let status = card
-            .status
-            .as_ref()
-            .map_or("(none)", UpdateStatus::as_str)
-            .to_owned();
-        match counts.iter_mut().find(|(s, _)| *s == status) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((status.clone(), 1)),
-        }
-        if !rows {
-            continue;
-        }
+    let counts: Vec<(String, u64)> = cardsync_job::status_counts(results).into_iter().collect();
+    for card in results.cards.iter().filter(|_| rows) {
+        let status = card.status.as_ref().map_or("(none)", UpdateStatus::as_str);
         let masked = card.card.masked();
         match global.output {
             OutputFormat::Json => writeln!(
@@ -378,11 +360,7 @@ pub(crate) fn unsubscribe<W: Write>(
         );
     }
     out.flush()?;
-    Ok(if invalid > 0 || not_amex > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(Exit::for_invalid(invalid + not_amex as u64).into())
 }
 
 /// `cardsync webhooks`.
@@ -567,7 +545,7 @@ pub(crate) struct ListenArgs {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Stop after this long (for scripts and tests), such as 10m; runs until Ctrl-C without it.
-    #[arg(long, value_name = "DURATION", value_parser = crate::sandbox::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     stop_after: Option<Duration>,
 }
 
@@ -624,18 +602,7 @@ pub(crate) fn listen<W: Write>(
     let mut log = RowLog::open(&log_path, snapshot.checkpoint.positions().first().copied())
         .map_err(io_err(&log_path))?;
     let result = runtime()?.block_on(async {
-        let (tx, mut events) = mpsc::unbounded_channel::<WebhookEvent>();
-        let receiver = WebhookReceiver::start(
-            args.addr,
-            &args.token,
-            ReceiverOptions::default(),
-            move |event: WebhookEvent| {
-                let tx = tx.clone();
-                async move { tx.send(event).map_err(HandlerError::new) }
-            },
-        )
-        .await
-        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.addr)))?;
+        let (receiver, mut events) = receiver_channel(args.addr, &args.token).await?;
         if !global.quiet {
             eprintln!(
                 "listening at {} (token path hidden); register it with `cardsync webhooks set`. \

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use cardsync_core::{AcceptedRow, CheckedRecord, Checker, Record};
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// One data row of the input.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use cardsync_hyper::{CallError, Client, HyperTransport, Options};
 use cardsync_proto::{BaseUrl, Config, MerchantKey, PartnerKey};
 
-use crate::CliError;
+use crate::error::CliError;
 
 /// Where CardSync is and which keys to use, from the global flags.
 #[derive(Clone, Debug, clap::Args)]
@@ -90,6 +90,29 @@ impl Remote {
     }
 }
 
+/// A webhook receiver at `http://ADDR/webhooks/TOKEN` that hands every event to the channel
+/// returned with it (and accepts an event only once it is in the channel).
+pub(crate) async fn receiver_channel(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> Result<
+    (
+        cardsync_hyper::WebhookReceiver,
+        tokio::sync::mpsc::UnboundedReceiver<cardsync_proto::WebhookEvent>,
+    ),
+    CliError,
+> {
+    use cardsync_hyper::{HandlerError, ReceiverOptions, WebhookReceiver};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let receiver = WebhookReceiver::start(addr, token, ReceiverOptions::default(), move |event| {
+        let tx = tx.clone();
+        async move { tx.send(event).map_err(HandlerError::new) }
+    })
+    .await
+    .map_err(|e| CliError::Usage(format!("cannot start the webhook receiver on {addr}: {e}")))?;
+    Ok((receiver, rx))
+}
+
 /// A failed call, said in words that tell the user what to do.
 pub(crate) fn remote_error(what: &str, e: CallError) -> CliError {
     let hint = match e.status().map(|s| s.as_u16()) {
@@ -100,5 +123,9 @@ pub(crate) fn remote_error(what: &str, e: CallError) -> CliError {
         Some(429) | Some(500..) => " (CardSync is busy or failing; try again later)",
         _ => "",
     };
-    CliError::Remote(format!("{what}: {e}{hint}"))
+    CliError::Remote {
+        what: what.to_owned(),
+        hint,
+        source: Box::new(e),
+    }
 }

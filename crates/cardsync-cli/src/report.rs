@@ -12,7 +12,7 @@ use cardsync_core::{
 };
 use serde::Serialize;
 
-use crate::OutputFormat;
+use crate::cli::OutputFormat;
 
 /// A row that could not be used, with every reason.
 #[derive(Debug)]

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cardsync_core::{Planner, RejectReason};
-use cardsync_hyper::{Client, HandlerError, HyperTransport, ReceiverOptions, WebhookReceiver};
+use cardsync_hyper::{Client, HyperTransport, WebhookReceiver};
 use cardsync_job::{
     Acquired, Change, Changes, Decision, Env, FileSink, Holder, Job, JobOptions, Lease,
     LeaseKeeper, PlanRecorder, RequestState, RunError, Sink, Snapshot, Store, StoreError, Summary,
@@ -27,11 +27,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::cli::{Global, OutputFormat};
 use crate::dedupe::SpillSeen;
+use crate::error::{CliError, Exit, io_err};
 use crate::files;
-use crate::remote::remote_error;
+use crate::remote::{receiver_channel, remote_error};
 use crate::report::{Problem, Reporter};
-use crate::{CliError, Global, OutputFormat, io_err};
 
 pub(crate) use cardsync_job::RESULT_COLUMNS;
 
@@ -78,11 +79,11 @@ pub(crate) struct Args {
     /// With --wait webhook: how long to wait for American Express updates once every batch is
     /// done, such as 30s, 10m.
     #[arg(long, value_name = "DURATION", default_value = "60s",
-          value_parser = crate::sandbox::parse_duration)]
+          value_parser = crate::duration::parse_duration)]
     pub(crate) amex_wait: Duration,
     /// The longest pause between two status checks.
     #[arg(long, value_name = "DURATION", default_value = "60s",
-          value_parser = crate::sandbox::parse_duration)]
+          value_parser = crate::duration::parse_duration)]
     pub(crate) poll_max: Duration,
     /// Cards per request, at most 10000.
     #[arg(long, value_name = "N", default_value_t = cardsync_core::MAX_CARDS_PER_REQUEST)]
@@ -93,13 +94,13 @@ pub(crate) struct Args {
     pub(crate) concurrency: u16,
     /// If another run holds the job, wait this long for it to finish (such as 30s, 10m)
     /// instead of stopping at once.
-    #[arg(long, value_name = "DURATION", value_parser = crate::sandbox::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     pub(crate) wait_for_lock: Option<Duration>,
     /// How long the job's lease lasts without renewal (renewed every third of it while the
     /// run goes on): how long a run that was stopped by force keeps another from taking over,
     /// when it was on another host or its process id cannot be checked.
     #[arg(long, value_name = "DURATION", default_value = "30s",
-          value_parser = crate::sandbox::parse_duration, hide = true)]
+          value_parser = crate::duration::parse_duration, hide = true)]
     pub(crate) lease: Duration,
     /// Send again the batches whose POST was interrupted (CardSync may then bill them twice).
     #[arg(long, conflicts_with = "abandon_unconfirmed")]
@@ -495,7 +496,7 @@ pub(crate) fn run(args: Args, global: &Global) -> Result<ExitCode, CliError> {
             "sync needs a file, not standard input, so that it can resume".to_owned(),
         ));
     }
-    crate::runtime()?.block_on(run_async(&args, global))
+    crate::pipeline::runtime()?.block_on(run_async(&args, global))
 }
 
 fn journal_path(args: &Args) -> PathBuf {
@@ -634,7 +635,7 @@ async fn run_with_lease(
     }
     let snapshot = journal.load().map_err(journal.err())?;
     sink.rewind(&snapshot.checkpoint)
-        .map_err(|e| CliError::Results(e.to_string()))?;
+        .map_err(CliError::Results)?;
 
     let wait = match args.wait {
         Wait::Poll => JobWait::Poll,
@@ -653,9 +654,9 @@ async fn run_with_lease(
 
     // The webhook receiver, when asked for.
     let (receiver, events) = if args.wait == Wait::Webhook {
-        let (tx, rx) = mpsc::unbounded_channel::<WebhookEvent>();
         let client = Client::new(transport.clone(), config);
-        (Some(start_receiver(args, &client, tx).await?), Some(rx))
+        let (receiver, events) = start_receiver(args, &client).await?;
+        (Some(receiver), Some(events))
     } else {
         (None, None)
     };
@@ -686,7 +687,7 @@ async fn run_with_lease(
                 "nothing is lost: run the same command again to resume from the journal {}",
                 journal.path().display()
             );
-            return Ok(ExitCode::from(2));
+            return Ok(Exit::Usage.into());
         }
     };
     let summary = sync_summary(summary, &files);
@@ -737,25 +738,14 @@ fn adoptions(args: &Args, snapshot: &Snapshot) -> Result<HashMap<u64, String>, C
 async fn start_receiver(
     args: &Args,
     client: &Client,
-    tx: mpsc::UnboundedSender<WebhookEvent>,
-) -> Result<WebhookReceiver, CliError> {
+) -> Result<(WebhookReceiver, mpsc::UnboundedReceiver<WebhookEvent>), CliError> {
     let token = match &args.token {
         Some(t) => t.clone(),
         None => cardsync_hyper::random_token().map_err(|e| {
             CliError::Usage(format!("no random bytes from the operating system: {e}"))
         })?,
     };
-    let receiver = WebhookReceiver::start(
-        args.listen,
-        &token,
-        ReceiverOptions::default(),
-        move |event: WebhookEvent| {
-            let tx = tx.clone();
-            async move { tx.send(event).map_err(HandlerError::new) }
-        },
-    )
-    .await
-    .map_err(|e| CliError::Usage(format!("cannot start the webhook receiver: {e}")))?;
+    let (receiver, events) = receiver_channel(args.listen, &token).await?;
     let url = args.public_url.clone().unwrap_or_else(|| receiver.url());
     let hooks = SetWebhooks::new()
         .with(Trigger::BatchAvailable, url.clone())
@@ -765,7 +755,7 @@ async fn start_receiver(
         .set_webhooks(&hooks)
         .await
         .map_err(|e| remote_error("registering the webhook receiver", e))?;
-    Ok(receiver)
+    Ok((receiver, events))
 }
 
 /// Validates every row and records the plan in the journal, one request at a time; the plan
@@ -778,7 +768,8 @@ fn plan<W: Write>(
     identity: Vec<(String, String)>,
     reporter: &mut Reporter<W>,
 ) -> Result<(), CliError> {
-    let options = crate::plan_options(args.se_number.as_deref(), Some(args.max_per_request))?;
+    let options =
+        crate::pipeline::plan_options(args.se_number.as_deref(), Some(args.max_per_request))?;
     let scratch = args
         .out
         .parent()
@@ -787,7 +778,7 @@ fn plan<W: Write>(
     let seen = SpillSeen::new(scratch).map_err(io_err(scratch))?;
     let mut planner = Planner::with_seen_store(options, Box::new(seen.clone()));
     let mut recorder = PlanRecorder::new(&journal.load().map_err(journal.err())?);
-    crate::check_rows(&args.file, &mut planner, reporter, false, |_, request| {
+    crate::pipeline::check_rows(&args.file, &mut planner, reporter, false, |_, request| {
         let changes = recorder.request(request);
         journal.apply(lease, &changes).map_err(journal.err())
     })?;
@@ -868,12 +859,13 @@ fn sync_summary(summary: Summary, files: &(PathBuf, PathBuf)) -> SyncSummary {
 
 fn exit_for(summary: &SyncSummary) -> ExitCode {
     if !summary.unconfirmed.is_empty() || !summary.done {
-        ExitCode::from(3)
+        Exit::Remote
     } else if summary.invalid_rows > 0 || !summary.failed.is_empty() {
-        ExitCode::from(1)
+        Exit::Problems
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok
     }
+    .into()
 }
 
 fn print_summary<W: Write>(

@@ -1012,9 +1012,7 @@ impl Job {
             .len();
         let mut rows = Vec::with_capacity(results.cards.len());
         for card in results.cards {
-            let mut row = ResultRow::new(card.id, card.status, card.card);
-            row.exp = card.exp;
-            row.se_number = card.se_number;
+            let mut row = ResultRow::from(card);
             row.batch_id.clone_from(&record.batch_id);
             row.event_id.clone_from(&record.event_id);
             if row.is_change() {
@@ -1048,9 +1046,7 @@ impl Job {
             .cards
             .into_iter()
             .map(|card| {
-                let mut row = ResultRow::new(card.id, card.status, card.card);
-                row.exp = card.exp;
-                row.se_number = card.se_number;
+                let mut row = ResultRow::from(card);
                 row.event_id = Some(event_id.clone());
                 row
             })
@@ -1298,9 +1294,28 @@ impl Job {
     }
 }
 
-/// Results per status (`(none)` for cards CardSync gave none).
 fn count_statuses(results: &Results) -> BTreeMap<String, i64> {
-    let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+    status_counts(results)
+        .into_iter()
+        .map(|(s, n)| (s, n as i64))
+        .collect()
+}
+
+/// Results per status, by status name (`(none)` for cards CardSync gave no status).
+///
+/// ```
+/// use cardsync_proto::{Endpoint, GetBatchResults};
+/// let response = http::Response::new(br#"{"status":"success","data":{"status":"completed","cards":[
+///     {"id":"a","card":"4457010000000009","exp":"01/50","status":"valid"},
+///     {"id":"b","card":"4457010000000009","exp":"01/50"}]}}"#.to_vec());
+/// let results = GetBatchResults::decode(&response)?;
+/// let counts = cardsync_job::status_counts(&results);
+/// assert_eq!(counts.get("valid"), Some(&1));
+/// assert_eq!(counts.get("(none)"), Some(&1));
+/// # Ok::<(), cardsync_proto::DecodeError>(())
+/// ```
+pub fn status_counts(results: &Results) -> BTreeMap<String, u64> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for card in &results.cards {
         *counts
             .entry(card.status.as_ref().map_or("(none)", UpdateStatus::as_str))

@@ -141,7 +141,9 @@ mod sink;
 mod store;
 
 pub use driver::{Env, LeaseKeeper, RunError, run};
-pub use job::{Call, CallId, Decision, Job, JobOptions, Output, PlanRecorder, Unconfirmed, Wait};
+pub use job::{
+    Call, CallId, Decision, Job, JobOptions, Output, PlanRecorder, Unconfirmed, Wait, status_counts,
+};
 pub use model::{
     Checkpoint, EventRecord, EventState, RequestKind, RequestRecord, RequestState, ResultRow,
     Snapshot, StatusCount, StoredCard, Summary,

@@ -399,6 +399,16 @@ pub struct ResultRow {
     pub old_last4: Option<String>,
 }
 
+impl From<cardsync_proto::ResultCard> for ResultRow {
+    /// The row of a result as CardSync returned it (no batch, event or old last 4 yet).
+    fn from(card: cardsync_proto::ResultCard) -> ResultRow {
+        let mut row = ResultRow::new(card.id, card.status, card.card);
+        row.exp = card.exp;
+        row.se_number = card.se_number;
+        row
+    }
+}
+
 impl ResultRow {
     /// A row.
     pub fn new(id: impl Into<String>, status: Option<UpdateStatus>, card: ReturnedCard) -> Self {
