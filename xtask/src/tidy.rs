@@ -43,6 +43,28 @@ const LAYER_RULES: &[(&str, &[&str], &str)] = &[
         "cardsync-proto depends on no async runtime, socket or TLS crate",
     ),
     (
+        "cardsync-hyper",
+        &[
+            "aws-lc-rs",
+            "aws-lc-sys",
+            "openssl",
+            "openssl-sys",
+            "native-tls",
+        ],
+        "cardsync-hyper compiles in one TLS crypto provider",
+    ),
+    (
+        "cardsync-cli",
+        &[
+            "aws-lc-rs",
+            "aws-lc-sys",
+            "openssl",
+            "openssl-sys",
+            "native-tls",
+        ],
+        "cardsync-hyper compiles in one TLS crypto provider",
+    ),
+    (
         "cardsync-job",
         &[
             "tokio",

@@ -126,10 +126,26 @@ impl Brand {
     /// assert!(!Brand::Jcb.is_supported());
     /// ```
     pub const fn is_supported(self) -> bool {
-        matches!(
-            self,
-            Brand::Visa | Brand::Mastercard | Brand::Discover | Brand::AmericanExpress
-        )
+        self.route().is_some()
+    }
+
+    /// Where CardSync takes cards of this brand: Visa, Mastercard and Discover in batches,
+    /// American Express in subscriptions; `None` for the brands it does not update. The one
+    /// place this rule is written.
+    ///
+    /// ```
+    /// use cardsync_core::{Brand, RouteKind};
+    ///
+    /// assert_eq!(Brand::Mastercard.route(), Some(RouteKind::Batch));
+    /// assert_eq!(Brand::AmericanExpress.route(), Some(RouteKind::Subscription));
+    /// assert_eq!(Brand::UnionPay.route(), None);
+    /// ```
+    pub const fn route(self) -> Option<crate::RouteKind> {
+        match self {
+            Brand::Visa | Brand::Mastercard | Brand::Discover => Some(crate::RouteKind::Batch),
+            Brand::AmericanExpress => Some(crate::RouteKind::Subscription),
+            _ => None,
+        }
     }
 }
 

@@ -940,14 +940,10 @@ impl Checker {
         let mut se = None;
         let mut card_fingerprint = None;
         if let Some(pan) = &pan {
-            let kind = match pan.brand() {
-                Brand::Visa | Brand::Mastercard | Brand::Discover => Some(RouteKind::Batch),
-                Brand::AmericanExpress => Some(RouteKind::Subscription),
-                other => {
-                    reasons.push(RejectReason::UnsupportedBrand(other));
-                    None
-                }
-            };
+            let kind = pan.brand().route();
+            if kind.is_none() {
+                reasons.push(RejectReason::UnsupportedBrand(pan.brand()));
+            }
             if kind == Some(RouteKind::Subscription) {
                 match record.se_number.map(SeNumber::parse) {
                     Some(Ok(s)) => se = Some(s),

@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, SystemTime};
 
 use cardsync_core::{
-    Brand, Expiry, Pan, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
+    Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
     redact_digit_runs, test_card,
 };
 use cardsync_proto::{MerchantEnrollment, SubmittedCard, Trigger, decode_cards_body};
@@ -794,10 +794,8 @@ impl Emulator {
             let id = c.id.as_deref().unwrap_or("");
             let pan = c.card.as_ref().and_then(|c| Pan::parse(c.expose()).ok());
             let exp = c.exp.as_deref().and_then(|e| Expiry::parse(e).ok());
-            let brand = pan.as_ref().map(Pan::brand);
-            let (Some(pan), Some(exp), Some(Brand::Visa | Brand::Mastercard | Brand::Discover)) =
-                (pan, exp, brand)
-            else {
+            let route = pan.as_ref().and_then(|p| p.brand().route());
+            let (Some(pan), Some(exp), Some(RouteKind::Batch)) = (pan, exp, route) else {
                 batch.errors += 1;
                 continue;
             };
@@ -938,7 +936,7 @@ impl Emulator {
             let exp = c.exp.as_deref().and_then(|e| Expiry::parse(e).ok());
             match (pan, se, exp, c.id.as_deref().filter(|s| !s.is_empty())) {
                 (Some(pan), Some(se), Some(exp), Some(id))
-                    if pan.brand() == Brand::AmericanExpress =>
+                    if pan.brand().route() == Some(RouteKind::Subscription) =>
                 {
                     good.push((
                         pan.expose().as_str().to_owned(),
