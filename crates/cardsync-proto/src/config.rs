@@ -102,8 +102,20 @@ impl BaseUrl {
                 .is_ok_and(|ip| ip.is_loopback())
     }
 
-    /// The full URI for an endpoint path (starting with `/`) and an already encoded query.
-    pub(crate) fn join(&self, path: &str, query: &str) -> Result<http::Uri, crate::EncodeError> {
+    /// The full URI for an endpoint path (starting with `/`) and an already encoded query
+    /// (empty for none).
+    ///
+    /// # Errors
+    ///
+    /// [`crate::EncodeError::InvalidUri`] when the result is not a valid URI.
+    ///
+    /// ```
+    /// use cardsync_proto::BaseUrl;
+    /// let base = BaseUrl::parse("https://sandbox.cardsync.io/")?;
+    /// assert_eq!(base.join("/v2/batch", "batch_id=b1")?, "https://sandbox.cardsync.io/v2/batch?batch_id=b1");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn join(&self, path: &str, query: &str) -> Result<http::Uri, crate::EncodeError> {
         let mut s = String::with_capacity(self.url.len() + path.len() + query.len() + 1);
         s.push_str(&self.url);
         s.push_str(path);

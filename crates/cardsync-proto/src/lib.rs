@@ -66,7 +66,7 @@ pub use config::{
 pub use endpoints::{
     BatchCard, CreateBatch, Endpoint, EnrollMerchant, GetBatch, GetBatchResults, GetMerchant,
     GetSubscriptionResults, Idempotency, SetAmexWebhook, SetWebhooks, SetWebhooksFlat,
-    SubmittedCard, Subscribe, SubscriptionCard, Unsubscribe, decode_cards_body,
+    SubmittedCard, Subscribe, SubscriptionCard, Unsubscribe, build, decode_cards_body,
 };
 pub use error::{DecodeError, EncodeError, JsonError, JsonErrorKind, MAX_MESSAGE_LEN, Violation};
 pub use merchant::{CardInfo, MerchantEnrollment, MerchantUser, PrimaryContact};
