@@ -65,6 +65,22 @@ const LAYER_RULES: &[(&str, &[&str], &str)] = &[
         "cardsync-hyper compiles in one TLS crypto provider",
     ),
     (
+        "cardsync-client",
+        &[
+            "tokio",
+            "async-std",
+            "mio",
+            "socket2",
+            "hyper",
+            "hyper-util",
+            "reqwest",
+            "rustls",
+            "ring",
+            "aws-lc-rs",
+        ],
+        "cardsync-client depends on no runtime, socket or TLS crate",
+    ),
+    (
         "cardsync-job",
         &[
             "tokio",

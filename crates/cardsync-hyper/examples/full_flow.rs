@@ -7,8 +7,8 @@
 //! cargo run -p cardsync-hyper --example full_flow
 //! ```
 //!
-//! Against CardSync itself, use `Client::https(config)` with `BaseUrl::sandbox()` and your
-//! merchant key, and register the public HTTPS URL of the receiver.
+//! Against CardSync itself, use `cardsync_hyper::https_client(config)` with `BaseUrl::sandbox()`
+//! and your merchant key, and register the public HTTPS URL of the receiver.
 
 use std::time::Duration;
 

@@ -18,9 +18,9 @@
 //! - Failures say whether the request may have reached the server
 //!   ([`cardsync_proto::retry::Reached`]): only a failure to connect is certainly before.
 //!
-//! On top of any transport, [`Client`] offers the typed calls with retries as
-//! `cardsync_proto::retry` decides, and [`WebhookReceiver`] receives CardSync's webhooks at a
-//! secret URL (the documents give no signature scheme; see its docs). `examples/full_flow.rs`
+//! [`Client`] is `cardsync-client`'s typed client with retries on tokio, and [`WebhookReceiver`]
+//! puts `cardsync-client`'s webhook inbox on a hyper server at a secret URL (the documents give
+//! no signature scheme; see its docs). Neither holds protocol rules of its own. `examples/full_flow.rs`
 //! runs the whole flow (submit, receive the webhook, fetch the results) against the local
 //! emulator: `cargo run -p cardsync-hyper --example full_flow`.
 //!
@@ -41,11 +41,49 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-mod client;
 mod receiver;
 pub mod server;
 
-pub use client::{CallError, Client};
+pub use cardsync_client::CallError;
+
+/// [`cardsync_client::Client`] on tokio: the typed calls with retries, over
+/// [`HyperTransport`] unless another transport is given.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use cardsync_proto::{BaseUrl, Config, MerchantKey};
+///
+/// let config = Config::new(BaseUrl::sandbox()).with_merchant_key(MerchantKey::new("api_key")?);
+/// let client = cardsync_hyper::https_client(config)?;
+/// let batch = client.batch("b1").await?;
+/// println!("{}", batch.status);
+/// # Ok(())
+/// # }
+/// ```
+pub type Client<T = HyperTransport> = cardsync_client::Client<T, TokioSleep>;
+
+/// A client over [`HyperTransport`] with default options (HTTPS only).
+///
+/// # Errors
+///
+/// [`BuildError`] when rustls refuses the configuration.
+pub fn https_client(config: cardsync_proto::Config) -> Result<Client, BuildError> {
+    Ok(Client::new(
+        HyperTransport::new(Options::default())?,
+        config,
+    ))
+}
+
+/// Tokio's sleep, for [`cardsync_client::Client`].
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct TokioSleep;
+
+impl cardsync_client::Sleep for TokioSleep {
+    fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
+}
 pub use receiver::{HandlerError, ReceiverError, ReceiverOptions, WebhookReceiver, random_token};
 
 use std::future::Future;

@@ -12,20 +12,21 @@
 //! redelivery is acknowledged without being handled twice. A redelivery that arrives while the
 //! first is still being handled gets 503, so that the sender tries again later.
 
-use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cardsync_proto::{WebhookEvent, decode_webhook};
-use http::{Method, Request, Response, StatusCode};
+use cardsync_proto::WebhookEvent;
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
+
+use cardsync_client::inbox::{Delivery, Inbox};
 
 use crate::server::{BodyError, read_body};
 use tokio::sync::watch;
@@ -135,31 +136,10 @@ pub fn random_token() -> Result<String, getrandom::Error> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Compares in time that depends only on the lengths, not on where the bytes differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-#[derive(Default)]
-struct Seen {
-    done: HashSet<String>,
-    order: VecDeque<String>,
-    in_flight: HashSet<String>,
-}
-
 struct Shared {
-    path: String,
+    inbox: Inbox,
     options: ReceiverOptions,
     handler: Handler,
-    seen: Mutex<Seen>,
-}
-
-impl Shared {
-    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
 }
 
 /// A running webhook receiver. Dropping it stops it; [`WebhookReceiver::shutdown`] also lets
@@ -229,10 +209,9 @@ impl WebhookReceiver {
         let path = format!("/webhooks/{token}");
         let handler: Handler = Arc::new(move |event| Box::pin(handler(event)) as HandlerFuture);
         let shared = Arc::new(Shared {
-            path: path.clone(),
+            inbox: Inbox::new(path.clone(), options.remember),
             options,
             handler,
-            seen: Mutex::new(Seen::default()),
         });
         let (stop, stopped) = watch::channel(false);
         let limits = shared.options.limits;
@@ -285,17 +264,18 @@ fn answer(status: StatusCode) -> Response<Full<Bytes>> {
     r
 }
 
+/// The receiver is the inbox on hyper: the inbox says what to answer, this reads the body and
+/// calls the handler.
 async fn receive(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if !constant_time_eq(request.uri().path().as_bytes(), shared.path.as_bytes()) {
-        return Ok(answer(StatusCode::NOT_FOUND));
-    }
-    if request.method() != Method::POST {
-        let mut r = answer(StatusCode::METHOD_NOT_ALLOWED);
-        r.headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    if let Some(status) = shared.inbox.check(request.method(), request.uri().path()) {
+        let mut r = answer(status);
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            r.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        }
         return Ok(r);
     }
     let options = &shared.options;
@@ -305,56 +285,17 @@ async fn receive(
         Err(BodyError::TooSlow) => return Ok(answer(StatusCode::REQUEST_TIMEOUT)),
         Err(_) => return Ok(answer(StatusCode::BAD_REQUEST)),
     };
-    let Ok(event) = decode_webhook(&body) else {
-        return Ok(answer(StatusCode::BAD_REQUEST));
+    let (ticket, event) = match shared.inbox.accept(&body) {
+        Delivery::Handle(ticket, event) => (ticket, event),
+        Delivery::Answer(status) => return Ok(answer(status)),
+        _ => return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR)),
     };
-    let key = event.dedup_key();
-    if let Some(key) = &key {
-        let mut seen = shared.seen();
-        if seen.done.contains(key) {
-            tracing::debug!(trigger = ?event.trigger(), "webhook redelivered; already handled");
-            return Ok(answer(StatusCode::OK));
-        }
-        if !seen.in_flight.insert(key.clone()) {
-            return Ok(answer(StatusCode::SERVICE_UNAVAILABLE));
-        }
-    }
     let trigger = event.trigger();
     let result = (shared.handler)(event).await;
-    if let Some(key) = key {
-        let mut seen = shared.seen();
-        seen.in_flight.remove(&key);
-        if result.is_ok() {
-            seen.done.insert(key.clone());
-            seen.order.push_back(key);
-            while seen.order.len() > shared.options.remember {
-                if let Some(old) = seen.order.pop_front() {
-                    seen.done.remove(&old);
-                }
-            }
-        }
+    if let Err(e) = &result {
+        tracing::warn!(?trigger, error = %e, "webhook handler failed; CardSync will deliver again");
+    } else {
+        tracing::debug!(?trigger, "webhook handled");
     }
-    Ok(match result {
-        Ok(()) => {
-            tracing::debug!(?trigger, "webhook handled");
-            answer(StatusCode::OK)
-        }
-        Err(e) => {
-            tracing::warn!(?trigger, error = %e, "webhook handler failed; CardSync will deliver again");
-            answer(StatusCode::INTERNAL_SERVER_ERROR)
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn constant_time_comparison() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-        assert!(constant_time_eq(b"", b""));
-    }
+    Ok(answer(shared.inbox.finish(ticket, result.is_ok())))
 }

@@ -1,9 +1,10 @@
 //! A typed client over any [`Transport`], retrying exactly as `cardsync-proto`'s retry decision
-//! says: this module only sleeps and resends.
+//! says: this module only sleeps (with the runtime's [`Sleep`]) and resends.
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use cardsync_proto::retry::{Decision, Outcome, RetryPolicy, parse_retry_after};
 use cardsync_proto::transport::{Transport, TransportError};
@@ -13,8 +14,6 @@ use cardsync_proto::{
     MerchantEnrolled, MerchantStatus, Results, SetWebhooks, Subscribe, Unsubscribe,
 };
 use http::StatusCode;
-
-use crate::{BuildError, HyperTransport, Options};
 
 /// Why a call failed.
 #[derive(Debug)]
@@ -64,53 +63,84 @@ fn jitter() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// The CardSync API over a transport, with retries.
+/// How the runtime waits: the one thing a client needs from it. Closures returning a future
+/// are one, so any runtime's sleep will do.
 ///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use cardsync_hyper::Client;
+/// ```
+/// use std::time::Duration;
+/// use cardsync_client::Sleep;
+/// let sleep = |d: Duration| async move { tokio::time::sleep(d).await };
+/// # fn assert_sleep<S: Sleep>(_: &S) {}
+/// assert_sleep(&sleep);
+/// ```
+pub trait Sleep {
+    /// Waits `duration`.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+impl<F, Fut> Sleep for F
+where
+    F: Fn(Duration) -> Fut,
+    Fut: Future<Output = ()> + Send,
+{
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        self(duration)
+    }
+}
+
+/// The CardSync API over a transport, with retries, on any runtime (whose [`Sleep`] it takes).
+///
+/// ```
+/// use std::time::Duration;
+/// use cardsync_client::Client;
+/// use cardsync_proto::transport::TransportError;
 /// use cardsync_proto::{BaseUrl, Config, MerchantKey};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Any HTTP client: here, a closure that answers every call.
+/// let transport = |_: http::Request<Vec<u8>>| async {
+///     Ok::<_, TransportError>(http::Response::new(
+///         br#"{"status":"success","data":{"batch_id":"b1","status":"completed"}}"#.to_vec(),
+///     ))
+/// };
+/// let sleep = |d: Duration| async move { tokio::time::sleep(d).await };
 /// let config = Config::new(BaseUrl::sandbox()).with_merchant_key(MerchantKey::new("api_key")?);
-/// let client = Client::https(config)?;
+/// let client = Client::with_sleep(transport, config, sleep);
 /// let batch = client.batch("b1").await?;
-/// println!("{}", batch.status);
+/// assert_eq!(batch.status.as_str(), "completed");
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Clone)]
-pub struct Client<T = HyperTransport> {
+pub struct Client<T, S> {
     transport: T,
     config: Config,
     policy: RetryPolicy,
+    sleep: S,
 }
 
-impl Client<HyperTransport> {
-    /// A client over [`HyperTransport`] with default options (HTTPS only).
-    ///
-    /// # Errors
-    ///
-    /// [`BuildError`] when rustls refuses the configuration.
-    pub fn https(config: Config) -> Result<Client<HyperTransport>, BuildError> {
-        Ok(Client::new(
-            HyperTransport::new(Options::default())?,
-            config,
-        ))
+impl<T: Transport + Sync, S: Sleep + Default + Sync> Client<T, S> {
+    /// A client over any transport, with the default retry policy and the runtime's sleep
+    /// `S::default()`.
+    pub fn new(transport: T, config: Config) -> Client<T, S> {
+        Client::with_sleep(transport, config, S::default())
     }
 }
 
-impl<T: Transport + Sync> Client<T> {
-    /// A client over any transport, with the default retry policy.
-    pub fn new(transport: T, config: Config) -> Client<T> {
+impl<T: Transport + Sync, S: Sleep + Sync> Client<T, S> {
+    /// A client over any transport, sleeping between retries with `sleep`.
+    pub fn with_sleep(transport: T, config: Config, sleep: S) -> Client<T, S> {
         Client {
             transport,
             config,
             policy: RetryPolicy::default(),
+            sleep,
         }
     }
 
     /// Replaces the retry policy.
-    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Client<T> {
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Client<T, S> {
         self.policy = policy;
         self
     }
@@ -171,7 +201,7 @@ impl<T: Transport + Sync> Client<T> {
             {
                 Decision::Retry { after } => {
                     tracing::debug!(%method, %path, attempt, wait_ms = after.as_millis() as u64, "cardsync retry");
-                    tokio::time::sleep(after).await;
+                    self.sleep.sleep(after).await;
                     attempt += 1;
                 }
                 _ => {

@@ -1,0 +1,193 @@
+//! A webhook inbox with no I/O: the rules for receiving CardSync's webhooks, for any HTTP
+//! server to apply (`cardsync-hyper`'s receiver is one).
+//!
+//! The documents give no signature scheme, so the URL is the secret: a path with a random
+//! token, compared in constant time. The rules: anything but that path is 404; anything but
+//! POST is 405 (with `Allow: POST`); a body that is not a webhook is 400; an event already
+//! handled (its event id, or its delivery id) is acknowledged again with 200 and not handed on;
+//! an event being handled right now answers 503, so that CardSync delivers it again later
+//! rather than twice at once; a handled event answers 200 only once the handler accepted it,
+//! and 500 when it did not (CardSync then delivers it again).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+
+use cardsync_proto::{WebhookEvent, decode_webhook};
+use http::{Method, StatusCode};
+
+/// What to do with a delivery's body.
+#[derive(Debug)]
+#[non_exhaustive]
+// One per delivery, taken apart at once: boxing the event would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Delivery {
+    /// Answer with this status; there is nothing to hand on.
+    Answer(StatusCode),
+    /// Hand the event to the application, then give the ticket back to
+    /// [`Inbox::finish`] with how it went, and answer with the status it returns.
+    Handle(Ticket, WebhookEvent),
+}
+
+/// An event being handled. Give it back to [`Inbox::finish`], whatever happens: until then,
+/// redeliveries of the event answer 503.
+#[derive(Debug)]
+#[must_use = "give the ticket back to Inbox::finish"]
+pub struct Ticket {
+    key: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    done: HashSet<String>,
+    order: VecDeque<String>,
+    in_flight: HashSet<String>,
+}
+
+/// The webhook inbox at one secret path.
+///
+/// ```
+/// use cardsync_client::inbox::{Delivery, Inbox};
+///
+/// let inbox = Inbox::new("/webhooks/0123456789abcdef0123", 1000);
+/// assert_eq!(inbox.check(&http::Method::GET, "/webhooks/0123456789abcdef0123"), Some(http::StatusCode::METHOD_NOT_ALLOWED));
+/// assert_eq!(inbox.check(&http::Method::POST, "/webhooks/guess"), Some(http::StatusCode::NOT_FOUND));
+///
+/// let body = br#"{"trigger_id":20,"batch_id":"b1","event_id":"e1"}"#;
+/// let Delivery::Handle(ticket, event) = inbox.accept(body) else { panic!() };
+/// assert_eq!(event.event_id(), Some("e1"));
+/// assert_eq!(inbox.finish(ticket, true), http::StatusCode::OK);
+/// // A redelivery is acknowledged and not handed on.
+/// assert!(matches!(inbox.accept(body), Delivery::Answer(http::StatusCode::OK)));
+/// ```
+#[derive(Debug)]
+pub struct Inbox {
+    path: String,
+    remember: usize,
+    seen: Mutex<Seen>,
+}
+
+impl Inbox {
+    /// An inbox at `path` that remembers the last `remember` events it handled.
+    pub fn new(path: impl Into<String>, remember: usize) -> Inbox {
+        Inbox {
+            path: path.into(),
+            remember: remember.max(1),
+            seen: Mutex::new(Seen::default()),
+        }
+    }
+
+    /// The secret path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn seen(&self) -> MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Checks a request's method and path before its body is read: `Some(status)` to refuse
+    /// it with (404 for another path, 405 for another method: answer it with `Allow: POST`).
+    pub fn check(&self, method: &Method, path: &str) -> Option<StatusCode> {
+        if !constant_time_eq(path.as_bytes(), self.path.as_bytes()) {
+            Some(StatusCode::NOT_FOUND)
+        } else if method != Method::POST {
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        } else {
+            None
+        }
+    }
+
+    /// Reads a delivery's body.
+    pub fn accept(&self, body: &[u8]) -> Delivery {
+        let Ok(event) = decode_webhook(body) else {
+            return Delivery::Answer(StatusCode::BAD_REQUEST);
+        };
+        let key = event.dedup_key();
+        if let Some(key) = &key {
+            let mut seen = self.seen();
+            if seen.done.contains(key) {
+                tracing::debug!(trigger = ?event.trigger(), "webhook redelivered; already handled");
+                return Delivery::Answer(StatusCode::OK);
+            }
+            if !seen.in_flight.insert(key.clone()) {
+                return Delivery::Answer(StatusCode::SERVICE_UNAVAILABLE);
+            }
+        }
+        Delivery::Handle(Ticket { key }, event)
+    }
+
+    /// Records how handling went, and says what to answer: 200 when `handled`, else 500 (and
+    /// CardSync delivers the event again).
+    pub fn finish(&self, ticket: Ticket, handled: bool) -> StatusCode {
+        if let Some(key) = ticket.key {
+            let mut seen = self.seen();
+            seen.in_flight.remove(&key);
+            if handled {
+                seen.done.insert(key.clone());
+                seen.order.push_back(key);
+                while seen.order.len() > self.remember {
+                    if let Some(old) = seen.order.pop_front() {
+                        seen.done.remove(&old);
+                    }
+                }
+            }
+        }
+        if handled {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+/// Compares in time that depends only on the lengths, not on where the bytes differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn an_event_in_flight_answers_503_and_a_failed_one_is_taken_again() {
+        let inbox = Inbox::new("/w", 2);
+        let body = br#"{"trigger_id":23,"event_id":"e1"}"#;
+        let Delivery::Handle(ticket, _) = inbox.accept(body) else {
+            panic!()
+        };
+        assert!(matches!(
+            inbox.accept(body),
+            Delivery::Answer(StatusCode::SERVICE_UNAVAILABLE)
+        ));
+        assert_eq!(
+            inbox.finish(ticket, false),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let Delivery::Handle(ticket, _) = inbox.accept(body) else {
+            panic!("a failed event is handled again")
+        };
+        assert_eq!(inbox.finish(ticket, true), StatusCode::OK);
+        assert!(matches!(
+            inbox.accept(b"not json"),
+            Delivery::Answer(StatusCode::BAD_REQUEST)
+        ));
+        // Only the last two are remembered.
+        for id in ["e2", "e3"] {
+            let body = format!(r#"{{"trigger_id":23,"event_id":"{id}"}}"#);
+            let Delivery::Handle(t, _) = inbox.accept(body.as_bytes()) else {
+                panic!()
+            };
+            let _ = inbox.finish(t, true);
+        }
+        assert!(matches!(inbox.accept(body), Delivery::Handle(..)));
+    }
+}
