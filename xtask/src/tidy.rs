@@ -6,6 +6,38 @@ use std::process::Command;
 
 use crate::project_root;
 
+/// Runtimes, sockets, HTTP stacks and TLS: what the layers below the transport never pull in.
+const RUNTIME_SOCKET_TLS: &[&str] = &[
+    "tokio",
+    "async-std",
+    "mio",
+    "socket2",
+    "hyper",
+    "hyper-util",
+    "reqwest",
+    "rustls",
+    "ring",
+    "aws-lc-rs",
+];
+
+/// Database clients: what the job's logic never pulls in (stores plug in through its trait).
+const DATABASES: &[&str] = &[
+    "rusqlite",
+    "libsqlite3-sys",
+    "postgres",
+    "tokio-postgres",
+    "sqlx",
+];
+
+/// TLS crypto providers besides ring: two providers make rustls panic at run time.
+const OTHER_CRYPTO: &[&str] = &[
+    "aws-lc-rs",
+    "aws-lc-sys",
+    "openssl",
+    "openssl-sys",
+    "native-tls",
+];
+
 /// Crates that a layer must not depend on, directly or not, in its normal (non-dev) build.
 /// Each entry is an invariant of `docs/ARCHITECTURE.md`.
 const LAYER_RULES: &[(&str, &[&str], &str)] = &[
@@ -28,77 +60,32 @@ const LAYER_RULES: &[(&str, &[&str], &str)] = &[
     ),
     (
         "cardsync-proto",
-        &[
-            "tokio",
-            "async-std",
-            "mio",
-            "socket2",
-            "hyper",
-            "hyper-util",
-            "reqwest",
-            "rustls",
-            "ring",
-            "aws-lc-rs",
-        ],
+        RUNTIME_SOCKET_TLS,
         "cardsync-proto depends on no async runtime, socket or TLS crate",
     ),
     (
         "cardsync-hyper",
-        &[
-            "aws-lc-rs",
-            "aws-lc-sys",
-            "openssl",
-            "openssl-sys",
-            "native-tls",
-        ],
+        OTHER_CRYPTO,
         "cardsync-hyper compiles in one TLS crypto provider",
     ),
     (
         "cardsync-cli",
-        &[
-            "aws-lc-rs",
-            "aws-lc-sys",
-            "openssl",
-            "openssl-sys",
-            "native-tls",
-        ],
+        OTHER_CRYPTO,
         "cardsync-hyper compiles in one TLS crypto provider",
     ),
     (
         "cardsync-client",
-        &[
-            "tokio",
-            "async-std",
-            "mio",
-            "socket2",
-            "hyper",
-            "hyper-util",
-            "reqwest",
-            "rustls",
-            "ring",
-            "aws-lc-rs",
-        ],
+        RUNTIME_SOCKET_TLS,
         "cardsync-client depends on no runtime, socket or TLS crate",
     ),
     (
         "cardsync-job",
-        &[
-            "tokio",
-            "async-std",
-            "mio",
-            "socket2",
-            "hyper",
-            "hyper-util",
-            "reqwest",
-            "rustls",
-            "ring",
-            "aws-lc-rs",
-            "rusqlite",
-            "libsqlite3-sys",
-            "postgres",
-            "tokio-postgres",
-            "sqlx",
-        ],
+        RUNTIME_SOCKET_TLS,
+        "cardsync-job depends on no runtime, HTTP client, TLS or database crate",
+    ),
+    (
+        "cardsync-job",
+        DATABASES,
         "cardsync-job depends on no runtime, HTTP client, TLS or database crate",
     ),
 ];

@@ -240,6 +240,18 @@ async fn read_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Opt
     }
 }
 
+/// A receiver whose handler accepts every event.
+async fn accept_all(token: &str, options: ReceiverOptions) -> WebhookReceiver {
+    WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        token,
+        options,
+        |_event| async { Ok(()) },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn slow_heads_and_bodies_time_out_and_open_connections_are_capped() {
     use tokio::io::AsyncWriteExt;
@@ -249,14 +261,7 @@ async fn slow_heads_and_bodies_time_out_and_open_connections_are_capped() {
     options.limits = cardsync_hyper::server::ServeLimits::default()
         .with_header_read_timeout(Duration::from_millis(300))
         .with_max_connections(4);
-    let receiver = WebhookReceiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &token,
-        options,
-        |_event| async { Ok(()) },
-    )
-    .await
-    .unwrap();
+    let receiver = accept_all(&token, options).await;
     let addr = receiver.local_addr();
     let path = format!("/webhooks/{token}");
     let event = br#"{"trigger_id":21,"merchant_id":"m1","status":"complete"}"#;
@@ -293,14 +298,7 @@ async fn slow_heads_and_bodies_time_out_and_open_connections_are_capped() {
     // served only once one of them closes.
     let mut options = ReceiverOptions::default();
     options.limits = cardsync_hyper::server::ServeLimits::default().with_max_connections(4);
-    let receiver = WebhookReceiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        &token,
-        options,
-        |_event| async { Ok(()) },
-    )
-    .await
-    .unwrap();
+    let receiver = accept_all(&token, options).await;
     let addr = receiver.local_addr();
     let mut held = Vec::new();
     for _ in 0..4 {
