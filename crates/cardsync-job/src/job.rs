@@ -688,10 +688,8 @@ impl Job {
                 if !still {
                     self.busy.remove(&u.seq);
                 }
-                if u.to != RequestState::Sending && u.from == RequestState::Sending {
-                    self.creating.remove(&u.seq);
-                }
-                if u.to == RequestState::Planned {
+                // A POST's place is free once its request leaves `sending`.
+                if u.from == RequestState::Sending && u.to != RequestState::Sending {
                     self.creating.remove(&u.seq);
                 }
             }
