@@ -290,6 +290,10 @@ where
         }
         env.progress(job);
         keeper.keep(store, env.unix_ms())?;
+        if !answered.is_empty() {
+            // Answers that came at once are handled before any waiting.
+            continue;
+        }
 
         // Wait for an answer, an event, the job's next timer or the lease's renewal.
         let renew_in = Duration::from_millis(keeper.renew_at_ms().saturating_sub(env.unix_ms()));
