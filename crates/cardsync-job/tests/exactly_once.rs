@@ -289,11 +289,12 @@ async fn run_to_end(
     world: &Arc<World>,
     store: &MemoryStore,
     sink: &MemorySink,
-    wait: Wait,
+    (wait, concurrency): (Wait, usize),
     crash: Option<Crash>,
 ) -> (u32, Summary) {
     let options = JobOptions::new(config())
         .with_wait(wait)
+        .with_concurrency(concurrency)
         .with_poll_max(Duration::from_millis(20))
         .with_amex_wait(Duration::from_secs(5))
         .with_retry_policy(
@@ -329,9 +330,14 @@ async fn run_to_end(
             world: world.clone(),
             store: store.clone(),
         };
+        // The server sees a request only once the driver waits, as over a network: with
+        // a concurrency above 1, several POSTs are under way (and `sending`) at once.
         let transport = |request: http::Request<Vec<u8>>| {
-            let answer = world.send(&request);
-            async move { answer }
+            let world = world.clone();
+            async move {
+                tokio::task::yield_now().await;
+                world.send(&request)
+            }
         };
         match run(
             &mut job,
@@ -413,11 +419,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// How many changes an uninterrupted run applies.
-fn clean_run(wait: Wait) -> u64 {
+fn clean_run(wait: Wait, concurrency: usize) -> u64 {
     let world = World::new(1, 0);
     let store = MemoryStore::new();
     let sink = MemorySink::new();
-    let (runs, summary) = runtime().block_on(run_to_end(&world, &store, &sink, wait, None));
+    let (runs, summary) =
+        runtime().block_on(run_to_end(&world, &store, &sink, (wait, concurrency), None));
     assert_eq!(runs, 1);
     check(&world, &store, &sink, &summary, wait);
     store.applied()
@@ -425,16 +432,18 @@ fn clean_run(wait: Wait) -> u64 {
 
 #[test]
 fn a_crash_at_every_change_loses_nothing_and_repeats_nothing() {
-    for wait in [Wait::Poll, Wait::Webhook] {
-        let changes = clean_run(wait);
+    // One POST at a time, and three (several requests unconfirmed at once after a crash).
+    for (wait, concurrency) in [(Wait::Poll, 1), (Wait::Webhook, 1), (Wait::Poll, 3)] {
+        let changes = clean_run(wait, concurrency);
         assert!(changes > 10, "{changes} changes");
         for n in 1..=changes {
             for crash in [Crash::Before(n), Crash::After(n)] {
                 let world = World::new(1, 0);
                 let store = MemoryStore::new();
                 let sink = MemorySink::new();
+                let mode = (wait, concurrency);
                 let (runs, summary) =
-                    runtime().block_on(run_to_end(&world, &store, &sink, wait, Some(crash)));
+                    runtime().block_on(run_to_end(&world, &store, &sink, mode, Some(crash)));
                 assert!(runs >= 2, "{crash:?}: the crash did not happen");
                 check(&world, &store, &sink, &summary, wait);
             }
@@ -454,13 +463,15 @@ proptest! {
         crash_at in 1u64..60,
         after in any::<bool>(),
         webhook in any::<bool>(),
+        concurrency in 1usize..=4,
     ) {
         let wait = if webhook { Wait::Webhook } else { Wait::Poll };
         let world = World::new(fault_seed, permille);
         let store = MemoryStore::new();
         let sink = MemorySink::new();
         let crash = if after { Crash::After(crash_at) } else { Crash::Before(crash_at) };
-        let (_, summary) = runtime().block_on(run_to_end(&world, &store, &sink, wait, Some(crash)));
+        let mode = (wait, concurrency);
+        let (_, summary) = runtime().block_on(run_to_end(&world, &store, &sink, mode, Some(crash)));
         check(&world, &store, &sink, &summary, wait);
     }
 }
