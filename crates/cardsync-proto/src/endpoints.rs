@@ -399,31 +399,12 @@ pub struct SubmittedCard {
     pub se_number: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for SubmittedCard {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = SubmittedCard;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a card object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SubmittedCard, A::Error> {
-                let mut c = SubmittedCard::default();
-                while let Some(Key(k)) = map.next_key()? {
-                    match k.as_ref() {
-                        "id" => c.id = text(&mut map)?,
-                        "card" => c.card = text(&mut map)?.map(ReturnedCard::new),
-                        "exp" => c.exp = text(&mut map)?,
-                        "se_number" | "se" => c.se_number = text(&mut map)?,
-                        _ => skip(&mut map)?,
-                    }
-                }
-                Ok(c)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+crate::lenient::lenient_object!(SubmittedCard, "a card object", |map, c| {
+    "id" => c.id = text(&mut map)?,
+    "card" => c.card = text(&mut map)?.map(ReturnedCard::new),
+    "exp" => c.exp = text(&mut map)?,
+    "se_number" | "se" => c.se_number = text(&mut map)?,
+});
 
 struct CardsBody(Vec<SubmittedCard>);
 

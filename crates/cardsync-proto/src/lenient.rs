@@ -154,6 +154,47 @@ impl<'de> Deserialize<'de> for Counter {
     }
 }
 
+/// Implements `Deserialize` for a struct read from a JSON object by the rules of this module:
+/// each listed key (with every spelling the documents use, `"message" | "msg"`) runs its
+/// statement, which reads the value with `$map` into `$out` (a repeated key's later value
+/// wins); unknown keys are skipped; the struct starts from its `Default`. The one place object
+/// leniency is written for the documents' plain objects; the counters (where the larger of
+/// repeated values wins) and the envelope are read by their own visitors.
+macro_rules! lenient_object {
+    ($ty:ty, $expecting:literal, |$map:ident, $out:ident| {
+        $($($key:literal)|+ => $set:expr,)*
+    }) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut $map: A,
+                    ) -> Result<$ty, A::Error> {
+                        let mut $out = <$ty as Default>::default();
+                        while let Some($crate::lenient::Key(k)) = $map.next_key()? {
+                            match k.as_ref() {
+                                $($($key)|+ => {
+                                    $set;
+                                })*
+                                _ => $crate::lenient::skip(&mut $map)?,
+                            }
+                        }
+                        Ok($out)
+                    }
+                }
+                d.deserialize_map(V)
+            }
+        }
+    };
+}
+pub(crate) use lenient_object;
+
 /// Reads an optional value that may be `null`.
 pub(crate) fn opt<'de, A, T>(map: &mut A) -> Result<Option<T>, A::Error>
 where

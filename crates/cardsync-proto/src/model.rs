@@ -7,7 +7,7 @@ use cardsync_core::{Expiry, Pan, PanError, PanFragment, Stats, UpdateStatus, mas
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use zeroize::Zeroize;
 
-use crate::lenient::{Counter, Key, Word, opt, skip, text};
+use crate::lenient::{Counter, Key, Word, lenient_object, opt, skip, text};
 
 /// A card number exactly as CardSync returned it. It is not validated (the documents return one
 /// that fails the Luhn check), its `Debug` is masked, and it is zeroed when dropped.
@@ -263,37 +263,13 @@ impl ResultCard {
     }
 }
 
-impl<'de> Deserialize<'de> for ResultCard {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ResultCard;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a result card object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ResultCard, A::Error> {
-                let mut c = ResultCard::default();
-                while let Some(Key(k)) = map.next_key()? {
-                    match k.as_ref() {
-                        "id" => c.id = text(&mut map)?.unwrap_or_default(),
-                        "card" => c.card = ReturnedCard(text(&mut map)?.unwrap_or_default()),
-                        "exp" => c.exp = text(&mut map)?,
-                        "status" => {
-                            c.status = map
-                                .next_value::<Word<'_>>()?
-                                .0
-                                .map(|s| UpdateStatus::parse(&s));
-                        }
-                        "se_number" | "se" => c.se_number = text(&mut map)?,
-                        _ => skip(&mut map)?,
-                    }
-                }
-                Ok(c)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+lenient_object!(ResultCard, "a result card object", |map, c| {
+    "id" => c.id = text(&mut map)?.unwrap_or_default(),
+    "card" => c.card = ReturnedCard(text(&mut map)?.unwrap_or_default()),
+    "exp" => c.exp = text(&mut map)?,
+    "status" => c.status = map.next_value::<Word<'_>>()?.0.map(|s| UpdateStatus::parse(&s)),
+    "se_number" | "se" => c.se_number = text(&mut map)?,
+});
 
 /// A list that may be `null` (an empty list).
 struct List<T>(Vec<T>);
@@ -332,33 +308,14 @@ pub(crate) struct BatchData {
     pub(crate) updated_at: Option<String>,
 }
 
-impl<'de> Deserialize<'de> for BatchData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = BatchData;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a data object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<BatchData, A::Error> {
-                let mut b = BatchData::default();
-                while let Some(Key(k)) = map.next_key()? {
-                    match k.as_ref() {
-                        "batch_id" => b.batch_id = text(&mut map)?,
-                        "status" => b.status = text(&mut map)?,
-                        "cards" => b.cards = map.next_value::<List<ResultCard>>()?.0,
-                        "stats" => b.stats = map.next_value()?,
-                        "created_at" => b.created_at = text(&mut map)?,
-                        "updated_at" => b.updated_at = text(&mut map)?,
-                        _ => skip(&mut map)?,
-                    }
-                }
-                Ok(b)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+lenient_object!(BatchData, "a data object", |map, b| {
+    "batch_id" => b.batch_id = text(&mut map)?,
+    "status" => b.status = text(&mut map)?,
+    "cards" => b.cards = map.next_value::<List<ResultCard>>()?.0,
+    "stats" => b.stats = map.next_value()?,
+    "created_at" => b.created_at = text(&mut map)?,
+    "updated_at" => b.updated_at = text(&mut map)?,
+});
 
 /// The `data` of merchant enrollment and merchant status.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -377,31 +334,12 @@ impl Drop for MerchantData {
     }
 }
 
-impl<'de> Deserialize<'de> for MerchantData {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = MerchantData;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a data object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MerchantData, A::Error> {
-                let mut m = MerchantData::default();
-                while let Some(Key(k)) = map.next_key()? {
-                    match k.as_ref() {
-                        "merchant_id" => m.merchant_id = text(&mut map)?,
-                        "api_key" => m.api_key = text(&mut map)?,
-                        "status" => m.status = text(&mut map)?,
-                        "created_at" => m.created_at = text(&mut map)?,
-                        _ => skip(&mut map)?,
-                    }
-                }
-                Ok(m)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+lenient_object!(MerchantData, "a data object", |map, m| {
+    "merchant_id" => m.merchant_id = text(&mut map)?,
+    "api_key" => m.api_key = text(&mut map)?,
+    "status" => m.status = text(&mut map)?,
+    "created_at" => m.created_at = text(&mut map)?,
+});
 
 /// The envelope every response has: `status`, `message` (or `msg`), and `data`.
 pub(crate) struct Envelope<T> {

@@ -6,10 +6,8 @@
 
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
-
 use crate::error::{JsonError, Violation, safe_message};
-use crate::lenient::{Counter, Key, skip, text};
+use crate::lenient::{Counter, text};
 use crate::{CardStats, ReportedStats};
 
 /// What a webhook is for, by `trigger_id`.
@@ -269,40 +267,21 @@ struct Raw {
     error_count: Option<u64>,
 }
 
-impl<'de> Deserialize<'de> for Raw {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Raw;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a webhook object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
-                let mut r = Raw::default();
-                while let Some(Key(k)) = map.next_key()? {
-                    match k.as_ref() {
-                        "trigger_id" => r.trigger_id = text(&mut map)?,
-                        "batch_id" => r.batch_id = text(&mut map)?,
-                        "card_stats" => r.card_stats = map.next_value()?,
-                        "stats" => r.stats = map.next_value()?,
-                        "id" => r.id = text(&mut map)?,
-                        "trigger_date" => r.trigger_date = text(&mut map)?,
-                        "event_id" => r.event_id = text(&mut map)?,
-                        "message" | "msg" => r.message = text(&mut map)?,
-                        "expires" => r.expires = text(&mut map)?,
-                        "status" => r.status = text(&mut map)?,
-                        "merchant_id" => r.merchant_id = text(&mut map)?,
-                        "source" => r.source = text(&mut map)?,
-                        "error_count" => r.error_count = Some(map.next_value::<Counter>()?.0),
-                        _ => skip(&mut map)?,
-                    }
-                }
-                Ok(r)
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
+crate::lenient::lenient_object!(Raw, "a webhook object", |map, r| {
+    "trigger_id" => r.trigger_id = text(&mut map)?,
+    "batch_id" => r.batch_id = text(&mut map)?,
+    "card_stats" => r.card_stats = map.next_value()?,
+    "stats" => r.stats = map.next_value()?,
+    "id" => r.id = text(&mut map)?,
+    "trigger_date" => r.trigger_date = text(&mut map)?,
+    "event_id" => r.event_id = text(&mut map)?,
+    "message" | "msg" => r.message = text(&mut map)?,
+    "expires" => r.expires = text(&mut map)?,
+    "status" => r.status = text(&mut map)?,
+    "merchant_id" => r.merchant_id = text(&mut map)?,
+    "source" => r.source = text(&mut map)?,
+    "error_count" => r.error_count = Some(map.next_value::<Counter>()?.0),
+});
 
 /// Decodes a webhook body.
 ///
