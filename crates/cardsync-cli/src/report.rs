@@ -13,6 +13,7 @@ use cardsync_core::{
 use serde::Serialize;
 
 use crate::cli::OutputFormat;
+use crate::error::CliError;
 
 /// A row that could not be used, with every reason.
 #[derive(Debug)]
@@ -217,6 +218,9 @@ struct Rejects {
     file: Option<crate::files::RowFile>,
     /// How many invalid rows the text output shows.
     shown: u64,
+    /// The first failure to write the file, told apart from failures to write the output and
+    /// reported by [`Reporter::rejects_note`].
+    failed: Option<io::Error>,
 }
 
 /// The rejects file beside `beside` (a results file or an input file): `STEM.rejects.csv`.
@@ -257,14 +261,24 @@ impl<W: Write> Reporter<W> {
             path,
             file: None,
             shown,
+            failed: None,
         });
         self
     }
 
-    fn write_reject(&mut self, problem: &Problem<'_>, id: &str) -> io::Result<()> {
+    fn write_reject(&mut self, problem: &Problem<'_>, id: &str) {
         let Some(rejects) = &mut self.rejects else {
-            return Ok(());
+            return;
         };
+        if rejects.failed.is_some() {
+            return;
+        }
+        if let Err(e) = Self::append_reject(rejects, problem, id) {
+            rejects.failed = Some(e);
+        }
+    }
+
+    fn append_reject(rejects: &mut Rejects, problem: &Problem<'_>, id: &str) -> io::Result<()> {
         if rejects.file.is_none() {
             rejects.file = Some(crate::files::RowFile::open(
                 &rejects.path,
@@ -287,22 +301,34 @@ impl<W: Write> Reporter<W> {
 
     /// After the rows: where the invalid ones are, and how many of each problem (text), or one
     /// JSON line with the same.
-    pub(crate) fn rejects_note(&mut self) -> io::Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`CliError::Io`] naming the rejects file when it could not be written;
+    /// [`CliError::Stdout`] when the output could not.
+    pub(crate) fn rejects_note(&mut self) -> Result<(), CliError> {
         let Some(rejects) = &mut self.rejects else {
             return Ok(());
         };
+        let io = |source| CliError::Io {
+            path: rejects.path.clone(),
+            source,
+        };
+        if let Some(e) = rejects.failed.take() {
+            return Err(io(e));
+        }
         let Some(file) = &mut rejects.file else {
             return Ok(());
         };
-        file.checkpoint()?;
+        file.checkpoint().map_err(io)?;
         let s = &self.summary;
         match self.format {
             OutputFormat::Json => {
                 let value = serde_json::json!({
                     "rejects": {"rows": s.invalid, "file": rejects.path.display().to_string(), "errors": s.errors}
                 });
-                serde_json::to_writer(&mut self.out, &value)?;
-                self.out.write_all(b"\n")
+                serde_json::to_writer(&mut self.out, &value).map_err(io::Error::from)?;
+                Ok(self.out.write_all(b"\n")?)
             }
             OutputFormat::Text => {
                 let errors: Vec<String> =
@@ -312,13 +338,13 @@ impl<W: Write> Reporter<W> {
                 } else {
                     String::new()
                 };
-                writeln!(
+                Ok(writeln!(
                     self.out,
                     "\n{} rows could not be used ({}); {shown}every one is in {} (no full card numbers)",
                     s.invalid,
                     errors.join(", "),
                     rejects.path.display()
-                )
+                )?)
             }
         }
     }
@@ -355,7 +381,7 @@ impl<W: Write> Reporter<W> {
     pub(crate) fn invalid(&mut self, problem: &Problem<'_>) -> io::Result<()> {
         self.summary.count_invalid(problem);
         let id = redact_digit_runs(problem.id);
-        self.write_reject(problem, &id)?;
+        self.write_reject(problem, &id);
         if self.format == OutputFormat::Text
             && let Some(r) = &self.rejects
             && self.summary.invalid > r.shown

@@ -604,3 +604,20 @@ fn invalid_rows_go_to_a_rejects_file_and_the_terminal_shows_the_first_few() {
     assert!(!text.contains("4457010000000009"));
     assert_eq!(emulator.counter("POST /v2/batch", "cards"), 30);
 }
+
+#[test]
+fn a_rejects_file_that_cannot_be_written_is_named_in_the_error() {
+    let dir = Dir::new("rejects-unwritable");
+    let cards = dir.0.join("cards.csv");
+    std::fs::write(&cards, "id,card,exp\na,4457010000000008,01/30\n").unwrap();
+    // A directory where the rejects file would go.
+    std::fs::create_dir(dir.0.join("results.rejects.csv")).unwrap();
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("results.rejects.csv"), "{stderr}");
+    assert!(!stderr.contains("standard output"), "{stderr}");
+    assert_eq!(emulator.counter("POST /v2/batch", "requests"), 0);
+}
