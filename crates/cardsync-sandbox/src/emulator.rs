@@ -14,10 +14,11 @@ use cardsync_core::{
     Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
     redact_digit_runs, test_card,
 };
+use cardsync_proto::server::{self, Spelling, StatsBody};
 use cardsync_proto::{MerchantEnrollment, SubmittedCard, Trigger, decode_cards_body};
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::Serializer;
 use serde_json::{Value, json};
 
 /// How long results stay available after completion (or after the webhook).
@@ -391,76 +392,44 @@ impl Emulator {
         rfc3339(self.started + at)
     }
 
-    fn message_key(&self) -> &'static str {
+    /// The documents' spelling the answers use: the Amex edition's with quirks.
+    fn spelling(&self) -> Spelling {
         if self.settings.quirks {
-            "msg"
+            Spelling::Amex
         } else {
-            "message"
+            Spelling::Universal
         }
     }
 
-    fn respond(&self, status: StatusCode, body: &impl Serialize) -> Answer {
+    fn message_key(&self) -> &'static str {
+        self.spelling().message_key()
+    }
+
+    fn respond(&self, status: StatusCode, body: Vec<u8>) -> Answer {
         Response::builder()
             .status(status)
             .header("content-type", "application/json; charset=utf-8")
-            .body(serde_json::to_vec(body).expect("JSON bodies serialize"))
+            .body(body)
             .expect("a valid response")
     }
 
-    /// A success answer: `{"data":…,"message":"success","status":"success"}` (`msg` with
-    /// quirks; no `data` when there is none), keys in sorted order as a JSON object prints
-    /// them. `data` is serialized straight, so that large result bodies need no JSON tree.
+    /// A success answer, in the proto's own envelope ([`cardsync_proto::server::success`]).
     fn ok_with(&self, data: Option<&impl Serialize>) -> Answer {
-        struct Envelope<'a, T> {
-            data: Option<&'a T>,
-            message_key: &'static str,
-        }
-        impl<T: Serialize> Serialize for Envelope<'_, T> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut map = s.serialize_map(None)?;
-                if let Some(data) = self.data {
-                    map.serialize_entry("data", data)?;
-                }
-                map.serialize_entry(self.message_key, "success")?;
-                map.serialize_entry("status", "success")?;
-                map.end()
-            }
-        }
-        let body = Envelope {
-            data,
-            message_key: self.message_key(),
-        };
-        self.respond(StatusCode::OK, &body)
+        self.respond(StatusCode::OK, server::success(data, self.spelling()))
     }
 
     fn ok(&self, data: Option<Value>) -> Answer {
         self.ok_with(data.as_ref())
     }
 
-    /// An error answer, `{"status":"failed","message":…}` (`msg` with quirks), as CardSync's
-    /// v1.1 description shows.
+    /// An error answer, in the proto's own envelope ([`cardsync_proto::server::failure`]).
     fn error(&self, status: StatusCode, message: impl Into<String>) -> Answer {
-        let mut body = json!({"status": "failed"});
-        body[self.message_key()] = json!(message.into());
-        self.respond(status, &body)
+        self.respond(status, server::failure(&message.into(), self.spelling()))
     }
 
+    /// The stats object, written by the proto ([`cardsync_proto::server::StatsBody`]).
     fn stats_json(&self, s: &Stats) -> Value {
-        let mut v = json!({
-            "number_submitted": s.number_submitted,
-            "no_change": s.no_change,
-            "updated_card": s.updated_card,
-            "updated_expiry": s.updated_expiry,
-            "no_match": s.no_match,
-            "valid": s.valid,
-            "contact": s.contact,
-        });
-        v[if self.settings.quirks {
-            "contact_closed"
-        } else {
-            "closed"
-        }] = json!(s.closed);
-        v
+        serde_json::to_value(StatsBody::new(s, self.spelling())).unwrap_or_default()
     }
 
     fn rows_json<'a>(&self, rows: &'a [Row]) -> RowsJson<'a> {
