@@ -17,14 +17,15 @@ use cardsync_proto::{
 use cardsync_sandbox::{Sandbox, Settings};
 use serde_json::json;
 
-use cardsync_job::{Acquired, Change, Changes, Checkpoint, EventRecord, EventState, Store};
+use cardsync_job::{
+    Acquired, Change, Changes, Checkpoint, EventRecord, EventState, LeaseKeeper, ResultRow, Store,
+};
 use cardsync_job_sqlite::SqliteStore;
-
-use cardsync_job::ResultRow;
 
 use crate::cli::{Global, OutputFormat};
 use crate::error::{CliError, Exit, io_err};
 use crate::files::{Format, RowFile};
+use crate::lease;
 use crate::pipeline::{check_rows, plan_options, runtime};
 use crate::remote::{receiver_channel, remote_error};
 use crate::report::Reporter;
@@ -572,17 +573,17 @@ pub(crate) fn listen<W: Write>(
     };
     let mut journal = SqliteStore::open(&journal_path).map_err(journal_err)?;
     let ttl = Duration::from_secs(30);
-    let holder = sync::this_holder();
-    let mut lease = match journal
+    let holder = lease::this_holder();
+    let mut keeper = match journal
         .acquire(
             &holder,
-            sync::now_ms(),
+            lease::now_ms(),
             ttl.as_millis() as u64,
-            &sync::holder_gone,
+            &lease::holder_gone,
         )
         .map_err(journal_err)?
     {
-        Acquired::Taken(lease) => lease,
+        Acquired::Taken(lease) => LeaseKeeper::new(lease, ttl),
         Acquired::Held(held) => {
             return Err(CliError::Usage(format!(
                 "another listener ({}) keeps {}: one listener at a time per folder",
@@ -624,9 +625,8 @@ pub(crate) fn listen<W: Write>(
             let event = tokio::select! {
                 _ = &mut stop => break Ok(()),
                 _ = renew.tick() => {
-                    match journal.renew(&lease, sync::now_ms(), ttl.as_millis() as u64) {
-                        Ok(l) => lease = l,
-                        Err(e) => break Err(journal_err(e)),
+                    if let Err(e) = keeper.keep(&mut journal, lease::now_ms()) {
+                        break Err(journal_err(e));
                     }
                     continue;
                 }
@@ -667,7 +667,7 @@ pub(crate) fn listen<W: Write>(
                     EventState::Handled,
                 )));
             }
-            if let Err(e) = journal.apply(&lease, &Changes::new(changes)) {
+            if let Err(e) = journal.apply(keeper.lease(), &Changes::new(changes)) {
                 break Err(journal_err(e));
             }
             if error.is_none() {
@@ -691,7 +691,7 @@ pub(crate) fn listen<W: Write>(
         receiver.shutdown().await;
         outcome
     });
-    let _ = journal.release(&lease);
+    let _ = keeper.release(&mut journal);
     result?;
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod files;
 mod input;
+mod lease;
 mod pipeline;
 mod remote;
 mod report;

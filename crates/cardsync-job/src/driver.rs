@@ -163,8 +163,14 @@ impl LeaseKeeper {
         self.lease.expires_ms.saturating_sub(self.ttl_ms() * 2 / 3)
     }
 
-    /// Renews the lease when a third of it has passed.
-    fn keep(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), StoreError> {
+    /// Renews the lease when a third of it has passed ([`run`] calls this as it goes; a
+    /// program that holds a journal without running a job, such as a webhook listener, calls
+    /// it from time to time).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when another runner took the lease over.
+    pub fn keep(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), StoreError> {
         if now_ms >= self.renew_at_ms() {
             self.lease = store.renew(&self.lease, now_ms, self.ttl_ms())?;
         }
