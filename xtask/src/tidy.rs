@@ -94,6 +94,8 @@ pub(crate) fn run() -> Result<(), String> {
     let mut problems = layer_problems()?;
     problems.extend(module_doc_problems());
     problems.extend(upward_import_problems());
+    problems.extend(hand_built_json_problems());
+    problems.extend(transport_protocol_problems());
     if problems.is_empty() {
         eprintln!("tidy: all checks pass");
         Ok(())
@@ -212,6 +214,131 @@ fn upward_import_problems() -> Vec<String> {
     problems
 }
 
+/// The code of a Rust file: its lines without line comments (`//`, `///`, `//!`), so that
+/// documentation may name what the code must not use.
+fn code_lines(path: &Path) -> Vec<(usize, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.split("//").next().unwrap_or("").to_owned()))
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect()
+}
+
+fn relative(path: &Path) -> String {
+    let root = project_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// What writing or reading JSON by hand looks like.
+const HAND_BUILT_JSON: &[&str] = &[
+    "json!",
+    "serde_json::Value",
+    "serde_json::Map",
+    "Value::Object",
+    "format!(\"{{",
+    "\"{\\\"",
+];
+
+const WIRE_FORMAT_ONCE: &str = "the wire format is written once, in cardsync-proto";
+
+/// The emulator builds no JSON by hand: its answers, webhooks and request reading come from
+/// `cardsync_proto::server`, and its own control answers are typed structs.
+fn hand_built_json_problems() -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(
+        &project_root().join("crates/cardsync-sandbox/src"),
+        &mut files,
+    );
+    let mut problems = Vec::new();
+    for path in &files {
+        for (n, line) in code_lines(path) {
+            if let Some(pattern) = HAND_BUILT_JSON.iter().find(|p| line.contains(*p)) {
+                problems.push(format!(
+                    "{}:{n}: `{pattern}`: {WIRE_FORMAT_ONCE}; use cardsync_proto::server or a \
+                     typed struct",
+                    relative(path)
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// What the transport may use of cardsync-proto: the transport contract, the configuration it
+/// is built from, and the event type the receiver hands on.
+const TRANSPORT_MAY_USE: &[&str] = &[
+    "transport",
+    "retry::Reached",
+    "MAX_RESPONSE_BODY",
+    "Config",
+    "WebhookEvent",
+];
+
+const TRANSPORT_HOLDS_NO_PROTOCOL: &str = "cardsync-hyper holds no protocol logic";
+
+/// The names a file's code takes from `cardsync_proto`, with `use` groups expanded (one level,
+/// as `rustfmt` writes them).
+fn proto_paths(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("cardsync_proto::") {
+        rest = &rest[at + "cardsync_proto::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let end = group.find('}').unwrap_or(group.len());
+            out.extend(
+                group[..end]
+                    .split(',')
+                    .map(|p| p.split_whitespace().collect::<String>())
+                    .filter(|p| !p.is_empty()),
+            );
+        } else {
+            let path: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            out.push(path.trim_end_matches(':').to_owned());
+        }
+    }
+    out
+}
+
+/// cardsync-hyper encodes and decodes nothing: of cardsync-proto it uses only
+/// [`TRANSPORT_MAY_USE`].
+fn transport_protocol_problems() -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(
+        &project_root().join("crates/cardsync-hyper/src"),
+        &mut files,
+    );
+    let mut problems = Vec::new();
+    for path in &files {
+        let code: String = code_lines(path)
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for used in proto_paths(&code) {
+            let allowed = TRANSPORT_MAY_USE
+                .iter()
+                .any(|a| used == *a || used.starts_with(&format!("{a}::")));
+            if !allowed {
+                problems.push(format!(
+                    "{}: uses `cardsync_proto::{used}`: {TRANSPORT_HOLDS_NO_PROTOCOL}; it may use \
+                     only {}",
+                    relative(path),
+                    TRANSPORT_MAY_USE.join(", ")
+                ));
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,8 +362,36 @@ mod tests {
     }
 
     #[test]
+    fn the_emulator_builds_no_json_by_hand() {
+        let problems = hand_built_json_problems();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_transport_holds_no_protocol() {
+        let problems = transport_protocol_problems();
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn proto_paths_are_found() {
+        let code =
+            "use cardsync_proto::{Config, server::webhook}; x: cardsync_proto::retry::Reached,";
+        assert_eq!(
+            proto_paths(code),
+            ["Config", "server::webhook", "retry::Reached"]
+        );
+    }
+
+    #[test]
     fn invariants_are_written_in_architecture_md() {
         let doc = std::fs::read_to_string(project_root().join("docs/ARCHITECTURE.md")).unwrap();
+        for invariant in [WIRE_FORMAT_ONCE, TRANSPORT_HOLDS_NO_PROTOCOL] {
+            assert!(
+                doc.contains(invariant),
+                "docs/ARCHITECTURE.md lacks {invariant:?}"
+            );
+        }
         for (_, _, invariant) in LAYER_RULES {
             assert!(
                 doc.contains(invariant),

@@ -135,13 +135,10 @@ fn resume_to_end(emulator: &Emulator, cards: &Path, out: &Path) -> Vec<String> {
 
 /// Every batch card once at the emulator, every result in the file.
 fn check_exactly_once(emulator: &Emulator, out: &Path) {
-    assert_eq!(
-        emulator.counter("POST /v2/batch", "cards"),
-        BATCH_CARDS as u64
-    );
-    assert_eq!(emulator.counter("POST /v2/batch", "repeats"), 0);
-    assert_eq!(emulator.counter("POST /v2/batch", "requests"), 10);
-    assert_eq!(emulator.counter("POST /v2/subscribe", "distinct_cards"), 2);
+    assert_eq!(emulator.counts("POST /v2/batch").cards, BATCH_CARDS as u64);
+    assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
+    assert_eq!(emulator.counts("POST /v2/batch").requests, 10);
+    assert_eq!(emulator.counts("POST /v2/subscribe").distinct_cards, 2);
     let text = std::fs::read_to_string(out).expect("results file");
     let mut lines = text.lines();
     assert_eq!(
@@ -275,7 +272,7 @@ fn killed_from_outside_while_sending_and_resumed() {
         .spawn()
         .expect("spawn");
     let start = Instant::now();
-    while emulator.counter("POST /v2/batch", "requests") < 4 {
+    while emulator.counts("POST /v2/batch").requests < 4 {
         assert!(start.elapsed() < Duration::from_secs(30), "no batches sent");
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -300,7 +297,7 @@ fn a_journal_of_another_input_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("belongs to another job"), "{stderr}");
-    assert_eq!(emulator.counter("POST /v2/batch", "requests"), 1);
+    assert_eq!(emulator.counts("POST /v2/batch").requests, 1);
 }
 
 #[test]
@@ -350,8 +347,8 @@ fn duplicates_are_reported_and_never_sent() {
     assert_eq!(problems[1]["row"], 27);
     assert_eq!(problems[1]["errors"][0], "duplicate_card");
     assert_eq!(summary(&output)["invalid_rows"], 2);
-    assert_eq!(emulator.counter("POST /v2/batch", "cards"), 25);
-    assert_eq!(emulator.counter("POST /v2/batch", "repeats"), 0);
+    assert_eq!(emulator.counts("POST /v2/batch").cards, 25);
+    assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
     let rows = std::fs::read_to_string(&out).unwrap().lines().count();
     assert_eq!(rows, 26);
 }
@@ -373,8 +370,8 @@ fn write_visa_cards(dir: &Path, n: usize) -> PathBuf {
 
 /// Every card once at the emulator, every result once in the file.
 fn check_cards_once(emulator: &Emulator, out: &Path, n: usize) {
-    assert_eq!(emulator.counter("POST /v2/batch", "cards"), n as u64);
-    assert_eq!(emulator.counter("POST /v2/batch", "repeats"), 0);
+    assert_eq!(emulator.counts("POST /v2/batch").cards, n as u64);
+    assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
     let text = std::fs::read_to_string(out).expect("results file");
     let ids: Vec<&str> = text
         .lines()
@@ -443,10 +440,7 @@ fn runs_started_together_on_one_journal_send_each_card_once() {
         }
     }
     assert!(held >= 1, "the runs did not overlap");
-    assert_eq!(
-        emulator.counter("POST /v2/batch", "requests"),
-        (n / 10) as u64
-    );
+    assert_eq!(emulator.counts("POST /v2/batch").requests, (n / 10) as u64);
     check_cards_once(&emulator, &out, n);
 }
 
@@ -483,7 +477,7 @@ fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let frozen_at = emulator.counter("POST /v2/batch", "requests");
+    let frozen_at = emulator.counts("POST /v2/batch").requests;
     // Held while its lease lasts.
     let early = run(&mut sync_command(&emulator, &cards, &out));
     assert_eq!(early.status.code(), Some(2), "{pause}: {early:?}");
@@ -497,7 +491,7 @@ fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
             "{pause}"
         );
     }
-    let after_second = emulator.counter("POST /v2/batch", "requests");
+    let after_second = emulator.counts("POST /v2/batch").requests;
     let results = std::fs::read(&out).expect("results");
     // The first wakes up.
     let status = Command::new("kill")
@@ -514,7 +508,7 @@ fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
         "{pause}: {stderr}"
     );
     assert_eq!(
-        emulator.counter("POST /v2/batch", "requests"),
+        emulator.counts("POST /v2/batch").requests,
         after_second,
         "{pause}: the woken run sent a batch (frozen after {frozen_at})"
     );
@@ -602,7 +596,7 @@ fn invalid_rows_go_to_a_rejects_file_and_the_terminal_shows_the_first_few() {
         );
     }
     assert!(!text.contains("4457010000000009"));
-    assert_eq!(emulator.counter("POST /v2/batch", "cards"), 30);
+    assert_eq!(emulator.counts("POST /v2/batch").cards, 30);
 }
 
 #[test]
@@ -619,5 +613,5 @@ fn a_rejects_file_that_cannot_be_written_is_named_in_the_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("results.rejects.csv"), "{stderr}");
     assert!(!stderr.contains("standard output"), "{stderr}");
-    assert_eq!(emulator.counter("POST /v2/batch", "requests"), 0);
+    assert_eq!(emulator.counts("POST /v2/batch").requests, 0);
 }

@@ -74,11 +74,8 @@ async fn a_500_on_batch_creation_is_not_resubmitted() {
     let err = client.create_batch(&batch()).await.unwrap_err();
     assert_eq!(err.status(), Some(http::StatusCode::INTERNAL_SERVER_ERROR));
     let counters = sandbox.counters();
-    assert_eq!(counters["POST /v2/batch"]["cards"], 16, "sent once");
-    assert_eq!(
-        counters["POST /v2/batch"]["repeats"], 0,
-        "never resubmitted"
-    );
+    assert_eq!(counters["POST /v2/batch"].cards, 16, "sent once");
+    assert_eq!(counters["POST /v2/batch"].repeats, 0, "never resubmitted");
     sandbox.shutdown().await;
 }
 
@@ -96,7 +93,7 @@ async fn a_503_on_batch_creation_is_not_resubmitted_either() {
     assert_eq!(err.status(), Some(http::StatusCode::SERVICE_UNAVAILABLE));
     assert_eq!(
         sandbox.counters(),
-        serde_json::json!({}),
+        std::collections::BTreeMap::new(),
         "a second attempt would have gone through"
     );
     sandbox.shutdown().await;

@@ -161,10 +161,9 @@ impl World {
         }
     }
 
-    fn counter(&self, endpoint: &str, field: &str) -> u64 {
-        self.emulator.lock().unwrap().counters_json()[endpoint][field]
-            .as_u64()
-            .unwrap_or(0)
+    fn counts(&self, endpoint: &str) -> cardsync_sandbox::EndpointCounts {
+        let counters = self.emulator.lock().unwrap().counters();
+        counters.get(endpoint).copied().unwrap_or_default()
     }
 }
 
@@ -361,13 +360,13 @@ async fn run_to_end(
 /// Every card once at CardSync, every result once in the sink, the counts right.
 fn check(world: &World, store: &MemoryStore, sink: &MemorySink, summary: &Summary, wait: Wait) {
     assert_eq!(
-        world.counter("POST /v2/batch", "cards"),
+        world.counts("POST /v2/batch").cards,
         batch_cards(),
         "{summary:?}"
     );
-    assert_eq!(world.counter("POST /v2/batch", "repeats"), 0);
+    assert_eq!(world.counts("POST /v2/batch").repeats, 0);
     assert_eq!(
-        world.counter("POST /v2/subscribe", "distinct_cards"),
+        world.counts("POST /v2/subscribe").distinct_cards,
         amex_cards()
     );
     let rows = sink.rows();

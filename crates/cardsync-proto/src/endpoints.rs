@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Visitor};
 
 use crate::error::{JsonError, Violation, safe_message};
-use crate::lenient::{Key, skip, text, write_json_str};
+use crate::lenient::{Key, skip, write_json_str};
 use crate::model::{BatchData, Envelope, Ignored, MerchantData};
 use crate::webhook::Trigger;
 use crate::{
@@ -174,7 +174,7 @@ fn looks_like_json(body: &[u8]) -> bool {
 
 /// Locates a decoding error: the JSON path, found by decoding again with path tracking (only
 /// on the error path, so successful decodes pay nothing for it).
-fn json_error<T: DeserializeOwned>(body: &[u8], first: &serde_json::Error) -> JsonError {
+pub(crate) fn json_error<T: DeserializeOwned>(body: &[u8], first: &serde_json::Error) -> JsonError {
     let mut de = serde_json::Deserializer::from_slice(body);
     match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Err(e) => JsonError::new(e.inner(), e.path().to_string()),
@@ -399,11 +399,14 @@ pub struct SubmittedCard {
     pub se_number: Option<String>,
 }
 
+// A server reads what clients send strictly: the card fields are strings (a number or a
+// `null` is refused, naming the card and the field), so that a client finds out from the
+// emulator rather than from production. Unknown fields are skipped.
 crate::lenient::lenient_object!(SubmittedCard, "a card object", |map, c| {
-    "id" => c.id = text(&mut map)?,
-    "card" => c.card = text(&mut map)?.map(ReturnedCard::new),
-    "exp" => c.exp = text(&mut map)?,
-    "se_number" | "se" => c.se_number = text(&mut map)?,
+    "id" => c.id = Some(map.next_value()?),
+    "card" => c.card = Some(ReturnedCard::new(map.next_value::<String>()?)),
+    "exp" => c.exp = Some(map.next_value()?),
+    "se_number" | "se" => c.se_number = Some(map.next_value()?),
 });
 
 struct CardsBody(Vec<SubmittedCard>);
@@ -434,12 +437,19 @@ impl<'de> Deserialize<'de> for CardsBody {
 }
 
 /// Reads the cards of a `POST /v2/batch`, `POST /v2/subscribe` or `DELETE /v2/subscribe`
-/// request body, server side. Only the shape is checked: card-level validation is the server's
-/// business.
+/// request body, server side (see [`crate::server`]). Only the shape is checked: an object
+/// with a `cards` list of objects whose `id`, `card`, `exp` and `se_number` (or `se`), when
+/// present, are strings. Card-level validation is the server's business.
 ///
 /// # Errors
 ///
-/// A [`JsonError`] when the body is not JSON or has no `cards` list of objects.
+/// A [`JsonError`] when the body is not JSON, has no `cards` list of objects, or a card field
+/// is not a string; its path names the card and the field (`cards[3].id`).
+///
+/// ```
+/// let err = cardsync_proto::decode_cards_body(br#"{"cards":[{"id":7}]}"#).unwrap_err();
+/// assert_eq!(err.path, "cards[0].id");
+/// ```
 ///
 /// ```
 /// let cards = cardsync_proto::decode_cards_body(

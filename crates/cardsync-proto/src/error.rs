@@ -135,6 +135,10 @@ impl JsonError {
         let msg = msg.split(" at line ").next().unwrap_or("");
         let detail = if msg.starts_with("missing field") || msg.starts_with("duplicate field") {
             Some(msg.to_owned())
+        } else if msg.starts_with("unknown field") {
+            // "unknown field `x`, expected one of …": the name is a key of the body (masked
+            // below, like the path); the list of expected fields is ours but long.
+            Some(msg.split(", expected").next().unwrap_or(msg).to_owned())
         } else {
             msg.split_once(", expected ")
                 .map(|(_, expected)| format!("expected {expected}"))
@@ -169,6 +173,8 @@ impl fmt::Display for JsonError {
         Ok(())
     }
 }
+
+impl std::error::Error for JsonError {}
 
 /// A response that breaks the protocol although its JSON is fine.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -90,3 +90,45 @@ pub fn cards_body(data: &[u8]) {
         Err(e) => assert_no_digit_runs(&format!("{e} {e:?}")),
     }
 }
+
+/// Decodes arbitrary bytes as one of the answers or a webhook (picked by the first byte, with
+/// the spelling), and when that succeeds, encodes the value with [`crate::server`] and decodes
+/// it again: the second decode must give the same value (`decode(encode(x)) == x` for every
+/// `x` the client side can produce).
+pub fn roundtrip(data: &[u8]) {
+    use crate::server::{self, Spelling};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let spelling = if first & 0x80 == 0 {
+        Spelling::Universal
+    } else {
+        Spelling::Amex
+    };
+    let answer = |bytes: &[u8]| server::respond(http::StatusCode::OK, bytes.to_vec());
+    macro_rules! check {
+        ($endpoint:ty, $encode:path) => {
+            if let Ok(value) = <$endpoint>::decode(&answer(body)) {
+                let again = <$endpoint>::decode(&answer(&$encode(&value, spelling)));
+                assert_eq!(again.as_ref(), Ok(&value));
+            }
+        };
+    }
+    match first & 0x7F {
+        0 => check!(crate::CreateBatch, server::batch_created),
+        1 => check!(crate::GetBatch, server::batch_info),
+        2 => check!(crate::GetBatchResults, server::results),
+        3 => check!(crate::GetSubscriptionResults, server::results),
+        4 => check!(crate::EnrollMerchant, server::merchant_enrolled),
+        5 => check!(crate::GetMerchant, server::merchant_status),
+        6 => check!(crate::Subscribe, server::ack),
+        _ => {
+            if let Ok(event) = decode_webhook(body) {
+                assert_eq!(
+                    decode_webhook(&server::webhook(&event, spelling)),
+                    Ok(event)
+                );
+            }
+        }
+    }
+}

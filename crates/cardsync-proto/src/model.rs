@@ -137,6 +137,16 @@ pub struct ReportedStats {
     pub other_counters: BTreeMap<String, u64>,
 }
 
+impl From<Stats> for ReportedStats {
+    /// The documented counters, with no others.
+    fn from(stats: Stats) -> ReportedStats {
+        ReportedStats {
+            stats,
+            other_counters: BTreeMap::new(),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for ReportedStats {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -257,6 +267,37 @@ pub struct ResultCard {
 }
 
 impl ResultCard {
+    /// A result row: the merchant's id for the card, the number returned, the expiry returned
+    /// (`MM/YY`) and the status; no SE number.
+    ///
+    /// ```
+    /// use cardsync_core::UpdateStatus;
+    /// use cardsync_proto::{ResultCard, ReturnedCard};
+    ///
+    /// let row = ResultCard::new("sub-1", ReturnedCard::new("4457010000000009"), "01/53", UpdateStatus::UpdatedExpiry);
+    /// assert_eq!(row.expiry().map(|e| e.year()), Some(2053));
+    /// ```
+    pub fn new(
+        id: impl Into<String>,
+        card: ReturnedCard,
+        exp: impl Into<String>,
+        status: UpdateStatus,
+    ) -> ResultCard {
+        ResultCard {
+            id: id.into(),
+            card,
+            exp: Some(exp.into()),
+            status: Some(status),
+            se_number: None,
+        }
+    }
+
+    /// The same row with an SE number (American Express results).
+    pub fn with_se_number(mut self, se_number: impl Into<String>) -> ResultCard {
+        self.se_number = Some(se_number.into());
+        self
+    }
+
     /// The returned expiry, parsed.
     pub fn expiry(&self) -> Option<Expiry> {
         self.exp.as_deref().and_then(|e| Expiry::parse(e).ok())
@@ -422,6 +463,26 @@ pub struct BatchCreated {
     pub updated_at: Option<String>,
 }
 
+impl BatchCreated {
+    /// A created batch, with no stats or timestamps yet: for a server or a test double to
+    /// answer with (see [`crate::server::batch_created`]).
+    ///
+    /// ```
+    /// use cardsync_proto::{BatchCreated, BatchState};
+    /// let created = BatchCreated::new("b1", BatchState::Pending);
+    /// assert_eq!(created.batch_id, "b1");
+    /// ```
+    pub fn new(batch_id: impl Into<String>, status: BatchState) -> BatchCreated {
+        BatchCreated {
+            batch_id: batch_id.into(),
+            status,
+            stats: ReportedStats::default(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
 /// A batch's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -436,6 +497,27 @@ pub struct BatchInfo {
     pub created_at: Option<String>,
     /// When it last changed.
     pub updated_at: Option<String>,
+}
+
+impl BatchInfo {
+    /// A batch's status, with no id, stats or timestamps yet: for a server or a test double
+    /// to answer with (see [`crate::server::batch_info`]).
+    ///
+    /// ```
+    /// use cardsync_proto::{BatchInfo, BatchState};
+    /// let mut info = BatchInfo::new(BatchState::Completed);
+    /// info.batch_id = Some("b1".into());
+    /// assert!(info.status.is_final());
+    /// ```
+    pub fn new(status: BatchState) -> BatchInfo {
+        BatchInfo {
+            batch_id: None,
+            status,
+            stats: ReportedStats::default(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
 }
 
 /// The results of a batch or of a subscription event.
@@ -457,6 +539,27 @@ pub struct Results {
     pub updated_at: Option<String>,
 }
 
+impl Results {
+    /// Results with no cards, stats or timestamps yet: for a server or a test double to
+    /// answer with (see [`crate::server::results`]).
+    ///
+    /// ```
+    /// use cardsync_proto::{BatchState, Results};
+    /// let results = Results::new(BatchState::Completed);
+    /// assert!(results.cards.is_empty());
+    /// ```
+    pub fn new(status: BatchState) -> Results {
+        Results {
+            batch_id: None,
+            status,
+            cards: Vec::new(),
+            stats: ReportedStats::default(),
+            created_at: None,
+            updated_at: None,
+        }
+    }
+}
+
 /// An enrolled merchant: its id and its own API key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -469,8 +572,27 @@ pub struct MerchantEnrolled {
     pub created_at: Option<String>,
 }
 
-/// A merchant's enrollment status.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl MerchantEnrolled {
+    /// An enrolled merchant, with no creation time: for a server or a test double to answer
+    /// with (see [`crate::server::merchant_enrolled`]).
+    ///
+    /// ```
+    /// use cardsync_proto::{MerchantEnrolled, MerchantKey};
+    /// let enrolled = MerchantEnrolled::new("m1", MerchantKey::new("api_1")?);
+    /// assert_eq!(format!("{enrolled:?}").contains("api_1"), false);
+    /// # Ok::<(), cardsync_proto::InvalidApiKey>(())
+    /// ```
+    pub fn new(merchant_id: impl Into<String>, api_key: crate::MerchantKey) -> MerchantEnrolled {
+        MerchantEnrolled {
+            merchant_id: merchant_id.into(),
+            api_key,
+            created_at: None,
+        }
+    }
+}
+
+/// A merchant's enrollment status. `Default` is a status with nothing in it, to fill in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MerchantStatus {
     /// The `status` word of the response.

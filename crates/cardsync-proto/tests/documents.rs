@@ -445,3 +445,118 @@ fn openapi_describes_every_endpoint() {
         assert!(spec.contains(&format!("\n  {name}:\n")), "webhook {name}");
     }
 }
+
+/// The JSON text with the whitespace between tokens removed (strings kept as they are).
+fn minified(bytes: &[u8]) -> String {
+    let text = std::str::from_utf8(bytes).unwrap();
+    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The server side writes the documents' examples back byte for byte: same keys, same order,
+/// same values, in the spelling of the document they come from.
+#[test]
+fn the_server_side_reproduces_the_documents_examples() {
+    use cardsync_proto::server::{self, Spelling};
+    let u = Spelling::Universal;
+    let a = Spelling::Amex;
+    let answers: [(&str, Vec<u8>); 7] = [
+        (
+            "universal/batch_results_response.json",
+            server::results(
+                &GetBatchResults::decode(&ok_response("universal/batch_results_response.json"))
+                    .unwrap(),
+                u,
+            ),
+        ),
+        (
+            "universal/batch_status_response.json",
+            server::batch_info(
+                &GetBatch::decode(&ok_response("universal/batch_status_response.json")).unwrap(),
+                u,
+            ),
+        ),
+        (
+            "universal/merchant_enroll_response.json",
+            server::merchant_enrolled(
+                &EnrollMerchant::decode(&ok_response("universal/merchant_enroll_response.json"))
+                    .unwrap(),
+                u,
+            ),
+        ),
+        (
+            "universal/generic_response.json",
+            server::ack(
+                &Subscribe::decode(&ok_response("universal/generic_response.json")).unwrap(),
+                u,
+            ),
+        ),
+        (
+            "amex/subscription_results_response.json",
+            server::results(
+                &GetSubscriptionResults::decode(&ok_response(
+                    "amex/subscription_results_response.json",
+                ))
+                .unwrap(),
+                a,
+            ),
+        ),
+        (
+            "amex/generic_response.json",
+            server::ack(
+                &Subscribe::decode(&ok_response("amex/generic_response.json")).unwrap(),
+                a,
+            ),
+        ),
+        (
+            "universal/webhook_batch_error.json",
+            server::webhook(
+                &decode_webhook(&data("universal/webhook_batch_error.json")).unwrap(),
+                u,
+            ),
+        ),
+    ];
+    for (path, encoded) in answers {
+        assert_eq!(
+            String::from_utf8(encoded).unwrap(),
+            minified(&data(path)),
+            "{path}"
+        );
+    }
+    let enrollment = decode_webhook(&data("universal/webhook_enrollment_complete.json")).unwrap();
+    assert_eq!(
+        String::from_utf8(server::webhook(&enrollment, u)).unwrap(),
+        minified(&data("universal/webhook_enrollment_complete.json"))
+    );
+    // The examples that repeat the closed counter are the Amex spelling's layout, with the
+    // Universal document's numeric `trigger_id` and `message`.
+    for path in [
+        "universal/webhook_batch_available.json",
+        "amex/webhook_amex_update.json",
+    ] {
+        let event = decode_webhook(&data(path)).unwrap();
+        let trigger = event.trigger().unwrap().id();
+        let written = String::from_utf8(server::webhook(&event, a))
+            .unwrap()
+            .replace(
+                &format!("\"trigger_id\":\"{trigger}\""),
+                &format!("\"trigger_id\":{trigger}"),
+            )
+            .replace("\"msg\":", "\"message\":");
+        assert_eq!(written, minified(&data(path)), "{path}");
+    }
+}

@@ -12,14 +12,16 @@ use std::time::{Duration, SystemTime};
 
 use cardsync_core::{
     Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
-    redact_digit_runs, test_card,
+    test_card,
 };
-use cardsync_proto::server::{self, Spelling, StatsBody};
-use cardsync_proto::{MerchantEnrollment, SubmittedCard, Trigger, decode_cards_body};
+use cardsync_proto::server::{self, Spelling};
+use cardsync_proto::{
+    Ack, AmexUpdate, BatchAvailable, BatchCreated, BatchError, BatchInfo, BatchState,
+    EnrollmentComplete, MerchantEnrolled, MerchantKey, MerchantStatus, ReportedStats, ResultCard,
+    Results, ReturnedCard, SubmittedCard, Trigger, WebhookEvent, decode_cards_body,
+};
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use serde::ser::Serializer;
-use serde_json::{Value, json};
 
 /// How long results stay available after completion (or after the webhook).
 pub const RESULTS_KEPT_FOR: Duration = Duration::from_secs(10 * 24 * 3600);
@@ -87,33 +89,6 @@ enum Caller {
     Merchant(String),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BatchState {
-    Pending,
-    Completed,
-    Error,
-}
-
-impl BatchState {
-    fn as_str(self) -> &'static str {
-        match self {
-            BatchState::Pending => "pending",
-            BatchState::Completed => "completed",
-            BatchState::Error => "error",
-        }
-    }
-}
-
-/// One result row. Only cards with a result have one: the documented test cards.
-#[derive(Clone)]
-struct Row {
-    id: String,
-    card: String,
-    exp: String,
-    status: UpdateStatus,
-    se_number: Option<String>,
-}
-
 #[derive(Debug)]
 struct Batch {
     /// 1-based order of creation.
@@ -121,11 +96,11 @@ struct Batch {
     merchant_id: String,
     created_at: Duration,
     completes_at: Duration,
-    state: BatchState,
     validated: bool,
     errors: usize,
-    rows: Vec<Row>,
-    stats: Stats,
+    /// What `GET /v2/batch/results` answers once the batch is complete: the batch's id, state,
+    /// result rows (only cards with a result: the documented test cards), stats and times.
+    results: Results,
     card_stats: [u64; 4],
     event_id: String,
     completed_at: Option<Duration>,
@@ -143,8 +118,8 @@ struct Merchant {
 #[derive(Debug)]
 struct AmexEvent {
     merchant_id: String,
-    rows: Vec<Row>,
-    stats: Stats,
+    /// What `GET /v2/subscription/results` answers.
+    results: Results,
     fired_at: Duration,
 }
 
@@ -153,6 +128,25 @@ struct PendingAmex {
     due: Duration,
     /// (card, se_number, id, exp) as subscribed.
     pairs: Vec<(String, String, String, String)>,
+}
+
+/// What one endpoint received, as `GET /_sandbox/counters` reports it.
+///
+/// ```
+/// let counts = cardsync_sandbox::EndpointCounts::default();
+/// assert_eq!(counts.repeats, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub struct EndpointCounts {
+    /// Requests.
+    pub requests: u64,
+    /// Cards in them.
+    pub cards: u64,
+    /// Distinct cards (with their SE numbers) among them.
+    pub distinct_cards: u64,
+    /// Cards received again: `cards - distinct_cards`.
+    pub repeats: u64,
 }
 
 /// Counts of what one endpoint received.
@@ -199,18 +193,6 @@ impl fmt::Debug for Settings {
     }
 }
 
-impl fmt::Debug for Row {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Row")
-            .field("id", &redact_digit_runs(&self.id))
-            .field("card", &mask_card_text(&self.card))
-            .field("exp", &self.exp)
-            .field("status", &self.status)
-            .field("se_number", &self.se_number)
-            .finish()
-    }
-}
-
 impl fmt::Debug for Merchant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Merchant")
@@ -246,13 +228,6 @@ impl fmt::Debug for Emulator {
             .field("amex_events", &self.amex_events.len())
             .field("outbox", &self.outbox.len())
             .finish_non_exhaustive()
-    }
-}
-
-fn status_word(status: &UpdateStatus, quirks: bool) -> &str {
-    match status {
-        UpdateStatus::Closed if quirks => "contact_closed",
-        other => other.as_str(),
     }
 }
 
@@ -401,42 +376,22 @@ impl Emulator {
         }
     }
 
-    fn message_key(&self) -> &'static str {
-        self.spelling().message_key()
+    /// A success answer with a body from [`cardsync_proto::server`].
+    fn answer(&self, body: Vec<u8>) -> Answer {
+        server::respond(StatusCode::OK, body)
     }
 
-    fn respond(&self, status: StatusCode, body: Vec<u8>) -> Answer {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json; charset=utf-8")
-            .body(body)
-            .expect("a valid response")
+    /// `{"status":"success","message":"success"}`: what [`Ack`] reads.
+    fn ok(&self) -> Answer {
+        let mut ack = Ack::default();
+        ack.status = Some("success".to_owned());
+        ack.message = Some("success".to_owned());
+        self.answer(server::ack(&ack, self.spelling()))
     }
 
-    /// A success answer, in the proto's own envelope ([`cardsync_proto::server::success`]).
-    fn ok_with(&self, data: Option<&impl Serialize>) -> Answer {
-        self.respond(StatusCode::OK, server::success(data, self.spelling()))
-    }
-
-    fn ok(&self, data: Option<Value>) -> Answer {
-        self.ok_with(data.as_ref())
-    }
-
-    /// An error answer, in the proto's own envelope ([`cardsync_proto::server::failure`]).
+    /// An error answer, in the proto's envelope ([`cardsync_proto::server::failure`]).
     fn error(&self, status: StatusCode, message: impl Into<String>) -> Answer {
-        self.respond(status, server::failure(&message.into(), self.spelling()))
-    }
-
-    /// The stats object, written by the proto ([`cardsync_proto::server::StatsBody`]).
-    fn stats_json(&self, s: &Stats) -> Value {
-        serde_json::to_value(StatsBody::new(s, self.spelling())).unwrap_or_default()
-    }
-
-    fn rows_json<'a>(&self, rows: &'a [Row]) -> RowsJson<'a> {
-        RowsJson {
-            rows,
-            quirks: self.settings.quirks,
-        }
+        server::respond(status, server::failure(&message.into(), self.spelling()))
     }
 
     fn count(&mut self, endpoint: &'static str, cards: &[SubmittedCard]) {
@@ -468,10 +423,7 @@ impl Emulator {
     }
 
     fn query(request: &Request<Vec<u8>>, name: &str) -> Option<String> {
-        request.uri().query()?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| percent_decode(v))
-        })
+        server::query_value(request.uri(), name)
     }
 
     /// Answers one request at emulator time `now`.
@@ -560,68 +512,29 @@ impl Emulator {
     }
 
     fn set_webhooks(&mut self, caller: &Caller, body: &[u8]) -> Answer {
-        let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-            return self.error(StatusCode::BAD_REQUEST, "the body must be a JSON object");
-        };
-        let mut pairs = Vec::new();
-        if let Some(list) = map.get("webhooks") {
-            let Some(list) = list.as_array().filter(|l| !l.is_empty()) else {
-                return self.error(StatusCode::BAD_REQUEST, "webhooks must be a non-empty list");
-            };
-            for item in list {
-                match parse_registration(item) {
-                    Ok(pair) => pairs.push(pair),
-                    Err(e) => return self.error(StatusCode::BAD_REQUEST, e),
-                }
+        match server::decode_webhooks_body(body) {
+            Ok(pairs) => {
+                self.webhook_table(caller).extend(pairs);
+                self.ok()
             }
-        } else {
-            let flat = [
-                ("batch_completion_webhook", Trigger::BatchAvailable),
-                ("merchant_enrollment_webhook", Trigger::EnrollmentComplete),
-                ("batch_error_webhook", Trigger::BatchError),
-                ("amex_update_webhook", Trigger::AmexUpdate),
-            ];
-            for (key, value) in &map {
-                let Some((_, trigger)) = flat.iter().find(|(k, _)| k == key) else {
-                    return self.error(StatusCode::BAD_REQUEST, format!("unknown field {key}"));
-                };
-                match value.as_str().filter(|u| !u.is_empty()) {
-                    Some(url) => pairs.push((*trigger, url.to_owned())),
-                    None => {
-                        return self.error(StatusCode::BAD_REQUEST, format!("{key} must be a URL"));
-                    }
-                }
-            }
-            if pairs.is_empty() {
-                return self.error(StatusCode::BAD_REQUEST, "no webhooks given");
-            }
+            Err(e) => self.error(StatusCode::BAD_REQUEST, e.to_string()),
         }
-        let table = self.webhook_table(caller);
-        for (trigger, url) in pairs {
-            table.insert(trigger, url);
-        }
-        self.ok(None)
     }
 
     fn set_amex_webhook(&mut self, caller: &Caller, body: &[u8]) -> Answer {
-        let item = serde_json::from_slice::<Value>(body).unwrap_or(Value::Null);
-        match parse_registration(&item) {
+        match server::decode_webhook_body(body) {
             Ok((trigger, url)) => {
                 self.webhook_table(caller).insert(trigger, url);
-                self.ok(None)
+                self.ok()
             }
-            Err(e) => self.error(StatusCode::BAD_REQUEST, e),
+            Err(e) => self.error(StatusCode::BAD_REQUEST, e.to_string()),
         }
     }
 
     fn enroll(&mut self, body: &[u8], now: Duration) -> Answer {
-        let merchant: MerchantEnrollment = match serde_json::from_slice(body) {
+        let merchant = match server::decode_merchant_enrollment(body) {
             Ok(m) => m,
-            Err(e) => {
-                let msg = e.to_string();
-                let msg = msg.split(" at line").next().unwrap_or("");
-                return self.error(StatusCode::BAD_REQUEST, format!("invalid merchant: {msg}"));
-            }
+            Err(e) => return self.error(StatusCode::BAD_REQUEST, format!("invalid merchant: {e}")),
         };
         if merchant.legal_business_name.is_empty()
             || merchant.name.is_empty()
@@ -658,10 +571,13 @@ impl Emulator {
         }
         let id = self.new_id("m");
         let key = format!("api_{}", self.new_id(""));
+        let Ok(api_key) = MerchantKey::new(&key) else {
+            unreachable!("api_ and hexadecimal digits are visible ASCII");
+        };
         self.merchants.insert(
             id.clone(),
             Merchant {
-                key: key.clone(),
+                key,
                 legal_business_name: merchant.legal_business_name,
                 username: merchant.user.username,
                 completes_at: now + self.settings.complete_after,
@@ -669,10 +585,9 @@ impl Emulator {
                 webhooks: HashMap::new(),
             },
         );
-        let created = self.timestamp(now);
-        self.ok(Some(
-            json!({"merchant_id": id, "api_key": key, "created_at": created}),
-        ))
+        let mut enrolled = MerchantEnrolled::new(id, api_key);
+        enrolled.created_at = Some(self.timestamp(now));
+        self.answer(server::merchant_enrolled(&enrolled, self.spelling()))
     }
 
     fn merchant_status(&mut self, request: &Request<Vec<u8>>) -> Answer {
@@ -681,39 +596,19 @@ impl Emulator {
         };
         match self.merchants.get(&id) {
             Some(m) => {
-                let state = if m.completed { "completed" } else { "pending" };
-                self.ok(Some(json!({"merchant_id": id, "status": state})))
+                let mut status = MerchantStatus::default();
+                status.status = Some("success".to_owned());
+                status.message = Some("success".to_owned());
+                status.enrollment =
+                    Some(if m.completed { "completed" } else { "pending" }.to_owned());
+                status.merchant_id = Some(id);
+                self.answer(server::merchant_status(&status, self.spelling()))
             }
             None => self.error(StatusCode::NOT_FOUND, format!("no merchant {id}")),
         }
     }
 
     fn cards_body(body: &[u8]) -> Result<Vec<SubmittedCard>, Refusal> {
-        // The client library reads leniently; the emulator, like a strict server, refuses card
-        // fields that are not strings, so that clients find out before production does.
-        // The common case, a well-formed body, is checked without building a JSON tree; only a
-        // body that fails the quick check is walked again to say which card is wrong.
-        if !strict::fields_are_strings(body)
-            && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body)
-            && let Some(Value::Array(cards)) = map.get("cards")
-        {
-            for (i, card) in cards.iter().enumerate() {
-                let Value::Object(fields) = card else {
-                    return Err(Refusal::new(
-                        StatusCode::BAD_REQUEST,
-                        format!("cards[{i}] is not an object"),
-                    ));
-                };
-                for name in ["id", "card", "exp", "se_number", "se"] {
-                    if fields.get(name).is_some_and(|v| !v.is_string()) {
-                        return Err(Refusal::new(
-                            StatusCode::BAD_REQUEST,
-                            format!("cards[{i}].{name} must be a string"),
-                        ));
-                    }
-                }
-            }
-        }
         let cards = decode_cards_body(body).map_err(|e| {
             Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -741,24 +636,27 @@ impl Emulator {
             Err(Refusal(status, message)) => return self.error(status, message),
         };
         self.count("POST /v2/batch", &cards);
+        let id = self.new_id("b");
+        let mut results = Results::new(BatchState::Pending);
+        results.batch_id = Some(id.clone());
+        results.created_at = Some(self.timestamp(now));
+        results.stats.stats.number_submitted = cards.len() as u64;
         let mut batch = Batch {
             merchant_id: merchant.to_owned(),
             created_at: now,
             completes_at: now + self.settings.complete_after,
-            state: BatchState::Pending,
             validated: false,
             errors: 0,
             number: {
                 self.batches_created += 1;
                 self.batches_created
             },
-            rows: Vec::new(),
-            stats: Stats::default(),
+            results,
             card_stats: [0; 4],
             event_id: self.new_uuid(),
             completed_at: None,
         };
-        batch.stats.number_submitted = cards.len() as u64;
+        let (rows, stats) = (&mut batch.results.cards, &mut batch.results.stats.stats);
         for c in &cards {
             let id = c.id.as_deref().unwrap_or("");
             let pan = c.card.as_ref().and_then(|c| Pan::parse(c.expose()).ok());
@@ -778,35 +676,23 @@ impl Emulator {
             let digits = pan.expose();
             match test_card(digits.as_str()) {
                 Some(tc) => {
-                    batch.stats.record(&tc.result);
-                    batch
-                        .rows
-                        .push(result_row(id, digits.as_str(), exp, &tc.result, None));
+                    stats.record(&tc.result);
+                    rows.push(result_row(id, digits.as_str(), exp, tc.result.clone()));
                 }
                 None => {
-                    batch.stats.no_change += 1;
+                    stats.no_change += 1;
                     if self.settings.report_unchanged {
-                        batch.rows.push(result_row(
-                            id,
-                            digits.as_str(),
-                            exp,
-                            &UpdateStatus::NoChange,
-                            None,
-                        ));
+                        rows.push(result_row(id, digits.as_str(), exp, UpdateStatus::NoChange));
                     }
                 }
             }
         }
-        let id = self.new_id("b");
-        let data = json!({
-            "batch_id": id,
-            "status": "pending",
-            "stats": self.stats_json(&submitted_only(batch.stats.number_submitted)),
-            "created_at": self.timestamp(now),
-            "updated_at": self.timestamp(now),
-        });
+        let mut created = BatchCreated::new(id.clone(), BatchState::Pending);
+        created.stats = submitted_only(batch.results.stats.stats.number_submitted);
+        created.created_at = batch.results.created_at.clone();
+        created.updated_at = batch.results.created_at.clone();
         self.batches.insert(id, batch);
-        self.ok(Some(data))
+        self.answer(server::batch_created(&created, self.spelling()))
     }
 
     fn find_batch(
@@ -834,20 +720,17 @@ impl Emulator {
             Ok(found) => found,
             Err(Refusal(status, message)) => return self.error(status, message),
         };
-        let stats = if b.state == BatchState::Completed {
-            b.stats
+        let r = &b.results;
+        let mut info = BatchInfo::new(r.status.clone());
+        info.batch_id = Some(id);
+        info.stats = if r.status == BatchState::Completed {
+            r.stats.clone()
         } else {
-            submitted_only(b.stats.number_submitted)
+            submitted_only(r.stats.stats.number_submitted)
         };
-        let updated = b.completed_at.unwrap_or(b.created_at);
-        let data = json!({
-            "batch_id": id,
-            "status": b.state.as_str(),
-            "stats": self.stats_json(&stats),
-            "created_at": self.timestamp(b.created_at),
-            "updated_at": self.timestamp(updated),
-        });
-        self.ok(Some(data))
+        info.created_at = r.created_at.clone();
+        info.updated_at = Some(self.timestamp(b.completed_at.unwrap_or(b.created_at)));
+        self.answer(server::batch_info(&info, self.spelling()))
     }
 
     fn batch_results(&mut self, merchant: &str, request: &Request<Vec<u8>>) -> Answer {
@@ -856,18 +739,15 @@ impl Emulator {
             Err(Refusal(status, message)) => return self.error(status, message),
         };
         if let Some(event) = Self::query(request, "event_id")
-            && (event != b.event_id || b.state != BatchState::Completed)
+            && (event != b.event_id || b.results.status != BatchState::Completed)
         {
             return self.error(
                 StatusCode::NOT_FOUND,
                 format!("batch {id} has no event {event}"),
             );
         }
-        match b.state {
+        match b.results.status {
             BatchState::Completed => {}
-            BatchState::Pending => {
-                return self.error(StatusCode::CONFLICT, format!("batch {id} is not complete yet; wait for the batch-available webhook or poll GET /v2/batch"));
-            }
             BatchState::Error => {
                 return self.error(
                     StatusCode::CONFLICT,
@@ -877,16 +757,11 @@ impl Emulator {
                     ),
                 );
             }
+            _ => {
+                return self.error(StatusCode::CONFLICT, format!("batch {id} is not complete yet; wait for the batch-available webhook or poll GET /v2/batch"));
+            }
         }
-        let data = ResultsData {
-            batch_id: Some(&id),
-            cards: self.rows_json(&b.rows),
-            created_at: self.timestamp(b.created_at),
-            stats: self.stats_json(&b.stats),
-            status: "completed",
-            updated_at: self.timestamp(b.completed_at.unwrap_or(b.created_at)),
-        };
-        self.ok_with(Some(&data))
+        self.answer(server::results(&b.results, self.spelling()))
     }
 
     /// Validates a subscription body: every card an American Express number with an SE number,
@@ -960,7 +835,7 @@ impl Emulator {
                 pairs: updates,
             });
         }
-        self.ok(None)
+        self.ok()
     }
 
     fn unsubscribe(&mut self, merchant: &str, body: &[u8]) -> Answer {
@@ -974,7 +849,7 @@ impl Emulator {
         for (card, se, _, _) in pairs {
             self.subscriptions.remove(&(merchant.to_owned(), card, se));
         }
-        self.ok(None)
+        self.ok()
     }
 
     fn subscription_results(&mut self, merchant: &str, request: &Request<Vec<u8>>) -> Answer {
@@ -983,15 +858,7 @@ impl Emulator {
         };
         match self.amex_events.get(&event_id) {
             Some(e) if e.merchant_id == merchant => {
-                let data = ResultsData {
-                    batch_id: None,
-                    cards: self.rows_json(&e.rows),
-                    created_at: self.timestamp(e.fired_at),
-                    stats: self.stats_json(&e.stats),
-                    status: "completed",
-                    updated_at: self.timestamp(e.fired_at),
-                };
-                self.ok_with(Some(&data))
+                self.answer(server::results(&e.results, self.spelling()))
             }
             _ => self.error(
                 StatusCode::NOT_FOUND,
@@ -1009,52 +876,18 @@ impl Emulator {
             .cloned()
     }
 
-    fn trigger_json(&self, trigger: Trigger) -> String {
-        if self.settings.quirks {
-            format!("\"{}\"", trigger.id())
-        } else {
-            trigger.id().to_string()
-        }
-    }
-
-    /// Webhook stats. With quirks, the `closed` counter is written twice, zero first, as the
-    /// documents' examples do (with `contact_closed` for American Express updates).
-    fn webhook_stats(&self, s: &Stats, trigger: Trigger) -> String {
-        let mut out = format!(
-            "{{\"updated_expiry\":{},\"updated_card\":{},\"no_change\":{},\"no_match\":{},\"valid\":{},\"contact\":{},",
-            s.updated_expiry, s.updated_card, s.no_change, s.no_match, s.valid, s.contact
-        );
-        if self.settings.quirks {
-            let second = if trigger == Trigger::AmexUpdate {
-                "contact_closed"
-            } else {
-                "closed"
-            };
-            out.push_str(&format!(
-                "\"closed\":0,\"number_submitted\":{},\"{second}\":{}}}",
-                s.number_submitted, s.closed
-            ));
-        } else {
-            out.push_str(&format!(
-                "\"closed\":{},\"number_submitted\":{}}}",
-                s.closed, s.number_submitted
-            ));
-        }
-        out
-    }
-
     fn queue(
         &mut self,
         merchant: Option<&str>,
         trigger: Trigger,
         event_id: Option<String>,
-        body: impl FnOnce(&Self, &str) -> String,
+        event: impl FnOnce(String) -> WebhookEvent,
     ) {
         let Some(url) = self.webhook_url(merchant, trigger) else {
             return;
         };
         let delivery_id = self.new_uuid();
-        let body = body(self, &delivery_id).into_bytes();
+        let body = server::webhook(&event(delivery_id.clone()), self.spelling());
         self.outbox.push_back(Outgoing {
             delivery_id,
             url,
@@ -1068,7 +901,6 @@ impl Emulator {
     /// enrollments, fires American Express updates, purges results older than ten days, and
     /// queues the webhooks all that fires.
     pub fn tick(&mut self, now: Duration) {
-        let msg = self.message_key();
         // Enrollments.
         let done: Vec<String> = self
             .merchants
@@ -1077,9 +909,15 @@ impl Emulator {
             .map(|(id, _)| id.clone())
             .collect();
         for id in done {
-            self.merchants.get_mut(&id).expect("listed").completed = true;
-            self.queue(None, Trigger::EnrollmentComplete, None, |_, _| {
-                json!({"status": "success", msg: "success", "merchant_id": id}).to_string()
+            if let Some(m) = self.merchants.get_mut(&id) {
+                m.completed = true;
+            }
+            self.queue(None, Trigger::EnrollmentComplete, None, |_| {
+                let mut event = EnrollmentComplete::default();
+                event.status = Some("success".to_owned());
+                event.message = Some("success".to_owned());
+                event.merchant_id = Some(id);
+                WebhookEvent::EnrollmentComplete(event)
             });
         }
         // Batches: validation happens on the first tick after creation, completion after the
@@ -1088,41 +926,65 @@ impl Emulator {
             .batches
             .iter()
             .filter(|(_, b)| {
-                b.state == BatchState::Pending && (!b.validated || b.completes_at <= now)
+                b.results.status == BatchState::Pending && (!b.validated || b.completes_at <= now)
             })
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort();
+        let (date, expires) = (self.timestamp(now), self.timestamp(now + RESULTS_KEPT_FOR));
         for id in ids {
-            let b = self.batches.get_mut(&id).expect("listed");
+            let Some(b) = self.batches.get_mut(&id) else {
+                continue;
+            };
             b.validated = true;
-            let (merchant, event_id, at) = (b.merchant_id.clone(), b.event_id.clone(), now);
+            let (merchant, event_id) = (b.merchant_id.clone(), b.event_id.clone());
             if b.errors > 0 {
-                b.state = BatchState::Error;
+                b.results.status = BatchState::Error;
                 b.completed_at = Some(now);
-                let errors = b.errors;
-                let trigger = self.trigger_json(Trigger::BatchError);
-                let date = self.timestamp(at);
-                self.queue(Some(&merchant), Trigger::BatchError, Some(event_id.clone()), |_, delivery| {
-                    format!(
-                        "{{\"batch_id\":{},\"id\":{},\"trigger_id\":{trigger},\"trigger_date\":{},\"event_id\":{},\"source\":\"Validation\",\"{msg}\":{},\"error_count\":{errors}}}",
-                        json!(id), json!(delivery), json!(date), json!(event_id),
-                        json!(format!("{errors} errors occurred during the batch validation process"))
-                    )
-                });
+                let mut event = BatchError::default();
+                event.batch_id = Some(id);
+                event.trigger_date = Some(date.clone());
+                event.event_id = Some(event_id.clone());
+                event.source = Some("Validation".to_owned());
+                event.message = Some(format!(
+                    "{} errors occurred during the batch validation process",
+                    b.errors
+                ));
+                event.error_count = b.errors as u64;
+                self.queue(
+                    Some(&merchant),
+                    Trigger::BatchError,
+                    Some(event_id),
+                    |delivery| {
+                        event.id = Some(delivery);
+                        WebhookEvent::BatchError(event)
+                    },
+                );
             } else if b.completes_at <= now {
-                b.state = BatchState::Completed;
+                b.results.status = BatchState::Completed;
+                b.results.updated_at = Some(date.clone());
                 b.completed_at = Some(now);
-                let (stats, cs) = (b.stats, b.card_stats);
-                let trigger = self.trigger_json(Trigger::BatchAvailable);
-                let (date, expires) = (self.timestamp(at), self.timestamp(at + RESULTS_KEPT_FOR));
-                let stats = self.webhook_stats(&stats, Trigger::BatchAvailable);
-                self.queue(Some(&merchant), Trigger::BatchAvailable, Some(event_id.clone()), |_, delivery| {
-                    format!(
-                        "{{\"batch_id\":{},\"card_stats\":{{\"visa\":{},\"mastercard\":{},\"discover\":{},\"american_express\":{}}},\"stats\":{stats},\"id\":{},\"trigger_id\":{trigger},\"trigger_date\":{},\"event_id\":{},\"{msg}\":\"\",\"expires\":{}}}",
-                        json!(id), cs[0], cs[1], cs[2], cs[3], json!(delivery), json!(date), json!(event_id), json!(expires)
-                    )
-                });
+                let mut event = BatchAvailable::default();
+                event.batch_id = Some(id);
+                let [visa, mastercard, discover, amex] = b.card_stats;
+                event.card_stats.visa = visa;
+                event.card_stats.mastercard = mastercard;
+                event.card_stats.discover = discover;
+                event.card_stats.american_express = amex;
+                event.stats = b.results.stats.clone();
+                event.trigger_date = Some(date.clone());
+                event.event_id = Some(event_id.clone());
+                event.message = Some(String::new());
+                event.expires = Some(expires.clone());
+                self.queue(
+                    Some(&merchant),
+                    Trigger::BatchAvailable,
+                    Some(event_id),
+                    |delivery| {
+                        event.id = Some(delivery);
+                        WebhookEvent::BatchAvailable(event)
+                    },
+                );
             }
         }
         // American Express updates for pairs still subscribed.
@@ -1132,8 +994,8 @@ impl Emulator {
                 .partition(|p| p.due <= now);
         self.pending_amex = later;
         for p in due {
-            let mut rows = Vec::new();
-            let mut stats = Stats::default();
+            let mut results = Results::new(BatchState::Completed);
+            let stats = &mut results.stats.stats;
             for (card, se, id, exp) in &p.pairs {
                 if !self
                     .subscriptions
@@ -1141,35 +1003,44 @@ impl Emulator {
                 {
                     continue;
                 }
-                let Some(tc) = test_card(card) else { continue };
-                let exp = Expiry::parse(exp).expect("validated on subscribe");
+                let (Some(tc), Ok(exp)) = (test_card(card), Expiry::parse(exp)) else {
+                    continue;
+                };
                 stats.number_submitted += 1;
                 stats.record(&tc.result);
-                rows.push(result_row(id, card, exp, &tc.result, Some(se.clone())));
+                results
+                    .cards
+                    .push(result_row(id, card, exp, tc.result.clone()).with_se_number(se.clone()));
             }
-            if rows.is_empty() {
+            if results.cards.is_empty() {
                 continue;
             }
+            results.created_at = Some(date.clone());
+            results.updated_at = Some(date.clone());
             let event_id = self.new_uuid();
-            let trigger = self.trigger_json(Trigger::AmexUpdate);
-            let (date, expires) = (self.timestamp(now), self.timestamp(now + RESULTS_KEPT_FOR));
-            let stats_json = self.webhook_stats(&stats, Trigger::AmexUpdate);
+            let mut event = AmexUpdate::default();
+            event.stats = results.stats.clone();
+            event.trigger_date = Some(date.clone());
+            event.event_id = Some(event_id.clone());
+            event.message = Some(String::new());
+            event.expires = Some(expires.clone());
             self.amex_events.insert(
                 event_id.clone(),
                 AmexEvent {
                     merchant_id: p.merchant_id.clone(),
-                    rows,
-                    stats,
+                    results,
                     fired_at: now,
                 },
             );
-            let ev = event_id.clone();
-            self.queue(Some(&p.merchant_id), Trigger::AmexUpdate, Some(event_id), |_, delivery| {
-                format!(
-                    "{{\"stats\":{stats_json},\"id\":{},\"trigger_id\":{trigger},\"trigger_date\":{},\"event_id\":{},\"{msg}\":\"\",\"expires\":{}}}",
-                    json!(delivery), json!(date), json!(ev), json!(expires)
-                )
-            });
+            self.queue(
+                Some(&p.merchant_id),
+                Trigger::AmexUpdate,
+                Some(event_id),
+                |delivery| {
+                    event.id = Some(delivery);
+                    WebhookEvent::AmexUpdate(event)
+                },
+            );
         }
         // Purge.
         self.batches
@@ -1191,297 +1062,39 @@ impl Emulator {
         ids.into_iter().map(|(_, id)| id.clone()).collect()
     }
 
-    /// The counters of cards received, per endpoint, as JSON: requests, cards, distinct cards,
+    /// What each endpoint received, by `METHOD /path`: requests, cards, distinct cards,
     /// repeats.
-    pub fn counters_json(&self) -> Value {
-        let mut out = serde_json::Map::new();
-        for (endpoint, c) in &self.counters {
-            out.insert(
-                (*endpoint).to_owned(),
-                json!({
-                    "requests": c.requests,
-                    "cards": c.cards,
-                    "distinct_cards": c.distinct.len(),
-                    "repeats": c.cards - c.distinct.len() as u64,
-                }),
-            );
-        }
-        Value::Object(out)
+    pub fn counters(&self) -> BTreeMap<String, EndpointCounts> {
+        self.counters
+            .iter()
+            .map(|(endpoint, c)| {
+                let distinct = c.distinct.len() as u64;
+                let counts = EndpointCounts {
+                    requests: c.requests,
+                    cards: c.cards,
+                    distinct_cards: distinct,
+                    repeats: c.cards - distinct,
+                };
+                ((*endpoint).to_owned(), counts)
+            })
+            .collect()
     }
 }
 
 /// Stats of a batch that has no results yet: only the number submitted.
-fn submitted_only(n: u64) -> Stats {
+fn submitted_only(n: u64) -> ReportedStats {
     let mut s = Stats::default();
     s.number_submitted = n;
-    s
+    ReportedStats::from(s)
 }
 
-/// The `data` of a results answer (batch or American Express event). Fields in sorted order,
-/// as a `serde_json::Value` object would print them.
-#[derive(Serialize)]
-struct ResultsData<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    batch_id: Option<&'a str>,
-    cards: RowsJson<'a>,
-    created_at: String,
-    stats: Value,
-    status: &'static str,
-    updated_at: String,
-}
-
-/// Result rows as a JSON array, serialized straight from the stored rows.
-struct RowsJson<'a> {
-    rows: &'a [Row],
-    quirks: bool,
-}
-
-impl Serialize for RowsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct RowJson<'a> {
-            card: &'a str,
-            exp: &'a str,
-            id: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            se_number: Option<&'a str>,
-            status: &'a str,
-        }
-        s.collect_seq(self.rows.iter().map(|r| RowJson {
-            card: &r.card,
-            exp: &r.exp,
-            id: &r.id,
-            se_number: r.se_number.as_deref(),
-            status: status_word(&r.status, self.quirks),
-        }))
-    }
-}
-
-fn result_row(id: &str, card: &str, exp: Expiry, status: &UpdateStatus, se: Option<String>) -> Row {
+/// The result row of a test card: a new number and expiry for `updated_card`, a new expiry for
+/// `updated_expiry`, the card as submitted otherwise.
+fn result_row(id: &str, card: &str, exp: Expiry, status: UpdateStatus) -> ResultCard {
     let (card, exp) = match status {
         UpdateStatus::UpdatedCard => (replacement_card(card), replacement_expiry(exp)),
         UpdateStatus::UpdatedExpiry => (card.to_owned(), replacement_expiry(exp)),
         _ => (card.to_owned(), exp),
     };
-    Row {
-        id: id.to_owned(),
-        card,
-        exp: exp.to_string(),
-        status: status.clone(),
-        se_number: se,
-    }
-}
-
-fn parse_registration(item: &Value) -> Result<(Trigger, String), String> {
-    let id = match item.get("trigger_id") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().parse().ok(),
-        _ => None,
-    };
-    let trigger = id
-        .and_then(|id| u32::try_from(id).ok())
-        .and_then(Trigger::from_id)
-        .ok_or_else(|| "trigger_id must be 20, 21, 22 or 23".to_owned())?;
-    let url = item
-        .get("url")
-        .and_then(Value::as_str)
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| "url must be a non-empty string".to_owned())?;
-    Ok((trigger, url.to_owned()))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The emulator's strict reading of card bodies, without building anything.
-mod strict {
-    use std::fmt;
-
-    use serde::Deserializer;
-    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-    /// The card fields that must be JSON strings when present.
-    const STRING_FIELDS: [&str; 5] = ["id", "card", "exp", "se_number", "se"];
-
-    /// True when `body` is an object whose `cards` is a list of objects in which every field of
-    /// [`STRING_FIELDS`] that is present is a string. False for anything else, including bodies
-    /// that are not JSON (the caller then looks closer).
-    pub(super) fn fields_are_strings(body: &[u8]) -> bool {
-        let mut de = serde_json::Deserializer::from_slice(body);
-        de.deserialize_map(Body).is_ok() && de.end().is_ok()
-    }
-
-    /// A map key, classified without allocating.
-    enum Key {
-        Cards,
-        StringField,
-        Other,
-    }
-
-    impl<'de> de::Deserialize<'de> for Key {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Key;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_str<E: de::Error>(self, k: &str) -> Result<Key, E> {
-                    Ok(if k == "cards" {
-                        Key::Cards
-                    } else if STRING_FIELDS.contains(&k) {
-                        Key::StringField
-                    } else {
-                        Key::Other
-                    })
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    /// Accepts a JSON string and nothing else.
-    struct Text;
-
-    impl<'de> de::Deserialize<'de> for Text {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text, D::Error> {
-            struct V;
-            impl Visitor<'_> for V {
-                type Value = Text;
-                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                    f.write_str("a string")
-                }
-                fn visit_str<E: de::Error>(self, _: &str) -> Result<Text, E> {
-                    Ok(Text)
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
-
-    struct Body;
-
-    impl<'de> Visitor<'de> for Body {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an object with a cards list")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let mut cards = false;
-            while let Some(key) = map.next_key::<Key>()? {
-                match key {
-                    Key::Cards => {
-                        map.next_value_seed(Cards)?;
-                        cards = true;
-                    }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            if cards {
-                Ok(())
-            } else {
-                Err(de::Error::missing_field("cards"))
-            }
-        }
-    }
-
-    struct Cards;
-
-    impl<'de> DeserializeSeed<'de> for Cards {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_seq(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Cards {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a list of cards")
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            while seq.next_element_seed(Card)?.is_some() {}
-            Ok(())
-        }
-    }
-
-    struct Card;
-
-    impl<'de> DeserializeSeed<'de> for Card {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Card {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a card object")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<Key>()? {
-                match key {
-                    Key::StringField => {
-                        map.next_value::<Text>()?;
-                    }
-                    _ => {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::fields_are_strings;
-
-        #[test]
-        fn only_string_card_fields_pass() {
-            assert!(fields_are_strings(
-                br#"{"cards":[{"id":"a","card":"4","exp":"01/50","x":1}],"y":[1]}"#
-            ));
-            assert!(fields_are_strings(br#"{"cards":[]}"#));
-            for bad in [
-                &br#"{"cards":[{"id":1}]}"#[..],
-                br#"{"cards":[{"card":null}]}"#,
-                br#"{"cards":[{"se":["1"]}]}"#,
-                br#"{"cards":[1]}"#,
-                br#"{"cards":{}}"#,
-                br#"{"other":[]}"#,
-                br#"{"cards":[]} x"#,
-                br#"[]"#,
-                b"",
-            ] {
-                assert!(!fields_are_strings(bad), "{}", String::from_utf8_lossy(bad));
-            }
-        }
-    }
+    ResultCard::new(id, ReturnedCard::new(card), exp.to_string(), status)
 }

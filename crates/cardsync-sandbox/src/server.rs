@@ -2,6 +2,7 @@
 //! along, webhook delivery with bounded retries and a delivery log, the control endpoints under
 //! `/_sandbox/`, and fault injection.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cardsync_hyper::server::{BodyError, ServeLimits, read_body};
+use cardsync_proto::server::{Spelling, failure};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
@@ -19,12 +21,12 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{Emulator, MAX_REQUEST_BODY, Outgoing, Settings};
+use crate::{Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, Settings};
 
 /// How long a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -248,9 +250,10 @@ impl Sandbox {
         self.shared.lock().emulator.batch_ids()
     }
 
-    /// Counters of the cards received per endpoint (what `GET /_sandbox/counters` answers).
-    pub fn counters(&self) -> Value {
-        self.shared.lock().emulator.counters_json()
+    /// What each endpoint received, by `METHOD /path` (what `GET /_sandbox/counters`
+    /// answers).
+    pub fn counters(&self) -> BTreeMap<String, EndpointCounts> {
+        self.shared.lock().emulator.counters()
     }
 
     /// Sets fault injection (what `POST /_sandbox/faults` does).
@@ -302,12 +305,19 @@ fn advance_clock(shared: &Arc<Shared>, by: Duration) {
     deliver(shared, out);
 }
 
-fn clock_json(shared: &Shared) -> Value {
+/// What `GET /_sandbox/clock` answers.
+#[derive(Serialize)]
+struct Clock {
+    now_ms: u64,
+    advanced_ms: u64,
+}
+
+fn clock(shared: &Shared) -> Clock {
     let inner = shared.lock();
-    json!({
-        "now_ms": inner.now().as_millis() as u64,
-        "advanced_ms": inner.advanced.as_millis() as u64,
-    })
+    Clock {
+        now_ms: inner.now().as_millis() as u64,
+        advanced_ms: inner.advanced.as_millis() as u64,
+    }
 }
 
 /// Starts delivering webhooks, each in its own task, logging every attempt.
@@ -417,11 +427,29 @@ fn full(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
         .expect("a valid response")
 }
 
-fn json_answer(status: StatusCode, value: &Value) -> Response<ResponseBody> {
-    full(
-        status,
-        serde_json::to_vec(value).expect("JSON values serialize"),
-    )
+fn json_answer<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
+    match serde_json::to_vec(value) {
+        Ok(body) => full(status, body),
+        Err(_) => failed(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the answer",
+            Spelling::Universal,
+        ),
+    }
+}
+
+/// An error answer in the API's envelope ([`cardsync_proto::server::failure`]).
+fn failed(status: StatusCode, message: &str, spelling: Spelling) -> Response<ResponseBody> {
+    full(status, failure(message, spelling))
+}
+
+/// The spelling the emulator answers in, for answers the server layer writes itself.
+fn spelling(shared: &Shared) -> Spelling {
+    if shared.lock().emulator.settings().quirks {
+        Spelling::Amex
+    } else {
+        Spelling::Universal
+    }
 }
 
 /// A body that sends its first half, then fails, so the connection drops mid-body.
@@ -452,15 +480,17 @@ async fn handle(
     let body = match read_body(body, MAX_REQUEST_BODY, BODY_TIMEOUT).await {
         Ok(body) => body.to_vec(),
         Err(BodyError::TooSlow) => {
-            return Ok(json_answer(
+            return Ok(failed(
                 StatusCode::REQUEST_TIMEOUT,
-                &json!({"status": "failed", "message": "the request body did not arrive in time"}),
+                "the request body did not arrive in time",
+                spelling(&shared),
             ));
         }
         Err(_) => {
-            return Ok(json_answer(
+            return Ok(failed(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                &json!({"status": "failed", "message": "the request body is too large or was cut off"}),
+                "the request body is too large or was cut off",
+                spelling(&shared),
             ));
         }
     };
@@ -525,10 +555,7 @@ async fn handle(
             );
             r
         } else {
-            json_answer(
-                status,
-                &json!({"status": "failed", "message": "injected fault"}),
-            )
+            failed(status, "injected fault", spelling(&shared))
         };
         if let Some(secs) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
             answer.headers_mut().insert("retry-after", secs.into());
@@ -571,40 +598,65 @@ async fn handle(
     ))
 }
 
+/// The body of `POST /_sandbox/clock/advance`.
+#[derive(Deserialize)]
+struct Advance {
+    seconds: f64,
+}
+
+/// `{"deliveries": […]}`.
+#[derive(Serialize)]
+struct DeliveriesAnswer<'a> {
+    deliveries: &'a [Delivery],
+}
+
+/// `{"endpoints": {…}}`.
+#[derive(Serialize)]
+struct CountersAnswer {
+    endpoints: BTreeMap<String, EndpointCounts>,
+}
+
+/// `{"faults": {…}}`.
+#[derive(Serialize)]
+struct FaultsAnswer<'a> {
+    faults: &'a Faults,
+}
+
 /// The control endpoints, documented in the crate docs.
 fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<ResponseBody> {
     let path = request.uri().path();
     let method = request.method();
+    let bad = |message: &str| failed(StatusCode::BAD_REQUEST, message, Spelling::Universal);
     match (method, path) {
-        (&Method::GET, "/_sandbox/clock") => json_answer(StatusCode::OK, &clock_json(shared)),
+        (&Method::GET, "/_sandbox/clock") => json_answer(StatusCode::OK, &clock(shared)),
         (&Method::POST, "/_sandbox/clock/advance") => {
-            let secs = serde_json::from_slice::<Value>(request.body())
+            let secs = serde_json::from_slice::<Advance>(request.body())
                 .ok()
-                .and_then(|v| v.get("seconds").and_then(Value::as_f64))
+                .map(|a| a.seconds)
                 .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9);
             let Some(secs) = secs else {
-                return json_answer(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"status": "failed", "message": "the body must be {\"seconds\": N} with N >= 0"}),
-                );
+                return bad("the body must be {\"seconds\": N} with N >= 0");
             };
             advance_clock(shared, Duration::from_secs_f64(secs));
-            json_answer(StatusCode::OK, &clock_json(shared))
+            json_answer(StatusCode::OK, &clock(shared))
         }
         (&Method::GET, "/_sandbox/deliveries") => {
             let inner = shared.lock();
-            json_answer(StatusCode::OK, &json!({"deliveries": inner.deliveries}))
+            let answer = DeliveriesAnswer {
+                deliveries: &inner.deliveries,
+            };
+            json_answer(StatusCode::OK, &answer)
         }
         (&Method::GET, "/_sandbox/counters") => {
-            let inner = shared.lock();
-            json_answer(
-                StatusCode::OK,
-                &json!({"endpoints": inner.emulator.counters_json()}),
-            )
+            let endpoints = shared.lock().emulator.counters();
+            json_answer(StatusCode::OK, &CountersAnswer { endpoints })
         }
         (&Method::GET, "/_sandbox/faults") => {
             let inner = shared.lock();
-            json_answer(StatusCode::OK, &json!({"faults": inner.faults}))
+            let answer = FaultsAnswer {
+                faults: &inner.faults,
+            };
+            json_answer(StatusCode::OK, &answer)
         }
         (&Method::POST, "/_sandbox/faults") => {
             match serde_json::from_slice::<Faults>(request.body()) {
@@ -615,25 +667,21 @@ fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<Respons
                     let mut inner = shared.lock();
                     inner.dice = f.seed;
                     inner.faults = f.clone();
-                    json_answer(StatusCode::OK, &json!({"faults": f}))
+                    json_answer(StatusCode::OK, &FaultsAnswer { faults: &f })
                 }
-                Ok(_) => json_answer(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"status": "failed", "message": "rates must be between 0 and 1"}),
-                ),
-                Err(e) => json_answer(
-                    StatusCode::BAD_REQUEST,
-                    &json!({"status": "failed", "message": format!("invalid faults: {e}")}),
-                ),
+                Ok(_) => bad("rates must be between 0 and 1"),
+                Err(e) => bad(&format!("invalid faults: {e}")),
             }
         }
         (&Method::DELETE, "/_sandbox/faults") => {
             shared.lock().faults = Faults::default();
-            json_answer(StatusCode::OK, &json!({"faults": Faults::default()}))
+            let faults = Faults::default();
+            json_answer(StatusCode::OK, &FaultsAnswer { faults: &faults })
         }
-        _ => json_answer(
+        _ => failed(
             StatusCode::NOT_FOUND,
-            &json!({"status": "failed", "message": format!("no control endpoint {method} {path}")}),
+            &format!("no control endpoint {method} {path}"),
+            Spelling::Universal,
         ),
     }
 }

@@ -506,13 +506,13 @@ fn results_are_purged_after_ten_days() {
 fn counters_show_cards_received_twice() {
     let mut h = Harness::new(false);
     h.send(&batch_of_test_cards()).unwrap();
-    let once = h.emu.counters_json();
-    assert_eq!(once["POST /v2/batch"]["repeats"], 0);
+    let once = h.emu.counters();
+    assert_eq!(once["POST /v2/batch"].repeats, 0);
     h.send(&batch_of_test_cards()).unwrap();
-    let twice = h.emu.counters_json();
-    assert_eq!(twice["POST /v2/batch"]["cards"], 32);
-    assert_eq!(twice["POST /v2/batch"]["distinct_cards"], 16);
-    assert_eq!(twice["POST /v2/batch"]["repeats"], 16);
+    let twice = h.emu.counters();
+    assert_eq!(twice["POST /v2/batch"].cards, 32);
+    assert_eq!(twice["POST /v2/batch"].distinct_cards, 16);
+    assert_eq!(twice["POST /v2/batch"].repeats, 16);
 }
 
 #[test]

@@ -62,11 +62,13 @@ impl Emulator {
         self.sandbox().base_url().to_owned()
     }
 
-    /// One of its card counters, such as ("POST /v2/batch", "repeats").
-    pub(crate) fn counter(&self, endpoint: &str, field: &str) -> u64 {
-        self.sandbox().counters()[endpoint][field]
-            .as_u64()
-            .unwrap_or(0)
+    /// What one endpoint received, such as "POST /v2/batch" (all zero before any request).
+    pub(crate) fn counts(&self, endpoint: &str) -> cardsync_sandbox::EndpointCounts {
+        self.sandbox()
+            .counters()
+            .get(endpoint)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
