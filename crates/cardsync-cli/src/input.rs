@@ -10,6 +10,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use cardsync_core::{AcceptedRow, CheckedRecord, Checker, Record};
+use cardsync_job::Format;
 
 use crate::error::CliError;
 
@@ -33,25 +34,6 @@ pub(crate) struct Unreadable {
     pub(crate) code: &'static str,
     /// What is wrong, for a person.
     pub(crate) message: String,
-}
-
-/// The format of an input file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Format {
-    Csv,
-    JsonLines,
-}
-
-impl Format {
-    /// JSON Lines for `.jsonl` and `.ndjson`, CSV otherwise.
-    pub(crate) fn of(path: &Path) -> Format {
-        match path.extension().and_then(|e| e.to_str()) {
-            Some(e) if e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson") => {
-                Format::JsonLines
-            }
-            _ => Format::Csv,
-        }
-    }
 }
 
 /// How many rows [`for_each_block`] hands over at once.
@@ -227,10 +209,10 @@ pub(crate) fn for_each_block(
     } else {
         Box::new(File::open(path).map_err(io_err)?)
     };
+    // One format enum for every file (cards in, results out): JSON Lines for `.jsonl` and
+    // `.ndjson`, CSV otherwise.
     match Format::of(path) {
-        // The CSV reader buffers on its own.
-        Format::Csv => read_csv(path, reader, ahead, &mut each),
-        Format::JsonLines => {
+        Format::Jsonl => {
             let reader = BufReader::with_capacity(1 << 16, reader);
             let mut next_row = ahead.first_row;
             let mut prepared = Prepared::default();
@@ -240,6 +222,8 @@ pub(crate) fn for_each_block(
                 each(&mut prepared)
             })
         }
+        // The CSV reader buffers on its own.
+        _ => read_csv(path, reader, ahead, &mut each),
     }
 }
 
