@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use cardsync_sandbox::{Sandbox, Settings};
+use cardsync_sandbox::{Faults, Sandbox, Settings};
 
 use crate::cli::OutputFormat;
 use crate::duration::parse_duration;
@@ -34,6 +34,10 @@ pub(crate) struct Args {
     /// The key of the pre-enrolled merchant.
     #[arg(long, value_name = "KEY", default_value = "sandbox_merchant_key")]
     merchant_key: String,
+    /// Answer every API request this much later, such as 100ms, as a distant server would
+    /// (the same as the `latency_ms` fault; the control endpoints answer at once).
+    #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
+    latency: Duration,
 }
 
 pub(crate) fn run(
@@ -70,6 +74,11 @@ pub(crate) fn run(
                 path: args.addr.to_string().into(),
                 source,
             })?;
+        if !args.latency.is_zero() {
+            let mut faults = Faults::default();
+            faults.latency_ms = u64::try_from(args.latency.as_millis()).unwrap_or(u64::MAX);
+            sandbox.set_faults(faults);
+        }
         let s = sandbox.settings();
         match format {
             OutputFormat::Json => {
@@ -91,6 +100,9 @@ pub(crate) fn run(
                     "  batches complete after {:?}; control endpoints under /_sandbox/",
                     s.complete_after
                 )?;
+                if !args.latency.is_zero() {
+                    writeln!(out, "  every answer delayed by {:?}", args.latency)?;
+                }
                 writeln!(out, "Press Ctrl-C to stop.")?;
             }
         }

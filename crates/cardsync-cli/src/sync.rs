@@ -89,8 +89,10 @@ pub(crate) struct Args {
     /// Cards per request, at most 10000.
     #[arg(long, value_name = "N", default_value_t = cardsync_core::MAX_CARDS_PER_REQUEST)]
     pub(crate) max_per_request: usize,
-    /// How many requests may be on their way to CardSync at once.
-    #[arg(long, value_name = "N", default_value_t = 1,
+    /// How many requests of each kind (batch POSTs, status checks, results fetches) may be on
+    /// their way to CardSync at once. 8 keeps a server 100 ms away busy without holding more
+    /// than 8 results bodies in memory.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONCURRENCY,
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub(crate) concurrency: u16,
     /// If another run holds the job, wait this long for it to finish (such as 30s, 10m)
@@ -130,7 +132,7 @@ impl Args {
             amex_wait: Duration::from_secs(60),
             poll_max: Duration::from_secs(60),
             max_per_request: cardsync_core::MAX_CARDS_PER_REQUEST,
-            concurrency: 1,
+            concurrency: DEFAULT_CONCURRENCY,
             wait_for_lock: None,
             lease: Duration::from_secs(30),
             resend_unconfirmed: false,
@@ -139,6 +141,9 @@ impl Args {
         }
     }
 }
+
+/// Requests of each kind on their way at once, unless `--concurrency` says otherwise.
+pub(crate) const DEFAULT_CONCURRENCY: u16 = 8;
 
 /// What `sync` tells the user at the end, and writes to `<stem>.summary.json`.
 #[derive(Debug, Default, Serialize)]
@@ -152,11 +157,23 @@ struct SyncSummary {
     results: u64,
     statuses: Vec<StatusCount>,
     unconfirmed: Vec<u64>,
+    /// What each unconfirmed request holds, to look it up at CardSync.
+    unconfirmed_requests: Vec<UnconfirmedRequest>,
     failed: Vec<(u64, String)>,
     results_file: Option<String>,
     changes_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// A request whose POST was interrupted, described so that it can be looked up: how many
+/// cards it holds and the merchant's ids of its first and last card (digit runs masked).
+#[derive(Debug, Serialize)]
+struct UnconfirmedRequest {
+    request: u64,
+    cards: usize,
+    first_id: Option<String>,
+    last_id: Option<String>,
 }
 
 /// How many results have one status.
@@ -572,7 +589,7 @@ async fn run_with_lease(
                 journal.path().display()
             );
         }
-        let summary = sync_summary(Summary::of(&snapshot), &files);
+        let summary = sync_summary(Summary::of(&snapshot), &files, journal);
         print_summary(&mut reporter, &summary)?;
         return Ok(exit_for(&summary));
     }
@@ -638,7 +655,10 @@ async fn run_with_lease(
         Err(e) => {
             // Say what was done and how to go on, then fail.
             if let Ok(snapshot) = journal.load() {
-                print_summary(&mut reporter, &sync_summary(Summary::of(&snapshot), &files))?;
+                print_summary(
+                    &mut reporter,
+                    &sync_summary(Summary::of(&snapshot), &files, journal),
+                )?;
             }
             eprintln!("error: {e}");
             eprintln!(
@@ -648,7 +668,7 @@ async fn run_with_lease(
             return Ok(Exit::Usage.into());
         }
     };
-    let summary = sync_summary(summary, &files);
+    let summary = sync_summary(summary, &files, journal);
     if summary.done {
         let path = summary_path(&args.out);
         files::write_json(&path, &summary).map_err(io_err(&path))?;
@@ -788,9 +808,31 @@ fn report_duplicates<W: Write>(
     Ok(())
 }
 
-fn sync_summary(summary: Summary, files: &(PathBuf, PathBuf)) -> SyncSummary {
+fn sync_summary(
+    summary: Summary,
+    files: &(PathBuf, PathBuf),
+    journal: &mut Journal,
+) -> SyncSummary {
     let done = summary.done;
+    let unconfirmed_requests = summary
+        .unconfirmed
+        .iter()
+        .map(|&seq| {
+            // A journal that cannot be read here still gives the request number.
+            let cards = journal.cards(seq).unwrap_or_default();
+            let id = |c: Option<&cardsync_job::StoredCard>| {
+                c.map(|c| cardsync_core::redact_digit_runs(&c.id).into_owned())
+            };
+            UnconfirmedRequest {
+                request: seq,
+                cards: cards.len(),
+                first_id: id(cards.first()),
+                last_id: id(cards.last()),
+            }
+        })
+        .collect();
     SyncSummary {
+        unconfirmed_requests,
         done,
         rows: summary.rows,
         invalid_rows: summary.invalid_rows,
@@ -857,10 +899,18 @@ fn print_summary<W: Write>(
                 )?;
                 writeln!(out, "what changed, per id: {changes}")?;
             }
-            for seq in &summary.unconfirmed {
+            for r in &summary.unconfirmed_requests {
+                let seq = r.request;
+                let ids = match (&r.first_id, &r.last_id) {
+                    (Some(first), Some(last)) if first != last => {
+                        format!(" ({} cards, ids {first} to {last})", r.cards)
+                    }
+                    (Some(first), _) => format!(" ({} card, id {first})", r.cards),
+                    _ => String::new(),
+                };
                 writeln!(
                     out,
-                    "\nrequest {seq} was being sent when a run stopped: CardSync may have \
+                    "\nrequest {seq}{ids} was being sent when a run stopped: CardSync may have \
                      created it, and a batch sent twice is billed twice. Find out whether it \
                      arrived (the CardSync dashboard, or a batch-available webhook for a \
                      batch id this job does not know), then run the same command with one of:\n  \

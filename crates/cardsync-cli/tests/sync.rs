@@ -98,12 +98,11 @@ fn summary(output: &Output) -> serde_json::Value {
         })
 }
 
-/// Resumes until the job is done, deciding about an interrupted POST the way a user would:
-/// by looking the batch up (here, in the emulator's list of batches as it was when the run
-/// was killed: batches go out in order, one at a time, so request N was received if the
-/// emulator then held N batches).
+/// Resumes until the job is done, deciding about each interrupted POST the way a user would:
+/// by looking the batch up at CardSync (here, in the emulator's list of batches, by the id of
+/// the request's first card, which the summary gives): adopted when it arrived, sent again
+/// when it did not. Several may be unconfirmed at once with `--concurrency` above 1.
 fn resume_to_end(emulator: &Emulator, cards: &Path, out: &Path) -> Vec<String> {
-    let ids = emulator.sandbox().batch_ids();
     let mut decisions = Vec::new();
     let mut extra: Vec<String> = Vec::new();
     for _ in 0..5 {
@@ -113,22 +112,41 @@ fn resume_to_end(emulator: &Emulator, cards: &Path, out: &Path) -> Vec<String> {
             assert_eq!(s["done"], true);
             return decisions;
         }
-        let unconfirmed = s["unconfirmed"].as_array().cloned().unwrap_or_default();
         assert_eq!(
             output.status.code(),
             Some(3),
             "stderr: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        assert_eq!(unconfirmed.len(), 1, "{s}");
-        let seq = unconfirmed[0].as_u64().expect("request number") as usize;
-        extra = if ids.len() >= seq {
-            decisions.push(format!("adopt {seq}"));
-            vec!["--adopt".to_owned(), format!("{seq}={}", ids[seq - 1])]
-        } else {
-            decisions.push(format!("resend {seq}"));
-            vec!["--resend-unconfirmed".to_owned()]
-        };
+        let unconfirmed = s["unconfirmed_requests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!unconfirmed.is_empty(), "{s}");
+        let batches = emulator.sandbox().batches();
+        extra.clear();
+        let mut resend = false;
+        for u in &unconfirmed {
+            let seq = u["request"].as_u64().expect("request number");
+            let first = u["first_id"].as_str().expect("first card id");
+            match batches
+                .iter()
+                .find(|b| b.first_card_id.as_deref() == Some(first))
+            {
+                Some(b) => {
+                    decisions.push(format!("adopt {seq}"));
+                    extra.push("--adopt".to_owned());
+                    extra.push(format!("{seq}={}", b.batch_id));
+                }
+                None => {
+                    decisions.push(format!("resend {seq}"));
+                    resend = true;
+                }
+            }
+        }
+        if resend {
+            extra.push("--resend-unconfirmed".to_owned());
+        }
     }
     panic!("the job did not finish in five runs");
 }
@@ -230,29 +248,50 @@ fn killed_at_each_point_and_resumed_every_card_is_sent_once() {
         ("renamed", 1, Some(None)),
         ("done", 1, Some(None)),
     ];
-    for (point, n, expected_decision) in points {
-        let dir = Dir::new(&format!("{point}{n}"));
-        let cards = write_cards(&dir.0);
-        let out = dir.0.join("results.csv");
-        let emulator = Emulator::start(instant);
-        let crashed =
-            run(sync_command(&emulator, &cards, &out)
+    // One request at a time, where each point has one expected decision; and three at a
+    // time, where several requests may be unconfirmed at once and each gets its own decision
+    // (the resumed runs use the default concurrency).
+    let mut most_decisions = 0;
+    for concurrency in ["1", "3"] {
+        for (point, n, expected_decision) in points {
+            let dir = Dir::new(&format!("{point}{n}-{concurrency}"));
+            let cards = write_cards(&dir.0);
+            let out = dir.0.join("results.csv");
+            let emulator = Emulator::start(instant);
+            let crashed = run(sync_command(&emulator, &cards, &out)
+                .args(["--concurrency", concurrency])
                 .env("CARDSYNC_CRASH_AT", format!("{point}:{n}")));
-        assert_eq!(
-            crashed.status.signal(),
-            Some(9),
-            "{point}:{n} should have been killed: {crashed:?}"
-        );
-        let decisions = resume_to_end(&emulator, &cards, &out);
-        if let Some(expected) = expected_decision {
             assert_eq!(
-                decisions.first().map(String::as_str),
-                expected,
-                "{point}:{n}"
+                crashed.status.signal(),
+                Some(9),
+                "{point}:{n} should have been killed: {crashed:?}"
             );
+            let decisions = resume_to_end(&emulator, &cards, &out);
+            most_decisions = most_decisions.max(decisions.len());
+            match (concurrency, expected_decision) {
+                ("1", Some(expected)) => assert_eq!(
+                    decisions.first().map(String::as_str),
+                    expected,
+                    "{point}:{n}"
+                ),
+                // The n-th answer may be any request's when several are under way: the
+                // same kind of decision is needed, for some request.
+                (_, Some(Some(expected))) => {
+                    let verb = expected.split(' ').next().unwrap_or_default();
+                    assert!(
+                        decisions.iter().any(|d| d.starts_with(verb)),
+                        "{point}:{n} at {concurrency}: {decisions:?}"
+                    );
+                }
+                _ => {}
+            }
+            check_exactly_once(&emulator, &out);
         }
-        check_exactly_once(&emulator, &out);
     }
+    assert!(
+        most_decisions >= 2,
+        "no run left several requests unconfirmed at once"
+    );
 }
 
 #[cfg(unix)]
@@ -291,13 +330,15 @@ fn a_journal_of_another_input_is_refused() {
     let emulator = Emulator::start(instant);
     let crashed = run(sync_command(&emulator, &cards, &out).env("CARDSYNC_CRASH_AT", "sent:1"));
     assert!(!crashed.status.success());
+    let sent = emulator.counts("POST /v2/batch").requests;
+    assert!(sent >= 1);
     // The input changes between runs.
     std::fs::write(&cards, "id,card,exp\nx,4457010000000009,01/50\n").unwrap();
     let output = run(&mut sync_command(&emulator, &cards, &out));
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("belongs to another job"), "{stderr}");
-    assert_eq!(emulator.counts("POST /v2/batch").requests, 1);
+    assert_eq!(emulator.counts("POST /v2/batch").requests, sent);
 }
 
 #[test]
@@ -446,14 +487,14 @@ fn runs_started_together_on_one_journal_send_each_card_once() {
 
 /// Freezes a run (SIGSTOP) at `pause` until its lease has run out, lets a second run take the
 /// job over and finish it, then wakes the first: it must stop without sending or writing.
-fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
-    let dir = Dir::new(&format!("frozen-{}", pause.replace(':', "-")));
+fn frozen_past_its_lease(pause: &str, concurrency: &str, expected_decision: Option<&str>) {
+    let dir = Dir::new(&format!("frozen-{}-{concurrency}", pause.replace(':', "-")));
     let n = 200;
     let cards = write_visa_cards(&dir.0, n);
     let out = dir.0.join("results.csv");
     let emulator = Emulator::start(instant);
     let mut first = sync_command(&emulator, &cards, &out)
-        .args(["--lease", "1s"])
+        .args(["--lease", "1s", "--concurrency", concurrency])
         .env("CARDSYNC_PAUSE_AT", pause)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -485,11 +526,21 @@ fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
     std::thread::sleep(Duration::from_millis(1200));
     let decisions = resume_to_end(&emulator, &cards, &out);
     if let Some(expected) = expected_decision {
-        assert_eq!(
-            decisions.first().map(String::as_str),
-            Some(expected),
-            "{pause}"
-        );
+        if concurrency == "1" {
+            assert_eq!(
+                decisions.first().map(String::as_str),
+                Some(expected),
+                "{pause}"
+            );
+        } else {
+            // Other requests may have been under way too, each with its own decision, and
+            // the n-th answer may be any request's: the same kind of decision is needed.
+            let verb = expected.split(' ').next().unwrap_or_default();
+            assert!(
+                decisions.iter().any(|d| d.starts_with(verb)),
+                "{pause} at {concurrency}: {decisions:?}"
+            );
+        }
     }
     let after_second = emulator.counts("POST /v2/batch").requests;
     let results = std::fs::read(&out).expect("results");
@@ -529,12 +580,14 @@ fn frozen_past_its_lease(pause: &str, expected_decision: Option<&str>) {
 fn a_run_frozen_past_its_lease_sends_and_writes_nothing_when_it_wakes() {
     // Paused after marking request 4 `sending`, before its POST: the second run cannot know
     // whether it arrived; it did not, so the user sends it again.
-    frozen_past_its_lease("sending:4", Some("resend 4"));
-    // Paused after CardSync answered request 3, before the journal knew: adopted.
-    frozen_past_its_lease("answered:3", Some("adopt 3"));
-    // Paused between two steps (after results were stored; the next POST may be marked
-    // `sending` already, and is then decided like the first case).
-    frozen_past_its_lease("fetched:2", None);
+    // Paused after CardSync answered request 3, before the journal knew: adopted. Paused
+    // between two steps (after results were stored; the next POST may be marked `sending`
+    // already, and is then decided like the first case). One request at a time, then three.
+    for concurrency in ["1", "3"] {
+        frozen_past_its_lease("sending:4", concurrency, Some("resend 4"));
+        frozen_past_its_lease("answered:3", concurrency, Some("adopt 3"));
+        frozen_past_its_lease("fetched:2", concurrency, None);
+    }
 }
 
 #[test]

@@ -95,7 +95,7 @@ use cardsync_proto::MAX_RESPONSE_BODY;
 use cardsync_proto::retry::Reached;
 use cardsync_proto::transport::{Transport, TransportError, TransportErrorKind};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as PoolClient;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -221,6 +221,10 @@ impl HyperTransport {
         };
         let client = PoolClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            // A connection's read buffer grows up to this (hyper's default is about 400 KB):
+            // bodies are copied out chunk by chunk as they arrive (`read_capped`), so a small
+            // buffer costs nothing in speed and keeps memory flat with many connections.
+            .http1_max_buf_size(READ_BUFFER)
             .build(connector);
         Ok(HyperTransport {
             client,
@@ -270,17 +274,48 @@ impl HyperTransport {
             TransportError::new(kind, reached).with_source(e)
         })?;
         let (parts, body) = response.into_parts();
-        let limit = self.options.max_response_body;
-        let body = Limited::new(body, limit).collect().await.map_err(|e| {
-            let kind = if e.is::<http_body_util::LengthLimitError>() {
-                TransportErrorKind::BodyTooLarge
-            } else {
-                TransportErrorKind::Io
-            };
-            TransportError::new(kind, Reached::Maybe).with_source(e)
-        })?;
-        Ok(Response::from_parts(parts, body.to_bytes().to_vec()))
+        let body = read_capped(&parts.headers, body, self.options.max_response_body).await?;
+        Ok(Response::from_parts(parts, body))
     }
+}
+
+/// The largest read buffer of a connection.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Reads a response body into one `Vec`, at most `limit` bytes: sized once from
+/// `Content-Length` when the server sends one (a body announced larger than the limit is
+/// refused before it is read), and each chunk copied and released as it arrives, so that
+/// the connection's read buffer is reused instead of held until the whole body is in (a
+/// 10,000-card results body is about 1 MB; several are read at once).
+async fn read_capped(
+    headers: &http::HeaderMap,
+    mut body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Vec<u8>, TransportError> {
+    let too_large = || {
+        TransportError::new(TransportErrorKind::BodyTooLarge, Reached::Maybe)
+            .with_source(format!("the response body is larger than {limit} bytes"))
+    };
+    let announced = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = Vec::with_capacity(announced.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            TransportError::new(TransportErrorKind::Io, Reached::Maybe).with_source(e)
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
 }
 
 impl Transport for HyperTransport {

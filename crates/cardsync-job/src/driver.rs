@@ -202,16 +202,50 @@ impl LeaseKeeper {
 fn lost(e: StoreError, changes: &Changes) -> RunError {
     let mut error = RunError::from(e);
     if let RunError::LostLease { created, .. } = &mut error {
-        for change in changes.items() {
-            if let Change::Request(u) = change
-                && u.from == RequestState::Sending
-                && let Some(batch) = &u.batch_id
-            {
-                created.push((u.seq, batch.clone()));
+        created.extend(created_in(changes));
+    }
+    error
+}
+
+/// The batches a set of changes records as created: (request, batch id).
+fn created_in(changes: &Changes) -> impl Iterator<Item = (u64, String)> + '_ {
+    changes.items().iter().filter_map(|change| match change {
+        Change::Request(u) if u.from == RequestState::Sending => {
+            u.batch_id.as_ref().map(|b| (u.seq, b.clone()))
+        }
+        _ => None,
+    })
+}
+
+/// After the lease was lost: the answers that have come in but were not handled yet (with
+/// several calls under way, the run may be fenced while handling another) are handed to the
+/// job, and the batches they created are added to `created`, so that the error names every
+/// batch this run knows it created and could not record.
+fn salvage(
+    job: &mut Job,
+    in_flight: &mut Vec<(CallId, InFlight<'_>)>,
+    answered: &mut Answered,
+    now: Instant,
+    created: &mut Vec<(u64, String)>,
+) {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for (id, mut call) in in_flight.drain(..) {
+        if let Poll::Ready(answer) = call.as_mut().poll(&mut cx) {
+            answered.push((id, answer));
+        }
+    }
+    for (id, answer) in answered.drain(..) {
+        job.handle_response(id, answer, now);
+    }
+    while let Some(output) = job.poll_output() {
+        if let Output::Persist(changes) = output {
+            for c in created_in(&changes) {
+                if !created.contains(&c) {
+                    created.push(c);
+                }
             }
         }
     }
-    error
 }
 
 type InFlight<'a> =
@@ -246,6 +280,43 @@ where
 {
     let mut in_flight: Vec<(CallId, InFlight<'_>)> = Vec::new();
     let mut answered = Vec::new();
+    let outcome = drive(
+        job,
+        transport,
+        (store, sink, keeper),
+        env,
+        (&mut in_flight, &mut answered),
+    )
+    .await;
+    match outcome {
+        Err(RunError::LostLease {
+            holder,
+            mut created,
+        }) => {
+            salvage(job, &mut in_flight, &mut answered, env.now(), &mut created);
+            Err(RunError::LostLease { holder, created })
+        }
+        other => other,
+    }
+}
+
+/// Answers that came in and are not handled yet.
+type Answered = Vec<(CallId, Result<http::Response<Vec<u8>>, TransportError>)>;
+
+/// The loop of [`run`].
+async fn drive<'t, T, S, K, E>(
+    job: &mut Job,
+    transport: &'t T,
+    (store, sink, keeper): (&mut S, &mut K, &mut LeaseKeeper),
+    env: &mut E,
+    (in_flight, answered): (&mut Vec<(CallId, InFlight<'t>)>, &mut Answered),
+) -> Result<Summary, RunError>
+where
+    T: Transport + Sync,
+    S: Store,
+    K: Sink,
+    E: Env,
+{
     loop {
         for (id, answer) in answered.drain(..) {
             job.handle_response(id, answer, env.now());
@@ -272,7 +343,7 @@ where
                     if call.creates {
                         keeper.before_create(store, env.unix_ms())?;
                     }
-                    let mut future: InFlight<'_> = Box::pin(transport.send(call.request));
+                    let mut future: InFlight<'t> = Box::pin(transport.send(call.request));
                     // Start it now, before whatever else this round does: a transport begins
                     // sending when first polled. (The real waker comes with the next poll.)
                     let mut start = std::task::Context::from_waker(std::task::Waker::noop());

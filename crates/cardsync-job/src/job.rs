@@ -20,12 +20,18 @@
 //! - Invariant: at most one operation (a load, a persist, a call) is under way per request at
 //!   a time, so that two changes to one request never race; every request change is a
 //!   compare-and-set from the state the job last saw persisted.
-//! - Invariant: at most `concurrency` creating requests (`POST`s) are under way at once.
+//! - Invariant: at most `concurrency` creating requests (`POST`s) are under way at once, at
+//!   most `concurrency` status checks, and at most `concurrency` results fetches: the rest
+//!   wait their turn, so that the server sees a bounded load and memory holds at most
+//!   `concurrency` results bodies however many batches are done.
 //! - Invariant: the job finishes in two persisted steps (`finishing`, then `done` with the
 //!   cards erased) around the sink's `finish`, each safe to repeat after a crash.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How many planned requests are loaded and encoded ahead of a free place to send them.
+const PREPARED_AHEAD: usize = 2;
 
 use cardsync_core::{PlannedRequest, Route, SeNumber, UpdateStatus};
 use cardsync_proto::retry::{
@@ -303,6 +309,9 @@ pub struct Job {
     awaiting: HashMap<u64, (Vec<Change>, After)>,
     loads: HashMap<u64, LoadFor>,
     calls: HashMap<CallId, Pending>,
+    /// Reads (status checks, results) waiting for one of the `concurrency` places of their
+    /// kind.
+    queued: VecDeque<Pending>,
     retries: Vec<(Instant, Pending)>,
     /// Next status check of each sent batch, and the pause after it.
     polls: BTreeMap<u64, (Instant, Duration)>,
@@ -338,6 +347,7 @@ impl Job {
             awaiting: HashMap::new(),
             loads: HashMap::new(),
             calls: HashMap::new(),
+            queued: VecDeque::new(),
             retries: Vec::new(),
             polls: BTreeMap::new(),
             busy: HashSet::new(),
@@ -714,7 +724,45 @@ impl Job {
         }
     }
 
+    /// Calls of this kind under way.
+    fn in_flight(&self, kind: CallKind) -> usize {
+        self.calls
+            .values()
+            .filter(|p| CallKind::of(&p.purpose) == kind)
+            .count()
+    }
+
+    /// Sends the reads that wait, in order, while there are places for their kind.
+    fn release_queued(&mut self) {
+        if self.error.is_some() {
+            // A stopping job starts nothing new; what the reads were for is picked up by the
+            // next run.
+            self.queued.clear();
+            return;
+        }
+        let mut waiting = VecDeque::with_capacity(self.queued.len());
+        while let Some(pending) = self.queued.pop_front() {
+            if self.in_flight(CallKind::of(&pending.purpose)) < self.options.concurrency {
+                self.dispatch(pending);
+            } else {
+                waiting.push_back(pending);
+            }
+        }
+        self.queued = waiting;
+    }
+
+    /// Sends a call now, or, for a read when `concurrency` reads of its kind are under way,
+    /// when one of them ends. (POSTs are bounded before they are marked `sending`.)
     fn send(&mut self, pending: Pending) {
+        let kind = CallKind::of(&pending.purpose);
+        if kind != CallKind::Create && self.in_flight(kind) >= self.options.concurrency {
+            self.queued.push_back(pending);
+            return;
+        }
+        self.dispatch(pending);
+    }
+
+    fn dispatch(&mut self, pending: Pending) {
         let id = CallId(self.next_call);
         self.next_call += 1;
         let creates = matches!(pending.purpose, Purpose::Create(_));
@@ -1138,6 +1186,7 @@ impl Job {
             return;
         }
         let now = self.now;
+        self.release_queued();
         // Retries that are due.
         let mut i = 0;
         while i < self.retries.len() {
@@ -1215,8 +1264,9 @@ impl Job {
                     After::Send(seq, request),
                 );
             }
-            // And as many more are loaded and encoded ahead, so that the next one is ready
-            // when a place frees.
+            // And a couple more are loaded and encoded ahead, so that the next one is ready
+            // when a place frees (loading is quick; each encoded request is about 600 KB, so
+            // not `concurrency` of them).
             let ahead = self.prepared.len()
                 + self
                     .loads
@@ -1229,7 +1279,7 @@ impl Job {
                 .iter()
                 .filter(|r| r.state == RequestState::Planned && !self.busy.contains(&r.seq))
                 .map(|r| r.seq)
-                .take(self.options.concurrency.saturating_sub(ahead))
+                .take(PREPARED_AHEAD.saturating_sub(ahead))
                 .collect();
             for seq in planned {
                 self.start_send(seq);
@@ -1241,6 +1291,7 @@ impl Job {
     fn maybe_finish(&mut self) {
         let idle = self.phase == Phase::Running
             && self.calls.is_empty()
+            && self.queued.is_empty()
             && self.awaiting.is_empty()
             && self.loads.is_empty()
             && self.outputs.is_empty();
@@ -1320,6 +1371,24 @@ pub fn status_counts(results: &Results) -> BTreeMap<String, u64> {
             .or_default() += 1;
     }
     counts.into_iter().map(|(s, n)| (s.to_owned(), n)).collect()
+}
+
+/// The kinds of call that are bounded separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallKind {
+    Create,
+    Status,
+    Results,
+}
+
+impl CallKind {
+    fn of(p: &Purpose) -> CallKind {
+        match p {
+            Purpose::Create(_) => CallKind::Create,
+            Purpose::Status(_) | Purpose::Adopt(..) => CallKind::Status,
+            Purpose::Results(_) | Purpose::AmexResults(_) => CallKind::Results,
+        }
+    }
 }
 
 fn purpose_seq(p: &Purpose) -> Option<u64> {

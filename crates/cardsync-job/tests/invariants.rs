@@ -1,7 +1,7 @@
 //! The job's written invariants, checked by driving it by hand against the in-process
 //! emulator: no batch is sent before its `sending` state is stored, at most `concurrency`
-//! POSTs are under way, answers may come back in any order, and an unconfirmed batch is never
-//! sent again without a decision.
+//! POSTs, status checks and results fetches each are under way, answers may come back in any
+//! order, and an unconfirmed batch is never sent again without a decision.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
@@ -49,15 +49,36 @@ fn planned() -> (MemoryStore, Lease) {
     (store, lease)
 }
 
-/// Drives the job by hand; answers calls in the order `pick` chooses among those waiting.
-/// Returns the emulator's count of batch POSTs.
+/// How the test answers the calls waiting.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// Alternately the newest and the oldest.
+    Alternate,
+    /// POSTs first, so that status checks and results fetches pile up.
+    PostsFirst,
+}
+
+/// The most calls of each kind seen under way at once: POSTs, status checks, results.
+type Peaks = [usize; 3];
+
+fn kind(request: &http::Request<Vec<u8>>) -> usize {
+    match (request.method(), request.uri().path()) {
+        (&http::Method::POST, _) => 0,
+        (_, "/v2/batch") => 1,
+        _ => 2,
+    }
+}
+
+/// Drives the job by hand; answers calls in `order`. Returns the emulator's count of batch
+/// POSTs and the peaks of calls under way.
 fn drive(
     job: &mut Job,
     store: &mut MemoryStore,
     lease: &Lease,
-    concurrency: usize,
+    (concurrency, order): (usize, Order),
     mut decide: impl FnMut(u64) -> Option<Decision>,
-) -> u64 {
+) -> (u64, Peaks) {
+    let mut peaks: Peaks = [0; 3];
     let mut settings = Settings::default();
     settings.complete_after = Duration::ZERO;
     settings.report_unchanged = true;
@@ -100,10 +121,13 @@ fn drive(
                                 .any(|seq| store.cards(*seq).unwrap()[0].id == first),
                             "a batch was sent before its `sending` state was stored"
                         );
-                        let creating = waiting.iter().filter(|w| w.2).count() + 1;
-                        assert!(creating <= concurrency, "{creating} POSTs under way");
                     }
+                    let k = kind(&call.request);
                     waiting.push((call.id, call.request, call.creates));
+                    // Invariant: at most `concurrency` calls of each kind under way.
+                    let under_way = waiting.iter().filter(|w| kind(&w.1) == k).count();
+                    assert!(under_way <= concurrency, "{under_way} calls of kind {k}");
+                    peaks[k] = peaks[k].max(under_way);
                 }
                 Output::Write(rows) => sink.append(&rows).unwrap(),
                 Output::NeedsDecision(u) => {
@@ -115,19 +139,18 @@ fn drive(
                     sink.finish().unwrap();
                     job.handle_finished(Instant::now());
                 }
-                Output::Finished(_) => return posts,
+                Output::Finished(_) => return (posts, peaks),
             }
         }
         if waiting.is_empty() {
             job.handle_timeout(Instant::now() + Duration::from_secs(3600));
             continue;
         }
-        // Answer one waiting call: alternately the newest and the oldest.
         turn += 1;
-        let i = if turn.is_multiple_of(2) {
-            waiting.len() - 1
-        } else {
-            0
+        let i = match order {
+            Order::PostsFirst => waiting.iter().position(|w| w.2).unwrap_or(0),
+            Order::Alternate if turn.is_multiple_of(2) => waiting.len() - 1,
+            Order::Alternate => 0,
         };
         let (id, request, creates) = waiting.remove(i);
         if creates && request.uri().path() == "/v2/batch" {
@@ -142,14 +165,21 @@ fn drive(
 #[test]
 fn sends_follow_their_stored_state_and_concurrency_is_bounded() {
     for concurrency in [1, 3] {
-        let (mut store, lease) = planned();
-        let options = JobOptions::new(config()).with_concurrency(concurrency);
-        let mut job = Job::new(store.load().unwrap(), options, Instant::now());
-        let posts = drive(&mut job, &mut store, &lease, concurrency, |_| None);
-        assert_eq!(posts, 10);
-        let summary = job.summary();
-        assert!(summary.done, "{summary:?}");
-        assert_eq!(summary.count("no_change"), 50);
+        for order in [Order::Alternate, Order::PostsFirst] {
+            let (mut store, lease) = planned();
+            let options = JobOptions::new(config()).with_concurrency(concurrency);
+            let mut job = Job::new(store.load().unwrap(), options, Instant::now());
+            let (posts, peaks) =
+                drive(&mut job, &mut store, &lease, (concurrency, order), |_| None);
+            assert_eq!(posts, 10);
+            let summary = job.summary();
+            assert!(summary.done, "{summary:?}");
+            assert_eq!(summary.count("no_change"), 50);
+            if order == Order::PostsFirst {
+                // The bounds were reached, not merely respected.
+                assert_eq!(peaks, [concurrency; 3], "{peaks:?}");
+            }
+        }
     }
 }
 
@@ -168,7 +198,7 @@ fn an_unconfirmed_batch_is_not_sent_again_without_a_decision() {
         Instant::now(),
     );
     let mut asked = HashSet::new();
-    let posts = drive(&mut job, &mut store, &lease, 1, |seq| {
+    let (posts, _) = drive(&mut job, &mut store, &lease, (1, Order::Alternate), |seq| {
         asked.insert(seq);
         None
     });
@@ -184,7 +214,7 @@ fn an_unconfirmed_batch_is_not_sent_again_without_a_decision() {
         JobOptions::new(config()),
         Instant::now(),
     );
-    let posts = drive(&mut job, &mut store, &lease, 1, |seq| {
+    let (posts, _) = drive(&mut job, &mut store, &lease, (1, Order::Alternate), |seq| {
         Some(if seq == 2 {
             Decision::Resend
         } else {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use cardsync_core::{
     Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
-    test_card,
+    redact_digit_runs, test_card,
 };
 use cardsync_proto::server::{self, Spelling};
 use cardsync_proto::{
@@ -104,6 +104,46 @@ struct Batch {
     card_stats: [u64; 4],
     event_id: String,
     completed_at: Option<Duration>,
+    /// The merchant's id of the first card submitted, to look the batch up by.
+    first_card_id: Option<String>,
+}
+
+/// A batch the emulator holds, as a merchant would see it in the CardSync dashboard. `Debug`
+/// masks digit runs in the card id.
+///
+/// ```
+/// use cardsync_sandbox::{Emulator, Settings};
+/// let emulator = Emulator::new(Settings::default(), std::time::SystemTime::now());
+/// assert!(emulator.batches().is_empty());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOverview {
+    /// The batch's id.
+    pub batch_id: String,
+    /// Whose batch it is.
+    pub merchant_id: String,
+    /// Its state.
+    pub state: BatchState,
+    /// How many cards were submitted.
+    pub cards: u64,
+    /// The merchant's id of its first card.
+    pub first_card_id: Option<String>,
+}
+
+impl fmt::Debug for BatchOverview {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchOverview")
+            .field("batch_id", &self.batch_id)
+            .field("merchant_id", &self.merchant_id)
+            .field("state", &self.state)
+            .field("cards", &self.cards)
+            .field(
+                "first_card_id",
+                &self.first_card_id.as_deref().map(redact_digit_runs),
+            )
+            .finish()
+    }
 }
 
 struct Merchant {
@@ -655,6 +695,7 @@ impl Emulator {
             card_stats: [0; 4],
             event_id: self.new_uuid(),
             completed_at: None,
+            first_card_id: cards.first().and_then(|c| c.id.clone()),
         };
         let (rows, stats) = (&mut batch.results.cards, &mut batch.results.stats.stats);
         for c in &cards {
@@ -1052,6 +1093,26 @@ impl Emulator {
     /// Takes the webhooks waiting to be delivered.
     pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
         self.outbox.drain(..).collect()
+    }
+
+    /// The batches kept, oldest first.
+    pub fn batches(&self) -> Vec<BatchOverview> {
+        let mut all: Vec<(u64, BatchOverview)> = self
+            .batches
+            .iter()
+            .map(|(id, b)| {
+                let overview = BatchOverview {
+                    batch_id: id.clone(),
+                    merchant_id: b.merchant_id.clone(),
+                    state: b.results.status.clone(),
+                    cards: b.results.stats.stats.number_submitted,
+                    first_card_id: b.first_card_id.clone(),
+                };
+                (b.number, overview)
+            })
+            .collect();
+        all.sort_by_key(|(n, _)| *n);
+        all.into_iter().map(|(_, b)| b).collect()
     }
 
     /// The ids of the batches kept, oldest first.

@@ -58,7 +58,7 @@ pub mod fixtures;
 mod server;
 
 pub use emulator::{
-    Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, RESULTS_KEPT_FOR, Settings,
-    replacement_card, replacement_expiry,
+    BatchOverview, Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, RESULTS_KEPT_FOR,
+    Settings, replacement_card, replacement_expiry,
 };
 pub use server::{Delivery, FaultTiming, Faults, Sandbox};

@@ -244,6 +244,12 @@ impl Sandbox {
         self.shared.lock().deliveries.clone()
     }
 
+    /// The batches kept, oldest first, with their first card's id: what a merchant would
+    /// look up in the CardSync dashboard.
+    pub fn batches(&self) -> Vec<crate::BatchOverview> {
+        self.shared.lock().emulator.batches()
+    }
+
     /// The ids of the batches created so far, oldest first: what a merchant would look up
     /// in the CardSync dashboard.
     pub fn batch_ids(&self) -> Vec<String> {
