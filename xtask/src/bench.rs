@@ -166,7 +166,8 @@ struct Emulator {
 }
 
 impl Emulator {
-    fn start(cardsync: &Path) -> Result<Emulator, String> {
+    /// An emulator that answers after `latency` (such as `100ms`; `0` for at once).
+    fn start(cardsync: &Path, latency: &str) -> Result<Emulator, String> {
         let mut child = Command::new(cardsync)
             .args([
                 "--output",
@@ -177,6 +178,8 @@ impl Emulator {
                 "--complete-after",
                 "0",
                 "--report-unchanged",
+                "--latency",
+                latency,
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -280,42 +283,48 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         );
     }
 
-    // sync: each client against a fresh emulator, alternately.
+    // sync: each client against a fresh emulator, alternately; at once, then 100 ms away.
     const SYNC_ROUNDS: usize = 3;
-    let mut sync_ours = Vec::new();
-    let mut sync_theirs = Vec::new();
-    for round in 1..=SYNC_ROUNDS {
-        eprintln!("sync, round {round} of {SYNC_ROUNDS}...");
-        let out = dir.join("results.csv");
-        for stale in ["results.csv", "results.csv.journal", "results.csv.partial"] {
-            let _ = std::fs::remove_file(dir.join(stale));
+    let rounds = |latency: &str| -> Result<[Vec<(Duration, u64)>; 2], String> {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 1..=SYNC_ROUNDS {
+            eprintln!("sync, server latency {latency}, round {round} of {SYNC_ROUNDS}...");
+            let out = dir.join("results.csv");
+            for stale in ["results.csv", "results.csv.journal", "results.csv.partial"] {
+                let _ = std::fs::remove_file(dir.join(stale));
+            }
+            ours.push(sync_run(
+                (&cardsync, latency),
+                "cardsync sync",
+                Command::new(&cardsync)
+                    .args(["-q", "sync", "--poll-max", "1s", "--out"])
+                    .arg(&out)
+                    .arg(&clean),
+                &out,
+                valid,
+            )?);
+            let py_out = dir.join("results-python.csv");
+            theirs.push(sync_run(
+                (&cardsync, latency),
+                "the Python client",
+                Command::new(&python)
+                    .arg(scripts.join("sync_client.py"))
+                    .arg(&clean)
+                    .arg(&py_out),
+                &py_out,
+                valid,
+            )?);
         }
-        sync_ours.push(sync_run(
-            &cardsync,
-            "cardsync sync",
-            Command::new(&cardsync)
-                .args(["-q", "sync", "--poll-max", "1s", "--out"])
-                .arg(&out)
-                .arg(&clean),
-            &out,
-            valid,
-        )?);
-        let py_out = dir.join("results-python.csv");
-        sync_theirs.push(sync_run(
-            &cardsync,
-            "the Python client",
-            Command::new(&python)
-                .arg(scripts.join("sync_client.py"))
-                .arg(&clean)
-                .arg(&py_out),
-            &py_out,
-            valid,
-        )?);
-    }
+        Ok([ours, theirs])
+    };
+    let [sync_ours, sync_theirs] = rounds("0")?;
+    let [slow_ours, slow_theirs] = rounds("100ms")?;
     let peak = |v: &[(Duration, u64)]| v.iter().map(|r| r.1).max().unwrap_or_default();
     let (m_ours, m_theirs) = (peak(&sync_ours), peak(&sync_theirs));
-    let sync_ours: Vec<Duration> = sync_ours.iter().map(|r| r.0).collect();
-    let sync_theirs: Vec<Duration> = sync_theirs.iter().map(|r| r.0).collect();
+    let (slow_m_ours, slow_m_theirs) = (peak(&slow_ours), peak(&slow_theirs));
+    let times = |v: &[(Duration, u64)]| v.iter().map(|r| r.0).collect::<Vec<Duration>>();
+    let (sync_ours, sync_theirs) = (times(&sync_ours), times(&sync_theirs));
+    let (slow_ours, slow_theirs) = (times(&slow_ours), times(&slow_theirs));
 
     let mut table = String::new();
     let _ = writeln!(
@@ -323,7 +332,7 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         "| {rows} rows ({valid} valid) | cardsync | Python | ratio | target |"
     );
     let _ = writeln!(table, "|---|---|---|---|---|");
-    let mut line = |what: String, ours: Duration, theirs: Duration, target: &str| {
+    fn line(table: &mut String, what: String, ours: Duration, theirs: Duration, target: &str) {
         let _ = writeln!(
             table,
             "| {what} | {} | {} | {:.1}x | {target} |",
@@ -331,26 +340,30 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
             secs(theirs),
             theirs.as_secs_f64() / ours.as_secs_f64()
         );
-    };
+    }
     line(
+        &mut table,
         format!("validate, median of {VALIDATE_ROUNDS}"),
         median(ours.clone()),
         median(theirs.clone()),
-        ">= 20x",
+        "<= 0.15 s, >= 40x",
     );
     line(
+        &mut table,
         format!("validate, best of {VALIDATE_ROUNDS}"),
         best(&ours),
         best(&theirs),
-        ">= 20x",
+        "<= 0.15 s, >= 40x",
     );
     line(
+        &mut table,
         format!("sync, local emulator, median of {SYNC_ROUNDS}"),
         median(sync_ours.clone()),
         median(sync_theirs.clone()),
         "<= 5 s, >= 3x",
     );
     line(
+        &mut table,
         format!("sync, local emulator, best of {SYNC_ROUNDS}"),
         best(&sync_ours),
         best(&sync_theirs),
@@ -362,6 +375,26 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         m_ours / 1024,
         m_theirs / 1024
     );
+    line(
+        &mut table,
+        format!("sync, emulator 100 ms away, median of {SYNC_ROUNDS}"),
+        median(slow_ours.clone()),
+        median(slow_theirs.clone()),
+        "<= 4 s, >= 5x",
+    );
+    line(
+        &mut table,
+        format!("sync, emulator 100 ms away, best of {SYNC_ROUNDS}"),
+        best(&slow_ours),
+        best(&slow_theirs),
+        "<= 4 s, >= 5x",
+    );
+    let _ = writeln!(
+        table,
+        "| sync client peak RSS, 100 ms away (largest) | {} MB | {} MB | | <= 64 MB |",
+        slow_m_ours / 1024,
+        slow_m_theirs / 1024
+    );
     println!("{table}");
     Ok(())
 }
@@ -369,13 +402,13 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
 /// Runs one sync client against a fresh emulator of its own; checks that it wrote a result
 /// row per card to `out`.
 fn sync_run(
-    cardsync: &Path,
+    (cardsync, latency): (&Path, &str),
     who: &str,
     client: &mut Command,
     out: &Path,
     valid: u64,
 ) -> Result<(Duration, u64), String> {
-    let emulator = Emulator::start(cardsync)?;
+    let emulator = Emulator::start(cardsync, latency)?;
     let measured = measure(
         client
             .env("CARDSYNC_BASE_URL", &emulator.base_url)
