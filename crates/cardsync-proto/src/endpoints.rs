@@ -186,6 +186,15 @@ pub(crate) fn json_error<T: DeserializeOwned>(body: &[u8], first: &serde_json::E
 pub(crate) fn decode_envelope<T: DeserializeOwned, B: AsRef<[u8]>>(
     response: &Response<B>,
 ) -> Result<(StatusCode, Envelope<T>), DecodeError> {
+    decode_envelope_with(response, |_| None)
+}
+
+/// [`decode_envelope`], trying `fast` on the text first (see [`crate::scan`]); serde reads
+/// whatever `fast` declines.
+fn decode_envelope_with<T: DeserializeOwned, B: AsRef<[u8]>>(
+    response: &Response<B>,
+    fast: impl FnOnce(&str) -> Option<Envelope<T>>,
+) -> Result<(StatusCode, Envelope<T>), DecodeError> {
     let status = response.status();
     let body = response.body().as_ref();
     if !status.is_success() {
@@ -211,7 +220,10 @@ pub(crate) fn decode_envelope<T: DeserializeOwned, B: AsRef<[u8]>>(
     // One UTF-8 check of the whole body is much cheaper than serde_json's check of every
     // string; bodies that are not UTF-8 take the slice path, which reports where.
     let parsed = match std::str::from_utf8(body) {
-        Ok(text) => serde_json::from_str::<Envelope<T>>(text),
+        Ok(text) => match fast(text) {
+            Some(envelope) => Ok(envelope),
+            None => serde_json::from_str::<Envelope<T>>(text),
+        },
         Err(_) => serde_json::from_slice::<Envelope<T>>(body),
     };
     let envelope: Envelope<T> = parsed.map_err(|e| DecodeError::Json {
@@ -251,7 +263,7 @@ fn batch_info(data: BatchData) -> BatchInfo {
 }
 
 fn results<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Results, DecodeError> {
-    let (status, e) = decode_envelope::<BatchData, _>(response)?;
+    let (status, e) = decode_envelope_with::<BatchData, _>(response, crate::scan::results)?;
     let data = e.data.ok_or(DecodeError::Protocol {
         status,
         violation: Violation::MissingData,

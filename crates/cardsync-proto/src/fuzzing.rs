@@ -132,3 +132,16 @@ pub fn roundtrip(data: &[u8]) {
         }
     }
 }
+
+/// The hand-written reader of results bodies against the serde path, on any input: whenever
+/// the fast path answers, serde reads the same value (and when it declines, serde decides,
+/// errors included).
+pub fn results_fast(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Some(fast) = crate::scan::results(text) {
+        let slow = serde_json::from_str::<crate::model::Envelope<crate::model::BatchData>>(text);
+        assert_eq!(slow.ok(), Some(fast));
+    }
+}

@@ -57,6 +57,7 @@ mod lenient;
 mod merchant;
 mod model;
 pub mod retry;
+mod scan;
 pub mod server;
 pub mod transport;
 mod webhook;

@@ -383,6 +383,7 @@ lenient_object!(MerchantData, "a data object", |map, m| {
 });
 
 /// The envelope every response has: `status`, `message` (or `msg`), and `data`.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Envelope<T> {
     pub(crate) status: Option<String>,
     pub(crate) message: Option<String>,
