@@ -280,6 +280,50 @@ key_type!(
     KeyScope::Merchant
 );
 
+/// The bearer token of an issuer-side API (the issuer feed, the issuing platform): redacted
+/// in `Debug`, zeroed on drop, sent as `Authorization: Bearer <token>`.
+///
+/// ```
+/// let token = cardsync_proto::IssuerToken::new("tok_123")?;
+/// assert_eq!(format!("{token:?}"), "IssuerToken([redacted])");
+/// assert_eq!(token.header_value(), "Bearer tok_123");
+/// assert!(token.header_value().is_sensitive());
+/// # Ok::<(), cardsync_proto::InvalidApiKey>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuerToken(Secret);
+
+impl IssuerToken {
+    /// Wraps a token.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidApiKey`] for an empty token or one with characters other than visible ASCII.
+    pub fn new(token: &str) -> Result<IssuerToken, InvalidApiKey> {
+        Secret::new(token).map(IssuerToken)
+    }
+
+    /// The token itself, for the places that must send or store it.
+    pub fn expose_secret(&self) -> &str {
+        &self.0.0
+    }
+
+    /// The `Authorization` header value, marked sensitive.
+    pub fn header_value(&self) -> HeaderValue {
+        // Invariant: `Secret::new` admits only visible ASCII, which is always a valid header.
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {}", self.0.0)).expect("visible ASCII");
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl fmt::Debug for IssuerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IssuerToken([redacted])")
+    }
+}
+
 /// Which kind of key an endpoint needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

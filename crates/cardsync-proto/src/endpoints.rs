@@ -87,7 +87,7 @@ pub trait Endpoint {
 }
 
 /// Percent-encodes a query value, keeping only RFC 3986's unreserved characters.
-fn encode_query_value(out: &mut String, value: &str) {
+pub(crate) fn encode_query_value(out: &mut String, value: &str) {
     for &b in value.as_bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
             out.push(char::from(b));
@@ -182,6 +182,46 @@ pub(crate) fn json_error<T: DeserializeOwned>(body: &[u8], first: &serde_json::E
     }
 }
 
+/// The error for a response whose status is not a success: the status, the server's message
+/// when the body is a JSON object with one (`message`, `msg`), made safe, and never the body.
+pub(crate) fn status_error<B: AsRef<[u8]>>(response: &Response<B>) -> DecodeError {
+    let body = response.body().as_ref();
+    let parsed = looks_like_json(body)
+        .then(|| serde_json::from_slice::<Envelope<Ignored>>(body).ok())
+        .flatten();
+    let (api_status, message) = parsed.map_or((None, None), |e| (e.status, e.message));
+    DecodeError::Status {
+        status: response.status(),
+        api_status: api_status.map(|s| safe_message(&s)),
+        message: message.map(|m| safe_message(&m)).filter(|m| !m.is_empty()),
+        content_type: content_type(response),
+        length: body.len(),
+    }
+}
+
+/// Decodes a response that is a plain JSON object (no envelope), as the issuer-side APIs
+/// answer: status check, JSON check, then `T`.
+pub(crate) fn decode_plain<T: DeserializeOwned, B: AsRef<[u8]>>(
+    response: &Response<B>,
+) -> Result<T, DecodeError> {
+    let status = response.status();
+    if !status.is_success() {
+        return Err(status_error(response));
+    }
+    let body = response.body().as_ref();
+    if !looks_like_json(body) {
+        return Err(DecodeError::NotJson {
+            status,
+            content_type: content_type(response),
+            length: body.len(),
+        });
+    }
+    serde_json::from_slice::<T>(body).map_err(|e| DecodeError::Json {
+        status,
+        error: json_error::<T>(body, &e),
+    })
+}
+
 /// Decodes any response's envelope: status checks, JSON checks, and the `status` word.
 pub(crate) fn decode_envelope<T: DeserializeOwned, B: AsRef<[u8]>>(
     response: &Response<B>,
@@ -198,17 +238,7 @@ fn decode_envelope_with<T: DeserializeOwned, B: AsRef<[u8]>>(
     let status = response.status();
     let body = response.body().as_ref();
     if !status.is_success() {
-        let parsed = looks_like_json(body)
-            .then(|| serde_json::from_slice::<Envelope<Ignored>>(body).ok())
-            .flatten();
-        let (api_status, message) = parsed.map_or((None, None), |e| (e.status, e.message));
-        return Err(DecodeError::Status {
-            status,
-            api_status: api_status.map(|s| safe_message(&s)),
-            message: message.map(|m| safe_message(&m)).filter(|m| !m.is_empty()),
-            content_type: content_type(response),
-            length: body.len(),
-        });
+        return Err(status_error(response));
     }
     if !looks_like_json(body) {
         return Err(DecodeError::NotJson {

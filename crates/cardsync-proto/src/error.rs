@@ -68,6 +68,13 @@ pub enum EncodeError {
         /// The endpoint path.
         path: String,
     },
+    /// A field holds what the request cannot carry.
+    InvalidField {
+        /// The field's name on the wire.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for EncodeError {
@@ -85,6 +92,9 @@ impl fmt::Display for EncodeError {
                 write!(f, "this endpoint takes {expected} requests only")
             }
             EncodeError::InvalidUri { path } => write!(f, "cannot build a URI for {path}"),
+            EncodeError::InvalidField { field, expected } => {
+                write!(f, "`{field}` must be {expected}")
+            }
         }
     }
 }

@@ -145,3 +145,80 @@ pub fn results_fast(data: &[u8]) {
         assert_eq!(slow.ok(), Some(fast));
     }
 }
+
+/// Reads arbitrary bytes as the issuer-side request bodies, server side (the first byte picks
+/// the feed or the PATCH): never panics, and an error never quotes a digit run. What is read
+/// is encoded again by the client side and read back the same.
+pub fn issuer_requests(data: &[u8]) {
+    use crate::issuer::feed::{UpdateCards, decode_update_cards_body};
+    use crate::issuer::platform::{IdempotencyKey, UpdateCard, decode_card_edits};
+    use crate::issuer::{IssuerConfig, IssuerEndpoint};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let config = IssuerConfig::new(crate::BaseUrl::parse("http://127.0.0.1:1").expect("a URL"));
+    if first % 2 == 0 {
+        match decode_update_cards_body(body) {
+            Ok(cards) => {
+                let first = &cards[0];
+                let same: Vec<_> = cards
+                    .iter()
+                    .filter(|c| {
+                        c.account_id == first.account_id && c.customer_id == first.customer_id
+                    })
+                    .map(|c| c.card.clone())
+                    .collect();
+                if let Ok(update) =
+                    UpdateCards::new(&first.customer_id, &first.account_id, same.clone())
+                    && let Ok(request) = update.encode(&config)
+                {
+                    let again = decode_update_cards_body(request.body()).expect("reads back");
+                    let again: Vec<_> = again.into_iter().map(|c| c.card).collect();
+                    assert_eq!(again, same);
+                }
+            }
+            Err(e) => assert_no_digit_runs(&format!("{e} {e:?}")),
+        }
+    } else {
+        match decode_card_edits(body) {
+            Ok(edits) => {
+                let key = IdempotencyKey::new("k").expect("a key");
+                let request = UpdateCard::new("c", edits.clone(), key)
+                    .expect("valid edits")
+                    .encode(&config)
+                    .expect("encodes");
+                assert_eq!(
+                    decode_card_edits(request.body()).expect("reads back"),
+                    edits
+                );
+            }
+            Err(e) => assert_no_digit_runs(&format!("{e} {e:?}")),
+        }
+    }
+}
+
+/// Reads arbitrary bytes as the issuer-side answers (the first byte picks the status): never
+/// panics; an answer that reads is written by the server side and reads back the same.
+pub fn issuer_answers(data: &[u8]) {
+    use crate::issuer::IssuerEndpoint;
+    use crate::issuer::feed::UpdateCards;
+    use crate::issuer::platform::{UpdateCard, card_body};
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let status = STATUSES[usize::from(first) % STATUSES.len()];
+    let response = http::Response::builder()
+        .status(status)
+        .body(body.to_vec())
+        .expect("a valid response");
+    match UpdateCard::decode(&response) {
+        Ok(card) => {
+            let again = http::Response::new(card_body(&card));
+            assert_eq!(UpdateCard::decode(&again).expect("reads back"), card);
+        }
+        Err(e) => assert_no_digit_runs(&format!("{e} {e:?}")),
+    }
+    if let Err(e) = UpdateCards::decode(&response) {
+        assert_no_digit_runs(&format!("{e} {e:?}"));
+    }
+}

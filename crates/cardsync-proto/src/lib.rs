@@ -13,6 +13,9 @@
 //! or `se_number`, repeated keys, unknown fields and statuses (kept, not rejected), result
 //! cards without a status, and returned card numbers that fail the Luhn check.
 //!
+//! The issuer side of the documents (an issuer's feed of card changes, an issuing platform's
+//! card status change) is in [`issuer`], in the same style.
+//!
 //! Card numbers stay safe: requests take [`cardsync_core::Pan`]s, returned numbers are
 //! [`ReturnedCard`]s (masked in `Debug`, zeroed on drop), and errors never hold a body.
 //!
@@ -53,6 +56,7 @@ mod endpoints;
 mod error;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+pub mod issuer;
 mod lenient;
 mod merchant;
 mod model;
@@ -63,7 +67,7 @@ pub mod transport;
 mod webhook;
 
 pub use config::{
-    BaseUrl, Config, InvalidApiKey, InvalidBaseUrl, KeyScope, MerchantKey, PartnerKey,
+    BaseUrl, Config, InvalidApiKey, InvalidBaseUrl, IssuerToken, KeyScope, MerchantKey, PartnerKey,
 };
 pub use endpoints::{
     BatchCard, CreateBatch, Endpoint, EnrollMerchant, GetBatch, GetBatchResults, GetMerchant,

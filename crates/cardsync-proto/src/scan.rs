@@ -304,13 +304,13 @@ mod tests {
             let mut r = crate::Results::new(crate::BatchState::Completed);
             r.batch_id = Some("b1".into());
             for (id, card, exp, status, se) in cards {
-                let mut c = ResultCard::default();
-                c.id = id;
-                c.card = ReturnedCard::new(card);
-                c.exp = exp;
-                c.status = status.as_deref().map(UpdateStatus::parse);
-                c.se_number = se;
-                r.cards.push(c);
+                r.cards.push(ResultCard {
+                    id,
+                    card: ReturnedCard::new(card),
+                    exp,
+                    status: status.as_deref().map(UpdateStatus::parse),
+                    se_number: se,
+                });
             }
             let spelling = if amex { crate::server::Spelling::Amex } else { crate::server::Spelling::Universal };
             let body = String::from_utf8(crate::server::results(&r, spelling)).unwrap();

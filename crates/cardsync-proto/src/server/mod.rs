@@ -10,6 +10,10 @@
 //!   [`decode_webhooks_body`], [`decode_webhook_body`] and [`decode_merchant_enrollment`], and
 //!   [`query_value`] for the query parameters.
 //!
+//! - The issuer side: [`crate::issuer::feed::decode_update_cards_body`] and
+//!   [`crate::issuer::feed::accepted_body`], [`crate::issuer::platform::decode_card_edits`] and
+//!   [`crate::issuer::platform::card_body`].
+//!
 //! Every encoder writes either of the documents' spellings ([`Spelling`]): the Universal
 //! document's, or the American Express edition's (`msg`, `contact_closed`, `trigger_id` as a
 //! string, and the repeated closed counter of the webhook examples). Keys come in the order
