@@ -415,3 +415,13 @@ fn snapshots_of_both_requests() {
     .unwrap();
     insta::assert_snapshot!("platform_update_card", render(&patch));
 }
+
+#[test]
+fn unknown_fields_are_kept_exactly_numbers_included() {
+    let body = br#"{"card_details":{"id":"c1","is_pin_set":true,"x":[1,{"y":null}]},"req":8.88881111111111111111111111111111e38,"n":-3}"#;
+    let card = UpdateCard::decode(&ok(body.to_vec())).unwrap();
+    assert_eq!(card.card_details.id.as_deref(), Some("c1"));
+    assert_eq!(card.card_details.other["is_pin_set"], true);
+    let again = UpdateCard::decode(&ok(card_body(&card))).unwrap();
+    assert_eq!(again, card);
+}

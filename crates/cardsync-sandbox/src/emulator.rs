@@ -14,6 +14,8 @@ use cardsync_core::{
     Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
     redact_digit_runs, test_card,
 };
+use cardsync_proto::issuer::feed::{accepted_body, decode_update_cards_body};
+use cardsync_proto::issuer::platform::{card_body, decode_card_edits};
 use cardsync_proto::server::{self, Spelling};
 use cardsync_proto::{
     Ack, AmexUpdate, BatchAvailable, BatchCreated, BatchError, BatchInfo, BatchState,
@@ -22,6 +24,8 @@ use cardsync_proto::{
 };
 use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
+
+use crate::network::{Network, Refused};
 
 /// How long results stay available after completion (or after the webhook).
 pub const RESULTS_KEPT_FOR: Duration = Duration::from_secs(10 * 24 * 3600);
@@ -50,6 +54,9 @@ pub struct Settings {
     /// card (by default such cards are only counted in `stats.no_change`, as CardSync returns
     /// only cards with news). For load tests that need full result bodies.
     pub report_unchanged: bool,
+    /// The bearer token of the issuer side (the platform's PATCH, the issuer feed). Default
+    /// `sandbox_issuer_token`.
+    pub issuer_token: String,
 }
 
 impl Default for Settings {
@@ -62,6 +69,7 @@ impl Default for Settings {
             quirks: false,
             seed: 0x5eed,
             report_unchanged: false,
+            issuer_token: "sandbox_issuer_token".to_owned(),
         }
     }
 }
@@ -208,7 +216,9 @@ pub struct Emulator {
     merchants: BTreeMap<String, Merchant>,
     partner_webhooks: HashMap<Trigger, String>,
     batches: HashMap<String, Batch>,
-    subscriptions: HashSet<(String, String, String)>,
+    /// (merchant, card, SE number) → (the merchant's id for the card, its expiry).
+    subscriptions: HashMap<(String, String, String), (String, String)>,
+    network: Network,
     pending_amex: Vec<PendingAmex>,
     batches_created: u64,
     amex_events: HashMap<String, AmexEvent>,
@@ -229,6 +239,7 @@ impl fmt::Debug for Settings {
             .field("quirks", &self.quirks)
             .field("seed", &self.seed)
             .field("report_unchanged", &self.report_unchanged)
+            .field("issuer_token", &REDACTED)
             .finish()
     }
 }
@@ -364,7 +375,8 @@ impl Emulator {
             merchants,
             partner_webhooks: HashMap::new(),
             batches: HashMap::new(),
-            subscriptions: HashSet::new(),
+            subscriptions: HashMap::new(),
+            network: Network::default(),
             pending_amex: Vec::new(),
             batches_created: 0,
             amex_events: HashMap::new(),
@@ -480,6 +492,17 @@ impl Emulator {
             "/v2/subscribe",
             "/v2/subscription/results",
         ];
+        if let Some(id) = path
+            .strip_prefix("/v1/cards/")
+            .filter(|id| !id.contains('/'))
+        {
+            let id = server::query_value(&format!("/?id={id}").parse().unwrap_or_default(), "id")
+                .unwrap_or_default();
+            return self.platform_patch(request, &id, now);
+        }
+        if let Some(account) = feed_account(&path) {
+            return self.feed_put(request, account, now);
+        }
         if !known.contains(&path.as_str()) {
             return self.error(StatusCode::NOT_FOUND, format!("no endpoint at {path}"));
         }
@@ -715,10 +738,12 @@ impl Emulator {
                 batch.card_stats[i] += 1;
             }
             let digits = pan.expose();
-            match test_card(digits.as_str()) {
-                Some(tc) => {
-                    stats.record(&tc.result);
-                    rows.push(result_row(id, digits.as_str(), exp, tc.result.clone()));
+            match news(&self.network, id, digits.as_str(), exp) {
+                Some(row) => {
+                    if let Some(status) = &row.status {
+                        stats.record(status);
+                    }
+                    rows.push(row);
                 }
                 None => {
                     stats.no_change += 1;
@@ -859,13 +884,17 @@ impl Emulator {
         };
         let mut updates = Vec::new();
         for (card, se, id, exp) in pairs {
-            let is_test = test_card(&card).is_some();
+            let has_news = test_card(&card).is_some() || self.network.outcome(&card).is_some();
             // A subscription is a set of pairs: subscribing a pair again changes nothing, and
             // fires no second update.
             let new = self
                 .subscriptions
-                .insert((merchant.to_owned(), card.clone(), se.clone()));
-            if is_test && new {
+                .insert(
+                    (merchant.to_owned(), card.clone(), se.clone()),
+                    (id.clone(), exp.clone()),
+                )
+                .is_none();
+            if has_news && new {
                 updates.push((card, se, id, exp));
             }
         }
@@ -1038,20 +1067,24 @@ impl Emulator {
             let mut results = Results::new(BatchState::Completed);
             let stats = &mut results.stats.stats;
             for (card, se, id, exp) in &p.pairs {
-                if !self
-                    .subscriptions
-                    .contains(&(p.merchant_id.clone(), card.clone(), se.clone()))
-                {
+                if !self.subscriptions.contains_key(&(
+                    p.merchant_id.clone(),
+                    card.clone(),
+                    se.clone(),
+                )) {
                     continue;
                 }
-                let (Some(tc), Ok(exp)) = (test_card(card), Expiry::parse(exp)) else {
+                let Ok(exp) = Expiry::parse(exp) else {
+                    continue;
+                };
+                let Some(row) = self.news(id, card, exp) else {
                     continue;
                 };
                 stats.number_submitted += 1;
-                stats.record(&tc.result);
-                results
-                    .cards
-                    .push(result_row(id, card, exp, tc.result.clone()).with_se_number(se.clone()));
+                if let Some(status) = &row.status {
+                    stats.record(status);
+                }
+                results.cards.push(row.with_se_number(se.clone()));
             }
             if results.cards.is_empty() {
                 continue;
@@ -1093,6 +1126,163 @@ impl Emulator {
     /// Takes the webhooks waiting to be delivered.
     pub fn take_outgoing(&mut self) -> Vec<Outgoing> {
         self.outbox.drain(..).collect()
+    }
+
+    fn news(&self, id: &str, card: &str, exp: Expiry) -> Option<ResultCard> {
+        news(&self.network, id, card, exp)
+    }
+
+    /// Registers a card with the issuing platform, as issued and active, so that issuer-side
+    /// events can be tested: its platform card id (what `PATCH /v1/cards/{card_id}` takes).
+    pub fn register_issuer_card(&mut self, pan: &Pan, exp: Expiry, now: Duration) -> String {
+        let id = self.new_uuid();
+        let at = self.timestamp(now);
+        self.network.register(id, pan, exp, at)
+    }
+
+    /// American Express subscriptions of a card with news get an update, as the documents
+    /// describe: queued like the updates of subscribed test cards.
+    fn notify_subscribers(&mut self, matches: impl Fn(&str) -> bool, now: Duration) {
+        let mut by_merchant: BTreeMap<String, Vec<(String, String, String, String)>> =
+            BTreeMap::new();
+        for ((merchant, card, se), (id, exp)) in &self.subscriptions {
+            if matches(card) {
+                by_merchant.entry(merchant.clone()).or_default().push((
+                    card.clone(),
+                    se.clone(),
+                    id.clone(),
+                    exp.clone(),
+                ));
+            }
+        }
+        for (merchant_id, pairs) in by_merchant {
+            self.pending_amex.push(PendingAmex {
+                merchant_id,
+                due: now + self.settings.complete_after,
+                pairs,
+            });
+        }
+    }
+
+    /// Whether a request carries the issuer side's bearer token.
+    fn issuer_caller(&self, request: &Request<Vec<u8>>) -> bool {
+        request
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| t == self.settings.issuer_token)
+    }
+
+    /// The issuing platform's `PATCH /v1/cards/{card_id}`.
+    fn platform_patch(&mut self, request: &Request<Vec<u8>>, id: &str, now: Duration) -> Answer {
+        if !self.issuer_caller(request) {
+            return self.error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+        if request.method() != Method::PATCH {
+            return self.not_allowed(request.method(), request.uri().path(), "PATCH");
+        }
+        let key = request
+            .headers()
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if let Some(key) = &key {
+            match self.network.replay(key, request.body()) {
+                Ok(Some((status, body))) => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    return server::respond(status, body);
+                }
+                Ok(None) => {}
+                Err(Refused(status, message)) => return self.refused(status, message),
+            }
+        }
+        let edits = match decode_card_edits(request.body()) {
+            Ok(e) => e,
+            Err(e) => return self.error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let at = self.timestamp(now);
+        let new_id = self.new_uuid();
+        let answer = match self.network.patch(id, edits, || new_id, at) {
+            Ok((card, news)) => {
+                self.notify_subscribers(|c| news.iter().any(|n| n == c), now);
+                server::respond(StatusCode::OK, card_body(&card))
+            }
+            Err(Refused(status, message)) => self.refused(status, message),
+        };
+        // Refusals that depend on the state (an unknown or terminated card) are not replayed:
+        // only answers that changed something are.
+        if let Some(key) = &key
+            && answer.status() == StatusCode::OK
+        {
+            self.network
+                .remember(key, request.body(), 200, answer.body());
+        }
+        answer
+    }
+
+    /// The issuer feed's `PUT /v2/data/customers/{c}/accounts/{a}/cards`.
+    fn feed_put(
+        &mut self,
+        request: &Request<Vec<u8>>,
+        (customer, account): (String, String),
+        now: Duration,
+    ) -> Answer {
+        if !self.issuer_caller(request) {
+            return self.error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        }
+        if request.method() != Method::PUT {
+            return self.not_allowed(request.method(), request.uri().path(), "PUT");
+        }
+        let received = match decode_update_cards_body(request.body()) {
+            Ok(r) => r,
+            Err(e) => return self.error(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        for (i, r) in received.iter().enumerate() {
+            if r.customer_id != customer || r.account_id != account {
+                return self.error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "cards[{i}].sourceCustomerId and sourceAccountId must be the customer and account of the path"
+                    ),
+                );
+            }
+        }
+        let cards = received.into_iter().map(|r| r.card).collect();
+        match self.network.feed((customer, account), cards) {
+            Ok(news) => {
+                self.notify_subscribers(
+                    |c| {
+                        c.len() >= 10
+                            && news
+                                .iter()
+                                .any(|(iin, last4)| c.starts_with(iin) && c.ends_with(last4))
+                    },
+                    now,
+                );
+                let id = self.new_uuid();
+                server::respond(StatusCode::OK, accepted_body(&id))
+            }
+            Err(Refused(status, message)) => self.refused(status, message),
+        }
+    }
+
+    fn refused(&self, status: u16, message: String) -> Answer {
+        self.error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            message,
+        )
+    }
+
+    fn not_allowed(&self, method: &Method, path: &str, allow: &'static str) -> Answer {
+        let mut answer = self.error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        );
+        answer
+            .headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+        answer
     }
 
     /// The batches kept, oldest first.
@@ -1139,6 +1329,32 @@ impl Emulator {
                 ((*endpoint).to_owned(), counts)
             })
             .collect()
+    }
+}
+
+/// The customer and account of an issuer feed path,
+/// `/v2/data/customers/{sourceCustomerId}/accounts/{sourceAccountId}/cards`, percent-decoded.
+fn feed_account(path: &str) -> Option<(String, String)> {
+    let rest = path.strip_prefix("/v2/data/customers/")?;
+    let (customer, rest) = rest.split_once("/accounts/")?;
+    let account = rest.strip_suffix("/cards")?;
+    if customer.is_empty() || account.is_empty() || customer.contains('/') || account.contains('/')
+    {
+        return None;
+    }
+    let decode = |s: &str| {
+        let uri: http::Uri = format!("/?v={s}").parse().ok()?;
+        server::query_value(&uri, "v")
+    };
+    Some((decode(customer)?, decode(account)?))
+}
+
+/// The result row of a card with news: a documented test card's documented result, else what
+/// the issuer side made of the card (see [`crate::network`]).
+fn news(network: &Network, id: &str, card: &str, exp: Expiry) -> Option<ResultCard> {
+    match test_card(card) {
+        Some(tc) => Some(result_row(id, card, exp, tc.result.clone())),
+        None => network.outcome(card).map(|o| o.row(id, card, exp)),
     }
 }
 

@@ -43,7 +43,37 @@
 //! | `POST /_sandbox/clock/advance` `{"seconds": N}` | moves the emulator clock forward, firing whatever falls due |
 //! | `GET /_sandbox/deliveries` | the webhook delivery log: id, trigger, event, URL, attempts, state, last status or error |
 //! | `GET /_sandbox/counters` | per endpoint: requests, cards received, distinct cards, repeats |
+//! | `POST /_sandbox/issuer/cards` `{"card": …, "exp": "MM/YY"}` | registers a card with the issuing platform; answers its `card_id`, `bin`, `last_four` |
 //! | `GET`, `POST`, `DELETE /_sandbox/faults` | read, set or clear fault injection ([`Faults`]): a share of answers replaced by error statuses (with `Retry-After`), before or after the request is handled; added latency; connections dropped mid-body |
+//!
+//! # The issuer side: the card network in a box
+//!
+//! The emulator also plays the issuers: an issuing platform (`PATCH /v1/cards/{card_id}`,
+//! base URL `<sandbox>/v1`, `Authorization: Bearer sandbox_issuer_token`, an
+//! `Idempotency-Key` honoured: the same key and body answer the first answer again, the same
+//! key with another body is refused with 422) and an issuer feed (`PUT
+//! /v2/data/customers/{sourceCustomerId}/accounts/{sourceAccountId}/cards`, same token).
+//! Cards are registered with the platform by `POST /_sandbox/issuer/cards` `{"card": …,
+//! "exp": "MM/YY"}` (answering the platform's card id) or [`Sandbox::register_issuer_card`].
+//! What an issuer event means for merchants holding the card, in batch results created after
+//! it and as an American Express update (trigger 23) for subscribed cards:
+//!
+//! | issuer event | what merchants holding the old card get |
+//! |---|---|
+//! | PATCH `TERMINATED` with `LOS`, `STO`, `CLO`, `COM` or `FRD` | reissued (new number, same first six digits, new expiry; `reissued_to_id` / `reissued_from_id` linked): `updated_card` |
+//! | PATCH `TERMINATED` with `EXP` | renewed, same number: `updated_expiry` |
+//! | PATCH `TERMINATED` with any other reason | `closed` |
+//! | PATCH `SUSPENDED`, or back to `ACTIVE` | nothing (temporary) |
+//! | feed: card set `CLOSED` | `closed`, for merchant cards with that IIN and last four digits |
+//! | feed: card set `CLOSED` and an `OPEN` card on the same account | `contact` (the feed never carries the new number) |
+//!
+//! These are the networks' own outcomes (Visa Account Updater's new number, new expiry,
+//! closed account and contact-the-cardholder records). `TERMINATED` is final (422 after).
+//! Errors: 401 without the token, 404 for an unknown card id, 400 naming the field for bad
+//! values (enum words, a memo over 255 characters, an emboss line over 21 characters or with
+//! other characters, `CLOSED` without `closeDate`, a `last4` that is not four digits); the
+//! feed's documented 500 by fault injection (`paths` naming the feed's path). The documented
+//! sandbox test cards keep their documented results.
 //!
 //! # Quirks
 //!
@@ -55,6 +85,7 @@
 
 mod emulator;
 pub mod fixtures;
+mod network;
 mod server;
 
 pub use emulator::{

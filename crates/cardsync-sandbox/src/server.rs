@@ -262,6 +262,18 @@ impl Sandbox {
         self.shared.lock().emulator.counters()
     }
 
+    /// Registers a card with the emulator's issuing platform (what `POST
+    /// /_sandbox/issuer/cards` does): its platform card id, for `PATCH /v1/cards/{card_id}`.
+    pub fn register_issuer_card(
+        &self,
+        pan: &cardsync_core::Pan,
+        exp: cardsync_core::Expiry,
+    ) -> String {
+        let mut inner = self.shared.lock();
+        let now = inner.now();
+        inner.emulator.register_issuer_card(pan, exp, now)
+    }
+
     /// Sets fault injection (what `POST /_sandbox/faults` does).
     pub fn set_faults(&self, faults: Faults) {
         let mut inner = self.shared.lock();
@@ -622,6 +634,23 @@ struct CountersAnswer {
     endpoints: BTreeMap<String, EndpointCounts>,
 }
 
+/// The body of `POST /_sandbox/issuer/cards`.
+#[derive(Deserialize)]
+struct IssuerCard {
+    card: String,
+    exp: String,
+}
+
+/// What `POST /_sandbox/issuer/cards` answers: the platform's id, and the card as the
+/// platform shows it (no full number).
+#[derive(Serialize)]
+struct IssuerCardAnswer {
+    card_id: String,
+    bin: String,
+    last_four: String,
+    exp: String,
+}
+
 /// `{"faults": {…}}`.
 #[derive(Serialize)]
 struct FaultsAnswer<'a> {
@@ -656,6 +685,30 @@ fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<Respons
         (&Method::GET, "/_sandbox/counters") => {
             let endpoints = shared.lock().emulator.counters();
             json_answer(StatusCode::OK, &CountersAnswer { endpoints })
+        }
+        (&Method::POST, "/_sandbox/issuer/cards") => {
+            let parsed = serde_json::from_slice::<IssuerCard>(request.body())
+                .ok()
+                .and_then(|c| {
+                    let pan = cardsync_core::Pan::parse(&c.card).ok()?;
+                    let exp = cardsync_core::Expiry::parse(&c.exp).ok()?;
+                    Some((pan, exp))
+                });
+            let Some((pan, exp)) = parsed else {
+                return bad("the body must be {\"card\": a valid card number, \"exp\": \"MM/YY\"}");
+            };
+            let card_id = {
+                let mut inner = shared.lock();
+                let now = inner.now();
+                inner.emulator.register_issuer_card(&pan, exp, now)
+            };
+            let answer = IssuerCardAnswer {
+                card_id,
+                bin: pan.bin().as_str().to_owned(),
+                last_four: pan.last4().as_str().to_owned(),
+                exp: exp.to_string(),
+            };
+            json_answer(StatusCode::OK, &answer)
         }
         (&Method::GET, "/_sandbox/faults") => {
             let inner = shared.lock();

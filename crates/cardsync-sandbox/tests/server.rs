@@ -808,3 +808,72 @@ async fn limited_and_html_faults() {
     assert_eq!(answer.status(), 404);
     sandbox.shutdown().await;
 }
+
+/// The issuer side over loopback: a card registered through the control endpoint, reported
+/// lost through the platform's PATCH, comes back reissued in the next batch's results.
+#[tokio::test]
+async fn an_issuer_event_over_loopback_reaches_the_next_batch() {
+    use cardsync_proto::issuer::platform::{
+        CardEdits, IdempotencyKey, PlatformCardStatus, StatusReason, UpdateCard,
+    };
+    use cardsync_proto::issuer::{IssuerConfig, IssuerEndpoint};
+    let (sandbox, config) = start().await;
+    let http = client();
+    let card = "4111111111111111";
+    let register = http::Request::post(format!("{}/_sandbox/issuer/cards", sandbox.base_url()))
+        .body(format!(r#"{{"card":"{card}","exp":"05/27"}}"#).into_bytes())
+        .unwrap();
+    let answer = send_raw(&http, register).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let registered: serde_json::Value = serde_json::from_slice(answer.body()).unwrap();
+    assert_eq!(registered["last_four"], "1111");
+    assert!(!String::from_utf8_lossy(answer.body()).contains(card));
+    let card_id = registered["card_id"].as_str().unwrap().to_owned();
+    // A bad registration is refused.
+    let bad = http::Request::post(format!("{}/_sandbox/issuer/cards", sandbox.base_url()))
+        .body(br#"{"card":"4111111111111112","exp":"05/27"}"#.to_vec())
+        .unwrap();
+    assert_eq!(send_raw(&http, bad).await.unwrap().status(), 400);
+
+    let issuer = IssuerConfig::new(BaseUrl::parse(&format!("{}/v1", sandbox.base_url())).unwrap())
+        .with_token(IssuerToken::new(&sandbox.settings().issuer_token).unwrap());
+    let patch = UpdateCard::new(
+        card_id,
+        CardEdits::status(PlatformCardStatus::Terminated, StatusReason::Stolen),
+        IdempotencyKey::new("loopback-1").unwrap(),
+    )
+    .unwrap();
+    let answer = send_raw(&http, patch.encode(&issuer).unwrap())
+        .await
+        .unwrap();
+    let issued = UpdateCard::decode(&answer).unwrap();
+    assert!(issued.card_details.reissued_to_id.is_some());
+
+    let batch = CreateBatch::new(vec![BatchCard::new(
+        "sub-1",
+        cardsync_core::Pan::parse(card).unwrap(),
+        cardsync_core::Expiry::parse("05/27").unwrap(),
+    )])
+    .unwrap();
+    let created = send(&http, &config, &batch).await.unwrap();
+    let start = std::time::Instant::now();
+    let results = loop {
+        match send(
+            &http,
+            &config,
+            &GetBatchResults::new(created.batch_id.clone()),
+        )
+        .await
+        {
+            Ok(r) => break r,
+            Err(_) => {
+                assert!(start.elapsed() < Duration::from_secs(10), "never completed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let row = &results.cards[0];
+    assert_eq!(row.status, Some(cardsync_core::UpdateStatus::UpdatedCard));
+    assert_eq!(row.card.expose(), cardsync_sandbox::replacement_card(card));
+    sandbox.shutdown().await;
+}

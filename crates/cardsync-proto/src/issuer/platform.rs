@@ -419,14 +419,21 @@ pub struct CardDetails {
     pub reissued_to_id: Option<String>,
     /// `reissue_reason`.
     pub reissue_reason: Option<String>,
+    /// `creation_time`.
+    pub creation_time: Option<String>,
+    /// `last_updated_time`.
+    pub last_updated_time: Option<String>,
     /// `memo`.
     pub memo: Option<String>,
+    /// `emboss_name`, when it is the documented object of text lines (anything else is kept
+    /// in `other`).
+    pub emboss_name: Option<EmbossName>,
     /// Every other field, as received.
     pub other: Map<String, Value>,
 }
 
 /// The fields of [`CardDetails`] read as text, in the order they are written.
-const DETAIL_TEXT: [&str; 11] = [
+const DETAIL_TEXT: [&str; 13] = [
     "id",
     "account_id",
     "customer_id",
@@ -438,10 +445,12 @@ const DETAIL_TEXT: [&str; 11] = [
     "reissued_from_id",
     "reissued_to_id",
     "reissue_reason",
+    "creation_time",
+    "last_updated_time",
 ];
 
 impl CardDetails {
-    fn text_slots(&mut self) -> [&mut Option<String>; 11] {
+    fn text_slots(&mut self) -> [&mut Option<String>; 13] {
         [
             &mut self.id,
             &mut self.account_id,
@@ -454,10 +463,12 @@ impl CardDetails {
             &mut self.reissued_from_id,
             &mut self.reissued_to_id,
             &mut self.reissue_reason,
+            &mut self.creation_time,
+            &mut self.last_updated_time,
         ]
     }
 
-    fn text_values(&self) -> [&Option<String>; 11] {
+    fn text_values(&self) -> [&Option<String>; 13] {
         [
             &self.id,
             &self.account_id,
@@ -470,6 +481,8 @@ impl CardDetails {
             &self.reissued_from_id,
             &self.reissued_to_id,
             &self.reissue_reason,
+            &self.creation_time,
+            &self.last_updated_time,
         ]
     }
 
@@ -498,6 +511,22 @@ impl CardDetails {
         if let Some(v) = map.remove("memo") {
             d.memo = text_of(&v);
         }
+        match map.remove("emboss_name") {
+            Some(Value::Object(lines))
+                if lines.iter().all(|(k, v)| {
+                    (k == "line_1" || k == "line_2") && (v.is_string() || v.is_null())
+                }) =>
+            {
+                d.emboss_name = Some(EmbossName {
+                    line_1: lines.get("line_1").and_then(text_of),
+                    line_2: lines.get("line_2").and_then(text_of),
+                });
+            }
+            Some(other) => {
+                map.insert("emboss_name".to_owned(), other);
+            }
+            None => {}
+        }
         d.other = map;
         d
     }
@@ -519,6 +548,9 @@ impl Serialize for CardDetails {
         }
         if let Some(v) = &self.memo {
             map.serialize_entry("memo", v)?;
+        }
+        if let Some(e) = &self.emboss_name {
+            map.serialize_entry("emboss_name", &EmbossOut(e))?;
         }
         for (k, v) in &self.other {
             map.serialize_entry(k, v)?;
