@@ -12,6 +12,7 @@ mod duration;
 mod error;
 mod files;
 mod input;
+mod issuer;
 mod lease;
 mod pipeline;
 mod remote;
@@ -138,6 +139,10 @@ enum Command {
     Merchant(commands::MerchantCommand),
     /// Run a webhook receiver: fetch and save results as their events arrive.
     Listen(commands::ListenArgs),
+    /// The issuer side of the card network: register cards with the issuing platform, change
+    /// their status, send issuer feed files (against the local emulator by default).
+    #[command(subcommand)]
+    Issuer(issuer::IssuerCommand),
 }
 
 fn main() -> ExitCode {
@@ -216,5 +221,6 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Webhooks(c) => commands::webhooks(c, &global, out),
         Command::Merchant(c) => commands::merchant(c, &global, out),
         Command::Listen(args) => commands::listen(args, &global, out),
+        Command::Issuer(c) => issuer::run(c, &global, out),
     }
 }

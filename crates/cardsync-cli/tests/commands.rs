@@ -296,3 +296,120 @@ fn post(addr: &str, path: &str, body: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// The issuer side through the command: a card registered with the emulator's platform is
+/// reported lost, and the next `sync` of a merchant holding it gets the reissued number; a
+/// feed file closes another card, and the next `sync` gets `closed`. The terminal shows
+/// masked numbers only.
+#[test]
+fn issuer_commands_reach_the_next_sync() {
+    let dir = Dir::new("issuer");
+    let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(100));
+    let issuer = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("CARDSYNC_BASE_URL", emulator.url())
+            .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+            .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cardsync")
+    };
+    let lost = "4111111111111111";
+    let out = issuer(&[
+        "--output", "json", "issuer", "cards", "add", "--card", lost, "--exp", "05/27",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!stdout.contains(lost), "{stdout}");
+    let card_id = json_lines(&out)[0]["card_id"].as_str().unwrap().to_owned();
+
+    let out = issuer(&[
+        "issuer",
+        "card-status",
+        &card_id,
+        "--status",
+        "terminated",
+        "--reason",
+        "LOS",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TERMINATED (LOS: Card reported lost)"),
+        "{text}"
+    );
+    assert!(text.contains("reissued as card"), "{text}");
+    // TERMINATED is final.
+    let again = issuer(&["issuer", "card-status", &card_id, "--status", "ACTIVE"]);
+    assert_ne!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("final"));
+    // A bad reason is refused before anything is sent.
+    let bad = issuer(&[
+        "issuer",
+        "card-status",
+        &card_id,
+        "--status",
+        "TERMINATED",
+        "--reason",
+        "XYZ",
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+
+    // The issuer feed closes a Mastercard card of an account with no other open card.
+    let closed = "5112000000000012";
+    let feed = write(
+        &dir.0,
+        "feed.json",
+        r#"{"cards":[{"last4":"0012","iin":"511200","cardType":"CREDIT","status":"CLOSED","networkIdentifier":5,"openDate":"2020-01-01T00:00:00Z","closeDate":"2024-06-01T00:00:00Z"}]}"#,
+    );
+    let out = issuer(&[
+        "issuer",
+        "update-cards",
+        &feed,
+        "--customer",
+        "cust-1",
+        "--account",
+        "acct-1",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 card of account acct-1"));
+    let bad_feed = write(&dir.0, "bad.json", r#"{"cards":[{"last4":"12"}]}"#);
+    let out = issuer(&[
+        "issuer",
+        "update-cards",
+        &bad_feed,
+        "--customer",
+        "c",
+        "--account",
+        "a",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cards[0].last4"));
+
+    // The merchant's next sync.
+    let cards = write(
+        &dir.0,
+        "cards.csv",
+        &format!("id,card,exp\nlost,{lost},05/27\nclosed,{closed},08/26\n"),
+    );
+    let results = dir.0.join("results.csv").display().to_string();
+    let out = cardsync(&emulator, &["sync", "--out", &results, &cards]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains(lost) && !stdout.contains(closed),
+        "{stdout}"
+    );
+    let file = std::fs::read_to_string(&results).unwrap();
+    let reissued = cardsync_sandbox::replacement_card(lost);
+    assert!(
+        file.lines()
+            .any(|l| l.starts_with("lost,updated_card,") && l.contains(&reissued)),
+        "{file}"
+    );
+    assert!(
+        file.lines().any(|l| l.starts_with("closed,closed,")),
+        "{file}"
+    );
+}
