@@ -834,13 +834,125 @@ pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError
         sync_args.amex_wait = Duration::from_secs(20);
         sync_args.poll_max = Duration::from_secs(1);
         let code = sync::run_async(&sync_args, &global).await;
-        sandbox.shutdown().await;
-        let code = code?;
+        let code = match code {
+            Ok(code) => code,
+            Err(e) => {
+                sandbox.shutdown().await;
+                return Err(e);
+            }
+        };
         if global.output == OutputFormat::Text {
             print_demo_cards(&out)?;
         }
-        Ok(code)
+        // Then the issuers: a merchant's Visa card is reported lost, an American Express card
+        // is closed; the merchant's next sync receives both.
+        let story = issuer_story(&sandbox, &dir, &global).await;
+        sandbox.shutdown().await;
+        let second = story?;
+        Ok(if code == ExitCode::SUCCESS {
+            second
+        } else {
+            code
+        })
     })
+}
+
+/// A card of the merchant's that its issuer reports lost.
+const DEMO_LOST_CARD: &str = "4111111111111111";
+/// An American Express card of the merchant's that its issuer closes.
+const DEMO_CLOSED_AMEX: &str = "371449635398431";
+
+/// The second act of the demo: the issuers change two cards through the emulator's issuing
+/// platform (the documented `PATCH /v1/cards/{card_id}`), and the merchant's next `sync`
+/// receives the reissued number and, by webhook, the closed American Express account.
+async fn issuer_story(
+    sandbox: &Sandbox,
+    dir: &Path,
+    global: &Global,
+) -> Result<ExitCode, CliError> {
+    use cardsync_proto::issuer::platform::{
+        CardEdits, IdempotencyKey, PlatformCardStatus, StatusReason, UpdateCard,
+    };
+    use cardsync_proto::issuer::{IssuerConfig, IssuerEndpoint};
+    let text = !global.quiet && global.output == OutputFormat::Text;
+    let exp = cardsync_core::Expiry::parse("05/27").expect("a valid expiry");
+    let platform = cardsync_proto::BaseUrl::parse(&format!("{}/v1", sandbox.base_url()))
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let token = cardsync_proto::IssuerToken::new(&sandbox.settings().issuer_token)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let config = IssuerConfig::new(platform).with_token(token);
+    let transport = cardsync_hyper::HyperTransport::new(cardsync_hyper::Options::loopback())
+        .map_err(|e| CliError::Usage(format!("cannot set up the transport: {e}")))?;
+    if text {
+        println!("\nNext, the issuers:");
+    }
+    for (card, reason, what) in [
+        (DEMO_LOST_CARD, StatusReason::Lost, "reports it lost"),
+        (DEMO_CLOSED_AMEX, StatusReason::Other, "closes the account"),
+    ] {
+        let pan = cardsync_core::Pan::parse(card).expect("a valid card number");
+        let card_id = sandbox.register_issuer_card(&pan, exp);
+        let key = cardsync_hyper::random_token()
+            .ok()
+            .and_then(|k| IdempotencyKey::new(&k))
+            .ok_or_else(|| CliError::Usage("the system's random generator failed".into()))?;
+        let patch = UpdateCard::new(
+            card_id.clone(),
+            CardEdits::status(PlatformCardStatus::Terminated, reason.clone()),
+            key,
+        )
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        let request = patch
+            .encode(&config)
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let answer = crate::issuer::send(&transport, request, UpdateCard::IDEMPOTENCY).await?;
+        let issued = UpdateCard::decode(&answer)
+            .map_err(|e| crate::issuer::remote_error(&format!("card {card_id}"), e))?;
+        if text {
+            println!(
+                "  the issuer of {} {what}: PATCH /v1/cards/{card_id} TERMINATED ({}: {}){}",
+                pan.masked(),
+                reason.as_str(),
+                reason.description(),
+                issued
+                    .card_details
+                    .reissued_to_id
+                    .map(|to| format!("; reissued as card {to}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let cards = dir.join("cards-2.csv");
+    let out = dir.join("results-2.csv");
+    for stale in [
+        out.clone(),
+        dir.join("results-2.csv.journal"),
+        dir.join("results-2.csv.partial"),
+    ] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let csv = format!(
+        "id,card,exp,se_number\nmerchant-visa,{DEMO_LOST_CARD},05/27,\nmerchant-amex,{DEMO_CLOSED_AMEX},05/27,{DEMO_SE_NUMBER}\n"
+    );
+    std::fs::write(&cards, csv).map_err(io_err(&cards))?;
+    if text {
+        println!("\nThe merchant's next sync ({}):", cards.display());
+    }
+    let mut sync_args = sync::Args::new(cards, out.clone());
+    sync_args.wait = Wait::Webhook;
+    sync_args.amex_wait = Duration::from_secs(20);
+    sync_args.poll_max = Duration::from_secs(1);
+    let code = sync::run_async(&sync_args, global).await?;
+    if global.output == OutputFormat::Text {
+        print_demo_cards(&out)?;
+        if !global.quiet {
+            println!(
+                "\nThe Visa card came back reissued in the batch results; the American Express \
+                 card's closing came by the update webhook (trigger 23) and its subscription results."
+            );
+        }
+    }
+    Ok(code)
 }
 
 /// The demo's per-card table, read back from its results file, with masked numbers.
@@ -853,7 +965,7 @@ fn print_demo_cards(results: &Path) -> Result<(), CliError> {
     let mut out = stdout.lock();
     writeln!(
         out,
-        "\n{:<9} {:<20} {:<16} {:<7} ROUTE",
+        "\n{:<14} {:<20} {:<16} {:<7} ROUTE",
         "ID", "CARD RETURNED", "STATUS", "EXP"
     )?;
     let mut rows: Vec<csv::StringRecord> = reader.records().filter_map(Result::ok).collect();
@@ -867,7 +979,7 @@ fn print_demo_cards(results: &Path) -> Result<(), CliError> {
         };
         writeln!(
             out,
-            "{:<9} {:<20} {:<16} {:<7} {route}",
+            "{:<14} {:<20} {:<16} {:<7} {route}",
             row.get(0).unwrap_or(""),
             card.as_str(),
             row.get(1).unwrap_or(""),

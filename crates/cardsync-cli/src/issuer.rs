@@ -137,7 +137,10 @@ fn need_token(token: Option<IssuerToken>) -> Result<IssuerToken, CliError> {
     })
 }
 
-fn remote_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -> CliError {
+pub(crate) fn remote_error(
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> CliError {
     CliError::Remote {
         what: what.to_owned(),
         hint: "",
@@ -147,7 +150,7 @@ fn remote_error(what: &str, e: impl std::error::Error + Send + Sync + 'static) -
 
 /// Sends `request`, again as the retry policy says for a request of this idempotency (the
 /// request, idempotency key included, is the same every time).
-async fn send(
+pub(crate) async fn send(
     transport: &HyperTransport,
     request: http::Request<Vec<u8>>,
     idempotency: Idempotency,

@@ -359,6 +359,27 @@ fn the_demo_shows_every_documented_test_card() {
         );
         assert!(!stdout.contains(card.card), "a full number on stdout");
     }
+    // Then the issuers: a lost Visa card comes back reissued, a closed American Express card
+    // by webhook; masked on the terminal, in full in the results file.
+    assert!(
+        stdout.contains("411111******1111 reports it lost"),
+        "{stdout}"
+    );
+    let line = |id: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(line("merchant-visa").contains("updated_card"), "{stdout}");
+    assert!(line("merchant-amex").contains("closed"), "{stdout}");
+    let reissued = cardsync_sandbox::replacement_card("4111111111111111");
+    for full in ["4111111111111111", "371449635398431", reissued.as_str()] {
+        assert!(!stdout.contains(full), "a full number on stdout");
+    }
+    let file = std::fs::read_to_string(dir.0.join("results-2.csv")).unwrap();
+    assert!(file.contains(&reissued), "{file}");
 }
 
 #[test]
