@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -141,12 +142,30 @@ impl From<SinkError> for RunError {
 pub struct LeaseKeeper {
     lease: Lease,
     ttl: Duration,
+    /// Until when (on the monotonic clock) a creating request may still leave: while the
+    /// lease has half its length left. Shared with the requests under way ([`guarded`]).
+    sendable_until: Arc<Mutex<Instant>>,
 }
 
 impl LeaseKeeper {
     /// Keeps `lease`, taken for `ttl`.
     pub fn new(lease: Lease, ttl: Duration) -> LeaseKeeper {
-        LeaseKeeper { lease, ttl }
+        LeaseKeeper {
+            lease,
+            ttl,
+            sendable_until: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+
+    /// Records how long creating requests may still leave under the lease as it stands.
+    fn refresh(&self, now_ms: u64) {
+        let left = self
+            .lease
+            .expires_ms
+            .saturating_sub(now_ms + self.ttl_ms() / 2);
+        if let Ok(mut until) = self.sendable_until.lock() {
+            *until = Instant::now() + Duration::from_millis(left);
+        }
     }
 
     /// The lease as it stands.
@@ -174,16 +193,23 @@ impl LeaseKeeper {
         if now_ms >= self.renew_at_ms() {
             self.lease = store.renew(&self.lease, now_ms, self.ttl_ms())?;
         }
+        self.refresh(now_ms);
         Ok(())
     }
 
     /// Before a request CardSync bills is sent: the lease must be current with half its
     /// length to spare (renewed now if need be), so that a runner paused past its lease never
     /// sends one after waking up.
+    ///
+    /// The request is then held to the same rule until it leaves ([`guarded`]): a POST is sent
+    /// by whatever polls its future, and a run paused between this check and the first bytes
+    /// (with several calls under way, that can be more than an instant) must not send it on
+    /// waking, unless it renewed its lease first.
     fn before_create(&mut self, store: &mut impl Store, now_ms: u64) -> Result<(), RunError> {
         if self.lease.expires_ms < now_ms + self.ttl_ms() / 2 {
             self.lease = store.renew(&self.lease, now_ms, self.ttl_ms())?;
         }
+        self.refresh(now_ms);
         Ok(())
     }
 
@@ -250,6 +276,34 @@ fn salvage(
 
 type InFlight<'a> =
     Pin<Box<dyn Future<Output = Result<http::Response<Vec<u8>>, TransportError>> + Send + 'a>>;
+
+/// A creating request that goes only while the lease allows it (`sendable_until`, moved on
+/// at every renewal): checked each time the request is driven, before its transport is, so
+/// that a run that was paused (or starved) past its lease drops the POST rather than send it
+/// late. The monotonic clock runs on while a process is stopped. When the lease runs short
+/// after the bytes may have left, the request is reported as perhaps received, and decided
+/// like any interrupted POST.
+fn guarded<'t>(
+    send: impl Future<Output = Result<http::Response<Vec<u8>>, TransportError>> + Send + 't,
+    sendable_until: Arc<Mutex<Instant>>,
+) -> InFlight<'t> {
+    let mut send = Box::pin(send);
+    Box::pin(std::future::poll_fn(move |cx| {
+        let deadline = sendable_until
+            .lock()
+            .map_or_else(|_| Instant::now(), |d| *d);
+        if Instant::now() >= deadline {
+            return Poll::Ready(Err(TransportError::new(
+                cardsync_proto::transport::TransportErrorKind::Other,
+                cardsync_proto::retry::Reached::Maybe,
+            )
+            .with_source(
+                "not sent: the job's lease ran short before the request could leave",
+            )));
+        }
+        send.as_mut().poll(cx)
+    }))
+}
 
 /// What woke the driver.
 enum Woke {
@@ -340,10 +394,15 @@ where
                     job.handle_cards(seq, cards, env.now());
                 }
                 Output::Send(call) => {
-                    if call.creates {
+                    let mut future: InFlight<'t> = if call.creates {
                         keeper.before_create(store, env.unix_ms())?;
-                    }
-                    let mut future: InFlight<'t> = Box::pin(transport.send(call.request));
+                        guarded(
+                            transport.send(call.request),
+                            Arc::clone(&keeper.sendable_until),
+                        )
+                    } else {
+                        Box::pin(transport.send(call.request))
+                    };
                     // Start it now, before whatever else this round does: a transport begins
                     // sending when first polled. (The real waker comes with the next poll.)
                     let mut start = std::task::Context::from_waker(std::task::Waker::noop());
@@ -396,5 +455,39 @@ where
             Woke::Event(Some(event)) => job.handle_event(event, env.now()),
             Woke::Event(None) => job.handle_timeout(env.now()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guarded_post_does_not_leave_once_the_lease_ran_short() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let until = Arc::new(Mutex::new(Instant::now() + Duration::from_secs(60)));
+        let mut polled = 0;
+        let mut live = guarded(
+            std::future::poll_fn(|_| {
+                polled += 1;
+                Poll::Pending
+            }),
+            Arc::clone(&until),
+        );
+        assert!(live.as_mut().poll(&mut cx).is_pending());
+        // The run is paused past its lease: on the next poll the request is dropped unsent.
+        *until.lock().unwrap() = Instant::now();
+        match live.as_mut().poll(&mut cx) {
+            Poll::Ready(Err(e)) => {
+                let source = std::error::Error::source(&e).map(ToString::to_string);
+                assert!(source.unwrap_or_default().contains("lease"), "{e:?}");
+            }
+            other => panic!("{:?}", other.map(|r| r.map(|_| ()))),
+        }
+        drop(live);
+        assert_eq!(
+            polled, 1,
+            "the transport was driven after the lease ran short"
+        );
     }
 }
