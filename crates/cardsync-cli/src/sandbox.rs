@@ -87,6 +87,7 @@ pub(crate) fn run(
                     "master_key": s.master_key,
                     "merchant_key": s.merchant_key,
                     "merchant_id": s.merchant_id,
+                    "issuer_token": s.issuer_token,
                 });
                 writeln!(out, "{line}")?;
             }
@@ -95,6 +96,11 @@ pub(crate) fn run(
                 writeln!(out, "  partner master key  {}", s.master_key)?;
                 writeln!(out, "  merchant key        {}", s.merchant_key)?;
                 writeln!(out, "  merchant id         {}", s.merchant_id)?;
+                writeln!(
+                    out,
+                    "  issuer token        {} (issuing platform under /v1, issuer feed under /v2/data)",
+                    s.issuer_token
+                )?;
                 writeln!(
                     out,
                     "  batches complete after {:?}; control endpoints under /_sandbox/",

@@ -437,6 +437,7 @@ fn sandbox_prints_where_it_listens_and_stops_on_ctrl_c() {
         .expect("the sandbox printed its address");
     let info: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(info["master_key"], "sandbox_master_key");
+    assert_eq!(info["issuer_token"], "sandbox_issuer_token");
     assert_eq!(
         (info["merchant_key"].as_str(), info["merchant_id"].as_str()),
         (Some("mk"), Some("sandbox_merchant"))
