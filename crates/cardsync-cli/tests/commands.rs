@@ -413,3 +413,204 @@ fn issuer_commands_reach_the_next_sync() {
         "{file}"
     );
 }
+
+/// Every row of the issuer table, through the command over loopback: each issuer event, then
+/// the merchant's sync, whose results file says what the networks would. The feed's
+/// documented 500 (injected once) is reported, and the same command sent again (the feed is
+/// idempotent) goes through.
+#[test]
+fn every_issuer_event_reaches_the_merchants_sync() {
+    use cardsync_core::luhn_check_digit;
+    let dir = Dir::new("issuer-table");
+    let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(100));
+    let attempt = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("CARDSYNC_BASE_URL", emulator.url())
+            .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cardsync")
+    };
+    let issuer = |args: &[&str]| {
+        let out = attempt(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+        out
+    };
+    let pan = |prefix: &str, n: u32| {
+        let body = format!("{prefix}{n:0width$}", width = 15 - prefix.len());
+        format!("{body}{}", char::from(luhn_check_digit(&body).unwrap()))
+    };
+    // (id, card, status, reason, expected result)
+    let events = [
+        (
+            "lost",
+            pan("4111", 1),
+            "TERMINATED",
+            "LOS",
+            Some("updated_card"),
+        ),
+        (
+            "stolen",
+            pan("4111", 2),
+            "TERMINATED",
+            "STO",
+            Some("updated_card"),
+        ),
+        (
+            "cloned",
+            pan("5112", 3),
+            "TERMINATED",
+            "CLO",
+            Some("updated_card"),
+        ),
+        (
+            "compromised",
+            pan("6011", 4),
+            "TERMINATED",
+            "COM",
+            Some("updated_card"),
+        ),
+        (
+            "fraud",
+            pan("4111", 5),
+            "TERMINATED",
+            "FRD",
+            Some("updated_card"),
+        ),
+        (
+            "renewed",
+            pan("4111", 6),
+            "TERMINATED",
+            "EXP",
+            Some("updated_expiry"),
+        ),
+        (
+            "closed",
+            pan("5112", 7),
+            "TERMINATED",
+            "NEG",
+            Some("closed"),
+        ),
+        ("suspended", pan("4111", 8), "SUSPENDED", "SUS", None),
+    ];
+    for (_, card, status, reason, _) in &events {
+        let out = issuer(&[
+            "--output", "json", "issuer", "cards", "add", "--card", card, "--exp", "05/27",
+        ]);
+        let card_id = json_lines(&out)[0]["card_id"].as_str().unwrap().to_owned();
+        issuer(&[
+            "issuer",
+            "card-status",
+            &card_id,
+            "--status",
+            status,
+            "--reason",
+            reason,
+        ]);
+    }
+    // The feed: one account's card closed with nothing else open (closed); another's closed
+    // while a new card is open (contact). The first attempt of the feed meets a 500.
+    let feed_closed = pan("6011", 9);
+    let feed_replaced = pan("6011", 10);
+    let mut faults = cardsync_sandbox::Faults::default();
+    faults.error_rate = 1.0;
+    faults.statuses = vec![500];
+    faults.limit = Some(1);
+    faults.paths = vec!["/v2/data/customers/c1/accounts/a1/cards".to_owned()];
+    emulator.sandbox().set_faults(faults);
+    let card_json = |card: &str, status: &str, close: &str| {
+        format!(
+            r#"{{"last4":"{}","iin":"{}","cardType":"DEBIT","status":"{status}","networkIdentifier":6,"openDate":"2020-01-01T00:00:00Z","closeDate":{close}}}"#,
+            &card[12..],
+            &card[..6]
+        )
+    };
+    let feed = write(
+        &dir.0,
+        "feed-1.json",
+        &format!(
+            r#"{{"cards":[{}]}}"#,
+            card_json(&feed_closed, "CLOSED", r#""2024-06-01T00:00:00Z""#)
+        ),
+    );
+    let failed = attempt(&[
+        "issuer",
+        "update-cards",
+        &feed,
+        "--customer",
+        "c1",
+        "--account",
+        "a1",
+    ]);
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("500"),
+        "{failed:?}"
+    );
+    issuer(&[
+        "issuer",
+        "update-cards",
+        &feed,
+        "--customer",
+        "c1",
+        "--account",
+        "a1",
+    ]);
+    let feed = write(
+        &dir.0,
+        "feed-2.json",
+        &format!(
+            r#"{{"cards":[{},{}]}}"#,
+            card_json(&feed_replaced, "CLOSED", r#""2024-06-01T00:00:00Z""#),
+            card_json(&pan("6011", 11), "OPEN", "null")
+        ),
+    );
+    issuer(&[
+        "issuer",
+        "update-cards",
+        &feed,
+        "--customer",
+        "c2",
+        "--account",
+        "a2",
+    ]);
+
+    let mut csv = String::from("id,card,exp\n");
+    for (id, card, ..) in &events {
+        csv.push_str(&format!("{id},{card},05/27\n"));
+    }
+    csv.push_str(&format!(
+        "feed-closed,{feed_closed},05/27\nfeed-replaced,{feed_replaced},05/27\n"
+    ));
+    let cards = write(&dir.0, "cards.csv", &csv);
+    let results = dir.0.join("results.csv").display().to_string();
+    let out = cardsync(&emulator, &["sync", "--out", &results, &cards]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let file = std::fs::read_to_string(&results).unwrap();
+    let status_of = |id: &str| {
+        file.lines()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .and_then(|l| l.split(',').nth(1))
+            .map(str::to_owned)
+    };
+    for (id, card, _, _, expected) in &events {
+        assert_eq!(status_of(id).as_deref(), *expected, "{id}: {file}");
+        if *expected == Some("updated_card") {
+            assert!(
+                file.contains(&cardsync_sandbox::replacement_card(card)),
+                "{id}"
+            );
+        }
+    }
+    assert_eq!(
+        status_of("feed-closed").as_deref(),
+        Some("closed"),
+        "{file}"
+    );
+    assert_eq!(
+        status_of("feed-replaced").as_deref(),
+        Some("contact"),
+        "{file}"
+    );
+}
