@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Checks docs/openapi.yaml: a valid OpenAPI 3.1 description, and every example payload of the
-CardSync documents (crates/cardsync-proto/tests/data/) valid against the schema it describes."""
+"""Checks docs/openapi.yaml and docs/openapi-issuer.yaml: valid OpenAPI 3.1 descriptions, and every
+example payload of the documents (crates/cardsync-proto/tests/data/) valid against the schema it
+describes."""
 import json
 import sys
 from pathlib import Path
@@ -44,22 +45,35 @@ EXAMPLES = [
     ("Stats", "amex/stats_schema.json"),
 ]
 
+# The issuer side (docs/openapi-issuer.yaml).
+ISSUER_EXAMPLES = [
+    ("UpdateCardsRequest", "issuer/update_cards_request.json"),
+    ("FeedResponse", "issuer/update_cards_response.json"),
+    ("CardEdits", "issuer/update_card_request.json"),
+    ("IssuedCard", "issuer/update_card_response.json"),
+]
 
-def main() -> int:
-    spec = yaml.safe_load((ROOT / "docs/openapi.yaml").read_text())
+
+def check(name: str, examples: list) -> int:
+    spec = yaml.safe_load((ROOT / "docs" / name).read_text())
     validate(spec)
     resource = Resource.from_contents(
         {"$schema": "https://json-schema.org/draft/2020-12/schema", "components": spec["components"]}
     )
     registry = Registry().with_resource("urn:spec", resource)
     failures = 0
-    for schema, path in EXAMPLES:
+    for schema, path in examples:
         validator = Draft202012Validator({"$ref": f"urn:spec#/components/schemas/{schema}"}, registry=registry)
         errors = list(validator.iter_errors(json.loads((DATA / path).read_text())))
         for e in errors:
             print(f"{path} does not fit {schema}: {e.message}")
         failures += len(errors)
-    print(f"docs/openapi.yaml: valid OpenAPI {spec['openapi']}; {len(EXAMPLES)} document examples checked, {failures} problems")
+    print(f"docs/{name}: valid OpenAPI {spec['openapi']}; {len(examples)} document examples checked, {failures} problems")
+    return failures
+
+
+def main() -> int:
+    failures = check("openapi.yaml", EXAMPLES) + check("openapi-issuer.yaml", ISSUER_EXAMPLES)
     return 1 if failures else 0
 
 
