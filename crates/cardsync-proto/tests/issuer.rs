@@ -108,6 +108,9 @@ fn the_feed_example_is_encoded_byte_for_byte_and_read_back() {
             .as_deref(),
         Some("r 1")
     );
+    let more = UpdateCards::decode(&ok(br#"{"requestId":7,"trace":{"a":[1]}}"#.to_vec())).unwrap();
+    assert_eq!(more.request_id.as_deref(), Some("7"));
+    assert_eq!(more.other["trace"]["a"][0], 1);
 }
 
 #[test]

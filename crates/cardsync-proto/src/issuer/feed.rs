@@ -442,18 +442,21 @@ impl UpdateCards {
 }
 
 /// The feed's answer: the id of the request, for the issuer's records.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FeedAccepted {
     /// `requestId`.
     pub request_id: Option<String>,
+    /// Every other field, as received.
+    pub other: Map<String, Value>,
 }
 
 impl<'de> serde::Deserialize<'de> for FeedAccepted {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let map = Map::<String, Value>::deserialize(d)?;
+        let mut map = Map::<String, Value>::deserialize(d)?;
         Ok(FeedAccepted {
-            request_id: map.get("requestId").and_then(text_of),
+            request_id: map.remove("requestId").as_ref().and_then(text_of),
+            other: map,
         })
     }
 }
