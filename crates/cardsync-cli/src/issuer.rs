@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use cardsync_core::{Expiry, Pan, mask_card_text};
-use cardsync_hyper::{HyperTransport, Options};
+use cardsync_hyper::HyperTransport;
 use cardsync_proto::issuer::feed::{FeedCard, UpdateCards, decode_update_cards_body};
 use cardsync_proto::issuer::platform::{
     CardEdits, IdempotencyKey, IssuedCard, PlatformCardStatus, StatusReason, UpdateCard,
@@ -121,13 +121,7 @@ fn connect(
         .map(IssuerToken::new)
         .transpose()
         .map_err(|e| CliError::Usage(format!("--issuer-token: {e}")))?;
-    let options = if base.is_loopback() {
-        Options::loopback()
-    } else {
-        Options::default()
-    };
-    let transport = HyperTransport::new(options)
-        .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?;
+    let transport = crate::remote::transport_for(&base)?;
     Ok((base, token, transport))
 }
 

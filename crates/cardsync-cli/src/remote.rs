@@ -5,6 +5,16 @@ use cardsync_proto::{BaseUrl, Config, MerchantKey, PartnerKey};
 
 use crate::error::CliError;
 
+/// The HTTPS transport for a base URL: plain HTTP allowed only when it is a loopback address.
+pub(crate) fn transport_for(base: &BaseUrl) -> Result<HyperTransport, CliError> {
+    let options = if base.is_loopback() {
+        Options::loopback()
+    } else {
+        Options::default()
+    };
+    HyperTransport::new(options).map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))
+}
+
 /// Where CardSync is and which keys to use, from the global flags.
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct Remote {
@@ -59,14 +69,7 @@ impl Remote {
                 PartnerKey::new(key).map_err(|e| CliError::Usage(format!("--partner-key: {e}")))?,
             );
         }
-        let options = if base.is_loopback() {
-            Options::loopback()
-        } else {
-            Options::default()
-        };
-        let transport = HyperTransport::new(options)
-            .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?;
-        Ok((transport, config))
+        Ok((transport_for(&base)?, config))
     }
 
     /// Checks that the merchant key is there, for commands that need it.

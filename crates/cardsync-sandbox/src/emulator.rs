@@ -549,14 +549,7 @@ impl Emulator {
                     "/v2/webhooks" | "/v2/webhook" => "POST",
                     _ => "GET",
                 };
-                let mut answer = self.error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{method} is not allowed on {path}"),
-                );
-                answer
-                    .headers_mut()
-                    .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
-                answer
+                self.not_allowed(&method, path, allow)
             }
         }
     }
