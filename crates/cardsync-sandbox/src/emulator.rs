@@ -1180,8 +1180,10 @@ impl Emulator {
             .get("idempotency-key")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        // What a key stands for: this change of this card (the card id and the body).
+        let change = [id.as_bytes(), b"\n", request.body()].concat();
         if let Some(key) = &key {
-            match self.network.replay(key, request.body()) {
+            match self.network.replay(key, &change) {
                 Ok(Some((status, body))) => {
                     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
                     return server::respond(status, body);
@@ -1208,8 +1210,7 @@ impl Emulator {
         if let Some(key) = &key
             && answer.status() == StatusCode::OK
         {
-            self.network
-                .remember(key, request.body(), 200, answer.body());
+            self.network.remember(key, &change, 200, answer.body());
         }
         answer
     }

@@ -163,7 +163,7 @@ impl Network {
             Some((first, status, answer)) if first == body => Ok(Some((*status, answer.clone()))),
             Some(_) => Err(refuse(
                 422,
-                "this Idempotency-Key came with another request body; use a new key for a new change",
+                "this Idempotency-Key came with another change (another card or body); use a new key for a new change",
             )),
             None => Ok(None),
         }

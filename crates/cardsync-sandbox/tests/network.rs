@@ -240,6 +240,13 @@ fn idempotency_keys_and_the_finality_of_terminated() {
         (again.status(), again.body()),
         (first.status(), first.body())
     );
+    // The same key for another card: refused too (a key stands for one change of one card).
+    let other_card = net.register(&pan("4111", 9, 16), "05/27");
+    let edits = CardEdits::status(
+        PlatformCardStatus::Suspended,
+        StatusReason::SuspiciousActivity,
+    );
+    assert_eq!(net.patch_with(&other_card, edits, "same-key").status(), 422);
     // The same key with another body: refused.
     let other = CardEdits::status(PlatformCardStatus::Terminated, StatusReason::Lost);
     let refused = net.patch_with(&id, other.clone(), "same-key");
