@@ -15,6 +15,7 @@ fn cardsync(emulator: &Emulator, args: &[&str]) -> Output {
         .env("CARDSYNC_BASE_URL", emulator.url())
         .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
         .env("CARDSYNC_PARTNER_KEY", "sandbox_master_key")
+        .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
         .stdin(Stdio::null())
         .output()
         .expect("run cardsync");
@@ -305,16 +306,7 @@ fn post(addr: &str, path: &str, body: &str) -> u16 {
 fn issuer_commands_reach_the_next_sync() {
     let dir = Dir::new("issuer");
     let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(100));
-    let issuer = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("CARDSYNC_BASE_URL", emulator.url())
-            .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
-            .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cardsync")
-    };
+    let issuer = |args: &[&str]| cardsync(&emulator, args);
     let lost = "4111111111111111";
     let out = issuer(&[
         "--output", "json", "issuer", "cards", "add", "--card", lost, "--exp", "05/27",
@@ -423,15 +415,7 @@ fn every_issuer_event_reaches_the_merchants_sync() {
     use cardsync_core::luhn_check_digit;
     let dir = Dir::new("issuer-table");
     let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(100));
-    let attempt = |args: &[&str]| {
-        Command::new(BIN)
-            .args(args)
-            .env("CARDSYNC_BASE_URL", emulator.url())
-            .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run cardsync")
-    };
+    let attempt = |args: &[&str]| cardsync(&emulator, args);
     let issuer = |args: &[&str]| {
         let out = attempt(args);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");

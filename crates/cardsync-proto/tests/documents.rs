@@ -5,6 +5,9 @@ use cardsync_core::{Expiry, Pan, SeNumber, UpdateStatus};
 use cardsync_proto::*;
 use serde_json::Value;
 
+mod common;
+use common::minified;
+
 fn data(path: &str) -> Vec<u8> {
     let full = format!("{}/tests/data/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
@@ -444,27 +447,6 @@ fn openapi_describes_every_endpoint() {
     ] {
         assert!(spec.contains(&format!("\n  {name}:\n")), "webhook {name}");
     }
-}
-
-/// The JSON text with the whitespace between tokens removed (strings kept as they are).
-fn minified(bytes: &[u8]) -> String {
-    let text = std::str::from_utf8(bytes).unwrap();
-    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if !c.is_whitespace() {
-            in_string = c == '"';
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The server side writes the documents' examples back byte for byte: same keys, same order,

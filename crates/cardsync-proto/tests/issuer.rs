@@ -9,31 +9,12 @@ use cardsync_proto::issuer::{IssuerConfig, IssuerEndpoint};
 use cardsync_proto::{BaseUrl, IssuerToken};
 use proptest::prelude::*;
 
+mod common;
+use common::minified;
+
 fn data(path: &str) -> Vec<u8> {
     let full = format!("{}/tests/data/issuer/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
-}
-
-/// The JSON text with the whitespace between tokens removed.
-fn minified(bytes: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(bytes).expect("valid JSON");
-    let text = std::str::from_utf8(bytes).unwrap();
-    let (mut out, mut in_string, mut escaped) = (String::new(), false, false);
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if !c.is_whitespace() {
-            in_string = c == '"';
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn config() -> IssuerConfig {
