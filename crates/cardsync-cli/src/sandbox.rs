@@ -84,6 +84,7 @@ pub(crate) fn run(
             OutputFormat::Json => {
                 let line = serde_json::json!({
                     "base_url": sandbox.base_url(),
+                    "dashboard_url": sandbox.dashboard_url(),
                     "master_key": s.master_key,
                     "merchant_key": s.merchant_key,
                     "merchant_id": s.merchant_id,
@@ -93,6 +94,7 @@ pub(crate) fn run(
             }
             OutputFormat::Text => {
                 writeln!(out, "CardSync sandbox listening at {}", sandbox.base_url())?;
+                writeln!(out, "  dashboard           {}", sandbox.dashboard_url())?;
                 writeln!(out, "  partner master key  {}", s.master_key)?;
                 writeln!(out, "  merchant key        {}", s.merchant_key)?;
                 writeln!(out, "  merchant id         {}", s.merchant_id)?;

@@ -15,7 +15,7 @@ use cardsync_core::{
     redact_digit_runs, test_card,
 };
 use cardsync_proto::issuer::feed::{accepted_body, decode_update_cards_body};
-use cardsync_proto::issuer::platform::{card_body, decode_card_edits};
+use cardsync_proto::issuer::platform::{CardEdits, IssuedCard, card_body, decode_card_edits};
 use cardsync_proto::server::{self, Spelling};
 use cardsync_proto::{
     Ack, AmexUpdate, BatchAvailable, BatchCreated, BatchError, BatchInfo, BatchState,
@@ -26,6 +26,10 @@ use http::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::network::{Network, Refused};
+use crate::overview::{
+    AmexEventView, AmexPendingView, BatchView, MerchantView, OVERVIEW_BATCHES, OVERVIEW_ITEMS,
+    OVERVIEW_ROWS, Overview, ResultView, SubscriptionView, WebhookView,
+};
 
 /// How long results stay available after completion (or after the webhook).
 pub const RESULTS_KEPT_FOR: Duration = Duration::from_secs(10 * 24 * 3600);
@@ -1196,13 +1200,8 @@ impl Emulator {
             Ok(e) => e,
             Err(e) => return self.error(StatusCode::BAD_REQUEST, e.to_string()),
         };
-        let at = self.timestamp(now);
-        let new_id = self.new_uuid();
-        let answer = match self.network.patch(id, edits, || new_id, at) {
-            Ok((card, news)) => {
-                self.notify_subscribers(|c| news.iter().any(|n| n == c), now);
-                server::respond(StatusCode::OK, card_body(&card))
-            }
+        let answer = match self.apply_card_edits(id, edits, now) {
+            Ok(card) => server::respond(StatusCode::OK, card_body(&card)),
             Err(Refused(status, message)) => self.refused(status, message),
         };
         // Refusals that depend on the state (an unknown or terminated card) are not replayed:
@@ -1213,6 +1212,21 @@ impl Emulator {
             self.network.remember(key, &change, 200, answer.body());
         }
         answer
+    }
+
+    /// Applies a platform change to card `id` and queues what it means for the merchants
+    /// holding the card: what `PATCH /v1/cards/{card_id}` and the dashboard do.
+    pub(crate) fn apply_card_edits(
+        &mut self,
+        id: &str,
+        edits: CardEdits,
+        now: Duration,
+    ) -> Result<IssuedCard, Refused> {
+        let at = self.timestamp(now);
+        let new_id = self.new_uuid();
+        let (card, news) = self.network.patch(id, edits, || new_id, at)?;
+        self.notify_subscribers(|c| news.iter().any(|n| n == c), now);
+        Ok(card)
     }
 
     /// The issuer feed's `PUT /v2/data/customers/{c}/accounts/{a}/cards`.
@@ -1299,6 +1313,124 @@ impl Emulator {
         all.into_iter().map(|(_, b)| b).collect()
     }
 
+    /// What the emulator holds, masked, as the dashboard shows it (see [`Overview`]): `now` is
+    /// the emulator clock.
+    pub fn overview(&self, now: Duration) -> Overview {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let masked = |text: &str| redact_digit_runs(text).into_owned();
+        let webhooks = |hooks: &HashMap<Trigger, String>| {
+            let mut list: Vec<WebhookView> = hooks
+                .iter()
+                .map(|(trigger, url)| WebhookView {
+                    trigger_id: trigger.id(),
+                    trigger: trigger_name(*trigger),
+                    url: crate::overview::display_url(url),
+                })
+                .collect();
+            list.sort_by_key(|w| w.trigger_id);
+            list
+        };
+        let merchants = self
+            .merchants
+            .iter()
+            .map(|(id, m)| MerchantView {
+                merchant_id: masked(id),
+                legal_business_name: masked(&m.legal_business_name),
+                username: masked(&m.username),
+                enrollment: if m.completed { "complete" } else { "pending" },
+                webhooks: webhooks(&m.webhooks),
+            })
+            .collect();
+        let mut batches: Vec<(&String, &Batch)> = self.batches.iter().collect();
+        batches.sort_by_key(|(_, b)| std::cmp::Reverse(b.number));
+        let batches_total = batches.len();
+        let batches = batches
+            .into_iter()
+            .take(OVERVIEW_BATCHES)
+            .map(|(id, b)| {
+                let completed = b.results.status == BatchState::Completed;
+                let brands = ["visa", "mastercard", "discover", "american_express"]
+                    .into_iter()
+                    .zip(b.card_stats)
+                    .filter(|(_, n)| *n > 0)
+                    .collect();
+                BatchView {
+                    batch_id: id.clone(),
+                    merchant_id: masked(&b.merchant_id),
+                    state: b.results.status.as_str().to_owned(),
+                    cards: b.results.stats.stats.number_submitted,
+                    brands,
+                    errors: b.errors as u64,
+                    created_ms: ms(b.created_at),
+                    created_at: self.timestamp(b.created_at),
+                    completes_ms: ms(b.completes_at),
+                    completed_ms: b.completed_at.map(ms),
+                    stats: if completed {
+                        status_counts(&b.results.stats.stats)
+                    } else {
+                        BTreeMap::new()
+                    },
+                    results: if completed {
+                        rows_view(&b.results.cards)
+                    } else {
+                        Vec::new()
+                    },
+                    results_total: if completed { b.results.cards.len() } else { 0 },
+                }
+            })
+            .collect();
+        let mut subscriptions: Vec<SubscriptionView> = self
+            .subscriptions
+            .iter()
+            .map(|((merchant, card, se), (id, exp))| SubscriptionView {
+                merchant_id: masked(merchant),
+                card: mask_card_text(card).as_str().to_owned(),
+                se_number: se.clone(),
+                id: masked(id),
+                exp: exp.clone(),
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| (&a.merchant_id, &a.id).cmp(&(&b.merchant_id, &b.id)));
+        let subscriptions_total = subscriptions.len();
+        subscriptions.truncate(OVERVIEW_ITEMS);
+        let mut events: Vec<(&String, &AmexEvent)> = self.amex_events.iter().collect();
+        events.sort_by_key(|(id, e)| (std::cmp::Reverse(e.fired_at), *id));
+        let amex_events = events
+            .into_iter()
+            .take(OVERVIEW_ITEMS)
+            .map(|(id, e)| AmexEventView {
+                event_id: id.clone(),
+                merchant_id: masked(&e.merchant_id),
+                fired_ms: ms(e.fired_at),
+                results: rows_view(&e.results.cards),
+                results_total: e.results.cards.len(),
+            })
+            .collect();
+        let amex_pending = self
+            .pending_amex
+            .iter()
+            .map(|p| AmexPendingView {
+                merchant_id: masked(&p.merchant_id),
+                due_ms: ms(p.due),
+                cards: p.pairs.len(),
+            })
+            .collect();
+        Overview {
+            now_ms: ms(now),
+            now_at: self.timestamp(now),
+            merchants,
+            partner_webhooks: webhooks(&self.partner_webhooks),
+            batches,
+            batches_total,
+            subscriptions,
+            subscriptions_total,
+            amex_events,
+            amex_pending,
+            issuer_cards: self.network.views(OVERVIEW_ITEMS),
+            counters: self.counters(),
+        }
+    }
+
     /// The ids of the batches kept, oldest first.
     pub fn batch_ids(&self) -> Vec<String> {
         let mut ids: Vec<(u64, &String)> =
@@ -1368,4 +1500,49 @@ fn result_row(id: &str, card: &str, exp: Expiry, status: UpdateStatus) -> Result
         _ => (card.to_owned(), exp),
     };
     ResultCard::new(id, ReturnedCard::new(card), exp.to_string(), status)
+}
+
+/// The name the dashboard gives a trigger.
+fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::BatchAvailable => "batch available",
+        Trigger::EnrollmentComplete => "enrollment complete",
+        Trigger::BatchError => "batch error",
+        Trigger::AmexUpdate => "American Express update",
+        _ => "other",
+    }
+}
+
+/// Result counts by status word, zeros left out.
+fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
+    [
+        UpdateStatus::UpdatedCard,
+        UpdateStatus::UpdatedExpiry,
+        UpdateStatus::NoMatch,
+        UpdateStatus::Valid,
+        UpdateStatus::Contact,
+        UpdateStatus::Closed,
+    ]
+    .into_iter()
+    .map(|s| (s.as_str().to_owned(), stats.get(&s)))
+    .chain([("no_change".to_owned(), stats.no_change)])
+    .chain([("other".to_owned(), stats.other)])
+    .filter(|(_, n)| *n > 0)
+    .collect()
+}
+
+/// Result rows, masked, at most [`OVERVIEW_ROWS`].
+fn rows_view(rows: &[ResultCard]) -> Vec<ResultView> {
+    rows.iter().take(OVERVIEW_ROWS).map(row_view).collect()
+}
+
+/// One result row, masked.
+pub(crate) fn row_view(row: &ResultCard) -> ResultView {
+    ResultView {
+        id: redact_digit_runs(&row.id).into_owned(),
+        card: row.card.masked().as_str().to_owned(),
+        exp: row.exp.clone(),
+        status: row.status.as_ref().map(|s| s.as_str().to_owned()),
+        se_number: row.se_number.clone(),
+    }
 }

@@ -45,6 +45,21 @@
 //! | `GET /_sandbox/counters` | per endpoint: requests, cards received, distinct cards, repeats |
 //! | `POST /_sandbox/issuer/cards` `{"card": …, "exp": "MM/YY"}` | registers a card with the issuing platform; answers its `card_id`, `bin`, `last_four` |
 //! | `GET`, `POST`, `DELETE /_sandbox/faults` | read, set or clear fault injection ([`Faults`]): a share of answers replaced by error statuses (with `Retry-After`), before or after the request is handled; added latency; connections dropped mid-body |
+//! | `POST /_sandbox/issuer/cards/{card_id}/status` `{"card_status": …, "reason": …}` | changes a platform card's status as `PATCH /v1/cards/{card_id}` does, without the issuer token; answers the card as the overview shows it |
+//! | `GET /_sandbox/overview` | everything the dashboard shows, masked ([`overview::Overview`], the clock, the deliveries with every attempt, the request log, the faults) |
+//!
+//! # The dashboard
+//!
+//! `GET /` serves a page (HTML, CSS and a small script compiled into the crate) that polls
+//! `GET /_sandbox/overview` and steers through the endpoints above: batches and their masked
+//! results, webhook deliveries with each attempt, the request log ([`Sandbox::requests`]) with
+//! its injected faults, the counters, merchants and webhook registrations, American Express
+//! subscriptions and events, the issuer cards; clock, faults and issuer events from forms.
+//! A control request that comes from a browser (with an `Origin` or `Sec-Fetch-Site` header)
+//! must carry the page's per-run token in `x-cardsync-sandbox-token` to change anything, and,
+//! when the emulator listens on loopback, be addressed to a loopback host name: another site
+//! open in the same browser can neither steer the emulator nor read the page. Other clients are
+//! not asked for the token.
 //!
 //! # The issuer side: the card network in a box
 //!
@@ -83,13 +98,17 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod dashboard;
 mod emulator;
 pub mod fixtures;
 mod network;
+pub mod overview;
 mod server;
 
 pub use emulator::{
     BatchOverview, Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, RESULTS_KEPT_FOR,
     Settings, replacement_card, replacement_expiry,
 };
-pub use server::{Delivery, FaultTiming, Faults, Sandbox};
+pub use server::{
+    Delivery, DeliveryAttempt, FaultTiming, Faults, REQUEST_LOG, RequestRecord, Sandbox,
+};

@@ -28,6 +28,8 @@ use cardsync_proto::issuer::platform::{
 };
 use cardsync_proto::{ResultCard, ReturnedCard};
 
+use crate::emulator::row_view;
+use crate::overview::IssuerCardView;
 use crate::{replacement_card, replacement_expiry};
 
 /// What the network reports to merchants holding a card.
@@ -64,6 +66,41 @@ impl Outcome {
             Outcome::Contact => (UpdateStatus::Contact, card.to_owned(), exp),
         };
         ResultCard::new(id, ReturnedCard::new(card), exp.to_string(), status)
+    }
+}
+
+/// What a termination with a reason does to a card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Termination {
+    /// Lost, stolen, cloned, compromised, fraud: a new number and expiry.
+    Reissue,
+    /// Expired: the same number, a new expiry.
+    Renew,
+    /// Any other reason: closed.
+    Close,
+}
+
+/// What terminating a card for `reason` does (the table of the module docs).
+pub(crate) fn termination(reason: &StatusReason) -> Termination {
+    match reason {
+        StatusReason::Lost
+        | StatusReason::Stolen
+        | StatusReason::Cloned
+        | StatusReason::Compromised
+        | StatusReason::Fraud => Termination::Reissue,
+        StatusReason::Expired => Termination::Renew,
+        _ => Termination::Close,
+    }
+}
+
+impl Termination {
+    /// The result status merchants holding the card get.
+    pub(crate) fn word(self) -> &'static str {
+        match self {
+            Termination::Reissue => "updated_card",
+            Termination::Renew => "updated_expiry",
+            Termination::Close => "closed",
+        }
     }
 }
 
@@ -156,6 +193,29 @@ impl Network {
         })
     }
 
+    /// The platform's cards, masked, at most `limit`: ordered by creation time, then id.
+    pub(crate) fn views(&self, limit: usize) -> Vec<IssuerCardView> {
+        let mut cards: Vec<(&String, &PlatformCard)> = self.cards.iter().collect();
+        cards.sort_by(|a, b| (&a.1.created_at, a.0).cmp(&(&b.1.created_at, b.0)));
+        cards
+            .into_iter()
+            .take(limit)
+            .map(|(id, c)| IssuerCardView {
+                card_id: id.clone(),
+                card: mask_card_text(&c.card).as_str().to_owned(),
+                exp: c.exp.to_string(),
+                status: c.status.as_str().to_owned(),
+                reason: c.reason.as_ref().map(|r| r.as_str().to_owned()),
+                reason_description: c.reason.as_ref().map(|r| r.description().to_owned()),
+                reissued_from: c.reissued_from.clone(),
+                reissued_to: c.reissued_to.clone(),
+                merchants_get: self
+                    .outcome(&c.card)
+                    .map(|o| row_view(&o.row("", &c.card, c.exp))),
+            })
+            .collect()
+    }
+
     /// The answer earlier given to `key`, if the same body came with it; a refusal if another
     /// body did.
     pub(crate) fn replay(&self, key: &str, body: &[u8]) -> Result<Option<(u16, Vec<u8>)>, Refused> {
@@ -212,12 +272,8 @@ impl Network {
                 let old = card.card.clone();
                 let exp = card.exp;
                 let reason = edits.reason.unwrap_or(StatusReason::Other);
-                let (outcome, replacement) = match reason {
-                    StatusReason::Lost
-                    | StatusReason::Stolen
-                    | StatusReason::Cloned
-                    | StatusReason::Compromised
-                    | StatusReason::Fraud => {
+                let (outcome, replacement) = match termination(&reason) {
+                    Termination::Reissue => {
                         let (card, exp) = (replacement_card(&old), replacement_expiry(exp));
                         (
                             Outcome::NewCard {
@@ -227,11 +283,11 @@ impl Network {
                             Some((card, exp)),
                         )
                     }
-                    StatusReason::Expired => {
+                    Termination::Renew => {
                         let exp = replacement_expiry(exp);
                         (Outcome::NewExpiry(exp), Some((old.clone(), exp)))
                     }
-                    _ => (Outcome::Closed, None),
+                    Termination::Close => (Outcome::Closed, None),
                 };
                 if let Some((number, exp)) = replacement {
                     let new = new_id();

@@ -26,6 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::dashboard;
+use crate::overview::Overview;
 use crate::{Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, Settings};
 
 /// How long a request body may take to arrive.
@@ -60,7 +62,50 @@ pub struct Delivery {
     pub last_status: Option<u16>,
     /// Why the last attempt failed, if it did.
     pub last_error: Option<String>,
+    /// When the webhook fired, on the emulator clock (milliseconds since it started).
+    pub created_ms: u64,
+    /// Every attempt made so far, oldest first.
+    pub history: Vec<DeliveryAttempt>,
+    /// When the next attempt is due on the emulator clock, while one is.
+    pub next_attempt_ms: Option<u64>,
 }
+
+/// One attempt of a webhook delivery.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct DeliveryAttempt {
+    /// Its number, from 1.
+    pub attempt: u32,
+    /// When it ended, on the emulator clock (milliseconds since it started).
+    pub at_ms: u64,
+    /// The status of its response, if one came.
+    pub status: Option<u16>,
+    /// Why it failed, if no response came.
+    pub error: Option<String>,
+}
+
+/// One API request the emulator received, as the request log keeps it (see
+/// [`Sandbox::requests`]): no body, no query string, and long digit runs of the path masked.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct RequestRecord {
+    /// Its number, from 1, in order of arrival.
+    pub number: u64,
+    /// When it was answered, on the emulator clock (milliseconds since it started).
+    pub at_ms: u64,
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+    /// The fault injected into it, if one was: `error status before handling`, `error status
+    /// after handling (the answer was lost)` or `connection dropped mid-body`.
+    pub fault: Option<&'static str>,
+}
+
+/// How many requests the request log keeps (the newest).
+pub const REQUEST_LOG: usize = 500;
 
 /// Fault injection settings, set with `POST /_sandbox/faults`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -114,11 +159,40 @@ struct Inner {
     dice: u64,
     injected: u64,
     deliveries: Vec<Delivery>,
+    requests: std::collections::VecDeque<RequestRecord>,
+    requests_seen: u64,
 }
 
 impl Inner {
     fn now(&self) -> Duration {
         self.started.elapsed() + self.advanced
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.now().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Adds a request to the log, dropping the oldest past [`REQUEST_LOG`].
+    fn log_request(
+        &mut self,
+        method: &Method,
+        path: &str,
+        status: StatusCode,
+        fault: Option<&'static str>,
+    ) {
+        self.requests_seen += 1;
+        if self.requests.len() == REQUEST_LOG {
+            self.requests.pop_front();
+        }
+        let record = RequestRecord {
+            number: self.requests_seen,
+            at_ms: self.now_ms(),
+            method: method.as_str().to_owned(),
+            path: cardsync_core::redact_digit_runs(path).into_owned(),
+            status: status.as_u16(),
+            fault,
+        };
+        self.requests.push_back(record);
     }
 
     fn roll(&mut self) -> f64 {
@@ -133,6 +207,11 @@ impl Inner {
 struct Shared {
     inner: Mutex<Inner>,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The dashboard's per-run token, required on steering requests from a browser.
+    token: String,
+    /// Whether the emulator listens on a loopback address only (then the dashboard answers
+    /// only requests addressed to a loopback host name).
+    loopback: bool,
 }
 
 impl Shared {
@@ -193,8 +272,12 @@ impl Sandbox {
                 dice: 0,
                 injected: 0,
                 deliveries: Vec::new(),
+                requests: std::collections::VecDeque::new(),
+                requests_seen: 0,
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            token: cardsync_hyper::random_token().map_err(std::io::Error::other)?,
+            loopback: addr.ip().is_loopback(),
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
@@ -227,6 +310,22 @@ impl Sandbox {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The dashboard's address: the base URL with a trailing `/`.
+    pub fn dashboard_url(&self) -> String {
+        format!("{}/", self.base_url)
+    }
+
+    /// The API requests received, oldest first (the newest [`REQUEST_LOG`]).
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.iter().cloned().collect()
+    }
+
+    /// What the emulator holds, masked, as the dashboard shows it.
+    pub fn overview(&self) -> Overview {
+        let inner = self.shared.lock();
+        inner.emulator.overview(inner.now())
     }
 
     /// The settings, including the keys and the pre-enrolled merchant's id.
@@ -341,7 +440,9 @@ fn clock(shared: &Shared) -> Clock {
 /// Starts delivering webhooks, each in its own task, logging every attempt.
 fn deliver(shared: &Arc<Shared>, out: Vec<Outgoing>) {
     for o in out {
-        shared.lock().deliveries.push(Delivery {
+        let mut inner = shared.lock();
+        let now = inner.now_ms();
+        inner.deliveries.push(Delivery {
             delivery_id: o.delivery_id.clone(),
             trigger_id: o.trigger.id(),
             event_id: o.event_id.clone(),
@@ -350,34 +451,54 @@ fn deliver(shared: &Arc<Shared>, out: Vec<Outgoing>) {
             state: "pending",
             last_status: None,
             last_error: None,
+            created_ms: now,
+            history: Vec::new(),
+            next_attempt_ms: Some(now),
         });
+        drop(inner);
         tokio::spawn(deliver_one(shared.clone(), o));
     }
 }
 
-/// Records one delivery attempt in the log.
+/// Records one delivery attempt in the log; `retry_in` is the wait before the next one, if
+/// one follows.
 fn record(
     shared: &Shared,
     delivery_id: &str,
     attempt: u32,
     outcome: &Result<StatusCode, String>,
     state: &'static str,
+    retry_in: Option<Duration>,
 ) {
     let mut inner = shared.lock();
+    let now = inner.now_ms();
     if let Some(d) = inner
         .deliveries
         .iter_mut()
+        .rev()
         .find(|d| d.delivery_id == delivery_id)
     {
         d.attempts = attempt;
-        match outcome {
+        let (status, error) = match outcome {
             Ok(s) => {
                 d.last_status = Some(s.as_u16());
                 d.last_error = None;
+                (Some(s.as_u16()), None)
             }
-            Err(e) => d.last_error = Some(e.clone()),
-        }
+            Err(e) => {
+                d.last_error = Some(e.clone());
+                (None, Some(e.clone()))
+            }
+        };
+        d.history.push(DeliveryAttempt {
+            attempt,
+            at_ms: now,
+            status,
+            error,
+        });
         d.state = state;
+        d.next_attempt_ms =
+            retry_in.map(|wait| now.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(0)));
     }
 }
 
@@ -387,7 +508,7 @@ async fn deliver_one(shared: Arc<Shared>, o: Outgoing) {
         Ok(uri) if uri.scheme_str() == Some("http") => uri,
         Ok(_) => {
             let why = Err("the emulator delivers webhooks over plain HTTP only".to_owned());
-            return record(&shared, &o.delivery_id, 1, &why, "failed");
+            return record(&shared, &o.delivery_id, 1, &why, "failed", None);
         }
         Err(_) => {
             return record(
@@ -396,6 +517,7 @@ async fn deliver_one(shared: Arc<Shared>, o: Outgoing) {
                 1,
                 &Err("not a valid URL".to_owned()),
                 "failed",
+                None,
             );
         }
     };
@@ -424,8 +546,9 @@ async fn deliver_one(shared: Arc<Shared>, o: Outgoing) {
         } else {
             "pending"
         };
-        record(&shared, &o.delivery_id, attempt, &outcome, state);
-        if delivered {
+        let retry_in = (state == "pending").then_some(backoff);
+        record(&shared, &o.delivery_id, attempt, &outcome, state, retry_in);
+        if delivered || retry_in.is_none() {
             return;
         }
         tokio::time::sleep(backoff).await;
@@ -443,6 +566,10 @@ fn full(status: StatusCode, body: Vec<u8>) -> Response<ResponseBody> {
                 .boxed(),
         )
         .expect("a valid response")
+}
+
+fn boxed(answer: Response<Bytes>) -> Response<ResponseBody> {
+    answer.map(|body| Full::new(body).map_err(|never| match never {}).boxed())
 }
 
 fn json_answer<T: Serialize>(status: StatusCode, value: &T) -> Response<ResponseBody> {
@@ -514,7 +641,13 @@ async fn handle(
     };
     let request = Request::from_parts(parts, body);
     if request.uri().path().starts_with("/_sandbox/") {
+        if let Some(refused) = dashboard::guard(&shared.token, shared.loopback, &request) {
+            return Ok(boxed(refused));
+        }
         return Ok(control(&shared, &request));
+    }
+    if let Some(answer) = dashboard::asset(&shared.token, shared.loopback, &request) {
+        return Ok(boxed(answer));
     }
 
     // Fault injection, decided before handling (errors) and after (dropped bodies).
@@ -578,7 +711,7 @@ async fn handle(
         if let Some(secs) = retry_after.filter(|_| matches!(status.as_u16(), 429 | 503)) {
             answer.headers_mut().insert("retry-after", secs.into());
         }
-        if timing == FaultTiming::After {
+        let fault = if timing == FaultTiming::After {
             // The request is handled as usual; only its answer is lost.
             let out = {
                 let mut inner = shared.lock();
@@ -587,7 +720,13 @@ async fn handle(
                 inner.emulator.take_outgoing()
             };
             deliver(&shared, out);
-        }
+            "error status after handling (the answer was lost)"
+        } else {
+            "error status before handling"
+        };
+        shared
+            .lock()
+            .log_request(request.method(), request.uri().path(), status, Some(fault));
         return Ok(answer);
     }
 
@@ -595,6 +734,13 @@ async fn handle(
         let mut inner = shared.lock();
         let now = inner.now();
         let answer = inner.emulator.handle(&request, now);
+        let fault = (drop_it && answer.body().len() > 1).then_some("connection dropped mid-body");
+        inner.log_request(
+            request.method(),
+            request.uri().path(),
+            answer.status(),
+            fault,
+        );
         (answer, inner.emulator.take_outgoing())
     };
     deliver(&shared, out);
@@ -649,6 +795,85 @@ struct IssuerCardAnswer {
     bin: String,
     last_four: String,
     exp: String,
+}
+
+/// What `GET /_sandbox/overview` answers: the emulator's [`Overview`], the clock, the webhook
+/// deliveries and the API requests (newest first), the faults, and what the dashboard needs
+/// to steer. Masked: no card number, no key, no webhook URL's secret path.
+#[derive(Serialize)]
+struct DashboardState<'a> {
+    #[serde(flatten)]
+    overview: Overview,
+    advanced_ms: u64,
+    complete_after_ms: u64,
+    quirks: bool,
+    deliveries: Vec<Delivery>,
+    deliveries_total: usize,
+    requests: Vec<&'a RequestRecord>,
+    requests_total: u64,
+    faults: &'a Faults,
+    faults_injected: u64,
+    reasons: Vec<ReasonView>,
+}
+
+/// A reason a platform card can be terminated for, and what merchants then get.
+#[derive(Serialize)]
+struct ReasonView {
+    code: &'static str,
+    description: &'static str,
+    merchants_get: &'static str,
+}
+
+/// How many deliveries and requests the overview lists (the newest).
+const DASHBOARD_LOG: usize = 200;
+
+fn dashboard_state(inner: &Inner) -> DashboardState<'_> {
+    use cardsync_proto::issuer::platform::StatusReason;
+    let overview = inner.emulator.overview(inner.now());
+    let deliveries = inner
+        .deliveries
+        .iter()
+        .rev()
+        .take(DASHBOARD_LOG)
+        .map(|d| {
+            let mut d = d.clone();
+            d.url = crate::overview::display_url(&d.url);
+            d
+        })
+        .collect();
+    let reasons = StatusReason::WORDS
+        .iter()
+        .map(|code| {
+            let reason = StatusReason::parse(code);
+            ReasonView {
+                code,
+                description: reason.description(),
+                merchants_get: crate::network::termination(&reason).word(),
+            }
+        })
+        .collect();
+    DashboardState {
+        overview,
+        advanced_ms: u64::try_from(inner.advanced.as_millis()).unwrap_or(u64::MAX),
+        complete_after_ms: u64::try_from(inner.emulator.settings().complete_after.as_millis())
+            .unwrap_or(u64::MAX),
+        quirks: inner.emulator.settings().quirks,
+        deliveries,
+        deliveries_total: inner.deliveries.len(),
+        requests: inner.requests.iter().rev().take(DASHBOARD_LOG).collect(),
+        requests_total: inner.requests_seen,
+        faults: &inner.faults,
+        faults_injected: inner.injected,
+        reasons,
+    }
+}
+
+/// The body of `POST /_sandbox/issuer/cards/{card_id}/status`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusChange {
+    card_status: String,
+    reason: Option<String>,
 }
 
 /// `{"faults": {…}}`.
@@ -709,6 +934,51 @@ fn control(shared: &Arc<Shared>, request: &Request<Vec<u8>>) -> Response<Respons
                 exp: exp.to_string(),
             };
             json_answer(StatusCode::OK, &answer)
+        }
+        (&Method::GET, "/_sandbox/overview") => {
+            let inner = shared.lock();
+            json_answer(StatusCode::OK, &dashboard_state(&inner))
+        }
+        (&Method::POST, p)
+            if p.starts_with("/_sandbox/issuer/cards/") && p.ends_with("/status") =>
+        {
+            use cardsync_proto::issuer::platform::{CardEdits, PlatformCardStatus, StatusReason};
+            let id = &p["/_sandbox/issuer/cards/".len()..p.len() - "/status".len()];
+            let change = serde_json::from_slice::<StatusChange>(request.body())
+                .ok()
+                .map(|c| {
+                    (
+                        PlatformCardStatus::parse(&c.card_status),
+                        c.reason.as_deref().map(StatusReason::parse),
+                    )
+                })
+                .filter(|(s, r)| s.is_known() && r.as_ref().is_none_or(StatusReason::is_known));
+            let Some((status, reason)) = change else {
+                return bad(
+                    "the body must be {\"card_status\": \"ACTIVE\", \"SUSPENDED\" or \"TERMINATED\", \"reason\": a documented reason code}",
+                );
+            };
+            let mut edits = CardEdits::default();
+            edits.card_status = Some(status);
+            edits.reason = reason;
+            let mut inner = shared.lock();
+            let now = inner.now();
+            match inner.emulator.apply_card_edits(id, edits, now) {
+                Ok(_) => {
+                    let card = inner
+                        .emulator
+                        .overview(now)
+                        .issuer_cards
+                        .into_iter()
+                        .find(|c| c.card_id == id);
+                    json_answer(StatusCode::OK, &card)
+                }
+                Err(crate::network::Refused(status, message)) => failed(
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                    &message,
+                    Spelling::Universal,
+                ),
+            }
         }
         (&Method::GET, "/_sandbox/faults") => {
             let inner = shared.lock();

@@ -166,6 +166,13 @@ async fn batch_flow_with_a_webhook_over_loopback() {
         (log[0].state, log[0].attempts, log[0].last_status),
         ("delivered", 2, Some(200))
     );
+    let answers: Vec<_> = log[0]
+        .history
+        .iter()
+        .map(|a| (a.attempt, a.status))
+        .collect();
+    assert_eq!(answers, [(1, Some(500)), (2, Some(200))]);
+    assert_eq!(log[0].next_attempt_ms, None);
 
     let results = send(
         &http,

@@ -133,6 +133,9 @@ macro_rules! word_enum {
         }
 
         impl $name {
+            /// Every word the documents give, in their order.
+            pub const WORDS: &'static [&'static str] = &[$($word,)*];
+
             /// Reads a word; never fails.
             pub fn parse(s: &str) -> $name {
                 match s {

@@ -40,6 +40,7 @@ word_enum!(
     /// use cardsync_proto::issuer::platform::StatusReason;
     /// assert_eq!(StatusReason::parse("LOS"), StatusReason::Lost);
     /// assert_eq!(StatusReason::Lost.description(), "Card reported lost");
+    /// assert!(StatusReason::WORDS.contains(&"LOS"));
     /// ```
     StatusReason {
         /// `NEW`.
