@@ -1379,9 +1379,12 @@ impl Emulator {
                 }
             })
             .collect();
+        // Any OVERVIEW_ITEMS of them, then in order: building the overview holds the
+        // emulator, which may hold a million subscriptions.
         let mut subscriptions: Vec<SubscriptionView> = self
             .subscriptions
             .iter()
+            .take(OVERVIEW_ITEMS)
             .map(|((merchant, card, se), (id, exp))| SubscriptionView {
                 merchant_id: masked(merchant),
                 card: mask_card_text(card).as_str().to_owned(),
@@ -1391,8 +1394,7 @@ impl Emulator {
             })
             .collect();
         subscriptions.sort_by(|a, b| (&a.merchant_id, &a.id).cmp(&(&b.merchant_id, &b.id)));
-        let subscriptions_total = subscriptions.len();
-        subscriptions.truncate(OVERVIEW_ITEMS);
+        let subscriptions_total = self.subscriptions.len();
         let mut events: Vec<(&String, &AmexEvent)> = self.amex_events.iter().collect();
         events.sort_by_key(|(id, e)| (std::cmp::Reverse(e.fired_at), *id));
         let amex_events = events

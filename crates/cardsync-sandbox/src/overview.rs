@@ -47,7 +47,7 @@ pub struct Overview {
     pub batches: Vec<BatchView>,
     /// How many batches the emulator holds.
     pub batches_total: usize,
-    /// American Express subscriptions (at most [`OVERVIEW_ITEMS`]).
+    /// American Express subscriptions (at most [`OVERVIEW_ITEMS`] of them, by merchant and id).
     pub subscriptions: Vec<SubscriptionView>,
     /// How many subscriptions the emulator holds.
     pub subscriptions_total: usize,
