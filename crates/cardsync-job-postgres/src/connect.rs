@@ -1,0 +1,71 @@
+//! A pool of connections to the journal database, over TLS (rustls) when the URL's `sslmode`
+//! asks for it (`prefer`, the default, falls back to plain when the server has no TLS).
+//!
+//! Roots: the Mozilla roots, plus the PEM certificates in the file named by
+//! `CARDSYNC_JOURNAL_CA_FILE` (a private database's own CA). Every session gets a statement
+//! timeout and an idle-in-transaction timeout, so that nothing holds locks or stops autovacuum
+//! for long.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::PgError;
+
+/// The environment variable naming extra root certificates (PEM) for TLS to the database.
+pub(crate) const CA_FILE_ENV: &str = "CARDSYNC_JOURNAL_CA_FILE";
+
+/// Session settings: no statement and no idle transaction lasts over 30 s.
+const SESSION: &str = "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=30000 \
+                       -c lock_timeout=10000";
+
+/// A pool of `size` connections to `url`.
+pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
+    let mut config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| PgError::Config(format!("not a PostgreSQL URL: {e}")))?;
+    let options = match config.get_options() {
+        Some(given) => format!("{SESSION} {given}"),
+        None => SESSION.to_owned(),
+    };
+    config.options(&options);
+    if config.get_application_name().is_none() {
+        config.application_name("cardsync");
+    }
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = std::env::var_os(CA_FILE_ENV) {
+        let certs = CertificateDer::pem_file_iter(&path)
+            .map_err(|e| PgError::Config(format!("{CA_FILE_ENV}: {e}")))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| PgError::Config(format!("{CA_FILE_ENV}: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| PgError::Config(format!("{CA_FILE_ENV}: {e}")))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| PgError::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let manager = Manager::from_config(
+        config,
+        MakeRustlsConnect::new(tls),
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(std::time::Duration::from_secs(30)))
+        .create_timeout(Some(std::time::Duration::from_secs(15)))
+        .build()
+        .map_err(|e| PgError::Config(e.to_string()))
+}

@@ -1,0 +1,1393 @@
+//! [`PgJournal`]: jobs, their requests and cards, claims with leases and fencing tokens,
+//! webhook events, status, decisions, export and erasure.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cardsync_core::{Expiry, Pan, SeNumber, UpdateStatus};
+use cardsync_job::{
+    Checkpoint, RequestKind, RequestRecord, RequestState, ResultRow, Sink, SinkError, StoredCard,
+};
+use cardsync_proto::ReturnedCard;
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::types::ToSql;
+
+use crate::crypto::{JournalKey, hex};
+use crate::{PgError, connect, schema};
+
+/// How many cards or results go in one statement.
+const CHUNK: usize = 2_000;
+
+/// A job's number in the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(pub i64);
+
+/// What a new job is: its name, where workers find the merchant key, where to send.
+///
+/// ```
+/// use cardsync_job_postgres::JobSpec;
+/// let spec = JobSpec::new("nightly", "CARDSYNC_API_KEY", "https://sandbox.cardsync.io/").with_max_in_flight(8);
+/// assert_eq!(spec.max_in_flight, 8);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobSpec {
+    /// The job's name, unique in the journal.
+    pub name: String,
+    /// The environment variable every worker reads the merchant key from.
+    pub key_env: String,
+    /// The CardSync base URL.
+    pub base_url: String,
+    /// At most this many requests of the merchant under way at once, over all workers.
+    pub max_in_flight: u32,
+}
+
+impl JobSpec {
+    /// A job named `name`, whose workers read the merchant key from `key_env` and send to
+    /// `base_url`; at most 4 requests of its merchant under way at once.
+    pub fn new(
+        name: impl Into<String>,
+        key_env: impl Into<String>,
+        base_url: impl Into<String>,
+    ) -> JobSpec {
+        JobSpec {
+            name: name.into(),
+            key_env: key_env.into(),
+            base_url: base_url.into(),
+            max_in_flight: 4,
+        }
+    }
+
+    /// With another per-merchant limit (at least 1).
+    pub fn with_max_in_flight(mut self, n: u32) -> JobSpec {
+        self.max_in_flight = n.max(1);
+        self
+    }
+}
+
+/// Which jobs a worker works on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Scope {
+    /// Every open job.
+    #[default]
+    All,
+    /// The open jobs of these names.
+    Jobs(Vec<String>),
+}
+
+/// What a claimed request needs.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Work {
+    /// Its POST: it is now `sending`.
+    Send {
+        /// Its cards, in row order.
+        cards: Vec<StoredCard>,
+    },
+    /// Its batch's status, then its results once complete.
+    Check {
+        /// The batch.
+        batch_id: String,
+        /// The webhook event that said its results are ready, if one did.
+        event_id: Option<String>,
+        /// Whether a webhook said so.
+        ready: bool,
+    },
+}
+
+/// A request claimed by a worker: the right to write what became of it, while `epoch` is its
+/// fencing token. `Debug` shows no card.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Claim {
+    /// The job.
+    pub job: JobId,
+    /// The job's name.
+    pub job_name: String,
+    /// The request.
+    pub seq: u64,
+    /// Batch or subscription.
+    pub kind: RequestKind,
+    /// The SE number of a subscription.
+    pub se_number: Option<String>,
+    /// The fencing token.
+    pub epoch: i64,
+    /// Who claimed it.
+    pub worker: String,
+    /// Where to read the merchant key.
+    pub key_env: String,
+    /// The merchant's fingerprint.
+    pub merchant: String,
+    /// The CardSync base URL.
+    pub base_url: String,
+    /// What it needs.
+    pub work: Work,
+}
+
+/// A decision about the requests of a job whose POST may have reached CardSync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Request `seq` reached CardSync as batch `batch_id` (found in the CardSync dashboard).
+    Adopt {
+        /// The request.
+        seq: u64,
+        /// Its batch.
+        batch_id: String,
+    },
+    /// None of them reached CardSync: send them again.
+    Resend,
+    /// Leave their cards out.
+    Abandon,
+}
+
+/// A request that may have reached CardSync and waits for a decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unconfirmed {
+    /// The request.
+    pub seq: u64,
+    /// How many cards it holds.
+    pub cards: u64,
+    /// What happened.
+    pub message: Option<String>,
+    /// Batch ids that workers learned after their claim ran out (a strong hint for
+    /// [`Decision::Adopt`]).
+    pub late_batch_ids: Vec<String>,
+}
+
+/// Where a job is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JobStatus {
+    /// The job's name.
+    pub name: String,
+    /// `planning`, `open`, `exported` or `abandoned`.
+    pub state: String,
+    /// Input rows read.
+    pub rows: u64,
+    /// Rows rejected.
+    pub invalid: u64,
+    /// Duplicate rows left out.
+    pub duplicates: u64,
+    /// Requests per state.
+    pub requests: BTreeMap<String, u64>,
+    /// Cards per request state.
+    pub cards: BTreeMap<String, u64>,
+    /// Result rows per status.
+    pub results: BTreeMap<String, u64>,
+    /// Requests under way now (claimed by a live worker).
+    pub in_flight: u64,
+    /// Requests that wait for a decision.
+    pub unconfirmed: Vec<Unconfirmed>,
+}
+
+impl JobStatus {
+    /// Whether every request is final (done, failed or abandoned).
+    pub fn finished(&self) -> bool {
+        self.requests
+            .iter()
+            .all(|(state, n)| *n == 0 || RequestState::parse(state).is_some_and(|s| s.is_final()))
+    }
+}
+
+/// The journal: a pool of connections and the key that seals card numbers.
+#[derive(Clone)]
+pub struct PgJournal {
+    pool: Pool,
+    key: Arc<JournalKey>,
+}
+
+impl std::fmt::Debug for PgJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJournal")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seq_i32(seq: u64) -> i32 {
+    i32::try_from(seq).unwrap_or(i32::MAX)
+}
+
+fn card_aad(job: JobId, seq: u64, row: u64) -> Vec<u8> {
+    format!("card/{}/{seq}/{row}", job.0).into_bytes()
+}
+
+fn result_aad(job: JobId, seq: u64, position: u64) -> Vec<u8> {
+    format!("result/{}/{seq}/{position}", job.0).into_bytes()
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+impl PgJournal {
+    /// Connects (a pool of up to 16 connections) and applies the migrations the database
+    /// lacks.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Config`] for a URL that cannot be used, [`PgError::Pool`] /
+    /// [`PgError::Database`] when the database cannot be reached, [`PgError::NewerSchema`].
+    pub async fn connect(url: &str, key: JournalKey) -> Result<PgJournal, PgError> {
+        PgJournal::connect_with(url, key, 16).await
+    }
+
+    /// [`PgJournal::connect`] with a pool of `size` connections.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgJournal::connect`].
+    pub async fn connect_with(
+        url: &str,
+        key: JournalKey,
+        size: usize,
+    ) -> Result<PgJournal, PgError> {
+        let pool = connect::pool(url, size.max(1))?;
+        let journal = PgJournal {
+            pool,
+            key: Arc::new(key),
+        };
+        let mut client = journal.client().await?;
+        schema::migrate(&mut client).await?;
+        Ok(journal)
+    }
+
+    async fn client(&self) -> Result<Object, PgError> {
+        self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => PgError::Database(e),
+            other => PgError::Pool(other.to_string()),
+        })
+    }
+
+    /// The key that seals the cards.
+    pub fn key(&self) -> &JournalKey {
+        &self.key
+    }
+
+    /// The fingerprint that stands for a merchant key in the journal (keyed: the key cannot
+    /// be learned from it).
+    pub fn merchant_fingerprint(&self, merchant_key: &str) -> String {
+        let mut data = b"merchant\0".to_vec();
+        data.extend_from_slice(merchant_key.as_bytes());
+        hex(&self.key.fingerprint(&data)[..16])
+    }
+
+    async fn job_id(&self, client: &Object, name: &str) -> Result<JobId, PgError> {
+        client
+            .query_opt("SELECT job_id FROM cardsync_jobs WHERE name = $1", &[&name])
+            .await?
+            .map(|r| JobId(r.get(0)))
+            .ok_or_else(|| PgError::NoSuchJob(name.to_owned()))
+    }
+
+    // ---- planning ----
+
+    /// Starts a job: state `planning` until [`PgJournal::finish_plan`]. A job of that name
+    /// still planning (its creator died) is discarded and started again: nothing of it was
+    /// sent.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::JobExists`] when a job of that name was planned already.
+    pub async fn create_job(&self, spec: &JobSpec, merchant_key: &str) -> Result<JobId, PgError> {
+        let merchant = self.merchant_fingerprint(merchant_key);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT job_id, state FROM cardsync_jobs WHERE name = $1 FOR UPDATE",
+                &[&spec.name],
+            )
+            .await?
+        {
+            let (id, state): (i64, String) = (row.get(0), row.get(1));
+            if state != "planning" {
+                return Err(PgError::JobExists(spec.name.clone()));
+            }
+            tx.execute("DELETE FROM cardsync_jobs WHERE job_id = $1", &[&id])
+                .await?;
+        }
+        let limit = i32::try_from(spec.max_in_flight).unwrap_or(i32::MAX);
+        let inserted = tx
+            .query_one(
+                "INSERT INTO cardsync_jobs (name, merchant, key_env, base_url, key_id, max_in_flight)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING job_id",
+                &[&spec.name, &merchant, &spec.key_env, &spec.base_url, &self.key.id(), &limit],
+            )
+            .await;
+        let id = match inserted {
+            Ok(row) => JobId(row.get(0)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                return Err(PgError::JobExists(spec.name.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.execute(
+            "INSERT INTO cardsync_merchants (merchant) VALUES ($1) ON CONFLICT DO NOTHING",
+            &[&merchant],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Adds a planned request and its cards (sealed). A card already in the job (by keyed
+    /// fingerprint: the same number and SE number) is left out; the rows left out are
+    /// returned. A request left with no card is not added.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::State`] when the job is not being planned.
+    pub async fn add_request(
+        &self,
+        job: JobId,
+        request: &RequestRecord,
+        cards: &[StoredCard],
+    ) -> Result<Vec<u64>, PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let merchant: Option<String> = tx
+            .query_opt(
+                "SELECT merchant FROM cardsync_jobs WHERE job_id = $1 AND state = 'planning' FOR SHARE",
+                &[&job.0],
+            )
+            .await?
+            .map(|r| r.get(0));
+        let Some(merchant) = merchant else {
+            return Err(PgError::State(
+                "the job is not being planned (another create replaced it, or it was planned already)".into(),
+            ));
+        };
+        let seq = seq_i32(request.seq);
+        tx.execute(
+            "INSERT INTO cardsync_requests (job_id, seq, merchant, kind, se_number, cards, state)
+             VALUES ($1, $2, $3, $4, $5, 0, 'planned')",
+            &[
+                &job.0,
+                &seq,
+                &merchant,
+                &request.kind.as_str(),
+                &request.se_number,
+            ],
+        )
+        .await?;
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in cards.chunks(CHUNK) {
+            let mut rows = Vec::with_capacity(chunk.len());
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut sealed = Vec::with_capacity(chunk.len());
+            let mut exps = Vec::with_capacity(chunk.len());
+            let mut ses: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut prints = Vec::with_capacity(chunk.len());
+            for c in chunk {
+                let row = i64::try_from(c.row).unwrap_or(i64::MAX);
+                let digits = c.pan.expose();
+                sealed.push(self.key.seal(
+                    digits.as_str().as_bytes(),
+                    &card_aad(job, request.seq, c.row),
+                )?);
+                let se = c.se_number.as_ref().map(|s| s.as_str().to_owned());
+                let mut print = digits.as_str().as_bytes().to_vec();
+                print.push(0);
+                print.extend_from_slice(se.as_deref().unwrap_or("").as_bytes());
+                prints.push(self.key.fingerprint(&print).to_vec());
+                zeroize::Zeroize::zeroize(&mut print);
+                rows.push(row);
+                ids.push(c.id.clone());
+                exps.push(c.exp.to_string());
+                ses.push(se);
+            }
+            let params: [&(dyn ToSql + Sync); 8] =
+                [&job.0, &seq, &rows, &ids, &sealed, &exps, &ses, &prints];
+            for r in tx
+                .query(
+                    "INSERT INTO cardsync_cards (job_id, seq, row_no, id, card, exp, se_number, fingerprint)
+                     SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::bytea[])
+                     ON CONFLICT (job_id, fingerprint) DO NOTHING
+                     RETURNING row_no",
+                    &params,
+                )
+                .await?
+            {
+                inserted.insert(r.get::<_, i64>(0) as u64);
+            }
+        }
+        let count = i32::try_from(inserted.len()).unwrap_or(i32::MAX);
+        if count == 0 {
+            tx.execute(
+                "DELETE FROM cardsync_requests WHERE job_id = $1 AND seq = $2",
+                &[&job.0, &seq],
+            )
+            .await?;
+        } else {
+            tx.execute(
+                "UPDATE cardsync_requests SET cards = $3 WHERE job_id = $1 AND seq = $2",
+                &[&job.0, &seq, &count],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(cards
+            .iter()
+            .map(|c| c.row)
+            .filter(|r| !inserted.contains(r))
+            .collect())
+    }
+
+    /// Takes the cards of these input rows out of the plan (duplicates found after
+    /// planning); a request left with none is deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::State`] when the job is not being planned.
+    pub async fn remove_rows(&self, job: JobId, rows: &[u64]) -> Result<(), PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let planning = tx
+            .query_opt(
+                "SELECT 1 FROM cardsync_jobs WHERE job_id = $1 AND state = 'planning' FOR UPDATE",
+                &[&job.0],
+            )
+            .await?;
+        if planning.is_none() {
+            return Err(PgError::State("the job is not being planned".into()));
+        }
+        let rows: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
+        tx.execute(
+            "DELETE FROM cardsync_cards WHERE job_id = $1 AND row_no = ANY($2)",
+            &[&job.0, &rows],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE cardsync_requests r SET cards = (SELECT count(*) FROM cardsync_cards c
+                 WHERE c.job_id = r.job_id AND c.seq = r.seq)
+             WHERE r.job_id = $1",
+            &[&job.0],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM cardsync_requests WHERE job_id = $1 AND cards = 0",
+            &[&job.0],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends planning: the job is open to workers.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::State`] when the job is not being planned.
+    pub async fn finish_plan(
+        &self,
+        job: JobId,
+        rows: u64,
+        invalid: u64,
+        duplicates: u64,
+    ) -> Result<(), PgError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE cardsync_jobs SET state = 'open', rows = $2, invalid = $3, duplicates = $4,
+                     planned_at = now()
+                 WHERE job_id = $1 AND state = 'planning'",
+                &[
+                    &job.0,
+                    &(rows as i64),
+                    &(invalid as i64),
+                    &(duplicates as i64),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(PgError::State("the job is not being planned".into()));
+        }
+        Ok(())
+    }
+
+    // ---- claims ----
+
+    /// Claims the next request that needs work in `scope`, for `worker`, for `ttl`: a batch
+    /// whose results a webhook announced or whose next status check is due first, then a
+    /// planned request (moved to `sending` by this very claim). `None` when nothing can be
+    /// done now (nothing to do, every candidate claimed, or its merchant at its limit or held
+    /// off by a `Retry-After`).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Database`], [`PgError::Key`] when a card does not open.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        scope: &Scope,
+        ttl: Duration,
+    ) -> Result<Option<Claim>, PgError> {
+        let names: Option<Vec<String>> = match scope {
+            Scope::All => None,
+            Scope::Jobs(names) => Some(names.clone()),
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let candidate = tx
+            .query_opt(
+                "SELECT r.job_id, r.seq, r.merchant, j.max_in_flight
+                 FROM cardsync_requests r
+                 JOIN cardsync_jobs j USING (job_id)
+                 JOIN cardsync_merchants m ON m.merchant = r.merchant
+                 WHERE j.state = 'open'
+                   AND ($1::text[] IS NULL OR j.name = ANY($1))
+                   AND m.not_before <= now()
+                   AND (r.lease_until IS NULL OR r.lease_until < now())
+                   AND ((r.state = 'sent' AND (r.ready OR r.next_check <= now()))
+                        OR r.state = 'planned'
+                        OR (r.state = 'sending' AND r.kind = 'subscription'))
+                   AND (SELECT count(*) FROM cardsync_requests l
+                        WHERE l.merchant = r.merchant AND l.lease_owner IS NOT NULL
+                          AND l.lease_until > now()) < j.max_in_flight
+                 ORDER BY (r.state = 'sent') DESC, r.ready DESC, r.job_id, r.seq
+                 LIMIT 1
+                 FOR UPDATE OF r SKIP LOCKED",
+                &[&names],
+            )
+            .await?;
+        let Some(candidate) = candidate else {
+            return Ok(None);
+        };
+        let (job, seq, merchant, limit): (i64, i32, String, i32) = (
+            candidate.get(0),
+            candidate.get(1),
+            candidate.get(2),
+            candidate.get(3),
+        );
+        // The per-merchant limit, checked again with the merchant's claims serialised.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('cardsync merchant ' || $1, 0))",
+            &[&merchant],
+        )
+        .await?;
+        let leased: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM cardsync_requests
+                 WHERE merchant = $1 AND lease_owner IS NOT NULL AND lease_until > now()",
+                &[&merchant],
+            )
+            .await?
+            .get(0);
+        if leased >= i64::from(limit) {
+            return Ok(None);
+        }
+        let row = tx
+            .query_one(
+                "UPDATE cardsync_requests r SET
+                     epoch = r.epoch + 1,
+                     lease_owner = $3,
+                     lease_until = now() + $4 * interval '1 millisecond',
+                     state = CASE WHEN r.state = 'planned' THEN 'sending' ELSE r.state END
+                 FROM cardsync_jobs j
+                 WHERE r.job_id = $1 AND r.seq = $2 AND j.job_id = r.job_id
+                 RETURNING r.epoch, r.state, r.kind, r.se_number, r.batch_id, r.event_id, r.ready,
+                           j.name, j.key_env, j.base_url",
+                &[&job, &seq, &worker, &millis(ttl)],
+            )
+            .await?;
+        tx.commit().await?;
+        let state: String = row.get(1);
+        let kind = RequestKind::parse(row.get::<_, &str>(2))
+            .ok_or_else(|| PgError::Corrupt("a request of an unknown kind".into()))?;
+        let job = JobId(job);
+        let seq = u64::try_from(seq).unwrap_or(0);
+        let work = if state == "sending" {
+            Work::Send {
+                cards: self.cards_of(&client, job, seq).await?,
+            }
+        } else {
+            Work::Check {
+                batch_id: row.get::<_, Option<String>>(4).ok_or_else(|| {
+                    PgError::Corrupt(format!("request {seq} is sent without a batch id"))
+                })?,
+                event_id: row.get(5),
+                ready: row.get(6),
+            }
+        };
+        Ok(Some(Claim {
+            job,
+            job_name: row.get(7),
+            seq,
+            kind,
+            se_number: row.get(3),
+            epoch: row.get(0),
+            worker: worker.to_owned(),
+            key_env: row.get(8),
+            merchant,
+            base_url: row.get(9),
+            work,
+        }))
+    }
+
+    async fn cards_of(
+        &self,
+        client: &Object,
+        job: JobId,
+        seq: u64,
+    ) -> Result<Vec<StoredCard>, PgError> {
+        let rows = client
+            .query(
+                "SELECT row_no, id, card, exp, se_number FROM cardsync_cards
+                 WHERE job_id = $1 AND seq = $2 ORDER BY row_no",
+                &[&job.0, &seq_i32(seq)],
+            )
+            .await?;
+        let mut cards = Vec::with_capacity(rows.len());
+        for r in rows {
+            let row = r.get::<_, i64>(0) as u64;
+            let plain = self
+                .key
+                .open(r.get::<_, &[u8]>(2), &card_aad(job, seq, row))?;
+            let digits = std::str::from_utf8(&plain)
+                .map_err(|_| PgError::Corrupt("a sealed card is not text".into()))?;
+            let pan = Pan::parse(digits).map_err(|_| {
+                PgError::Corrupt(format!("row {row}: a sealed card is not a card number"))
+            })?;
+            let exp = Expiry::parse(r.get::<_, &str>(3))
+                .map_err(|_| PgError::Corrupt(format!("row {row}: a bad expiry")))?;
+            let se = match r.get::<_, Option<&str>>(4) {
+                Some(s) => Some(
+                    SeNumber::parse(s)
+                        .map_err(|_| PgError::Corrupt(format!("row {row}: a bad SE number")))?,
+                ),
+                None => None,
+            };
+            cards.push(StoredCard::new(row, r.get::<_, String>(1), pan, exp, se));
+        }
+        Ok(cards)
+    }
+
+    /// One fenced write: `sql` updates the claimed request (`$1` job, `$2` seq, `$3` epoch)
+    /// and must match exactly it.
+    async fn fenced(
+        &self,
+        claim: &Claim,
+        sql: &str,
+        extra: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), PgError> {
+        let client = self.client().await?;
+        let seq = seq_i32(claim.seq);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&claim.job.0, &seq, &claim.epoch];
+        params.extend_from_slice(extra);
+        let n = client.execute(sql, &params).await?;
+        if n == 0 {
+            return Err(PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: claim.seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// Extends the claim's lease to `ttl` from now.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`] when the claim is no longer current.
+    pub async fn renew(&self, claim: &Claim, ttl: Duration) -> Result<(), PgError> {
+        self.fenced(
+            claim,
+            "UPDATE cardsync_requests SET lease_until = now() + $4 * interval '1 millisecond'
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND lease_owner IS NOT NULL",
+            &[&millis(ttl)],
+        )
+        .await
+    }
+
+    /// The claim's lease has at least `margin` left (checked by the database's clock).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`] when it has not, or the claim is no longer current.
+    pub async fn check_lease(&self, claim: &Claim, margin: Duration) -> Result<(), PgError> {
+        let client = self.client().await?;
+        let ok = client
+            .query_opt(
+                "SELECT 1 FROM cardsync_requests
+                 WHERE job_id = $1 AND seq = $2 AND epoch = $3
+                   AND lease_until > now() + $4 * interval '1 millisecond'",
+                &[
+                    &claim.job.0,
+                    &seq_i32(claim.seq),
+                    &claim.epoch,
+                    &millis(margin),
+                ],
+            )
+            .await?;
+        if ok.is_none() {
+            return Err(PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: claim.seq,
+            });
+        }
+        Ok(())
+    }
+
+    /// The batch was created: `sent`, first status check after `check_in`. A worker whose
+    /// lease ran out still records it while nobody took the request over. When a decision
+    /// sent the request again meanwhile and no worker has taken it yet, the batch is adopted
+    /// instead (so it is not sent twice). Otherwise the batch id is kept aside for the person
+    /// deciding ([`Unconfirmed::late_batch_ids`]) and [`PgError::Fenced`] returned.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn sent(
+        &self,
+        claim: &Claim,
+        batch_id: &str,
+        check_in: Duration,
+    ) -> Result<(), PgError> {
+        let written = self
+            .fenced(
+                claim,
+                "UPDATE cardsync_requests SET state = 'sent', batch_id = $4, message = NULL,
+                     lease_owner = NULL, lease_until = NULL,
+                     next_check = now() + $5 * interval '1 millisecond'
+                 WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+                &[&batch_id, &millis(check_in)],
+            )
+            .await;
+        if let Err(PgError::Fenced { .. }) = &written {
+            let client = self.client().await?;
+            // Sent again by a decision made while this worker was away, and not yet taken by
+            // another: the batch exists, so it is adopted rather than sent twice.
+            let adopted = client
+                .execute(
+                    "UPDATE cardsync_requests SET state = 'sent', batch_id = $4, epoch = epoch + 1,
+                         message = 'adopted the batch a worker created after its claim ran out',
+                         lease_owner = NULL, lease_until = NULL, next_check = now()
+                     WHERE job_id = $1 AND seq = $2 AND epoch > $3 AND state = 'planned'
+                       AND (lease_until IS NULL OR lease_until < now())",
+                    &[&claim.job.0, &seq_i32(claim.seq), &claim.epoch, &batch_id],
+                )
+                .await?;
+            if adopted == 1 {
+                return Ok(());
+            }
+            client
+                .execute(
+                    "INSERT INTO cardsync_late_answers (job_id, seq, epoch, batch_id, message)
+                     VALUES ($1, $2, $3, $4, 'created after this worker''s claim ran out')
+                     ON CONFLICT DO NOTHING",
+                    &[&claim.job.0, &seq_i32(claim.seq), &claim.epoch, &batch_id],
+                )
+                .await?;
+        }
+        written
+    }
+
+    /// The subscription was accepted: `done` (its updates come as events).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn subscribed(&self, claim: &Claim) -> Result<(), PgError> {
+        self.fenced(
+            claim,
+            "UPDATE cardsync_requests SET state = 'done', message = NULL,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+            &[],
+        )
+        .await?;
+        self.erase_request_cards(claim).await
+    }
+
+    /// The POST certainly did not leave (the connection was refused, the lease was short):
+    /// back to `planned`, claimable again after `retry_in`.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn not_sent(&self, claim: &Claim, retry_in: Duration) -> Result<(), PgError> {
+        self.fenced(
+            claim,
+            "UPDATE cardsync_requests SET state = 'planned',
+                 lease_owner = NULL, lease_until = now() + $4 * interval '1 millisecond'
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+            &[&millis(retry_in)],
+        )
+        .await
+    }
+
+    /// CardSync refused the request, or its batch failed: `failed`, with why.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn failed(&self, claim: &Claim, message: &str) -> Result<(), PgError> {
+        self.fenced(
+            claim,
+            "UPDATE cardsync_requests SET state = 'failed', message = $4,
+                 lease_owner = NULL, lease_until = NULL
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state IN ('sending', 'sent')",
+            &[&message],
+        )
+        .await?;
+        self.erase_request_cards(claim).await
+    }
+
+    /// The POST may have reached CardSync and no answer says so: a batch waits for a decision
+    /// (it stays `sending`, with no lease); a subscription, idempotent, goes back to `planned`.
+    /// `hold_off` (a `Retry-After`) keeps every worker off the merchant until it passes.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn unconfirmed(
+        &self,
+        claim: &Claim,
+        message: &str,
+        hold_off: Option<Duration>,
+    ) -> Result<(), PgError> {
+        let to = match claim.kind {
+            RequestKind::Subscription => "planned",
+            _ => "sending",
+        };
+        self.fenced(
+            claim,
+            "UPDATE cardsync_requests SET state = $4, message = $5,
+                 lease_owner = NULL, lease_until = now()
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+            &[&to, &message],
+        )
+        .await?;
+        if let Some(wait) = hold_off {
+            self.hold_off(&claim.merchant, wait).await?;
+        }
+        Ok(())
+    }
+
+    /// The batch is not complete yet: check again after `check_in` (and `hold_off`, a
+    /// `Retry-After`, keeps every worker off the merchant until it passes).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn pending(
+        &self,
+        claim: &Claim,
+        check_in: Duration,
+        hold_off: Option<Duration>,
+    ) -> Result<(), PgError> {
+        self.fenced(
+            claim,
+            "UPDATE cardsync_requests SET checks = checks + 1,
+                 next_check = now() + $4 * interval '1 millisecond',
+                 lease_owner = NULL, lease_until = NULL
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sent'",
+            &[&millis(check_in)],
+        )
+        .await?;
+        if let Some(wait) = hold_off {
+            self.hold_off(&claim.merchant, wait).await?;
+        }
+        Ok(())
+    }
+
+    /// Holds every worker off `merchant` for `wait`.
+    async fn hold_off(&self, merchant: &str, wait: Duration) -> Result<(), PgError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE cardsync_merchants SET not_before =
+                     greatest(not_before, now() + $2 * interval '1 millisecond')
+                 WHERE merchant = $1",
+                &[&merchant, &millis(wait)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The batch's results: written (sealed) in the same transaction that marks the request
+    /// `done`, under the claim, so that they are written once; then its cards are erased.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`]: nothing was written.
+    pub async fn completed(&self, claim: &Claim, rows: &[ResultRow]) -> Result<(), PgError> {
+        let seq = seq_i32(claim.seq);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let current = tx
+            .query_opt(
+                "SELECT 1 FROM cardsync_requests
+                 WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sent' FOR UPDATE",
+                &[&claim.job.0, &seq, &claim.epoch],
+            )
+            .await?;
+        if current.is_none() {
+            return Err(PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: claim.seq,
+            });
+        }
+        for (n, chunk) in rows.chunks(CHUNK).enumerate() {
+            let mut positions = Vec::with_capacity(chunk.len());
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut cards = Vec::with_capacity(chunk.len());
+            let mut exps: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut statuses: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut ses: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut batches: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut events: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            let mut lasts: Vec<Option<String>> = Vec::with_capacity(chunk.len());
+            for (i, row) in chunk.iter().enumerate() {
+                let position = (n * CHUNK + i) as u64;
+                positions.push(position as i32);
+                ids.push(row.id.clone());
+                cards.push(self.key.seal(
+                    row.card.expose().as_bytes(),
+                    &result_aad(claim.job, claim.seq, position),
+                )?);
+                exps.push(row.exp.clone());
+                statuses.push(row.status.as_ref().map(|s| s.as_str().to_owned()));
+                ses.push(row.se_number.clone());
+                batches.push(row.batch_id.clone());
+                events.push(row.event_id.clone());
+                lasts.push(row.old_last4.clone());
+            }
+            let params: [&(dyn ToSql + Sync); 11] = [
+                &claim.job.0,
+                &seq,
+                &positions,
+                &ids,
+                &cards,
+                &exps,
+                &statuses,
+                &ses,
+                &batches,
+                &events,
+                &lasts,
+            ];
+            tx.execute(
+                "INSERT INTO cardsync_results
+                     (job_id, seq, position, id, card, exp, status, se_number, batch_id, event_id, old_last4)
+                 SELECT $1, $2, * FROM unnest($3::integer[], $4::text[], $5::bytea[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
+                &params,
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE cardsync_requests SET state = 'done', lease_owner = NULL, lease_until = NULL
+             WHERE job_id = $1 AND seq = $2",
+            &[&claim.job.0, &seq],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM cardsync_cards WHERE job_id = $1 AND seq = $2",
+            &[&claim.job.0, &seq],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The cards of a request that is final and will not be sent again.
+    async fn erase_request_cards(&self, claim: &Claim) -> Result<(), PgError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM cardsync_cards WHERE job_id = $1 AND seq = $2",
+                &[&claim.job.0, &seq_i32(claim.seq)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    // ---- events ----
+
+    /// Records a webhook event once, whichever receiver got it, and marks its batch ready for
+    /// fetching in the same transaction: `true` when it was new.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Database`].
+    pub async fn record_event(
+        &self,
+        event_id: &str,
+        trigger_id: Option<u32>,
+        batch_id: Option<&str>,
+        receiver: &str,
+    ) -> Result<bool, PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let trigger = trigger_id.map(|t| t as i32);
+        let new = tx
+            .execute(
+                "INSERT INTO cardsync_events (event_id, trigger_id, batch_id, received_by)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
+                &[&event_id, &trigger, &batch_id, &receiver],
+            )
+            .await?
+            == 1;
+        if new && let Some(batch) = batch_id {
+            tx.execute(
+                "UPDATE cardsync_requests SET ready = true, event_id = $2
+                 WHERE batch_id = $1 AND state = 'sent'",
+                &[&batch, &event_id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    // ---- status, decisions, export ----
+
+    /// Where job `name` is.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::NoSuchJob`].
+    pub async fn status(&self, name: &str) -> Result<JobStatus, PgError> {
+        let client = self.client().await?;
+        let job = client
+            .query_opt(
+                "SELECT job_id, state, rows, invalid, duplicates FROM cardsync_jobs WHERE name = $1",
+                &[&name],
+            )
+            .await?
+            .ok_or_else(|| PgError::NoSuchJob(name.to_owned()))?;
+        let id: i64 = job.get(0);
+        let mut status = JobStatus {
+            name: name.to_owned(),
+            state: job.get(1),
+            rows: job.get::<_, i64>(2) as u64,
+            invalid: job.get::<_, i64>(3) as u64,
+            duplicates: job.get::<_, i64>(4) as u64,
+            ..JobStatus::default()
+        };
+        for r in client
+            .query(
+                "SELECT state, count(*), coalesce(sum(cards), 0)::bigint,
+                        count(*) FILTER (WHERE lease_owner IS NOT NULL AND lease_until > now())
+                 FROM cardsync_requests WHERE job_id = $1 GROUP BY state",
+                &[&id],
+            )
+            .await?
+        {
+            let state: String = r.get(0);
+            status
+                .requests
+                .insert(state.clone(), r.get::<_, i64>(1) as u64);
+            status.cards.insert(state, r.get::<_, i64>(2) as u64);
+            status.in_flight += r.get::<_, i64>(3) as u64;
+        }
+        for r in client
+            .query(
+                "SELECT coalesce(status, ''), count(*) FROM cardsync_results WHERE job_id = $1
+                 GROUP BY 1",
+                &[&id],
+            )
+            .await?
+        {
+            status.results.insert(r.get(0), r.get::<_, i64>(1) as u64);
+        }
+        for r in client
+            .query(
+                "SELECT r.seq, r.cards, r.message,
+                        coalesce(array_agg(l.batch_id) FILTER (WHERE l.batch_id IS NOT NULL), '{}')
+                 FROM cardsync_requests r
+                 LEFT JOIN cardsync_late_answers l ON l.job_id = r.job_id AND l.seq = r.seq
+                 WHERE r.job_id = $1 AND r.state = 'sending' AND r.kind = 'batch'
+                   AND (r.lease_until IS NULL OR r.lease_until < now())
+                 GROUP BY r.seq, r.cards, r.message ORDER BY r.seq",
+                &[&id],
+            )
+            .await?
+        {
+            status.unconfirmed.push(Unconfirmed {
+                seq: r.get::<_, i32>(0) as u64,
+                cards: r.get::<_, i32>(1) as u64,
+                message: r.get(2),
+                late_batch_ids: r.get(3),
+            });
+        }
+        Ok(status)
+    }
+
+    /// Applies a decision about job `name`'s requests that wait for one (batches in
+    /// `sending` whose claim ran out): how many it changed. Each change bumps the fencing
+    /// token, so a worker that wakes up late with an answer writes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::NoSuchJob`]; [`PgError::State`] when an adopted request does not wait for
+    /// a decision.
+    pub async fn decide(&self, name: &str, decision: &Decision) -> Result<u64, PgError> {
+        let client = self.client().await?;
+        let job = self.job_id(&client, name).await?;
+        const WAITING: &str = "job_id = $1 AND state = 'sending' AND kind = 'batch'
+                               AND (lease_until IS NULL OR lease_until < now())";
+        let n = match decision {
+            Decision::Adopt { seq, batch_id } => {
+                let n = client
+                    .execute(
+                        &format!(
+                            "UPDATE cardsync_requests SET state = 'sent', batch_id = $3, epoch = epoch + 1,
+                                 message = 'adopted', lease_owner = NULL, lease_until = NULL, next_check = now()
+                             WHERE {WAITING} AND seq = $2"
+                        ),
+                        &[&job.0, &seq_i32(*seq), batch_id],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Err(PgError::State(format!(
+                        "request {seq} of job {name:?} does not wait for a decision"
+                    )));
+                }
+                n
+            }
+            Decision::Resend => {
+                client
+                    .execute(
+                        &format!(
+                            "UPDATE cardsync_requests SET state = 'planned', epoch = epoch + 1,
+                                 message = 'resent by decision', lease_owner = NULL, lease_until = NULL
+                             WHERE {WAITING}"
+                        ),
+                        &[&job.0],
+                    )
+                    .await?
+            }
+            Decision::Abandon => {
+                let n = client
+                    .execute(
+                        &format!(
+                            "UPDATE cardsync_requests SET state = 'abandoned', epoch = epoch + 1,
+                                 message = 'abandoned by decision', lease_owner = NULL, lease_until = NULL
+                             WHERE {WAITING}"
+                        ),
+                        &[&job.0],
+                    )
+                    .await?;
+                client
+                    .execute(
+                        "DELETE FROM cardsync_cards c USING cardsync_requests r
+                         WHERE c.job_id = $1 AND r.job_id = c.job_id AND r.seq = c.seq
+                           AND r.state = 'abandoned'",
+                        &[&job.0],
+                    )
+                    .await?;
+                n
+            }
+        };
+        Ok(n)
+    }
+
+    /// Writes job `name`'s results to `sink` (every request must be final), then erases its
+    /// cards and results: the job is `exported`. How many result rows were written.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::State`] when requests are still under way or the job was exported or
+    /// abandoned; [`PgError::State`] with the sink's error when it fails (nothing is erased
+    /// then: run the export again).
+    pub async fn export(&self, name: &str, sink: &mut dyn Sink) -> Result<u64, PgError> {
+        let status = self.status(name).await?;
+        if status.state != "open" {
+            return Err(PgError::State(format!(
+                "job {name:?} is {}: nothing to export",
+                status.state
+            )));
+        }
+        if !status.finished() {
+            let busy: Vec<String> = status
+                .requests
+                .iter()
+                .filter(|(s, n)| **n > 0 && !RequestState::parse(s).is_some_and(|s| s.is_final()))
+                .map(|(s, n)| format!("{n} {s}"))
+                .collect();
+            return Err(PgError::State(format!(
+                "job {name:?} is not finished ({} requests): run a worker, or decide about unconfirmed requests",
+                busy.join(", ")
+            )));
+        }
+        let sink_err = |e: SinkError| PgError::State(format!("cannot write the results: {e}"));
+        sink.rewind(&Checkpoint::default()).map_err(sink_err)?;
+        let mut client = self.client().await?;
+        let job = self.job_id(&client, name).await?;
+        let mut written = 0u64;
+        let mut after: (i32, i32) = (-1, -1);
+        loop {
+            let rows = client
+                .query(
+                    "SELECT seq, position, id, card, exp, status, se_number, batch_id, event_id, old_last4
+                     FROM cardsync_results WHERE job_id = $1 AND (seq, position) > ($2, $3)
+                     ORDER BY seq, position LIMIT 5000",
+                    &[&job.0, &after.0, &after.1],
+                )
+                .await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = (last.get(0), last.get(1));
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let (seq, position): (i32, i32) = (r.get(0), r.get(1));
+                let plain = self.key.open(
+                    r.get::<_, &[u8]>(3),
+                    &result_aad(job, seq as u64, position as u64),
+                )?;
+                let card = std::str::from_utf8(&plain)
+                    .map_err(|_| PgError::Corrupt("a sealed result card is not text".into()))?;
+                let status = r.get::<_, Option<&str>>(5).map(UpdateStatus::parse);
+                let mut row =
+                    ResultRow::new(r.get::<_, String>(2), status, ReturnedCard::new(card));
+                row.exp = r.get(4);
+                row.se_number = r.get(6);
+                row.batch_id = r.get(7);
+                row.event_id = r.get(8);
+                row.old_last4 = r.get(9);
+                out.push(row);
+            }
+            sink.append(&out).map_err(sink_err)?;
+            written += out.len() as u64;
+        }
+        sink.checkpoint().map_err(sink_err)?;
+        sink.finish().map_err(sink_err)?;
+        let tx = client.transaction().await?;
+        erase(&tx, job).await?;
+        tx.execute(
+            "UPDATE cardsync_jobs SET state = 'exported', finished_at = now() WHERE job_id = $1",
+            &[&job.0],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    /// Abandons job `name`: no worker takes its requests any more, and its cards and results
+    /// are erased.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::NoSuchJob`].
+    pub async fn abandon(&self, name: &str) -> Result<(), PgError> {
+        let mut client = self.client().await?;
+        let job = self.job_id(&client, name).await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "UPDATE cardsync_jobs SET state = 'abandoned', finished_at = now() WHERE job_id = $1",
+            &[&job.0],
+        )
+        .await?;
+        erase(&tx, job).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Re-seals every card and result sealed under `old` with this journal's key, and
+    /// recomputes the fingerprints: how many values were re-sealed. Run it with the old key
+    /// at hand, then drop the old key.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Key`] when a value opens under neither key.
+    pub async fn rotate_from(&self, old: &JournalKey) -> Result<u64, PgError> {
+        let mut client = self.client().await?;
+        let mut count = 0u64;
+        loop {
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT job_id, seq, row_no, card, se_number FROM cardsync_cards
+                     WHERE substring(card FROM 1 FOR 8) = $1 LIMIT 2000 FOR UPDATE",
+                    &[&old_id_bytes(old)],
+                )
+                .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                break;
+            }
+            for r in &rows {
+                let (job, seq, row): (i64, i32, i64) = (r.get(0), r.get(1), r.get(2));
+                let aad = card_aad(JobId(job), seq as u64, row as u64);
+                let plain = old.open(r.get::<_, &[u8]>(3), &aad)?;
+                let sealed = self.key.seal(&plain, &aad)?;
+                let mut print = plain.to_vec();
+                print.push(0);
+                print.extend_from_slice(r.get::<_, Option<&str>>(4).unwrap_or("").as_bytes());
+                let fingerprint = self.key.fingerprint(&print).to_vec();
+                zeroize::Zeroize::zeroize(&mut print);
+                tx.execute(
+                    "UPDATE cardsync_cards SET card = $4, fingerprint = $5
+                     WHERE job_id = $1 AND seq = $2 AND row_no = $3",
+                    &[&job, &seq, &row, &sealed, &fingerprint],
+                )
+                .await?;
+                count += 1;
+            }
+            tx.commit().await?;
+        }
+        loop {
+            let tx = client.transaction().await?;
+            let rows = tx
+                .query(
+                    "SELECT job_id, seq, position, card FROM cardsync_results
+                     WHERE substring(card FROM 1 FOR 8) = $1 LIMIT 2000 FOR UPDATE",
+                    &[&old_id_bytes(old)],
+                )
+                .await?;
+            if rows.is_empty() {
+                tx.commit().await?;
+                break;
+            }
+            for r in &rows {
+                let (job, seq, position): (i64, i32, i32) = (r.get(0), r.get(1), r.get(2));
+                let aad = result_aad(JobId(job), seq as u64, position as u64);
+                let plain = old.open(r.get::<_, &[u8]>(3), &aad)?;
+                let sealed = self.key.seal(&plain, &aad)?;
+                tx.execute(
+                    "UPDATE cardsync_results SET card = $4 WHERE job_id = $1 AND seq = $2 AND position = $3",
+                    &[&job, &seq, &position, &sealed],
+                )
+                .await?;
+                count += 1;
+            }
+            tx.commit().await?;
+        }
+        client
+            .execute(
+                "UPDATE cardsync_jobs SET key_id = $1 WHERE key_id = $2",
+                &[&self.key.id(), &old.id()],
+            )
+            .await?;
+        Ok(count)
+    }
+}
+
+/// The 8-byte id a key puts in front of what it seals.
+fn old_id_bytes(key: &JournalKey) -> Vec<u8> {
+    let id = key.id();
+    (0..id.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&id[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// Erases a job's cards, results and late answers.
+async fn erase(tx: &deadpool_postgres::Transaction<'_>, job: JobId) -> Result<(), PgError> {
+    for table in [
+        "cardsync_cards",
+        "cardsync_results",
+        "cardsync_late_answers",
+    ] {
+        tx.execute(&format!("DELETE FROM {table} WHERE job_id = $1"), &[&job.0])
+            .await?;
+    }
+    Ok(())
+}

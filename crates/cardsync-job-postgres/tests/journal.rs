@@ -1,0 +1,749 @@
+//! The PostgreSQL journal against a real PostgreSQL: the one `CARDSYNC_TEST_POSTGRES` names
+//! (`.ci/postgres.sh run …` starts a throwaway one). Without it these tests say so and pass,
+//! except under `CI=true`, where a missing database is a failure. Each test works in a schema
+//! of its own, dropped at the end.
+
+use std::time::Duration;
+
+use cardsync_core::{Expiry, Pan, SeNumber, UpdateStatus};
+use cardsync_job::{MemorySink, RequestKind, RequestRecord, ResultRow, StoredCard};
+use cardsync_job_postgres::{
+    Claim, Decision, JobSpec, JournalKey, PgError, PgJournal, SCHEMA_VERSION, Scope, Work,
+};
+use cardsync_proto::ReturnedCard;
+
+const MERCHANT_KEY: &str = "sandbox_merchant_key";
+
+fn database() -> Option<String> {
+    match std::env::var("CARDSYNC_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CARDSYNC_TEST_POSTGRES is not set, and CI=true: run the tests with `bash .ci/postgres.sh run cargo test --workspace`"
+            );
+            eprintln!("skipped: CARDSYNC_TEST_POSTGRES is not set (see .ci/postgres.sh)");
+            None
+        }
+    }
+}
+
+/// A schema of its own for one test, dropped when it ends.
+struct TestDb {
+    admin: tokio_postgres::Client,
+    schema: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn new(base: &str) -> TestDb {
+        let (admin, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .expect("the test database");
+        tokio::spawn(connection);
+        let schema = format!(
+            "t_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        TestDb { admin, schema, url }
+    }
+
+    async fn journal(&self, key: &str) -> PgJournal {
+        PgJournal::connect_with(&self.url, JournalKey::from_hex(&key.repeat(32)).unwrap(), 8)
+            .await
+            .expect("connect")
+    }
+
+    /// Every row of every table, as text.
+    async fn dump(&self) -> String {
+        let mut out = String::new();
+        for table in [
+            "cardsync_jobs",
+            "cardsync_merchants",
+            "cardsync_requests",
+            "cardsync_cards",
+            "cardsync_results",
+            "cardsync_events",
+            "cardsync_late_answers",
+        ] {
+            for row in self
+                .admin
+                .query(
+                    &format!("SELECT t::text FROM {}.{table} t", self.schema),
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                out.push_str(row.get::<_, &str>(0));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    async fn drop(self) {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await
+            .unwrap();
+    }
+}
+
+fn card(row: u64, number: &str) -> StoredCard {
+    StoredCard::new(
+        row,
+        format!("cus-{row}"),
+        Pan::parse(number).unwrap(),
+        Expiry::parse("12/29").unwrap(),
+        None,
+    )
+}
+
+/// Valid card numbers: a Visa prefix, a counter, a check digit.
+fn numbers(n: usize, from: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            let body = format!("411111{i:09}");
+            let check = cardsync_core::luhn_check_digit(&body).unwrap();
+            format!("{body}{}", check as char)
+        })
+        .collect()
+}
+
+/// A planned job of `requests` batch requests of `per` cards each.
+async fn planned(
+    journal: &PgJournal,
+    name: &str,
+    requests: u64,
+    per: usize,
+) -> (Vec<String>, cardsync_job_postgres::JobId) {
+    let spec =
+        JobSpec::new(name, "CARDSYNC_API_KEY", "http://127.0.0.1:9/").with_max_in_flight(100);
+    let job = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
+    let mut all = Vec::new();
+    for seq in 1..=requests {
+        let nums = numbers(per, (seq as usize) * 1000);
+        let cards: Vec<StoredCard> = nums
+            .iter()
+            .enumerate()
+            .map(|(i, n)| card(seq * 1000 + i as u64, n))
+            .collect();
+        let record = RequestRecord::new(seq, RequestKind::Batch, None, cards.len() as u64);
+        assert!(
+            journal
+                .add_request(job, &record, &cards)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        all.extend(nums);
+    }
+    journal
+        .finish_plan(job, requests * per as u64, 0, 0)
+        .await
+        .unwrap();
+    (all, job)
+}
+
+fn hex_ascii(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn migrations_apply_once_even_when_many_connect_at_once() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let mut connecting = Vec::new();
+    for _ in 0..8 {
+        let url = db.url.clone();
+        connecting.push(tokio::spawn(async move {
+            PgJournal::connect_with(&url, JournalKey::from_hex(&"01".repeat(32)).unwrap(), 1).await
+        }));
+    }
+    for c in connecting {
+        c.await.unwrap().expect("every one connects");
+    }
+    let versions = db
+        .admin
+        .query(
+            &format!("SELECT version FROM {}.cardsync_schema", db.schema),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(versions.len(), SCHEMA_VERSION as usize);
+    // A newer schema is refused rather than misread.
+    db.admin
+        .batch_execute(&format!(
+            "INSERT INTO {}.cardsync_schema (version) VALUES (999)",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    let err = PgJournal::connect_with(&db.url, JournalKey::from_hex(&"01".repeat(32)).unwrap(), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PgError::NewerSchema { found: 999, .. }),
+        "{err}"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn no_card_number_in_the_tables_and_the_cards_open_with_the_key() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let (nums, _) = planned(&journal, "nightly", 3, 50).await;
+    // A duplicate card in a later request is left out by its keyed fingerprint.
+    let spec = JobSpec::new("second", "CARDSYNC_API_KEY", "http://127.0.0.1:9/");
+    let job2 = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
+    let first = RequestRecord::new(1, RequestKind::Batch, None, 2);
+    let dup = [card(1, &nums[0]), card(2, &nums[1])];
+    assert!(
+        journal
+            .add_request(job2, &first, &dup)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = [card(3, &nums[0]), card(4, &nums[2])];
+    let second = RequestRecord::new(2, RequestKind::Batch, None, 2);
+    assert_eq!(
+        journal.add_request(job2, &second, &again).await.unwrap(),
+        [3]
+    );
+
+    let dump = db.dump().await;
+    for n in &nums {
+        assert!(!dump.contains(n.as_str()), "a card number in the tables");
+        assert!(
+            !dump.contains(&hex_ascii(n)),
+            "a card number's bytes in the tables"
+        );
+        assert!(
+            !dump.contains(&n[n.len() - 10..]),
+            "most of a card number in the tables"
+        );
+    }
+    assert!(
+        !dump.contains(MERCHANT_KEY),
+        "the merchant key in the tables"
+    );
+
+    // A worker gets the cards back, opened.
+    let claim = journal
+        .claim("w1", &Scope::Jobs(vec!["nightly".into()]), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let Work::Send { cards } = &claim.work else {
+        panic!("{claim:?}")
+    };
+    assert_eq!(cards.len(), 50);
+    assert_eq!(cards[0].pan.expose().as_str(), nums[0]);
+    assert!(
+        !format!("{claim:?}").contains(&nums[0]),
+        "Debug shows no card"
+    );
+    // Another key opens nothing.
+    let other = db.journal("02").await;
+    let err = other.claim("w2", &Scope::All, LEASE).await.unwrap_err();
+    assert!(matches!(err, PgError::Key(_)), "{err}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    planned(&journal, "nightly", 6, 3).await;
+
+    // Six workers at once: six distinct requests, each moved to sending by its claim.
+    let mut claiming = Vec::new();
+    for w in 0..6 {
+        let journal = journal.clone();
+        claiming.push(tokio::spawn(async move {
+            journal
+                .claim(&format!("w{w}"), &Scope::All, Duration::from_millis(300))
+                .await
+        }));
+    }
+    let mut claims = Vec::new();
+    for c in claiming {
+        claims.push(c.await.unwrap().unwrap().expect("a request for each"));
+    }
+    let mut seqs: Vec<u64> = claims.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert!(
+        journal
+            .claim("w9", &Scope::All, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status = journal.status("nightly").await.unwrap();
+    assert_eq!(status.requests["sending"], 6);
+    assert_eq!(status.in_flight, 6);
+
+    // Worker 0 answers in time; the others pause past their leases.
+    journal
+        .sent(&claims[0], "batch-a", Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A batch whose POST may have left is not claimed again: it waits for a decision.
+    let next = journal
+        .claim("w9", &Scope::All, LEASE)
+        .await
+        .unwrap()
+        .expect("the sent batch");
+    assert_eq!(next.seq, claims[0].seq);
+    assert!(matches!(next.work, Work::Check { ref batch_id, .. } if batch_id == "batch-a"));
+    assert!(
+        journal
+            .claim("w9", &Scope::All, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let status = journal.status("nightly").await.unwrap();
+    assert_eq!(status.unconfirmed.len(), 5);
+
+    // A worker whose lease ran out, but whom nobody replaced, still records its batch.
+    journal
+        .sent(&claims[1], "batch-late-1", Duration::ZERO)
+        .await
+        .unwrap();
+    // Decisions bump the fencing token: a late answer after one is refused, and kept.
+    let adopted = Decision::Adopt {
+        seq: claims[2].seq,
+        batch_id: "batch-2".into(),
+    };
+    assert_eq!(journal.decide("nightly", &adopted).await.unwrap(), 1);
+    assert!(
+        journal.decide("nightly", &adopted).await.is_err(),
+        "decided once"
+    );
+    let err = journal
+        .sent(&claims[2], "batch-2-other", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Fenced { .. }), "{err}");
+    assert!(
+        db.dump().await.contains("batch-2-other"),
+        "the late answer is kept"
+    );
+    // "Send them again", then a late worker says its batch was created after all: adopted,
+    // not sent twice (as long as no worker took it again).
+    assert_eq!(
+        journal.decide("nightly", &Decision::Resend).await.unwrap(),
+        3
+    );
+    journal
+        .sent(&claims[3], "batch-3-late", Duration::ZERO)
+        .await
+        .unwrap();
+    // Due status checks come first; the planned requests are among the next claims.
+    let mut retaken = None;
+    for _ in 0..6 {
+        let c = journal
+            .claim("w9", &Scope::All, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        if matches!(c.work, Work::Send { .. }) {
+            retaken = Some(c);
+            break;
+        }
+    }
+    let retaken = retaken.expect("a request sent again");
+    let late = claims.iter().find(|c| c.seq == retaken.seq).unwrap();
+    let err = journal
+        .sent(late, "batch-too-late", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Fenced { .. }), "taken again: {err}");
+    let status = journal.status("nightly").await.unwrap();
+    assert_eq!(status.requests["sent"], 4, "{status:?}");
+    assert_eq!(status.requests["planned"], 1, "{status:?}");
+    assert_eq!(status.requests["sending"], 1, "{status:?}");
+    assert!(status.unconfirmed.is_empty(), "the one sending is claimed");
+    db.drop().await;
+}
+
+fn result_rows(claim: &Claim, n: usize) -> Vec<ResultRow> {
+    (0..n)
+        .map(|i| {
+            let mut row = ResultRow::new(
+                format!("cus-{}-{i}", claim.seq),
+                Some(UpdateStatus::UpdatedCard),
+                ReturnedCard::new(numbers(1, 900_000 + claim.seq as usize * 100 + i)[0].clone()),
+            );
+            row.exp = Some("12/32".into());
+            row.batch_id = Some(format!("batch-{}", claim.seq));
+            row
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    planned(&journal, "nightly", 2, 4).await;
+    for _ in 0..2 {
+        let c = journal
+            .claim("w1", &Scope::All, LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        journal
+            .sent(&c, &format!("batch-{}", c.seq), Duration::from_secs(3600))
+            .await
+            .unwrap();
+    }
+    // Nothing due yet; a webhook (received twice, by two receivers) makes batch 1 ready.
+    assert!(
+        journal
+            .claim("w1", &Scope::All, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let (a, b) = tokio::join!(
+        journal.record_event("ev-1", Some(20), Some("batch-1"), "receiver-a"),
+        journal.record_event("ev-1", Some(20), Some("batch-1"), "receiver-b"),
+    );
+    assert_eq!(
+        u8::from(a.unwrap()) + u8::from(b.unwrap()),
+        1,
+        "recorded once"
+    );
+    assert!(
+        !journal
+            .record_event("ev-1", Some(20), Some("batch-1"), "receiver-a")
+            .await
+            .unwrap()
+    );
+    let check = journal
+        .claim("w1", &Scope::All, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(check.work, Work::Check { ready: true, ref event_id, .. } if event_id.as_deref() == Some("ev-1"))
+    );
+
+    // The worker pauses past its lease; another takes the request and finishes it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = journal
+        .claim("w2", &Scope::All, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.seq, check.seq);
+    journal
+        .completed(&again, &result_rows(&again, 3))
+        .await
+        .unwrap();
+    // The first worker wakes up with the same results: refused, nothing written twice.
+    let err = journal
+        .completed(&check, &result_rows(&check, 3))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PgError::Fenced { .. }));
+
+    // Not finished: batch 2 is still out.
+    let mut sink = MemorySink::new();
+    let err = journal.export("nightly", &mut sink).await.unwrap_err();
+    assert!(err.to_string().contains("not finished"), "{err}");
+    db.admin
+        .batch_execute(&format!(
+            "UPDATE {}.cardsync_requests SET next_check = now()",
+            db.schema
+        ))
+        .await
+        .unwrap();
+    let last = journal
+        .claim("w1", &Scope::All, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    journal
+        .completed(&last, &result_rows(&last, 2))
+        .await
+        .unwrap();
+    let status = journal.status("nightly").await.unwrap();
+    assert_eq!(status.results["updated_card"], 5);
+    assert!(status.finished());
+    let dump = db.dump().await;
+    let returned: Vec<String> = [&check, &last]
+        .iter()
+        .flat_map(|c| result_rows(c, 3))
+        .map(|r| r.card.expose().to_owned())
+        .collect();
+    for n in &returned {
+        assert!(
+            !dump.contains(n.as_str()) && !dump.contains(&hex_ascii(n)),
+            "a result card in the tables"
+        );
+    }
+
+    assert_eq!(journal.export("nightly", &mut sink).await.unwrap(), 5);
+    let rows = sink.rows();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0].id, "cus-1-0");
+    assert_eq!(rows[4].id, "cus-2-1");
+    assert_eq!(
+        rows[0].card.expose(),
+        result_rows(&check, 1)[0].card.expose()
+    );
+    assert_eq!(sink.finished(), 1);
+    // Exported: cards and results erased, and no second export.
+    let count = |table: &'static str| {
+        let q = format!("SELECT count(*) FROM {}.{table}", db.schema);
+        let admin = &db.admin;
+        async move { admin.query_one(&q, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("cardsync_results").await, 0);
+    assert_eq!(count("cardsync_cards").await, 0);
+    assert!(
+        journal
+            .export("nightly", &mut MemorySink::new())
+            .await
+            .is_err()
+    );
+    assert_eq!(journal.status("nightly").await.unwrap().state, "exported");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn one_merchant_gets_at_most_its_limit_and_a_retry_after_holds_every_worker_off() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let spec =
+        JobSpec::new("limited", "CARDSYNC_API_KEY", "http://127.0.0.1:9/").with_max_in_flight(2);
+    let job = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
+    for seq in 1..=5u64 {
+        let cards = [card(seq, &numbers(1, seq as usize)[0])];
+        journal
+            .add_request(
+                job,
+                &RequestRecord::new(seq, RequestKind::Batch, None, 1),
+                &cards,
+            )
+            .await
+            .unwrap();
+    }
+    journal.finish_plan(job, 5, 0, 0).await.unwrap();
+    // Another merchant's job is not held up by the first one's limit.
+    let other = JobSpec::new("other", "OTHER_KEY", "http://127.0.0.1:9/");
+    let job2 = journal
+        .create_job(&other, "another_merchant_key")
+        .await
+        .unwrap();
+    journal
+        .add_request(
+            job2,
+            &RequestRecord::new(1, RequestKind::Batch, None, 1),
+            &[card(1, &numbers(1, 77)[0])],
+        )
+        .await
+        .unwrap();
+    journal.finish_plan(job2, 1, 0, 0).await.unwrap();
+
+    let mut claiming = Vec::new();
+    for w in 0..6 {
+        let journal = journal.clone();
+        claiming.push(tokio::spawn(async move {
+            journal
+                .claim(
+                    &format!("w{w}"),
+                    &Scope::Jobs(vec!["limited".into()]),
+                    LEASE,
+                )
+                .await
+        }));
+    }
+    let mut got = Vec::new();
+    for c in claiming {
+        if let Some(claim) = c.await.unwrap().unwrap() {
+            got.push(claim);
+        }
+    }
+    assert_eq!(got.len(), 2, "the merchant's limit");
+    let theirs = journal
+        .claim("w9", &Scope::All, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.job_name, "other");
+
+    // A Retry-After on one request holds every worker off the merchant.
+    journal
+        .sent(&got[0], "batch-x", Duration::ZERO)
+        .await
+        .unwrap();
+    let check = journal
+        .claim("w1", &Scope::Jobs(vec!["limited".into()]), LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    journal
+        .pending(&check, Duration::ZERO, Some(Duration::from_millis(600)))
+        .await
+        .unwrap();
+    assert!(
+        journal
+            .claim("w1", &Scope::Jobs(vec!["limited".into()]), LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        journal
+            .claim("w1", &Scope::Jobs(vec!["limited".into()]), LEASE)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_are_claimed_again_and_cards_are_erased_when_final() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let spec = JobSpec::new("amex", "CARDSYNC_API_KEY", "http://127.0.0.1:9/");
+    let job = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
+    let se = SeNumber::parse("1234567890").unwrap();
+    let amex = StoredCard::new(
+        1,
+        "a1",
+        Pan::parse("342132335566772").unwrap(),
+        Expiry::parse("01/50").unwrap(),
+        Some(se),
+    );
+    let record = RequestRecord::new(1, RequestKind::Subscription, Some("1234567890".into()), 1);
+    journal.add_request(job, &record, &[amex]).await.unwrap();
+    journal.finish_plan(job, 1, 0, 0).await.unwrap();
+    let first = journal
+        .claim("w1", &Scope::All, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.kind, RequestKind::Subscription);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Idempotent: claimed again once the lease ran out, with no decision.
+    let second = journal
+        .claim("w2", &Scope::All, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((second.seq, second.epoch), (first.seq, first.epoch + 1));
+    assert!(journal.subscribed(&first).await.is_err());
+    journal.subscribed(&second).await.unwrap();
+    let status = journal.status("amex").await.unwrap();
+    assert_eq!(status.requests["done"], 1);
+    let cards: i64 = db
+        .admin
+        .query_one(
+            &format!("SELECT count(*) FROM {}.cardsync_cards", db.schema),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cards, 0, "a final request's cards are erased");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn rotation_reseals_every_card_under_the_new_key() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let old = db.journal("01").await;
+    let (nums, _) = planned(&old, "nightly", 2, 10).await;
+    let new = db.journal("02").await;
+    let old_key = JournalKey::from_hex(&"01".repeat(32)).unwrap();
+    assert_eq!(new.rotate_from(&old_key).await.unwrap(), 20);
+    assert_eq!(new.rotate_from(&old_key).await.unwrap(), 0, "nothing left");
+    let claim = new.claim("w1", &Scope::All, LEASE).await.unwrap().unwrap();
+    let Work::Send { cards } = &claim.work else {
+        panic!()
+    };
+    assert_eq!(cards[0].pan.expose().as_str(), nums[0]);
+    assert!(matches!(
+        old.claim("w2", &Scope::All, LEASE).await.unwrap_err(),
+        PgError::Key(_)
+    ));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_create_that_died_while_planning_is_started_again_and_names_are_unique() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let spec = JobSpec::new("nightly", "CARDSYNC_API_KEY", "http://127.0.0.1:9/");
+    let dead = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
+    journal
+        .add_request(
+            dead,
+            &RequestRecord::new(1, RequestKind::Batch, None, 1),
+            &[card(1, &numbers(1, 1)[0])],
+        )
+        .await
+        .unwrap();
+    // Planning jobs are never worked on.
+    assert!(
+        journal
+            .claim("w", &Scope::All, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let job = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
+    assert_ne!(job, dead);
+    assert!(
+        journal
+            .add_request(
+                dead,
+                &RequestRecord::new(2, RequestKind::Batch, None, 1),
+                &[]
+            )
+            .await
+            .is_err()
+    );
+    journal.finish_plan(job, 0, 0, 0).await.unwrap();
+    assert!(matches!(
+        journal.create_job(&spec, MERCHANT_KEY).await.unwrap_err(),
+        PgError::JobExists(_)
+    ));
+    assert!(matches!(
+        journal.status("nope").await.unwrap_err(),
+        PgError::NoSuchJob(_)
+    ));
+    db.drop().await;
+}
