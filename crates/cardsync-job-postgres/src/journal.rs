@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cardsync_core::{Expiry, Pan, SeNumber, UpdateStatus};
 use cardsync_job::{
-    Checkpoint, RequestKind, RequestRecord, RequestState, ResultRow, Sink, SinkError, StoredCard,
+    Change, Changes, Checkpoint, RequestKind, RequestRecord, RequestState, ResultRow, Sink,
+    SinkError, StoredCard,
 };
 use cardsync_proto::ReturnedCard;
 use deadpool_postgres::{Object, Pool};
@@ -114,6 +115,8 @@ pub struct Claim {
     pub se_number: Option<String>,
     /// The fencing token.
     pub epoch: i64,
+    /// How many status checks found its batch pending so far.
+    pub checks: u32,
     /// Who claimed it.
     pub worker: String,
     /// Where to read the merchant key.
@@ -438,6 +441,27 @@ impl PgJournal {
             .collect())
     }
 
+    /// Applies the planning changes of a [`cardsync_job::PlanRecorder`] (requests added, rows
+    /// taken out; its other changes are the single-machine journal's bookkeeping): the rows
+    /// left out as duplicates by their fingerprint.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::State`] when the job is not being planned.
+    pub async fn apply_plan(&self, job: JobId, changes: &Changes) -> Result<Vec<u64>, PgError> {
+        let mut duplicates = Vec::new();
+        for change in changes.items() {
+            match change {
+                Change::AddRequest { request, cards } => {
+                    duplicates.extend(self.add_request(job, request, cards).await?);
+                }
+                Change::RemoveRows { rows } => self.remove_rows(job, rows).await?,
+                _ => {}
+            }
+        }
+        Ok(duplicates)
+    }
+
     /// Takes the cards of these input rows out of the plan (duplicates found after
     /// planning); a request left with none is deleted.
     ///
@@ -591,7 +615,7 @@ impl PgJournal {
                  FROM cardsync_jobs j
                  WHERE r.job_id = $1 AND r.seq = $2 AND j.job_id = r.job_id
                  RETURNING r.epoch, r.state, r.kind, r.se_number, r.batch_id, r.event_id, r.ready,
-                           j.name, j.key_env, j.base_url",
+                           j.name, j.key_env, j.base_url, r.checks",
                 &[&job, &seq, &worker, &millis(ttl)],
             )
             .await?;
@@ -621,12 +645,76 @@ impl PgJournal {
             kind,
             se_number: row.get(3),
             epoch: row.get(0),
+            checks: u32::try_from(row.get::<_, i32>(10)).unwrap_or(0),
             worker: worker.to_owned(),
             key_env: row.get(8),
             merchant,
             base_url: row.get(9),
             work,
         }))
+    }
+
+    /// The open jobs in `scope`: (name, the environment variable of its merchant key, the
+    /// merchant's fingerprint).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Database`].
+    pub async fn open_jobs(&self, scope: &Scope) -> Result<Vec<(String, String, String)>, PgError> {
+        let names: Option<Vec<String>> = match scope {
+            Scope::All => None,
+            Scope::Jobs(names) => Some(names.clone()),
+        };
+        let client = self.client().await?;
+        Ok(client
+            .query(
+                "SELECT name, key_env, merchant FROM cardsync_jobs
+                 WHERE state = 'open' AND ($1::text[] IS NULL OR name = ANY($1)) ORDER BY job_id",
+                &[&names],
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// What is left to do in `scope`: (requests a worker can still move on, requests that
+    /// wait for a decision). Jobs still being planned count as work to come.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Database`].
+    pub async fn outstanding(&self, scope: &Scope) -> Result<(u64, u64), PgError> {
+        let names: Option<Vec<String>> = match scope {
+            Scope::All => None,
+            Scope::Jobs(names) => Some(names.clone()),
+        };
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT
+                     count(*) FILTER (WHERE NOT (r.state = 'sending' AND r.kind = 'batch'
+                         AND (r.lease_until IS NULL OR r.lease_until < now()))),
+                     count(*) FILTER (WHERE r.state = 'sending' AND r.kind = 'batch'
+                         AND (r.lease_until IS NULL OR r.lease_until < now()))
+                 FROM cardsync_requests r JOIN cardsync_jobs j USING (job_id)
+                 WHERE j.state = 'open' AND ($1::text[] IS NULL OR j.name = ANY($1))
+                   AND r.state IN ('planned', 'sending', 'sent', 'completed')",
+                &[&names],
+            )
+            .await?;
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+    }
+
+    /// The cards of a claimed request (opened), in row order: for the last four digits of
+    /// changed cards.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Database`], [`PgError::Key`].
+    pub async fn cards(&self, claim: &Claim) -> Result<Vec<StoredCard>, PgError> {
+        let client = self.client().await?;
+        self.cards_of(&client, claim.job, claim.seq).await
     }
 
     async fn cards_of(

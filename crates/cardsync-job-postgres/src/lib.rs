@@ -51,12 +51,16 @@ mod connect;
 mod crypto;
 mod journal;
 mod schema;
+mod worker;
 
 pub use crypto::{JournalKey, KEY_ENV, KEY_FILE_ENV, KeyError};
 pub use journal::{
     Claim, Decision, JobId, JobSpec, JobStatus, PgJournal, Scope, Unconfirmed, Work,
 };
 pub use schema::SCHEMA_VERSION;
+pub use worker::{
+    AfterPost, AfterStatus, Hook, WorkSummary, WorkerOptions, after_post, after_status, work,
+};
 
 use std::fmt;
 

@@ -12,93 +12,10 @@ use cardsync_job_postgres::{
 };
 use cardsync_proto::ReturnedCard;
 
+mod common;
+use common::{TestDb, database};
+
 const MERCHANT_KEY: &str = "sandbox_merchant_key";
-
-fn database() -> Option<String> {
-    match std::env::var("CARDSYNC_TEST_POSTGRES") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "CARDSYNC_TEST_POSTGRES is not set, and CI=true: run the tests with `bash .ci/postgres.sh run cargo test --workspace`"
-            );
-            eprintln!("skipped: CARDSYNC_TEST_POSTGRES is not set (see .ci/postgres.sh)");
-            None
-        }
-    }
-}
-
-/// A schema of its own for one test, dropped when it ends.
-struct TestDb {
-    admin: tokio_postgres::Client,
-    schema: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new(base: &str) -> TestDb {
-        let (admin, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-            .await
-            .expect("the test database");
-        tokio::spawn(connection);
-        let schema = format!(
-            "t_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        );
-        admin
-            .batch_execute(&format!("CREATE SCHEMA {schema}"))
-            .await
-            .unwrap();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-        TestDb { admin, schema, url }
-    }
-
-    async fn journal(&self, key: &str) -> PgJournal {
-        PgJournal::connect_with(&self.url, JournalKey::from_hex(&key.repeat(32)).unwrap(), 8)
-            .await
-            .expect("connect")
-    }
-
-    /// Every row of every table, as text.
-    async fn dump(&self) -> String {
-        let mut out = String::new();
-        for table in [
-            "cardsync_jobs",
-            "cardsync_merchants",
-            "cardsync_requests",
-            "cardsync_cards",
-            "cardsync_results",
-            "cardsync_events",
-            "cardsync_late_answers",
-        ] {
-            for row in self
-                .admin
-                .query(
-                    &format!("SELECT t::text FROM {}.{table} t", self.schema),
-                    &[],
-                )
-                .await
-                .unwrap()
-            {
-                out.push_str(row.get::<_, &str>(0));
-                out.push('\n');
-            }
-        }
-        out
-    }
-
-    async fn drop(self) {
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .await
-            .unwrap();
-    }
-}
 
 fn card(row: u64, number: &str) -> StoredCard {
     StoredCard::new(

@@ -1,0 +1,637 @@
+//! A worker: claims requests of the open jobs in its scope, sends them, waits for and fetches
+//! their results, and writes what it learned under each claim, until nothing is left that it
+//! can do (or forever, following new jobs). Run as many as you like, anywhere.
+//!
+//! What a worker does with an answer is decided by [`after_post`] and [`after_status`], pure
+//! functions of what came back, so that the rules can be read and tested on their own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use cardsync_core::UpdateStatus;
+use cardsync_job::{RequestKind, ResultRow};
+use cardsync_proto::retry::{Reached, parse_retry_after};
+use cardsync_proto::transport::{Transport, TransportError};
+use cardsync_proto::{
+    BaseUrl, BatchCard, BatchState, Config, CreateBatch, Endpoint, GetBatch, GetBatchResults,
+    MerchantKey, Subscribe, SubscriptionCard,
+};
+
+use crate::PgError;
+use crate::journal::{Claim, PgJournal, Scope, Work};
+
+/// How a worker runs.
+///
+/// ```
+/// use cardsync_job_postgres::{Scope, WorkerOptions};
+/// let options = WorkerOptions::new("worker-1").with_concurrency(4).with_scope(Scope::Jobs(vec!["nightly".into()]));
+/// assert_eq!(options.concurrency, 4);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WorkerOptions {
+    /// Its name in leases (host and process id, say).
+    pub name: String,
+    /// Which jobs.
+    pub scope: Scope,
+    /// Requests it works on at once.
+    pub concurrency: usize,
+    /// How long a claim lasts; renewed while a call takes long.
+    pub lease: Duration,
+    /// The first pause between status checks of a batch; doubled each time.
+    pub poll_first: Duration,
+    /// The longest pause between status checks (with webhooks, a fallback).
+    pub poll_max: Duration,
+    /// How long to wait when there is nothing to claim.
+    pub idle: Duration,
+    /// Keep going when every job is done, for jobs created later.
+    pub follow: bool,
+    /// Merchant keys given directly, by the name of the environment variable they stand for
+    /// (the environment is read for the others).
+    pub keys: HashMap<String, MerchantKey>,
+}
+
+impl WorkerOptions {
+    /// Defaults: every open job, one request at a time, 30 s leases, status checks from 50 ms
+    /// to 60 s apart, 200 ms between looks for work, stop when nothing is left.
+    pub fn new(name: impl Into<String>) -> WorkerOptions {
+        WorkerOptions {
+            name: name.into(),
+            scope: Scope::All,
+            concurrency: 1,
+            lease: Duration::from_secs(30),
+            poll_first: Duration::from_millis(50),
+            poll_max: Duration::from_secs(60),
+            idle: Duration::from_millis(200),
+            follow: false,
+            keys: HashMap::new(),
+        }
+    }
+
+    /// With the merchant key that jobs naming `env` use, instead of reading `env`.
+    pub fn with_key(mut self, env: impl Into<String>, key: MerchantKey) -> WorkerOptions {
+        self.keys.insert(env.into(), key);
+        self
+    }
+
+    /// With a scope.
+    pub fn with_scope(mut self, scope: Scope) -> WorkerOptions {
+        self.scope = scope;
+        self
+    }
+
+    /// With another concurrency (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> WorkerOptions {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// With another lease length.
+    pub fn with_lease(mut self, lease: Duration) -> WorkerOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// With other bounds of the pause between status checks.
+    pub fn with_polling(mut self, first: Duration, max: Duration) -> WorkerOptions {
+        self.poll_first = first;
+        self.poll_max = max.max(first);
+        self
+    }
+
+    /// Following new jobs forever.
+    pub fn with_follow(mut self, follow: bool) -> WorkerOptions {
+        self.follow = follow;
+        self
+    }
+}
+
+/// What a worker did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkSummary {
+    /// POSTs that created a batch or were accepted.
+    pub sent: u64,
+    /// Requests whose results it wrote.
+    pub completed: u64,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Requests whose POST may have reached CardSync and that now wait for a decision.
+    pub unconfirmed: u64,
+    /// Claims it lost to another worker or a decision (it wrote nothing for them).
+    pub fenced: u64,
+    /// Requests left waiting for a decision when it stopped.
+    pub waiting_for_decision: u64,
+}
+
+/// Where the worker is, for crash tests: called at each step with its name.
+pub type Hook = dyn Fn(&str) + Send + Sync;
+
+/// What follows a POST's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AfterPost {
+    /// A batch was created.
+    Created(String),
+    /// The subscription was accepted.
+    Subscribed,
+    /// CardSync read the request and refused it: nothing was created.
+    Refused(String),
+    /// The request certainly never left: it may be sent again.
+    NotSent(String),
+    /// It may have reached CardSync: a batch waits for a decision. With the `Retry-After`,
+    /// if the answer had one.
+    Unconfirmed(String, Option<Duration>),
+}
+
+/// The `Retry-After` of a 429 or 503 answer.
+fn retry_after(response: &http::Response<Vec<u8>>) -> Option<Duration> {
+    if !matches!(response.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    response
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
+/// What follows the answer to a request's POST (the same rules as the single-machine job).
+///
+/// ```
+/// use cardsync_job::RequestKind;
+/// use cardsync_job_postgres::{AfterPost, after_post};
+/// use cardsync_proto::server::{Spelling, batch_created, respond};
+/// use cardsync_proto::{BatchCreated, BatchState};
+///
+/// let created = batch_created(&BatchCreated::new("b1", BatchState::Pending), Spelling::Universal);
+/// let answer = respond(http::StatusCode::OK, created);
+/// assert_eq!(after_post(RequestKind::Batch, Ok(answer)), AfterPost::Created("b1".into()));
+/// let html = http::Response::builder().status(502).body(b"<html>".to_vec()).unwrap();
+/// assert!(matches!(after_post(RequestKind::Batch, Ok(html)), AfterPost::Unconfirmed(..)));
+/// ```
+pub fn after_post(
+    kind: RequestKind,
+    answer: Result<http::Response<Vec<u8>>, TransportError>,
+) -> AfterPost {
+    match answer {
+        Ok(response) => {
+            let decoded = match kind {
+                RequestKind::Subscription => Subscribe::decode(&response).map(|_| None),
+                _ => CreateBatch::decode(&response).map(|c| Some(c.batch_id)),
+            };
+            match decoded {
+                Ok(Some(batch_id)) => AfterPost::Created(batch_id),
+                Ok(None) => AfterPost::Subscribed,
+                Err(e) => match e.status() {
+                    Some(s) if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 => {
+                        AfterPost::Refused(format!("refused: {e}"))
+                    }
+                    _ => AfterPost::Unconfirmed(
+                        format!("CardSync may or may not have received it: {e}"),
+                        retry_after(&response),
+                    ),
+                },
+            }
+        }
+        Err(e) if e.reached() == Reached::No => AfterPost::NotSent(format!("no answer: {e}")),
+        Err(e) => AfterPost::Unconfirmed(
+            format!("CardSync may or may not have received it: no answer: {e}"),
+            None,
+        ),
+    }
+}
+
+/// What follows the answer to a status check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AfterStatus {
+    /// Complete: fetch the results.
+    Complete,
+    /// In error.
+    Failed(String),
+    /// Not yet; or the check failed in a way worth trying again (with a `Retry-After`).
+    Later(Option<Duration>),
+}
+
+/// What follows a status check's answer.
+///
+/// ```
+/// use cardsync_job_postgres::{AfterStatus, after_status};
+/// use cardsync_proto::server::{Spelling, batch_info, respond};
+/// use cardsync_proto::{BatchInfo, BatchState};
+///
+/// let info = batch_info(&BatchInfo::new(BatchState::Completed), Spelling::Universal);
+/// assert_eq!(after_status(Ok(respond(http::StatusCode::OK, info))), AfterStatus::Complete);
+/// let pending = batch_info(&BatchInfo::new(BatchState::Pending), Spelling::Universal);
+/// assert_eq!(after_status(Ok(respond(http::StatusCode::OK, pending))), AfterStatus::Later(None));
+/// ```
+pub fn after_status(answer: Result<http::Response<Vec<u8>>, TransportError>) -> AfterStatus {
+    match answer {
+        Ok(response) => match GetBatch::decode(&response) {
+            Ok(info) => match info.status {
+                BatchState::Completed => AfterStatus::Complete,
+                BatchState::Error => {
+                    AfterStatus::Failed("CardSync reported the batch in error".to_owned())
+                }
+                _ => AfterStatus::Later(None),
+            },
+            Err(e) => match e.status() {
+                Some(s) if s == http::StatusCode::NOT_FOUND => {
+                    AfterStatus::Failed(format!("CardSync does not know the batch: {e}"))
+                }
+                _ => AfterStatus::Later(retry_after(&response)),
+            },
+        },
+        Err(_) => AfterStatus::Later(None),
+    }
+}
+
+/// The merchant keys a worker holds, by environment variable, checked against the job's
+/// merchant fingerprint (so that a wrong key is never used for a job).
+fn keys_for(
+    journal: &PgJournal,
+    given: &HashMap<String, MerchantKey>,
+    jobs: &[(String, String, String)],
+) -> (Vec<String>, HashMap<String, MerchantKey>) {
+    let mut usable = Vec::new();
+    let mut keys = HashMap::new();
+    for (name, env, merchant) in jobs {
+        let key = match given.get(env) {
+            Some(key) => key.clone(),
+            None => match std::env::var(env)
+                .ok()
+                .and_then(|k| MerchantKey::new(&k).ok())
+            {
+                Some(key) => key,
+                None => continue,
+            },
+        };
+        if journal.merchant_fingerprint(key.expose_secret()) != *merchant {
+            continue;
+        }
+        usable.push(name.clone());
+        keys.insert(env.clone(), key);
+    }
+    (usable, keys)
+}
+
+/// Runs a worker until nothing is left that it can do (or forever with
+/// [`WorkerOptions::follow`]). Jobs whose merchant key is not in this worker's environment (or
+/// is not the key the job was created with) are left to other workers.
+///
+/// # Errors
+///
+/// [`PgError`] when the journal fails; a claim lost to another worker is not an error (it is
+/// counted in [`WorkSummary::fenced`]).
+pub async fn work<T>(
+    journal: &PgJournal,
+    transport: Arc<T>,
+    options: &WorkerOptions,
+    hook: Arc<Hook>,
+) -> Result<WorkSummary, PgError>
+where
+    T: Transport + Send + Sync + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for lane in 0..options.concurrency {
+        let journal = journal.clone();
+        let transport = transport.clone();
+        let mut options = options.clone();
+        options.name = format!("{}/{lane}", options.name);
+        let hook = hook.clone();
+        tasks.spawn(async move { lane_loop(&journal, &*transport, &options, &*hook).await });
+    }
+    let mut summary = WorkSummary::default();
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(s)) => {
+                summary.sent += s.sent;
+                summary.completed += s.completed;
+                summary.failed += s.failed;
+                summary.unconfirmed += s.unconfirmed;
+                summary.fenced += s.fenced;
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+                tasks.abort_all();
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                first_error.get_or_insert(PgError::State(format!("a worker task failed: {e}")));
+                tasks.abort_all();
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    summary.waiting_for_decision = journal.outstanding(&options.scope).await?.1;
+    Ok(summary)
+}
+
+async fn lane_loop<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    hook: &Hook,
+) -> Result<WorkSummary, PgError> {
+    let mut summary = WorkSummary::default();
+    let mut keys = HashMap::new();
+    let mut scope = Scope::Jobs(Vec::new());
+    let mut refreshed: Option<tokio::time::Instant> = None;
+    loop {
+        // Which jobs this worker can work on (refreshed every few seconds, and when idle).
+        if refreshed.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+            let jobs = journal.open_jobs(&options.scope).await?;
+            let (names, found) = keys_for(journal, &options.keys, &jobs);
+            scope = Scope::Jobs(names);
+            keys = found;
+            refreshed = Some(tokio::time::Instant::now());
+        }
+        let claim = match &scope {
+            Scope::Jobs(names) if names.is_empty() => None,
+            _ => journal.claim(&options.name, &scope, options.lease).await?,
+        };
+        let Some(claim) = claim else {
+            let (active, _) = journal.outstanding(&options.scope).await?;
+            if active == 0 && !options.follow {
+                return Ok(summary);
+            }
+            refreshed = None;
+            tokio::time::sleep(options.idle).await;
+            continue;
+        };
+        hook("claimed");
+        let Some(key) = keys.get(&claim.key_env).cloned() else {
+            continue;
+        };
+        let config = match BaseUrl::parse(&claim.base_url) {
+            Ok(base) => Config::new(base).with_merchant_key(key),
+            Err(e) => {
+                journal
+                    .failed(&claim, &format!("the job's base URL cannot be used: {e}"))
+                    .await?;
+                summary.failed += 1;
+                continue;
+            }
+        };
+        let step = match &claim.work {
+            Work::Send { .. } => {
+                send(
+                    journal,
+                    transport,
+                    options,
+                    &config,
+                    &claim,
+                    &mut summary,
+                    hook,
+                )
+                .await
+            }
+            Work::Check { .. } => {
+                check(
+                    journal,
+                    transport,
+                    options,
+                    &config,
+                    &claim,
+                    &mut summary,
+                    hook,
+                )
+                .await
+            }
+        };
+        match step {
+            Ok(()) => {}
+            Err(PgError::Fenced { .. }) => summary.fenced += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Sends a transport call while renewing the claim's lease every third of its length.
+async fn call<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    claim: &Claim,
+    request: http::Request<Vec<u8>>,
+) -> Result<Result<http::Response<Vec<u8>>, TransportError>, PgError> {
+    let sending = transport.send(request);
+    tokio::pin!(sending);
+    loop {
+        tokio::select! {
+            answer = &mut sending => return Ok(answer),
+            _ = tokio::time::sleep(options.lease / 3) => {
+                journal.renew(claim, options.lease).await?;
+            }
+        }
+    }
+}
+
+async fn send<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    config: &Config,
+    claim: &Claim,
+    summary: &mut WorkSummary,
+    hook: &Hook,
+) -> Result<(), PgError> {
+    let Work::Send { cards } = &claim.work else {
+        return Ok(());
+    };
+    let encoded = match claim.kind {
+        RequestKind::Subscription => {
+            let cards = cards
+                .iter()
+                .filter_map(|c| {
+                    let se = c.se_number.clone()?;
+                    Some(SubscriptionCard::new(
+                        se,
+                        c.id.clone(),
+                        c.pan.clone(),
+                        c.exp,
+                    ))
+                })
+                .collect();
+            Subscribe::new(cards).and_then(|s| s.encode(config))
+        }
+        _ => CreateBatch::new(
+            cards
+                .iter()
+                .map(|c| BatchCard::new(c.id.clone(), c.pan.clone(), c.exp))
+                .collect(),
+        )
+        .and_then(|b| b.encode(config)),
+    };
+    let request = match encoded {
+        Ok(r) => r,
+        Err(e) => {
+            journal
+                .failed(claim, &format!("cannot build the request: {e}"))
+                .await?;
+            summary.failed += 1;
+            return Ok(());
+        }
+    };
+    // Never start a POST with less than half the lease left: a worker paused here finds its
+    // claim gone and sends nothing.
+    if let Err(e) = journal.check_lease(claim, options.lease / 2).await {
+        let _ = journal.not_sent(claim, Duration::ZERO).await;
+        return Err(e);
+    }
+    hook("before-post");
+    let answer = call(journal, transport, options, claim, request).await?;
+    hook("after-post");
+    match after_post(claim.kind, answer) {
+        AfterPost::Created(batch_id) => {
+            journal.sent(claim, &batch_id, options.poll_first).await?;
+            summary.sent += 1;
+        }
+        AfterPost::Subscribed => {
+            journal.subscribed(claim).await?;
+            summary.sent += 1;
+        }
+        AfterPost::Refused(message) => {
+            journal.failed(claim, &message).await?;
+            summary.failed += 1;
+        }
+        AfterPost::NotSent(_) => {
+            journal
+                .not_sent(claim, options.poll_first.max(Duration::from_millis(500)))
+                .await?;
+        }
+        AfterPost::Unconfirmed(message, hold_off) => {
+            journal.unconfirmed(claim, &message, hold_off).await?;
+            if claim.kind == RequestKind::Batch {
+                summary.unconfirmed += 1;
+            }
+        }
+    }
+    hook("recorded");
+    Ok(())
+}
+
+async fn check<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    config: &Config,
+    claim: &Claim,
+    summary: &mut WorkSummary,
+    hook: &Hook,
+) -> Result<(), PgError> {
+    let Work::Check {
+        batch_id,
+        event_id,
+        ready,
+    } = &claim.work
+    else {
+        return Ok(());
+    };
+    let later = |checks: u32| {
+        options
+            .poll_first
+            .saturating_mul(1u32 << checks.min(20))
+            .min(options.poll_max)
+    };
+    if !ready {
+        let request = match GetBatch::new(batch_id.clone()).encode(config) {
+            Ok(r) => r,
+            Err(e) => {
+                journal
+                    .failed(claim, &format!("cannot build the request: {e}"))
+                    .await?;
+                return Ok(());
+            }
+        };
+        let answer = call(journal, transport, options, claim, request).await?;
+        match after_status(answer) {
+            AfterStatus::Complete => {}
+            AfterStatus::Failed(message) => {
+                journal.failed(claim, &message).await?;
+                summary.failed += 1;
+                return Ok(());
+            }
+            AfterStatus::Later(hold_off) => {
+                journal
+                    .pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off)
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+    let mut get = GetBatchResults::new(batch_id.clone());
+    if let Some(event) = event_id {
+        get = get.with_event_id(event.clone());
+    }
+    let request = match get.encode(config) {
+        Ok(r) => r,
+        Err(e) => {
+            journal
+                .failed(claim, &format!("cannot build the request: {e}"))
+                .await?;
+            return Ok(());
+        }
+    };
+    let answer = call(journal, transport, options, claim, request).await?;
+    let results = match answer.as_ref().map(GetBatchResults::decode) {
+        Ok(Ok(results)) => results,
+        Ok(Err(e))
+            if e.status()
+                .is_some_and(|s| s.is_client_error() && s.as_u16() != 409 && s.as_u16() != 429) =>
+        {
+            journal
+                .failed(claim, &format!("results of batch {batch_id}: {e}"))
+                .await?;
+            summary.failed += 1;
+            return Ok(());
+        }
+        _ => {
+            let hold_off = answer.as_ref().ok().and_then(retry_after);
+            journal
+                .pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off)
+                .await?;
+            return Ok(());
+        }
+    };
+    // The old last four digits of changed cards come from the cards as sent.
+    let changed = results.cards.iter().any(|c| {
+        matches!(
+            c.status,
+            Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
+        )
+    });
+    let last4: HashMap<String, String> = if changed {
+        journal
+            .cards(claim)
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), c.last4().as_str().to_owned()))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let rows: Vec<ResultRow> = results
+        .cards
+        .into_iter()
+        .map(|card| {
+            let mut row = ResultRow::from(card);
+            row.batch_id = Some(batch_id.clone());
+            row.event_id.clone_from(event_id);
+            if row.is_change() {
+                row.old_last4 = last4.get(&row.id).cloned();
+            }
+            row
+        })
+        .collect();
+    hook("before-results");
+    journal.completed(claim, &rows).await?;
+    summary.completed += 1;
+    hook("recorded");
+    Ok(())
+}

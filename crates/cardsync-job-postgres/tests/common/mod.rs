@@ -1,0 +1,91 @@
+//! A real PostgreSQL for the tests: the one `CARDSYNC_TEST_POSTGRES` names, a schema of its
+//! own per test.
+#![allow(dead_code)]
+
+use cardsync_job_postgres::{JournalKey, PgJournal};
+
+pub(crate) fn database() -> Option<String> {
+    match std::env::var("CARDSYNC_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CARDSYNC_TEST_POSTGRES is not set, and CI=true: run the tests with `bash .ci/postgres.sh run cargo test --workspace`"
+            );
+            eprintln!("skipped: CARDSYNC_TEST_POSTGRES is not set (see .ci/postgres.sh)");
+            None
+        }
+    }
+}
+
+/// A schema of its own for one test, dropped when it ends.
+pub(crate) struct TestDb {
+    pub(crate) admin: tokio_postgres::Client,
+    pub(crate) schema: String,
+    pub(crate) url: String,
+}
+
+impl TestDb {
+    pub(crate) async fn new(base: &str) -> TestDb {
+        let (admin, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls)
+            .await
+            .expect("the test database");
+        tokio::spawn(connection);
+        let schema = format!(
+            "t_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        admin
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+        TestDb { admin, schema, url }
+    }
+
+    pub(crate) async fn journal(&self, key: &str) -> PgJournal {
+        PgJournal::connect_with(&self.url, JournalKey::from_hex(&key.repeat(32)).unwrap(), 8)
+            .await
+            .expect("connect")
+    }
+
+    /// Every row of every table, as text.
+    pub(crate) async fn dump(&self) -> String {
+        let mut out = String::new();
+        for table in [
+            "cardsync_jobs",
+            "cardsync_merchants",
+            "cardsync_requests",
+            "cardsync_cards",
+            "cardsync_results",
+            "cardsync_events",
+            "cardsync_late_answers",
+        ] {
+            for row in self
+                .admin
+                .query(
+                    &format!("SELECT t::text FROM {}.{table} t", self.schema),
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                out.push_str(row.get::<_, &str>(0));
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    pub(crate) async fn drop(self) {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
+            .await
+            .unwrap();
+    }
+}

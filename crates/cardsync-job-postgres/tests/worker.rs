@@ -1,0 +1,279 @@
+//! Workers against the emulator on loopback and a real PostgreSQL: several at once send every
+//! card once; a worker that dies at any step (its task panics there, the others go on) loses
+//! nothing and repeats nothing once the requests it may have sent are decided about as a
+//! person would (looking the batch up by its first card's id, as in the CardSync dashboard).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use cardsync_core::{PlanOptions, Planner, Record};
+use cardsync_hyper::{HyperTransport, Options};
+use cardsync_job::{MemorySink, PlanRecorder, Snapshot};
+use cardsync_job_postgres::{Decision, Hook, JobSpec, PgJournal, Scope, WorkerOptions, work};
+use cardsync_proto::MerchantKey;
+use cardsync_sandbox::{Sandbox, Settings};
+
+mod common;
+use common::{TestDb, database};
+
+const KEY_ENV: &str = "CARDSYNC_TEST_MERCHANT_KEY";
+
+/// Valid Visa numbers, none of them a documented test card.
+fn numbers(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let body = format!("424242{i:09}");
+            let check = cardsync_core::luhn_check_digit(&body).unwrap();
+            format!("{body}{}", check as char)
+        })
+        .collect()
+}
+
+/// Plans `cards` cards, `per` a request, into a new job: the ids of each request's first card.
+async fn plan(
+    journal: &PgJournal,
+    sandbox: &Sandbox,
+    name: &str,
+    cards: usize,
+    per: usize,
+) -> HashMap<u64, String> {
+    let spec = JobSpec::new(name, KEY_ENV, sandbox.base_url()).with_max_in_flight(8);
+    let job = journal
+        .create_job(&spec, &sandbox.settings().merchant_key)
+        .await
+        .unwrap();
+    let options = PlanOptions::default().with_max_per_request(per).unwrap();
+    let mut planner = Planner::new(options);
+    for (i, n) in numbers(cards).iter().enumerate() {
+        let id = format!("cus-{i}");
+        planner.handle_record(Record::new(&id, n.as_str(), "12/29"));
+    }
+    planner.finish();
+    let mut recorder = PlanRecorder::new(&Snapshot::default());
+    let mut first_ids = HashMap::new();
+    while let Some(request) = planner.poll_request() {
+        first_ids.insert(request.seq, request.cards[0].id.clone());
+        let dups = journal
+            .apply_plan(job, &recorder.request(request))
+            .await
+            .unwrap();
+        assert!(dups.is_empty());
+    }
+    journal.finish_plan(job, cards as u64, 0, 0).await.unwrap();
+    first_ids
+}
+
+fn options(name: &str, sandbox: &Sandbox) -> WorkerOptions {
+    let mut o = WorkerOptions::new(name)
+        .with_concurrency(2)
+        .with_lease(Duration::from_millis(1500))
+        .with_polling(Duration::from_millis(20), Duration::from_millis(200))
+        .with_key(
+            KEY_ENV,
+            MerchantKey::new(&sandbox.settings().merchant_key).unwrap(),
+        );
+    o.idle = Duration::from_millis(30);
+    o
+}
+
+fn transport() -> Arc<HyperTransport> {
+    Arc::new(HyperTransport::new(Options::loopback()).unwrap())
+}
+
+fn quiet() -> Arc<Hook> {
+    Arc::new(|_: &str| {})
+}
+
+async fn start_sandbox() -> Sandbox {
+    let mut settings = Settings::default();
+    settings.complete_after = Duration::from_millis(100);
+    settings.report_unchanged = true;
+    Sandbox::start(settings, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Every card reached the emulator once, and the export holds every card's result once.
+async fn assert_exactly_once(journal: &PgJournal, sandbox: &Sandbox, name: &str, cards: usize) {
+    let counts = sandbox.counters()["POST /v2/batch"];
+    assert_eq!(
+        (counts.cards, counts.distinct_cards, counts.repeats),
+        (cards as u64, cards as u64, 0)
+    );
+    let mut sink = MemorySink::new();
+    assert_eq!(journal.export(name, &mut sink).await.unwrap(), cards as u64);
+    let mut ids: Vec<String> = sink.rows().into_iter().map(|r| r.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), cards, "every result once");
+}
+
+#[tokio::test]
+async fn four_workers_send_every_card_once() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    plan(&journal, &sandbox, "nightly", 3_000, 100).await;
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let journal = journal.clone();
+        let options = options(&format!("w{w}"), &sandbox);
+        workers.push(tokio::spawn(async move {
+            work(&journal, transport(), &options, quiet()).await
+        }));
+    }
+    let mut sent = 0;
+    let mut busy = 0;
+    for w in workers {
+        let summary = tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        sent += summary.sent;
+        busy += u64::from(summary.sent > 0);
+        assert_eq!(summary.waiting_for_decision, 0);
+    }
+    assert_eq!(sent, 30);
+    assert!(busy >= 2, "the work was shared");
+    assert!(journal.status("nightly").await.unwrap().finished());
+    assert_exactly_once(&journal, &sandbox, "nightly", 3_000).await;
+    sandbox.shutdown().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_at_any_step_loses_and_repeats_nothing() {
+    let Some(base) = database() else { return };
+    for point in [
+        "claimed",
+        "before-post",
+        "after-post",
+        "recorded",
+        "before-results",
+    ] {
+        let db = TestDb::new(&base).await;
+        let journal = db.journal("01").await;
+        let sandbox = start_sandbox().await;
+        let first_ids = plan(&journal, &sandbox, "nightly", 1_000, 100).await;
+
+        // The doomed worker dies the first time it reaches `point`; two others go on.
+        let fired = Arc::new(AtomicBool::new(false));
+        let doomed: Arc<Hook> = {
+            let fired = fired.clone();
+            Arc::new(move |at: &str| {
+                if at == point && !fired.swap(true, Ordering::SeqCst) {
+                    panic!("killed at {at}");
+                }
+            })
+        };
+        let doomed_run = {
+            let journal = journal.clone();
+            let options = options("doomed", &sandbox);
+            tokio::spawn(async move { work(&journal, transport(), &options, doomed).await })
+        };
+        let mut others = Vec::new();
+        for w in 0..2 {
+            let journal = journal.clone();
+            let options = options(&format!("w{w}"), &sandbox);
+            others.push(tokio::spawn(async move {
+                work(&journal, transport(), &options, quiet()).await
+            }));
+        }
+        let died = tokio::time::timeout(Duration::from_secs(60), doomed_run)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(died.is_err(), "{point}: the doomed worker died");
+        assert!(fired.load(Ordering::SeqCst), "{point}: reached");
+        for w in others {
+            tokio::time::timeout(Duration::from_secs(60), w)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+
+        // What the dead worker may have sent waits for a person: look it up as in the CardSync
+        // dashboard, adopt what was created, send again what was not.
+        let status = journal.status("nightly").await.unwrap();
+        // A death during a POST's claim leaves its request waiting for a decision (so can the
+        // dying process's other lane, killed with it); a death while fetching results is healed
+        // by the others, with no decision.
+        let at_post = matches!(point, "claimed" | "before-post" | "after-post");
+        let waiting = status.unconfirmed.len();
+        assert!(
+            waiting <= 2 && (!at_post || waiting >= 1),
+            "{point}: {status:?}"
+        );
+        let mut adopted = 0;
+        for u in &status.unconfirmed {
+            let first = &first_ids[&u.seq];
+            let found = sandbox
+                .batches()
+                .into_iter()
+                .find(|b| b.first_card_id.as_ref() == Some(first));
+            if let Some(batch) = found {
+                let adopt = Decision::Adopt {
+                    seq: u.seq,
+                    batch_id: batch.batch_id.clone(),
+                };
+                journal.decide("nightly", &adopt).await.unwrap();
+                adopted += 1;
+            }
+        }
+        // The POST it died after reached the emulator, and is adopted rather than resent.
+        assert!(point != "after-post" || adopted >= 1, "{point}");
+        journal.decide("nightly", &Decision::Resend).await.unwrap();
+        let summary = work(
+            &journal,
+            transport(),
+            &options("finisher", &sandbox),
+            quiet(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(summary.waiting_for_decision, 0, "{point}");
+        assert!(
+            journal.status("nightly").await.unwrap().finished(),
+            "{point}"
+        );
+        assert_exactly_once(&journal, &sandbox, "nightly", 1_000).await;
+        sandbox.shutdown().await;
+        db.drop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_without_the_merchant_key_leaves_the_job_alone() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    plan(&journal, &sandbox, "nightly", 10, 100).await;
+    // Another merchant's key under the job's variable: not this job's merchant.
+    let wrong = WorkerOptions::new("w")
+        .with_key(KEY_ENV, MerchantKey::new("someone_elses_key").unwrap())
+        .with_scope(Scope::Jobs(vec!["nightly".into()]));
+    let mut wrong = wrong;
+    wrong.idle = Duration::from_millis(10);
+    let run = tokio::time::timeout(
+        Duration::from_millis(500),
+        work(&journal, transport(), &wrong, quiet()),
+    )
+    .await;
+    assert!(
+        run.is_err(),
+        "it waits for a worker that has the key, sending nothing"
+    );
+    assert_eq!(
+        journal.status("nightly").await.unwrap().requests["planned"],
+        1
+    );
+    assert!(sandbox.counters().is_empty());
+    sandbox.shutdown().await;
+    db.drop().await;
+}
