@@ -18,6 +18,7 @@ mod pipeline;
 mod remote;
 mod report;
 mod sandbox;
+mod shared;
 mod sync;
 
 use std::io::{self, IsTerminal};
@@ -143,6 +144,14 @@ enum Command {
     /// their status, send issuer feed files (against the local emulator by default).
     #[command(subcommand)]
     Issuer(issuer::IssuerCommand),
+    /// Jobs in a shared PostgreSQL journal, worked on by any number of `cardsync worker`s on
+    /// any number of machines: create, status, export, decide, abandon, rotate-key.
+    #[command(subcommand)]
+    Job(shared::JobCommand),
+    /// Claim requests of the open jobs in the shared journal (or of those named), send them,
+    /// wait for and fetch their results, until every job is done (or forever with --follow).
+    /// Run as many as you like, anywhere: every card is sent once.
+    Worker(shared::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -222,5 +231,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Merchant(c) => commands::merchant(c, &global, out),
         Command::Listen(args) => commands::listen(args, &global, out),
         Command::Issuer(c) => issuer::run(c, &global, out),
+        Command::Job(c) => shared::job(c, &global, out),
+        Command::Worker(args) => shared::worker(args, &global, out),
     }
 }

@@ -1,0 +1,436 @@
+//! Jobs in the shared PostgreSQL journal, with real processes: `cardsync job create`, several
+//! `cardsync worker`s at once, one killed with SIGKILL at a random moment or aborted at each
+//! step (`CARDSYNC_CRASH_AT`), or frozen with SIGSTOP past its lease (`CARDSYNC_FREEZE_AT`);
+//! then `job status`, `job decide` as a person would (each waiting request looked up in the
+//! emulator by its first card's id, as in the CardSync dashboard), and `job export`. The
+//! emulator's counters must show every card received exactly once, and the export every
+//! result once.
+//!
+//! They need the PostgreSQL that `CARDSYNC_TEST_POSTGRES` names (`bash .ci/postgres.sh run
+//! cargo test …` starts one); without it they say so and pass, except under `CI=true`.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cardsync_sandbox::Faults;
+
+mod common;
+use common::{Dir, Emulator, instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
+const KEY: &str = "ab0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
+
+fn database() -> Option<String> {
+    match std::env::var("CARDSYNC_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CARDSYNC_TEST_POSTGRES is not set, and CI=true"
+            );
+            eprintln!("skipped: CARDSYNC_TEST_POSTGRES is not set (see .ci/postgres.sh)");
+            None
+        }
+    }
+}
+
+/// A schema of its own in the test database, dropped at the end.
+struct Schema {
+    base: String,
+    name: String,
+    url: String,
+}
+
+fn psql(base: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args([base, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Schema {
+    fn new(base: &str, tag: &str) -> Schema {
+        let name = format!("cli_{tag}_{}", std::process::id());
+        psql(
+            base,
+            &format!("DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"),
+        );
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        Schema {
+            base: base.to_owned(),
+            name,
+            url,
+        }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        psql(
+            &self.base,
+            &format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name),
+        );
+    }
+}
+
+fn command(emulator: &Emulator, schema: &Schema, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .env("CARDSYNC_JOURNAL", &schema.url)
+        .env("CARDSYNC_JOURNAL_KEY", KEY)
+        .env_remove("CARDSYNC_CRASH_AT")
+        .env_remove("CARDSYNC_FREEZE_AT")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(emulator: &Emulator, schema: &Schema, args: &[&str]) -> Output {
+    let out = command(emulator, schema, args)
+        .output()
+        .expect("run cardsync");
+    assert!(out.status.code().is_some(), "killed: {:?}", out.status);
+    out
+}
+
+/// A card file of `n` valid Visa cards that are not documented test cards; the ids of the
+/// first card of each request of `per`.
+fn write_cards(dir: &Path, n: usize, per: usize) -> (String, Vec<String>) {
+    let mut text = String::from("id,card,exp\n");
+    let mut firsts = Vec::new();
+    for i in 0..n {
+        let body = format!("424242{i:09}");
+        let check = cardsync_core::luhn_check_digit(&body).unwrap() as char;
+        text.push_str(&format!("cus-{i},{body}{check},12/29\n"));
+        if i % per == 0 {
+            firsts.push(format!("cus-{i}"));
+        }
+    }
+    let path = dir.join("cards.csv");
+    std::fs::write(&path, text).unwrap();
+    (path.display().to_string(), firsts)
+}
+
+fn spawn_worker(emulator: &Emulator, schema: &Schema, env: &[(&str, &str)]) -> Child {
+    let mut c = command(
+        emulator,
+        schema,
+        &[
+            "--output",
+            "json",
+            "worker",
+            "--concurrency",
+            "2",
+            "--lease",
+            "2s",
+            "--poll-max",
+            "1s",
+        ],
+    );
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn a worker")
+}
+
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a worker ran over {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status(emulator: &Emulator, schema: &Schema) -> serde_json::Value {
+    let out = run(
+        emulator,
+        schema,
+        &["--output", "json", "job", "status", "nightly"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Decides about every waiting request as a person would, then runs a worker to the end.
+fn decide_and_finish(emulator: &Emulator, schema: &Schema, firsts: &[String]) {
+    let s = status(emulator, schema);
+    let mut adopt = Vec::new();
+    for u in s["unconfirmed"].as_array().unwrap() {
+        let seq = u["request"].as_u64().unwrap();
+        let first = &firsts[seq as usize - 1];
+        if let Some(b) = emulator
+            .sandbox()
+            .batches()
+            .into_iter()
+            .find(|b| b.first_card_id.as_ref() == Some(first))
+        {
+            adopt.push(format!("{seq}={}", b.batch_id));
+        }
+    }
+    if !s["unconfirmed"].as_array().unwrap().is_empty() {
+        let mut args = vec!["job", "decide", "nightly", "--resend-unconfirmed"];
+        for a in &adopt {
+            args.push("--adopt");
+            args.push(a);
+        }
+        let out = run(emulator, schema, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut finisher = spawn_worker(emulator, schema, &[]);
+    let code = wait(&mut finisher, Duration::from_secs(120));
+    assert!(code.success(), "the finishing worker: {code:?}");
+}
+
+/// Every card reached the emulator once; the export holds every result once, mode 0600.
+fn check_exactly_once(emulator: &Emulator, schema: &Schema, dir: &Path, n: usize) {
+    let counts = emulator.counts("POST /v2/batch");
+    assert_eq!(
+        (counts.cards, counts.distinct_cards, counts.repeats),
+        (n as u64, n as u64, 0),
+        "every card received exactly once"
+    );
+    let out = dir.join("results.csv");
+    let export = run(
+        emulator,
+        schema,
+        &["job", "export", "nightly", "--out", out.to_str().unwrap()],
+    );
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let ids: HashSet<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(text.lines().count() - 1, n, "one row per card");
+    assert_eq!(ids.len(), n, "every result once");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // Exported: the journal holds no card of it any more.
+    let s = status(emulator, schema);
+    assert_eq!(s["state"], "exported");
+}
+
+fn create(emulator: &Emulator, schema: &Schema, cards: &str, per: usize) {
+    let per = per.to_string();
+    let out = run(
+        emulator,
+        schema,
+        &[
+            "job",
+            "create",
+            "nightly",
+            cards,
+            "--max-per-request",
+            &per,
+            "--max-in-flight",
+            "8",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn four_workers_one_killed_at_a_random_moment_and_another_started() {
+    let Some(base) = database() else { return };
+    let schema = Schema::new(&base, "random");
+    let dir = Dir::new("shared-random");
+    let n = 200_000;
+    let (cards, firsts) = write_cards(&dir.0, n, 10_000);
+    let emulator = Emulator::start(instant);
+    create(&emulator, &schema, &cards, 10_000);
+    let mut faults = Faults::default();
+    faults.latency_ms = 50;
+    emulator.sandbox().set_faults(faults);
+    let mut workers: Vec<Child> = (0..4)
+        .map(|_| spawn_worker(&emulator, &schema, &[]))
+        .collect();
+    // A random moment once sending has begun.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let target = 1 + u64::from(nanos % 12);
+    let start = Instant::now();
+    while emulator.counts("POST /v2/batch").requests < target {
+        assert!(start.elapsed() < Duration::from_secs(60), "no batches sent");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(u64::from(nanos % 50)));
+    workers[0].kill().expect("SIGKILL");
+    workers[0].wait().unwrap();
+    workers.push(spawn_worker(&emulator, &schema, &[]));
+    for w in workers.iter_mut().skip(1) {
+        wait(w, Duration::from_secs(180));
+    }
+    decide_and_finish(&emulator, &schema, &firsts);
+    check_exactly_once(&emulator, &schema, &dir.0, n);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_worker_aborted_at_each_step_repeats_nothing() {
+    let Some(base) = database() else { return };
+    for point in [
+        "claimed:1",
+        "before-post:2",
+        "after-post:2",
+        "before-results:1",
+        "recorded:3",
+    ] {
+        let tag = point.split(':').next().unwrap().replace('-', "_");
+        let schema = Schema::new(&base, &tag);
+        let dir = Dir::new(&format!("shared-{tag}"));
+        let n = 20_000;
+        let (cards, firsts) = write_cards(&dir.0, n, 1_000);
+        let emulator = Emulator::start(instant);
+        create(&emulator, &schema, &cards, 1_000);
+        let mut faults = Faults::default();
+        faults.latency_ms = 20;
+        emulator.sandbox().set_faults(faults);
+        let mut doomed = spawn_worker(&emulator, &schema, &[("CARDSYNC_CRASH_AT", point)]);
+        let mut others: Vec<Child> = (0..2)
+            .map(|_| spawn_worker(&emulator, &schema, &[]))
+            .collect();
+        let died = wait(&mut doomed, Duration::from_secs(120));
+        assert!(!died.success(), "{point}: the worker was aborted");
+        for w in &mut others {
+            wait(w, Duration::from_secs(120));
+        }
+        decide_and_finish(&emulator, &schema, &firsts);
+        check_exactly_once(&emulator, &schema, &dir.0, n);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_worker_frozen_past_its_lease_writes_nothing_twice() {
+    let Some(base) = database() else { return };
+    for point in ["claimed:1", "after-post:1", "before-results:1"] {
+        let tag = format!(
+            "freeze_{}",
+            point.split(':').next().unwrap().replace('-', "_")
+        );
+        let schema = Schema::new(&base, &tag);
+        let dir = Dir::new(&format!("shared-{tag}"));
+        let n = 10_000;
+        let (cards, firsts) = write_cards(&dir.0, n, 1_000);
+        let emulator = Emulator::start(instant);
+        create(&emulator, &schema, &cards, 1_000);
+        let mut frozen = spawn_worker(&emulator, &schema, &[("CARDSYNC_FREEZE_AT", point)]);
+        // Wait until it stopped itself (state T in /proc), then let the others work past its
+        // lease (2 s).
+        let pid = frozen.id();
+        let start = Instant::now();
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .split(") ")
+                .nth(1)
+                .is_some_and(|rest| rest.starts_with('T'))
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{point}: never froze"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut other = spawn_worker(&emulator, &schema, &[]);
+        std::thread::sleep(Duration::from_secs(3));
+        wait(&mut other, Duration::from_secs(120));
+        // It wakes up late: what it learned is written only where nobody took over.
+        let cont = Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(cont.success());
+        wait(&mut frozen, Duration::from_secs(120));
+        decide_and_finish(&emulator, &schema, &firsts);
+        check_exactly_once(&emulator, &schema, &dir.0, n);
+    }
+}
+
+#[test]
+fn the_journal_needs_its_key_and_no_card_number_is_in_its_tables() {
+    let Some(base) = database() else { return };
+    let schema = Schema::new(&base, "key");
+    let dir = Dir::new("shared-key");
+    let (cards, _) = write_cards(&dir.0, 50, 10);
+    let emulator = Emulator::start(instant);
+    let mut no_key = command(&emulator, &schema, &["job", "create", "nightly", &cards]);
+    no_key.env_remove("CARDSYNC_JOURNAL_KEY");
+    let out = no_key.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CARDSYNC_JOURNAL_KEY"));
+    create(&emulator, &schema, &cards, 10);
+    let dump = Command::new("psql")
+        .args([&schema.url, "-At", "-c",
+            "SELECT t::text FROM cardsync_cards t UNION ALL SELECT t::text FROM cardsync_requests t UNION ALL SELECT t::text FROM cardsync_jobs t"])
+        .output()
+        .unwrap();
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.lines().count() >= 50);
+    let text = std::fs::read_to_string(&cards).unwrap();
+    for line in text.lines().skip(1) {
+        let card = line.split(',').nth(1).unwrap();
+        assert!(
+            !dump.contains(card),
+            "a card number in the journal's tables"
+        );
+        assert!(
+            !dump.contains(&card[6..]),
+            "most of a card number in the journal's tables"
+        );
+    }
+    assert!(!dump.contains("sandbox_merchant_key"));
+    // A second create of the same name is refused; status says what to do next.
+    let again = run(&emulator, &schema, &["job", "create", "nightly", &cards]);
+    assert_eq!(again.status.code(), Some(2));
+    let text = run(&emulator, &schema, &["job", "status", "nightly"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("5 planned (50 cards)"), "{text}");
+}
