@@ -543,8 +543,19 @@ pub(crate) struct ListenArgs {
     token: String,
     /// Where results are written: batch-ID.csv and amex-EVENT.csv (mode 0600), and
     /// events.jsonl, the log of every event received.
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "journal",
+        conflicts_with = "journal"
+    )]
+    out: Option<PathBuf>,
+    /// Record each event in the shared journal instead (a PostgreSQL URL), once whichever
+    /// receiver gets it, and mark its batch ready for the workers: run as many receivers as
+    /// you like behind a load balancer. Needs CARDSYNC_JOURNAL_KEY like the other journal
+    /// commands.
+    #[arg(long, value_name = "URL")]
+    journal: Option<String>,
     /// Stop after this long (for scripts and tests), such as 10m; runs until Ctrl-C without it.
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     stop_after: Option<Duration>,
@@ -562,11 +573,25 @@ pub(crate) fn listen<W: Write>(
     global: &Global,
     mut out: W,
 ) -> Result<ExitCode, CliError> {
+    let Some(dir) = args.out.clone() else {
+        let journal = crate::shared::JournalArgs {
+            journal: args.journal.clone().unwrap_or_default(),
+        };
+        return crate::shared::listen(
+            args.addr,
+            &args.token,
+            args.stop_after,
+            &journal,
+            global,
+            out,
+        );
+    };
+    let out_dir = dir;
     global.remote.need_api_key()?;
     let client = global.remote.client()?;
-    std::fs::create_dir_all(&args.out).map_err(io_err(&args.out))?;
-    let log_path = args.out.join("events.jsonl");
-    let journal_path = args.out.join("listen.journal");
+    std::fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
+    let log_path = out_dir.join("events.jsonl");
+    let journal_path = out_dir.join("listen.journal");
     let journal_err = |source| CliError::Journal {
         path: journal_path.clone(),
         source,
@@ -588,7 +613,7 @@ pub(crate) fn listen<W: Write>(
             return Err(CliError::Usage(format!(
                 "another listener ({}) keeps {}: one listener at a time per folder",
                 held.holder,
-                args.out.display()
+                out_dir.display()
             )));
         }
     };
@@ -639,7 +664,7 @@ pub(crate) fn listen<W: Write>(
                 tracing::debug!(key, "webhook redelivered; already handled");
                 continue;
             }
-            let line = handle_listened(&client, &args.out, &event).await;
+            let line = handle_listened(&client, &out_dir, &event).await;
             let (file, error) = match &line {
                 Ok(file) => (file.clone(), None),
                 Err(e) => (None, Some(e.to_string())),

@@ -21,7 +21,7 @@ use crate::error::CliError;
 use crate::report::Reporter;
 
 /// The journal's URL.
-#[derive(Clone, Debug, clap::Args)]
+#[derive(Clone, Debug, Default, clap::Args)]
 pub(crate) struct JournalArgs {
     /// The shared journal: a PostgreSQL URL (postgres://user@host/db; TLS as its sslmode
     /// says). Card numbers in it are sealed with the key in CARDSYNC_JOURNAL_KEY (64 hex
@@ -150,6 +150,11 @@ fn pg(e: PgError) -> CliError {
 
 /// Connects to the journal with the key from the environment.
 pub(crate) async fn connect(journal: &JournalArgs) -> Result<PgJournal, CliError> {
+    if journal.journal.trim().is_empty() {
+        return Err(CliError::Usage(
+            "give the shared journal: --journal postgres://… (or CARDSYNC_JOURNAL)".into(),
+        ));
+    }
     let key = JournalKey::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
     PgJournal::connect(&journal.journal, key).await.map_err(pg)
 }
@@ -230,6 +235,58 @@ fn say<W: Write>(
     Ok(())
 }
 
+/// What a job is planned from.
+struct PlanInput<'a> {
+    name: &'a str,
+    file: &'a std::path::Path,
+    se_number: Option<&'a str>,
+    max_per_request: usize,
+    key_env: &'a str,
+    merchant_key: &'a str,
+    max_in_flight: u32,
+}
+
+/// Validates and plans a card file into a new job of the journal: (rows, invalid,
+/// duplicates, requests). Rejects are reported as `sync` reports them.
+async fn plan_job<W: Write>(
+    journal: &PgJournal,
+    input: &PlanInput<'_>,
+    global: &Global,
+    reporter: &mut Reporter<W>,
+) -> Result<(u64, u64, u64, u64), CliError> {
+    let spec = JobSpec::new(input.name, input.key_env, &global.remote.base_url)
+        .with_max_in_flight(input.max_in_flight);
+    let job = journal
+        .create_job(&spec, input.merchant_key)
+        .await
+        .map_err(pg)?;
+    let options = crate::pipeline::plan_options(input.se_number, Some(input.max_per_request))?;
+    let mut planner = Planner::new(options);
+    let mut recorder = PlanRecorder::new(&Snapshot::default());
+    let handle = tokio::runtime::Handle::current();
+    let mut duplicates = 0u64;
+    let mut requests = 0u64;
+    // Reading and planning is blocking work; each planned request is stored as it comes.
+    tokio::task::block_in_place(|| {
+        crate::pipeline::check_rows(input.file, &mut planner, reporter, false, |_, request| {
+            requests += 1;
+            let changes = recorder.request(request);
+            let left_out = handle
+                .block_on(journal.apply_plan(job, &changes))
+                .map_err(pg)?;
+            duplicates += left_out.len() as u64;
+            Ok(())
+        })
+    })?;
+    let invalid = reporter.summary().invalid;
+    journal
+        .finish_plan(job, planner.rows(), invalid, duplicates)
+        .await
+        .map_err(pg)?;
+    reporter.flush()?;
+    Ok((planner.rows(), invalid, duplicates, requests))
+}
+
 async fn create<W: Write>(args: CreateArgs, global: &Global, out: W) -> Result<ExitCode, CliError> {
     let merchant_key = std::env::var(&args.merchant_key_env).map_err(|_| {
         CliError::Usage(format!(
@@ -238,57 +295,179 @@ async fn create<W: Write>(args: CreateArgs, global: &Global, out: W) -> Result<E
         ))
     })?;
     let journal = connect(&args.journal).await?;
-    let spec = JobSpec::new(&args.name, &args.merchant_key_env, &global.remote.base_url)
-        .with_max_in_flight(args.max_in_flight);
-    let job = journal.create_job(&spec, &merchant_key).await.map_err(pg)?;
-    let options =
-        crate::pipeline::plan_options(args.se_number.as_deref(), Some(args.max_per_request))?;
-    let mut planner = Planner::new(options);
-    let mut recorder = PlanRecorder::new(&Snapshot::default());
+    let input = PlanInput {
+        name: &args.name,
+        file: &args.file,
+        se_number: args.se_number.as_deref(),
+        max_per_request: args.max_per_request,
+        key_env: &args.merchant_key_env,
+        merchant_key: &merchant_key,
+        max_in_flight: args.max_in_flight,
+    };
     let mut reporter = Reporter::new(out, global.output);
-    let handle = tokio::runtime::Handle::current();
-    let mut duplicates = 0u64;
-    let mut requests = 0u64;
-    // Reading and planning is blocking work; each planned request is stored as it comes.
-    tokio::task::block_in_place(|| {
-        crate::pipeline::check_rows(
-            &args.file,
-            &mut planner,
-            &mut reporter,
-            false,
-            |_, request| {
-                requests += 1;
-                let changes = recorder.request(request);
-                let left_out = handle
-                    .block_on(journal.apply_plan(job, &changes))
-                    .map_err(pg)?;
-                duplicates += left_out.len() as u64;
-                Ok(())
-            },
-        )
-    })?;
-    let invalid = reporter.summary().invalid;
-    journal
-        .finish_plan(job, planner.rows(), invalid, duplicates)
-        .await
-        .map_err(pg)?;
-    reporter.flush()?;
-    let out = reporter.out();
+    let (rows, invalid, duplicates, requests) =
+        plan_job(&journal, &input, global, &mut reporter).await?;
     say(
-        out,
+        reporter.out(),
         global.output,
-        &serde_json::json!({"job": args.name, "rows": planner.rows(), "invalid": invalid,
+        &serde_json::json!({"job": args.name, "rows": rows, "invalid": invalid,
             "duplicates": duplicates, "requests": requests}),
         &format!(
-            "job {} created: {} rows, {invalid} rejected, {duplicates} duplicates left out, {requests} requests; run `cardsync worker` to send them",
-            args.name,
-            planner.rows()
+            "job {} created: {rows} rows, {invalid} rejected, {duplicates} duplicates left out, {requests} requests; run `cardsync worker` to send them",
+            args.name
         ),
     )?;
     Ok(if invalid > 0 {
         crate::error::Exit::Problems.into()
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// `cardsync sync FILE --out FILE --journal postgres://…`: create the job (unless a run
+/// before created it), work on it in this process (other workers may help), apply the
+/// decisions given, and export.
+pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode, CliError> {
+    let merchant_key = global.remote.api_key.clone().unwrap_or_default();
+    let name = args.job.clone().unwrap_or_else(|| {
+        args.out.file_name().map_or_else(
+            || "results".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+    });
+    let journal_args = JournalArgs {
+        journal: args.journal.clone().unwrap_or_default(),
+    };
+    let runtime = crate::pipeline::runtime()?;
+    runtime.block_on(async {
+        let journal = connect(&journal_args).await?;
+        let stdout = std::io::stdout().lock();
+        let mut reporter = Reporter::new(std::io::BufWriter::new(stdout), global.output);
+        let invalid;
+        let existing = match journal.status(&name).await {
+            Ok(s) if s.state != "planning" => Some(s),
+            Ok(_) | Err(PgError::NoSuchJob(_)) => None,
+            Err(e) => return Err(pg(e)),
+        };
+        match &existing {
+            Some(s) if s.state == "exported" => {
+                if !global.quiet {
+                    eprintln!(
+                        "job {name} is already complete: its results were exported (to {} unless another run wrote them elsewhere); give another --job name to run it again",
+                        args.out.display()
+                    );
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Some(s) if s.state != "open" => {
+                return Err(CliError::Usage(format!(
+                    "job {name} in the journal is {}: give another --job name to run it again",
+                    s.state
+                )));
+            }
+            Some(s) => {
+                invalid = s.invalid;
+                if !global.quiet {
+                    eprintln!("resuming job {name} from the shared journal ({} rows planned earlier)", s.rows);
+                }
+            }
+            None => {
+                let input = PlanInput {
+                    name: &name,
+                    file: &args.file,
+                    se_number: args.se_number.as_deref(),
+                    max_per_request: args.max_per_request,
+                    key_env: "CARDSYNC_API_KEY",
+                    merchant_key: &merchant_key,
+                    max_in_flight: u32::from(args.concurrency),
+                };
+                invalid = match plan_job(&journal, &input, global, &mut reporter).await {
+                    Ok(planned) => planned.1,
+                    // Another run is planning it: work on it once it is planned.
+                    Err(_) if wait_until(&journal, &name, |s| s != "planning").await? => {
+                        journal.status(&name).await.map_err(pg)?.invalid
+                    }
+                    Err(e) => return Err(e),
+                };
+            }
+        }
+        let key = cardsync_proto::MerchantKey::new(&merchant_key)
+            .map_err(|e| CliError::Usage(format!("the API key cannot be used: {e}")))?;
+        let mut options = WorkerOptions::new(worker_name())
+            .with_scope(Scope::Jobs(vec![name.clone()]))
+            .with_concurrency(usize::from(args.concurrency))
+            .with_lease(args.lease)
+            .with_key("CARDSYNC_API_KEY", key);
+        options.poll_max = args.poll_max;
+        let transport = Arc::new(
+            HyperTransport::new(Options::loopback())
+                .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?,
+        );
+        let summary =
+            cardsync_job_postgres::work(&journal, transport.clone(), &options, hook()).await.map_err(pg)?;
+        if summary.waiting_for_decision > 0 {
+            let mut decided = 0;
+            for spec in &args.adopt {
+                let (seq, batch_id) = spec
+                    .split_once('=')
+                    .and_then(|(n, b)| Some((n.trim().parse::<u64>().ok()?, b.trim().to_owned())))
+                    .ok_or_else(|| CliError::Usage(format!("--adopt takes N=BATCH_ID, not {spec:?}")))?;
+                decided += journal.decide(&name, &Decision::Adopt { seq, batch_id }).await.map_err(pg)?;
+            }
+            if args.resend_unconfirmed {
+                decided += journal.decide(&name, &Decision::Resend).await.map_err(pg)?;
+            } else if args.abandon_unconfirmed {
+                decided += journal.decide(&name, &Decision::Abandon).await.map_err(pg)?;
+            }
+            if decided > 0 {
+                cardsync_job_postgres::work(&journal, transport, &options, hook())
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        let status = journal.status(&name).await.map_err(pg)?;
+        if !status.finished() {
+            print_status(reporter.out(), global.output, &status)?;
+            eprintln!(
+                "nothing is lost: decide (or pass --adopt, --resend-unconfirmed or --abandon-unconfirmed), then run the same command again"
+            );
+            return Ok(crate::error::Exit::Remote.into());
+        }
+        let mut sink = FileSink::new(&args.out);
+        let rows = match journal.export(&name, &mut sink).await {
+            Ok(rows) => rows,
+            // Another run of the same job exports it (or did).
+            Err(PgError::State(why))
+                if (why.contains("being exported") || why.contains("is exported"))
+                    && wait_until(&journal, &name, |s| s == "exported").await? =>
+            {
+                if !global.quiet {
+                    eprintln!("job {name} was exported by another run: {why}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => return Err(pg(e)),
+        };
+        let failed = status.requests.get("failed").copied().unwrap_or(0);
+        let results: Vec<String> = status.results.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        say(
+            reporter.out(),
+            global.output,
+            &serde_json::json!({"job": name, "done": true, "results": rows, "by_status": status.results,
+                "failed_requests": failed, "invalid": invalid, "out": args.out.display().to_string(),
+                "changes": sink.changes_path().display().to_string()}),
+            &format!(
+                "job {name} done: {rows} results ({}) written to {}; changes in {}",
+                if results.is_empty() { "none".to_owned() } else { results.join(", ") },
+                args.out.display(),
+                sink.changes_path().display()
+            ),
+        )?;
+        Ok(if invalid > 0 || failed > 0 {
+            crate::error::Exit::Problems.into()
+        } else {
+            ExitCode::SUCCESS
+        })
     })
 }
 
@@ -555,4 +734,109 @@ pub(crate) fn worker<W: Write>(
             ExitCode::SUCCESS
         })
     })
+}
+
+/// `cardsync listen --journal`: each event is recorded once in the shared journal, whichever
+/// receiver gets it, and marks its batch ready; the receiver answers 200 only once it is
+/// recorded (a failure answers 500, and CardSync delivers again).
+pub(crate) fn listen<W: Write>(
+    addr: std::net::SocketAddr,
+    token: &str,
+    stop_after: Option<Duration>,
+    journal: &JournalArgs,
+    global: &Global,
+    mut out: W,
+) -> Result<ExitCode, CliError> {
+    use cardsync_hyper::{HandlerError, ReceiverOptions, WebhookReceiver};
+    use cardsync_proto::{Trigger, WebhookEvent};
+    let runtime = crate::pipeline::runtime()?;
+    runtime.block_on(async {
+        let journal = connect(journal).await?;
+        let me = worker_name();
+        let (tx, mut recorded) = tokio::sync::mpsc::unbounded_channel();
+        let handler = {
+            let journal = journal.clone();
+            move |event: WebhookEvent| {
+                let (journal, tx, me) = (journal.clone(), tx.clone(), me.clone());
+                async move {
+                    let Some(key) = event.dedup_key() else {
+                        return Ok(());
+                    };
+                    let batch_id = match &event {
+                        WebhookEvent::BatchAvailable(e) => e.batch_id.clone(),
+                        WebhookEvent::BatchError(e) => e.batch_id.clone(),
+                        _ => None,
+                    };
+                    let event_id = event.event_id().map(str::to_owned).unwrap_or(key);
+                    let trigger = event.trigger().map(Trigger::id);
+                    let new = journal
+                        .record_event(&event_id, trigger, batch_id.as_deref(), &me)
+                        .await
+                        .map_err(HandlerError::new)?;
+                    let _ = tx.send((event_id, trigger, batch_id, new));
+                    Ok(())
+                }
+            }
+        };
+        let receiver = WebhookReceiver::start(addr, token, ReceiverOptions::default(), handler)
+            .await
+            .map_err(|e| CliError::Usage(format!("cannot start the webhook receiver on {addr}: {e}")))?;
+        if !global.quiet {
+            eprintln!(
+                "listening at {} (token path hidden), recording events in the shared journal; Ctrl-C stops.",
+                receiver.local_addr()
+            );
+        }
+        let stop = async {
+            match stop_after {
+                Some(d) => tokio::time::sleep(d).await,
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        };
+        tokio::pin!(stop);
+        loop {
+            let (event_id, trigger, batch_id, new) = tokio::select! {
+                _ = &mut stop => break,
+                e = recorded.recv() => match e { Some(e) => e, None => break },
+            };
+            match global.output {
+                OutputFormat::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"event_id": event_id, "trigger_id": trigger,
+                        "batch_id": batch_id, "recorded": new})
+                )?,
+                OutputFormat::Text if new => writeln!(
+                    out,
+                    "event {event_id} recorded{}",
+                    batch_id.map(|b| format!(": batch {b} is ready")).unwrap_or_default()
+                )?,
+                OutputFormat::Text => writeln!(out, "event {event_id}: recorded already")?,
+            }
+            out.flush()?;
+        }
+        receiver.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Waits (up to ten minutes) until job `name`'s state satisfies `done`: whether it did.
+async fn wait_until(
+    journal: &PgJournal,
+    name: &str,
+    done: impl Fn(&str) -> bool,
+) -> Result<bool, CliError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while tokio::time::Instant::now() < deadline {
+        match journal.status(name).await {
+            Ok(s) if done(&s.state) => return Ok(true),
+            Ok(_) => {}
+            Err(PgError::NoSuchJob(_)) => return Ok(false),
+            Err(e) => return Err(pg(e)),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(false)
 }

@@ -62,8 +62,21 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SE")]
     pub(crate) se_number: Option<String>,
     /// The journal that makes the job resumable [default: OUT.journal].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "journal")]
     pub(crate) state: Option<PathBuf>,
+    /// Keep the job in the shared PostgreSQL journal instead (postgres://…; see `cardsync
+    /// job`): create, work and export in this process, while `cardsync worker`s elsewhere
+    /// may help. Card numbers in it are sealed with CARDSYNC_JOURNAL_KEY.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CARDSYNC_JOURNAL",
+        hide_env_values = true
+    )]
+    pub(crate) journal: Option<String>,
+    /// With --journal: the job's name [default: the results file's name].
+    #[arg(long, value_name = "NAME", requires = "journal")]
+    pub(crate) job: Option<String>,
     /// How to wait for results.
     #[arg(long, value_enum, default_value_t = Wait::Poll)]
     pub(crate) wait: Wait,
@@ -125,6 +138,8 @@ impl Args {
             out,
             se_number: None,
             state: None,
+            journal: None,
+            job: None,
             wait: Wait::Poll,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
@@ -470,6 +485,9 @@ pub(crate) fn run(args: Args, global: &Global) -> Result<ExitCode, CliError> {
         return Err(CliError::Usage(
             "sync needs a file, not standard input, so that it can resume".to_owned(),
         ));
+    }
+    if args.journal.is_some() {
+        return crate::shared::sync(args, global);
     }
     crate::pipeline::runtime()?.block_on(run_async(&args, global))
 }

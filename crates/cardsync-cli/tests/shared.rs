@@ -434,3 +434,243 @@ fn the_journal_needs_its_key_and_no_card_number_is_in_its_tables() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("5 planned (50 cards)"), "{text}");
 }
+
+/// A receiver, `cardsync listen --journal`, on a free loopback port: its process and address.
+fn spawn_receiver(emulator: &Emulator, schema: &Schema, token: &str) -> (Child, String) {
+    let mut child = command(
+        emulator,
+        schema,
+        &[
+            "--output",
+            "json",
+            "listen",
+            "--journal",
+            &schema.url,
+            "--token",
+            token,
+            "--addr",
+            "127.0.0.1:0",
+            "--stop-after",
+            "60s",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn a receiver");
+    let mut line = String::new();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+/// POSTs a webhook body to a receiver: the answer's status.
+fn deliver(addr: &str, token: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = format!(
+        "POST /webhooks/{token} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(unix)]
+#[test]
+fn two_receivers_record_each_event_once_and_mark_its_batch_ready() {
+    use cardsync_proto::server::{Spelling, webhook};
+    use cardsync_proto::{BatchAvailable, WebhookEvent};
+    let Some(base) = database() else { return };
+    let schema = Schema::new(&base, "receivers");
+    let dir = Dir::new("shared-receivers");
+    let (cards, _) = write_cards(&dir.0, 30, 10);
+    // Batches stay pending until the test moves the emulator's clock.
+    let emulator = Emulator::start(|s| {
+        instant(s);
+        s.complete_after = Duration::from_secs(3600);
+    });
+    create(&emulator, &schema, &cards, 10);
+    // A worker sends the three batches; it is stopped while they are pending.
+    let mut worker = spawn_worker(&emulator, &schema, &[]);
+    let start = Instant::now();
+    while emulator.sandbox().batches().len() < 3
+        || status(&emulator, &schema)["requests"]["sent"] != 3
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "batches not sent"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let batches: Vec<(String, String)> = emulator
+        .sandbox()
+        .batches()
+        .into_iter()
+        .map(|b| (b.batch_id, b.event_id))
+        .collect();
+
+    let token = "receiver-token-0123456789";
+    let (mut a, addr_a) = spawn_receiver(&emulator, &schema, token);
+    let (mut b, addr_b) = spawn_receiver(&emulator, &schema, token);
+    let body = |i: usize| {
+        let mut e = BatchAvailable::default();
+        e.batch_id = Some(batches[i].0.clone());
+        e.event_id = Some(batches[i].1.clone());
+        e.id = Some(format!("delivery-{i}"));
+        webhook(&WebhookEvent::BatchAvailable(e), Spelling::Universal)
+    };
+    // Each event to both receivers, in both orders, and again.
+    for (first, second, i) in [
+        (&addr_a, &addr_b, 0),
+        (&addr_b, &addr_a, 1),
+        (&addr_a, &addr_a, 2),
+    ] {
+        assert_eq!(deliver(first, token, &body(i)), 200);
+        assert_eq!(deliver(second, token, &body(i)), 200);
+        assert_eq!(
+            deliver(first, token, &body(i)),
+            200,
+            "a redelivery is acknowledged"
+        );
+    }
+    // At the same time, from both sides.
+    let both: Vec<_> = [addr_a.clone(), addr_b.clone()]
+        .into_iter()
+        .map(|addr| {
+            let body = body(0);
+            std::thread::spawn(move || deliver(&addr, "receiver-token-0123456789", &body))
+        })
+        .collect();
+    for t in both {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    let rows = |sql: &str| {
+        let out = Command::new("psql")
+            .args([&schema.url, "-At", "-c", sql])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        rows("SELECT count(*) FROM cardsync_events"),
+        "3",
+        "each event once"
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM cardsync_requests WHERE ready AND event_id IS NOT NULL"),
+        "3",
+        "each batch marked ready"
+    );
+    a.kill().unwrap();
+    b.kill().unwrap();
+    a.wait().unwrap();
+    b.wait().unwrap();
+    // The batches complete; a worker fetches them with their events and the job ends.
+    let calls = |path: &str| {
+        let log = emulator.sandbox().requests();
+        log.iter()
+            .filter(|r| r.method == "GET" && r.path == path)
+            .count()
+    };
+    let checks_before = calls("/v2/batch");
+    emulator.sandbox().advance(Duration::from_secs(3601));
+    let mut finisher = spawn_worker(&emulator, &schema, &[]);
+    assert!(wait(&mut finisher, Duration::from_secs(60)).success());
+    // Ready batches are fetched at once, with no status check.
+    assert_eq!(calls("/v2/batch/results"), 3);
+    assert_eq!(calls("/v2/batch"), checks_before);
+    check_exactly_once(&emulator, &schema, &dir.0, 30);
+}
+
+#[cfg(unix)]
+#[test]
+fn two_syncs_of_one_job_at_once_share_it_and_a_third_finds_it_done() {
+    let Some(base) = database() else { return };
+    let schema = Schema::new(&base, "sync");
+    let dir = Dir::new("shared-sync");
+    let n = 20_000;
+    let (cards, _) = write_cards(&dir.0, n, 1_000);
+    let emulator = Emulator::start(instant);
+    let mut faults = Faults::default();
+    faults.latency_ms = 20;
+    emulator.sandbox().set_faults(faults);
+    let out = dir.0.join("results.csv");
+    let sync = || {
+        command(
+            &emulator,
+            &schema,
+            &[
+                "sync",
+                &cards,
+                "--out",
+                out.to_str().unwrap(),
+                "--job",
+                "nightly",
+                "--max-per-request",
+                "1000",
+                "--concurrency",
+                "3",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sync")
+    };
+    let mut runs = [sync(), sync()];
+    for run in &mut runs {
+        let code = wait(run, Duration::from_secs(120));
+        let mut err = String::new();
+        std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(code.success(), "{code:?}: {err}");
+    }
+    let counts = emulator.counts("POST /v2/batch");
+    assert_eq!(
+        (counts.cards, counts.distinct_cards, counts.repeats),
+        (n as u64, n as u64, 0)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let ids: HashSet<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!((text.lines().count() - 1, ids.len()), (n, n));
+    let third = run(
+        &emulator,
+        &schema,
+        &[
+            "sync",
+            &cards,
+            "--out",
+            out.to_str().unwrap(),
+            "--job",
+            "nightly",
+        ],
+    );
+    assert!(third.status.success());
+    assert!(String::from_utf8_lossy(&third.stderr).contains("already complete"));
+    assert_eq!(
+        emulator.counts("POST /v2/batch").cards,
+        n as u64,
+        "nothing sent again"
+    );
+}

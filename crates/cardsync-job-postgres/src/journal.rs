@@ -290,25 +290,27 @@ impl PgJournal {
     // ---- planning ----
 
     /// Starts a job: state `planning` until [`PgJournal::finish_plan`]. A job of that name
-    /// still planning (its creator died) is discarded and started again: nothing of it was
-    /// sent.
+    /// left planning by a creator that stopped (nothing stored for a minute) is discarded and
+    /// started again: nothing of it was sent.
     ///
     /// # Errors
     ///
-    /// [`PgError::JobExists`] when a job of that name was planned already.
+    /// [`PgError::JobExists`] when a job of that name was planned already, or is being
+    /// planned by another process.
     pub async fn create_job(&self, spec: &JobSpec, merchant_key: &str) -> Result<JobId, PgError> {
         let merchant = self.merchant_fingerprint(merchant_key);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         if let Some(row) = tx
             .query_opt(
-                "SELECT job_id, state FROM cardsync_jobs WHERE name = $1 FOR UPDATE",
+                "SELECT job_id, state, touched_at > now() - interval '60 seconds'
+                 FROM cardsync_jobs WHERE name = $1 FOR UPDATE",
                 &[&spec.name],
             )
             .await?
         {
-            let (id, state): (i64, String) = (row.get(0), row.get(1));
-            if state != "planning" {
+            let (id, state, live): (i64, String, bool) = (row.get(0), row.get(1), row.get(2));
+            if state != "planning" || live {
                 return Err(PgError::JobExists(spec.name.clone()));
             }
             tx.execute("DELETE FROM cardsync_jobs WHERE job_id = $1", &[&id])
@@ -355,7 +357,8 @@ impl PgJournal {
         let tx = client.transaction().await?;
         let merchant: Option<String> = tx
             .query_opt(
-                "SELECT merchant FROM cardsync_jobs WHERE job_id = $1 AND state = 'planning' FOR SHARE",
+                "UPDATE cardsync_jobs SET touched_at = now()
+                 WHERE job_id = $1 AND state = 'planning' RETURNING merchant",
                 &[&job.0],
             )
             .await?
@@ -590,7 +593,7 @@ impl PgJournal {
         );
         // The per-merchant limit, checked again with the merchant's claims serialised.
         tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('cardsync merchant ' || $1, 0))",
+            "SELECT pg_advisory_xact_lock(hashtextextended('cardsync merchant ' || current_schema() || ' ' || $1, 0))",
             &[&merchant],
         )
         .await?;
@@ -958,7 +961,8 @@ impl PgJournal {
     }
 
     /// The batch is not complete yet: check again after `check_in` (and `hold_off`, a
-    /// `Retry-After`, keeps every worker off the merchant until it passes).
+    /// `Retry-After`, keeps every worker off the merchant until it passes). A webhook's
+    /// "ready" is spent: until the next one, the request is polled.
     ///
     /// # Errors
     ///
@@ -971,7 +975,7 @@ impl PgJournal {
     ) -> Result<(), PgError> {
         self.fenced(
             claim,
-            "UPDATE cardsync_requests SET checks = checks + 1,
+            "UPDATE cardsync_requests SET checks = checks + 1, ready = false,
                  next_check = now() + $4 * interval '1 millisecond',
                  lease_owner = NULL, lease_until = NULL
              WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sent'",
@@ -1304,10 +1308,53 @@ impl PgJournal {
                 busy.join(", ")
             )));
         }
-        let sink_err = |e: SinkError| PgError::State(format!("cannot write the results: {e}"));
-        sink.rewind(&Checkpoint::default()).map_err(sink_err)?;
         let mut client = self.client().await?;
         let job = self.job_id(&client, name).await?;
+        // One export of a job at a time: a session lock, let go when this connection ends
+        // (however the process ends).
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock(hashtextextended('cardsync export ' || current_schema() || ' ' || ($1::bigint)::text, 0))",
+                &[&job.0],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            return Err(PgError::State(format!(
+                "job {name:?} is being exported by another process"
+            )));
+        }
+        let exported = self.export_locked(&mut client, name, job, sink).await;
+        let _ = client
+            .execute(
+                "SELECT pg_advisory_unlock(hashtextextended('cardsync export ' || current_schema() || ' ' || ($1::bigint)::text, 0))",
+                &[&job.0],
+            )
+            .await;
+        exported
+    }
+
+    async fn export_locked(
+        &self,
+        client: &mut Object,
+        name: &str,
+        job: JobId,
+        sink: &mut dyn Sink,
+    ) -> Result<u64, PgError> {
+        let sink_err = |e: SinkError| PgError::State(format!("cannot write the results: {e}"));
+        let state: String = client
+            .query_one(
+                "SELECT state FROM cardsync_jobs WHERE job_id = $1",
+                &[&job.0],
+            )
+            .await?
+            .get(0);
+        if state != "open" {
+            return Err(PgError::State(format!(
+                "job {name:?} is {state}: nothing to export"
+            )));
+        }
+        sink.rewind(&Checkpoint::default()).map_err(sink_err)?;
         let mut written = 0u64;
         let mut after: (i32, i32) = (-1, -1);
         loop {

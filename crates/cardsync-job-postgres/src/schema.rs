@@ -33,6 +33,9 @@ CREATE TABLE cardsync_jobs (
     duplicates    bigint NOT NULL DEFAULT 0,
     max_in_flight integer NOT NULL DEFAULT 4 CHECK (max_in_flight > 0),
     created_at    timestamptz NOT NULL DEFAULT now(),
+    -- While planning: when the planner last stored something (a create that stopped long
+    -- ago is started again; a live one is not disturbed).
+    touched_at    timestamptz NOT NULL DEFAULT now(),
     planned_at    timestamptz,
     finished_at   timestamptz
 );

@@ -641,6 +641,18 @@ async fn a_create_that_died_while_planning_is_started_again_and_names_are_unique
             .unwrap()
             .is_none()
     );
+    // A create still at work is not disturbed; one silent for a minute is started again.
+    assert!(matches!(
+        journal.create_job(&spec, MERCHANT_KEY).await.unwrap_err(),
+        PgError::JobExists(_)
+    ));
+    db.admin
+        .batch_execute(&format!(
+            "UPDATE {}.cardsync_jobs SET touched_at = now() - interval '2 minutes'",
+            db.schema
+        ))
+        .await
+        .unwrap();
     let job = journal.create_job(&spec, MERCHANT_KEY).await.unwrap();
     assert_ne!(job, dead);
     assert!(

@@ -141,6 +141,8 @@ pub struct BatchOverview {
     pub cards: u64,
     /// The merchant's id of its first card.
     pub first_card_id: Option<String>,
+    /// The event id its batch-available (or batch-error) webhook carries.
+    pub event_id: String,
 }
 
 impl fmt::Debug for BatchOverview {
@@ -154,6 +156,7 @@ impl fmt::Debug for BatchOverview {
                 "first_card_id",
                 &self.first_card_id.as_deref().map(redact_digit_runs),
             )
+            .field("event_id", &self.event_id)
             .finish()
     }
 }
@@ -1305,6 +1308,7 @@ impl Emulator {
                     state: b.results.status.clone(),
                     cards: b.results.stats.stats.number_submitted,
                     first_card_id: b.first_card_id.clone(),
+                    event_id: b.event_id.clone(),
                 };
                 (b.number, overview)
             })
