@@ -114,6 +114,27 @@ fn valid_only(cardsync: &Path, input: &Path, output: &Path) -> Result<(), String
     Ok(())
 }
 
+/// Writes the valid cards of the generated file of `rows` rows to `path` (kept when it is
+/// there already): how many there are.
+pub(crate) fn write_valid_cards(path: &Path, rows: u64) -> Result<u64, String> {
+    if !path.exists() {
+        let all = path.with_extension("all.csv");
+        generate(&all, rows)?;
+        let text = std::fs::read_to_string(&all).map_err(|e| e.to_string())?;
+        let mut out = String::with_capacity(text.len());
+        for (i, line) in text.lines().enumerate() {
+            if i == 0 || luhn_ok(line.split(',').nth(1).unwrap_or("")) {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        std::fs::write(path, out).map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_file(&all);
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    Ok(BufReader::new(file).lines().count() as u64 - 1)
+}
+
 fn luhn_ok(card: &str) -> bool {
     let mut sum = 0;
     for (k, b) in card.bytes().rev().enumerate() {
@@ -160,14 +181,14 @@ fn measure(command: &mut Command) -> Result<(Duration, u64), String> {
 }
 
 /// A local emulator in its own process, stopped on drop.
-struct Emulator {
+pub(crate) struct Emulator {
     child: Child,
-    base_url: String,
+    pub(crate) base_url: String,
 }
 
 impl Emulator {
     /// An emulator that answers after `latency` (such as `100ms`; `0` for at once).
-    fn start(cardsync: &Path, latency: &str) -> Result<Emulator, String> {
+    pub(crate) fn start(cardsync: &Path, latency: &str) -> Result<Emulator, String> {
         let mut child = Command::new(cardsync)
             .args([
                 "--output",

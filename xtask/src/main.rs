@@ -5,9 +5,12 @@
 //! - `cargo xtask tidy` checks the architecture invariants of `docs/ARCHITECTURE.md`.
 //! - `cargo xtask bench [--rows N]` times `cardsync validate` and `cardsync sync` against plain
 //!   Python scripts (`xtask/bench/`), side by side.
+//! - `cargo xtask bench shared [--rows N] [--latency D] [--rounds R]` times 1, 2 and 4
+//!   `cardsync worker`s on one job in the shared PostgreSQL journal, side by side.
 
 mod bench;
 mod codegen;
+mod shared;
 mod tidy;
 
 use std::path::PathBuf;
@@ -20,9 +23,12 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::generate(codegen::Mode::Write),
         ["codegen", "--check"] => codegen::generate(codegen::Mode::Check),
         ["tidy"] => tidy::run(),
+        ["bench", "shared", rest @ ..] => shared::run(rest),
         ["bench", rest @ ..] => bench::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <codegen [--check] | tidy | bench [--rows N]>");
+            eprintln!(
+                "usage: cargo xtask <codegen [--check] | tidy | bench [--rows N] | bench shared [--rows N] [--latency D] [--rounds R]>"
+            );
             return ExitCode::from(2);
         }
     };

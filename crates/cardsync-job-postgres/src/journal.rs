@@ -5,17 +5,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cardsync_core::{Expiry, Pan, SeNumber, UpdateStatus};
 use cardsync_job::{
     Change, Changes, Checkpoint, RequestKind, RequestRecord, RequestState, ResultRow, Sink,
     SinkError, StoredCard,
 };
-use cardsync_proto::ReturnedCard;
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::types::ToSql;
 
 use crate::crypto::{JournalKey, hex};
-use crate::{PgError, connect, schema};
+use crate::{PgError, codec, connect, schema};
 
 /// How many cards or results go in one statement.
 const CHUNK: usize = 2_000;
@@ -215,12 +213,12 @@ fn seq_i32(seq: u64) -> i32 {
     i32::try_from(seq).unwrap_or(i32::MAX)
 }
 
-fn card_aad(job: JobId, seq: u64, row: u64) -> Vec<u8> {
-    format!("card/{}/{seq}/{row}", job.0).into_bytes()
+fn cards_aad(job: JobId, seq: u64) -> Vec<u8> {
+    format!("cards/{}/{seq}", job.0).into_bytes()
 }
 
-fn result_aad(job: JobId, seq: u64, position: u64) -> Vec<u8> {
-    format!("result/{}/{seq}/{position}", job.0).into_bytes()
+fn results_aad(job: JobId, seq: u64) -> Vec<u8> {
+    format!("results/{}/{seq}", job.0).into_bytes()
 }
 
 fn millis(d: Duration) -> f64 {
@@ -381,38 +379,20 @@ impl PgJournal {
             ],
         )
         .await?;
+        // The duplicate check, by keyed fingerprint (the number and the SE number).
         let mut inserted = std::collections::HashSet::new();
         for chunk in cards.chunks(CHUNK) {
             let mut rows = Vec::with_capacity(chunk.len());
-            let mut ids = Vec::with_capacity(chunk.len());
-            let mut sealed = Vec::with_capacity(chunk.len());
-            let mut exps = Vec::with_capacity(chunk.len());
-            let mut ses: Vec<Option<String>> = Vec::with_capacity(chunk.len());
             let mut prints = Vec::with_capacity(chunk.len());
             for c in chunk {
-                let row = i64::try_from(c.row).unwrap_or(i64::MAX);
-                let digits = c.pan.expose();
-                sealed.push(self.key.seal(
-                    digits.as_str().as_bytes(),
-                    &card_aad(job, request.seq, c.row),
-                )?);
-                let se = c.se_number.as_ref().map(|s| s.as_str().to_owned());
-                let mut print = digits.as_str().as_bytes().to_vec();
-                print.push(0);
-                print.extend_from_slice(se.as_deref().unwrap_or("").as_bytes());
-                prints.push(self.key.fingerprint(&print).to_vec());
-                zeroize::Zeroize::zeroize(&mut print);
-                rows.push(row);
-                ids.push(c.id.clone());
-                exps.push(c.exp.to_string());
-                ses.push(se);
+                rows.push(i64::try_from(c.row).unwrap_or(i64::MAX));
+                prints.push(self.card_fingerprint(c).to_vec());
             }
-            let params: [&(dyn ToSql + Sync); 8] =
-                [&job.0, &seq, &rows, &ids, &sealed, &exps, &ses, &prints];
+            let params: [&(dyn ToSql + Sync); 4] = [&job.0, &seq, &rows, &prints];
             for r in tx
                 .query(
-                    "INSERT INTO cardsync_cards (job_id, seq, row_no, id, card, exp, se_number, fingerprint)
-                     SELECT $1, $2, * FROM unnest($3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[], $8::bytea[])
+                    "INSERT INTO cardsync_fingerprints (job_id, seq, row_no, fingerprint)
+                     SELECT $1, $2, * FROM unnest($3::bigint[], $4::bytea[])
                      ON CONFLICT (job_id, fingerprint) DO NOTHING
                      RETURNING row_no",
                     &params,
@@ -422,17 +402,30 @@ impl PgJournal {
                 inserted.insert(r.get::<_, i64>(0) as u64);
             }
         }
-        let count = i32::try_from(inserted.len()).unwrap_or(i32::MAX);
-        if count == 0 {
+        let kept: Vec<StoredCard> = cards
+            .iter()
+            .filter(|c| inserted.contains(&c.row))
+            .cloned()
+            .collect();
+        let count = i32::try_from(kept.len()).unwrap_or(i32::MAX);
+        if kept.is_empty() {
             tx.execute(
                 "DELETE FROM cardsync_requests WHERE job_id = $1 AND seq = $2",
                 &[&job.0, &seq],
             )
             .await?;
         } else {
+            let sealed = self
+                .key
+                .seal(&codec::encode_cards(&kept), &cards_aad(job, request.seq))?;
             tx.execute(
                 "UPDATE cardsync_requests SET cards = $3 WHERE job_id = $1 AND seq = $2",
                 &[&job.0, &seq, &count],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO cardsync_card_sets (job_id, seq, cards) VALUES ($1, $2, $3)",
+                &[&job.0, &seq, &sealed],
             )
             .await?;
         }
@@ -442,6 +435,14 @@ impl PgJournal {
             .map(|c| c.row)
             .filter(|r| !inserted.contains(r))
             .collect())
+    }
+
+    /// The keyed fingerprint of a card (its number and SE number).
+    fn card_fingerprint(&self, c: &StoredCard) -> [u8; 32] {
+        let mut print = zeroize::Zeroizing::new(c.pan.expose().as_str().as_bytes().to_vec());
+        print.push(0);
+        print.extend_from_slice(c.se_number.as_ref().map_or("", |s| s.as_str()).as_bytes());
+        self.key.fingerprint(&print)
     }
 
     /// Applies the planning changes of a [`cardsync_job::PlanRecorder`] (requests added, rows
@@ -484,23 +485,55 @@ impl PgJournal {
             return Err(PgError::State("the job is not being planned".into()));
         }
         let rows: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
-        tx.execute(
-            "DELETE FROM cardsync_cards WHERE job_id = $1 AND row_no = ANY($2)",
-            &[&job.0, &rows],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE cardsync_requests r SET cards = (SELECT count(*) FROM cardsync_cards c
-                 WHERE c.job_id = r.job_id AND c.seq = r.seq)
-             WHERE r.job_id = $1",
-            &[&job.0],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM cardsync_requests WHERE job_id = $1 AND cards = 0",
-            &[&job.0],
-        )
-        .await?;
+        let gone: std::collections::HashSet<u64> = rows.iter().map(|r| *r as u64).collect();
+        let touched: Vec<i32> = tx
+            .query(
+                "DELETE FROM cardsync_fingerprints WHERE job_id = $1 AND row_no = ANY($2)
+                 RETURNING seq",
+                &[&job.0, &rows],
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect::<std::collections::BTreeSet<i32>>()
+            .into_iter()
+            .collect();
+        for seq in touched {
+            let sealed: Vec<u8> = tx
+                .query_one(
+                    "SELECT cards FROM cardsync_card_sets WHERE job_id = $1 AND seq = $2 FOR UPDATE",
+                    &[&job.0, &seq],
+                )
+                .await?
+                .get(0);
+            let aad = cards_aad(job, seq as u64);
+            let plain = self.key.open(&sealed, &aad)?;
+            let kept: Vec<StoredCard> = codec::decode_cards(&plain)
+                .map_err(PgError::Corrupt)?
+                .into_iter()
+                .filter(|c| !gone.contains(&c.row))
+                .collect();
+            if kept.is_empty() {
+                tx.execute(
+                    "DELETE FROM cardsync_requests WHERE job_id = $1 AND seq = $2",
+                    &[&job.0, &seq],
+                )
+                .await?;
+                continue;
+            }
+            let sealed = self.key.seal(&codec::encode_cards(&kept), &aad)?;
+            let count = i32::try_from(kept.len()).unwrap_or(i32::MAX);
+            tx.execute(
+                "UPDATE cardsync_card_sets SET cards = $3 WHERE job_id = $1 AND seq = $2",
+                &[&job.0, &seq, &sealed],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE cardsync_requests SET cards = $3 WHERE job_id = $1 AND seq = $2",
+                &[&job.0, &seq, &count],
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -534,6 +567,13 @@ impl PgJournal {
         if n == 0 {
             return Err(PgError::State("the job is not being planned".into()));
         }
+        // The duplicate check is over: its fingerprints go.
+        client
+            .execute(
+                "DELETE FROM cardsync_fingerprints WHERE job_id = $1",
+                &[&job.0],
+            )
+            .await?;
         Ok(())
     }
 
@@ -726,36 +766,20 @@ impl PgJournal {
         job: JobId,
         seq: u64,
     ) -> Result<Vec<StoredCard>, PgError> {
-        let rows = client
-            .query(
-                "SELECT row_no, id, card, exp, se_number FROM cardsync_cards
-                 WHERE job_id = $1 AND seq = $2 ORDER BY row_no",
+        let sealed: Option<Vec<u8>> = client
+            .query_opt(
+                "SELECT cards FROM cardsync_card_sets WHERE job_id = $1 AND seq = $2",
                 &[&job.0, &seq_i32(seq)],
             )
-            .await?;
-        let mut cards = Vec::with_capacity(rows.len());
-        for r in rows {
-            let row = r.get::<_, i64>(0) as u64;
-            let plain = self
-                .key
-                .open(r.get::<_, &[u8]>(2), &card_aad(job, seq, row))?;
-            let digits = std::str::from_utf8(&plain)
-                .map_err(|_| PgError::Corrupt("a sealed card is not text".into()))?;
-            let pan = Pan::parse(digits).map_err(|_| {
-                PgError::Corrupt(format!("row {row}: a sealed card is not a card number"))
-            })?;
-            let exp = Expiry::parse(r.get::<_, &str>(3))
-                .map_err(|_| PgError::Corrupt(format!("row {row}: a bad expiry")))?;
-            let se = match r.get::<_, Option<&str>>(4) {
-                Some(s) => Some(
-                    SeNumber::parse(s)
-                        .map_err(|_| PgError::Corrupt(format!("row {row}: a bad SE number")))?,
-                ),
-                None => None,
-            };
-            cards.push(StoredCard::new(row, r.get::<_, String>(1), pan, exp, se));
-        }
-        Ok(cards)
+            .await?
+            .map(|r| r.get(0));
+        let Some(sealed) = sealed else {
+            return Err(PgError::Corrupt(format!(
+                "the cards of request {seq} are gone"
+            )));
+        };
+        let plain = self.key.open(&sealed, &cards_aad(job, seq))?;
+        codec::decode_cards(&plain).map_err(PgError::Corrupt)
     }
 
     /// One fenced write: `sql` updates the claimed request (`$1` job, `$2` seq, `$3` epoch)
@@ -1025,53 +1049,28 @@ impl PgJournal {
                 seq: claim.seq,
             });
         }
-        for (n, chunk) in rows.chunks(CHUNK).enumerate() {
-            let mut positions = Vec::with_capacity(chunk.len());
-            let mut ids = Vec::with_capacity(chunk.len());
-            let mut cards = Vec::with_capacity(chunk.len());
-            let mut exps: Vec<Option<String>> = Vec::with_capacity(chunk.len());
-            let mut statuses: Vec<Option<String>> = Vec::with_capacity(chunk.len());
-            let mut ses: Vec<Option<String>> = Vec::with_capacity(chunk.len());
-            let mut batches: Vec<Option<String>> = Vec::with_capacity(chunk.len());
-            let mut events: Vec<Option<String>> = Vec::with_capacity(chunk.len());
-            let mut lasts: Vec<Option<String>> = Vec::with_capacity(chunk.len());
-            for (i, row) in chunk.iter().enumerate() {
-                let position = (n * CHUNK + i) as u64;
-                positions.push(position as i32);
-                ids.push(row.id.clone());
-                cards.push(self.key.seal(
-                    row.card.expose().as_bytes(),
-                    &result_aad(claim.job, claim.seq, position),
-                )?);
-                exps.push(row.exp.clone());
-                statuses.push(row.status.as_ref().map(|s| s.as_str().to_owned()));
-                ses.push(row.se_number.clone());
-                batches.push(row.batch_id.clone());
-                events.push(row.event_id.clone());
-                lasts.push(row.old_last4.clone());
-            }
-            let params: [&(dyn ToSql + Sync); 11] = [
-                &claim.job.0,
-                &seq,
-                &positions,
-                &ids,
-                &cards,
-                &exps,
-                &statuses,
-                &ses,
-                &batches,
-                &events,
-                &lasts,
-            ];
-            tx.execute(
-                "INSERT INTO cardsync_results
-                     (job_id, seq, position, id, card, exp, status, se_number, batch_id, event_id, old_last4)
-                 SELECT $1, $2, * FROM unnest($3::integer[], $4::text[], $5::bytea[], $6::text[],
-                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])",
-                &params,
-            )
-            .await?;
+        let sealed = self.key.seal(
+            &codec::encode_rows(rows),
+            &results_aad(claim.job, claim.seq),
+        )?;
+        let count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO cardsync_results (job_id, seq, rows, results) VALUES ($1, $2, $3, $4)",
+            &[&claim.job.0, &seq, &count, &sealed],
+        )
+        .await?;
+        let mut counts: BTreeMap<String, i32> = BTreeMap::new();
+        for row in rows {
+            let status = row.status.as_ref().map_or("", |s| s.as_str());
+            *counts.entry(status.to_owned()).or_default() += 1;
         }
+        let (statuses, ns): (Vec<String>, Vec<i32>) = counts.into_iter().unzip();
+        tx.execute(
+            "INSERT INTO cardsync_result_counts (job_id, seq, status, n)
+             SELECT $1, $2, * FROM unnest($3::text[], $4::integer[])",
+            &[&claim.job.0, &seq, &statuses, &ns],
+        )
+        .await?;
         tx.execute(
             "UPDATE cardsync_requests SET state = 'done', lease_owner = NULL, lease_until = NULL
              WHERE job_id = $1 AND seq = $2",
@@ -1079,7 +1078,7 @@ impl PgJournal {
         )
         .await?;
         tx.execute(
-            "DELETE FROM cardsync_cards WHERE job_id = $1 AND seq = $2",
+            "DELETE FROM cardsync_card_sets WHERE job_id = $1 AND seq = $2",
             &[&claim.job.0, &seq],
         )
         .await?;
@@ -1092,7 +1091,7 @@ impl PgJournal {
         let client = self.client().await?;
         client
             .execute(
-                "DELETE FROM cardsync_cards WHERE job_id = $1 AND seq = $2",
+                "DELETE FROM cardsync_card_sets WHERE job_id = $1 AND seq = $2",
                 &[&claim.job.0, &seq_i32(claim.seq)],
             )
             .await?;
@@ -1180,7 +1179,7 @@ impl PgJournal {
         }
         for r in client
             .query(
-                "SELECT coalesce(status, ''), count(*) FROM cardsync_results WHERE job_id = $1
+                "SELECT status, sum(n)::bigint FROM cardsync_result_counts WHERE job_id = $1
                  GROUP BY 1",
                 &[&id],
             )
@@ -1268,7 +1267,7 @@ impl PgJournal {
                     .await?;
                 client
                     .execute(
-                        "DELETE FROM cardsync_cards c USING cardsync_requests r
+                        "DELETE FROM cardsync_card_sets c USING cardsync_requests r
                          WHERE c.job_id = $1 AND r.job_id = c.job_id AND r.seq = c.seq
                            AND r.state = 'abandoned'",
                         &[&job.0],
@@ -1356,41 +1355,25 @@ impl PgJournal {
         }
         sink.rewind(&Checkpoint::default()).map_err(sink_err)?;
         let mut written = 0u64;
-        let mut after: (i32, i32) = (-1, -1);
+        let mut after: i32 = -1;
         loop {
-            let rows = client
-                .query(
-                    "SELECT seq, position, id, card, exp, status, se_number, batch_id, event_id, old_last4
-                     FROM cardsync_results WHERE job_id = $1 AND (seq, position) > ($2, $3)
-                     ORDER BY seq, position LIMIT 5000",
-                    &[&job.0, &after.0, &after.1],
+            let Some(r) = client
+                .query_opt(
+                    "SELECT seq, results FROM cardsync_results WHERE job_id = $1 AND seq > $2
+                     ORDER BY seq LIMIT 1",
+                    &[&job.0, &after],
                 )
-                .await?;
-            let Some(last) = rows.last() else {
+                .await?
+            else {
                 break;
             };
-            after = (last.get(0), last.get(1));
-            let mut out = Vec::with_capacity(rows.len());
-            for r in &rows {
-                let (seq, position): (i32, i32) = (r.get(0), r.get(1));
-                let plain = self.key.open(
-                    r.get::<_, &[u8]>(3),
-                    &result_aad(job, seq as u64, position as u64),
-                )?;
-                let card = std::str::from_utf8(&plain)
-                    .map_err(|_| PgError::Corrupt("a sealed result card is not text".into()))?;
-                let status = r.get::<_, Option<&str>>(5).map(UpdateStatus::parse);
-                let mut row =
-                    ResultRow::new(r.get::<_, String>(2), status, ReturnedCard::new(card));
-                row.exp = r.get(4);
-                row.se_number = r.get(6);
-                row.batch_id = r.get(7);
-                row.event_id = r.get(8);
-                row.old_last4 = r.get(9);
-                out.push(row);
-            }
-            sink.append(&out).map_err(sink_err)?;
-            written += out.len() as u64;
+            after = r.get(0);
+            let plain = self
+                .key
+                .open(r.get::<_, &[u8]>(1), &results_aad(job, after as u64))?;
+            let rows = codec::decode_rows(&plain).map_err(PgError::Corrupt)?;
+            sink.append(&rows).map_err(sink_err)?;
+            written += rows.len() as u64;
         }
         sink.checkpoint().map_err(sink_err)?;
         sink.finish().map_err(sink_err)?;
@@ -1425,9 +1408,10 @@ impl PgJournal {
         Ok(())
     }
 
-    /// Re-seals every card and result sealed under `old` with this journal's key, and
-    /// recomputes the fingerprints: how many values were re-sealed. Run it with the old key
-    /// at hand, then drop the old key.
+    /// Re-seals every card set and result set sealed under `old` with this journal's key: how
+    /// many values were re-sealed. Jobs still being planned under the old key are dropped
+    /// (nothing of them was sent; create them again). Run it with the old key at hand, then
+    /// drop the old key.
     ///
     /// # Errors
     ///
@@ -1435,66 +1419,52 @@ impl PgJournal {
     pub async fn rotate_from(&self, old: &JournalKey) -> Result<u64, PgError> {
         let mut client = self.client().await?;
         let mut count = 0u64;
-        loop {
-            let tx = client.transaction().await?;
-            let rows = tx
-                .query(
-                    "SELECT job_id, seq, row_no, card, se_number FROM cardsync_cards
-                     WHERE substring(card FROM 1 FOR 8) = $1 LIMIT 2000 FOR UPDATE",
-                    &[&old_id_bytes(old)],
-                )
-                .await?;
-            if rows.is_empty() {
+        for (table, column, aad) in [
+            (
+                "cardsync_card_sets",
+                "cards",
+                cards_aad as fn(JobId, u64) -> Vec<u8>,
+            ),
+            ("cardsync_results", "results", results_aad),
+        ] {
+            loop {
+                let tx = client.transaction().await?;
+                let rows = tx
+                    .query(
+                        &format!(
+                            "SELECT job_id, seq, {column} FROM {table}
+                             WHERE substring({column} FROM 1 FOR 8) = $1 LIMIT 100 FOR UPDATE"
+                        ),
+                        &[&old_id_bytes(old)],
+                    )
+                    .await?;
+                if rows.is_empty() {
+                    tx.commit().await?;
+                    break;
+                }
+                for r in &rows {
+                    let (job, seq): (i64, i32) = (r.get(0), r.get(1));
+                    let aad = aad(JobId(job), seq as u64);
+                    let plain = old.open(r.get::<_, &[u8]>(2), &aad)?;
+                    let sealed = self.key.seal(&plain, &aad)?;
+                    tx.execute(
+                        &format!("UPDATE {table} SET {column} = $3 WHERE job_id = $1 AND seq = $2"),
+                        &[&job, &seq, &sealed],
+                    )
+                    .await?;
+                    count += 1;
+                }
                 tx.commit().await?;
-                break;
             }
-            for r in &rows {
-                let (job, seq, row): (i64, i32, i64) = (r.get(0), r.get(1), r.get(2));
-                let aad = card_aad(JobId(job), seq as u64, row as u64);
-                let plain = old.open(r.get::<_, &[u8]>(3), &aad)?;
-                let sealed = self.key.seal(&plain, &aad)?;
-                let mut print = plain.to_vec();
-                print.push(0);
-                print.extend_from_slice(r.get::<_, Option<&str>>(4).unwrap_or("").as_bytes());
-                let fingerprint = self.key.fingerprint(&print).to_vec();
-                zeroize::Zeroize::zeroize(&mut print);
-                tx.execute(
-                    "UPDATE cardsync_cards SET card = $4, fingerprint = $5
-                     WHERE job_id = $1 AND seq = $2 AND row_no = $3",
-                    &[&job, &seq, &row, &sealed, &fingerprint],
-                )
-                .await?;
-                count += 1;
-            }
-            tx.commit().await?;
         }
-        loop {
-            let tx = client.transaction().await?;
-            let rows = tx
-                .query(
-                    "SELECT job_id, seq, position, card FROM cardsync_results
-                     WHERE substring(card FROM 1 FOR 8) = $1 LIMIT 2000 FOR UPDATE",
-                    &[&old_id_bytes(old)],
-                )
-                .await?;
-            if rows.is_empty() {
-                tx.commit().await?;
-                break;
-            }
-            for r in &rows {
-                let (job, seq, position): (i64, i32, i32) = (r.get(0), r.get(1), r.get(2));
-                let aad = result_aad(JobId(job), seq as u64, position as u64);
-                let plain = old.open(r.get::<_, &[u8]>(3), &aad)?;
-                let sealed = self.key.seal(&plain, &aad)?;
-                tx.execute(
-                    "UPDATE cardsync_results SET card = $4 WHERE job_id = $1 AND seq = $2 AND position = $3",
-                    &[&job, &seq, &position, &sealed],
-                )
-                .await?;
-                count += 1;
-            }
-            tx.commit().await?;
-        }
+        // Fingerprints live only while a job is planned; those made under the old key are
+        // made again by the next create of that job.
+        client
+            .execute(
+                "DELETE FROM cardsync_jobs WHERE state = 'planning' AND key_id = $1",
+                &[&old.id()],
+            )
+            .await?;
         client
             .execute(
                 "UPDATE cardsync_jobs SET key_id = $1 WHERE key_id = $2",
@@ -1514,11 +1484,13 @@ fn old_id_bytes(key: &JournalKey) -> Vec<u8> {
         .collect()
 }
 
-/// Erases a job's cards, results and late answers.
+/// Erases a job's cards, fingerprints, results and late answers.
 async fn erase(tx: &deadpool_postgres::Transaction<'_>, job: JobId) -> Result<(), PgError> {
     for table in [
-        "cardsync_cards",
+        "cardsync_card_sets",
+        "cardsync_fingerprints",
         "cardsync_results",
+        "cardsync_result_counts",
         "cardsync_late_answers",
     ] {
         tx.execute(&format!("DELETE FROM {table} WHERE job_id = $1"), &[&job.0])

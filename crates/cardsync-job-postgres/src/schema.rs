@@ -73,35 +73,40 @@ CREATE INDEX cardsync_requests_work ON cardsync_requests (state, next_check);
 CREATE INDEX cardsync_requests_leased ON cardsync_requests (merchant, lease_until)
     WHERE lease_owner IS NOT NULL;
 
--- Cards are sealed (AES-256-GCM) under the journal key, which the database never sees; the
--- fingerprint is a keyed hash (HMAC-SHA256) for duplicate checks.
-CREATE TABLE cardsync_cards (
-    job_id      bigint NOT NULL,
-    seq         integer NOT NULL,
-    row_no      bigint NOT NULL,
-    id          text NOT NULL,
-    card        bytea NOT NULL,
-    exp         text NOT NULL,
-    se_number   text,
-    fingerprint bytea NOT NULL,
-    PRIMARY KEY (job_id, seq, row_no),
-    FOREIGN KEY (job_id, seq) REFERENCES cardsync_requests ON DELETE CASCADE,
-    UNIQUE (job_id, fingerprint)
+-- A request's cards, sealed (AES-256-GCM) as one value under the journal key, which the
+-- database never sees; erased once the request is final.
+CREATE TABLE cardsync_card_sets (
+    job_id bigint NOT NULL,
+    seq    integer NOT NULL,
+    cards  bytea NOT NULL,
+    PRIMARY KEY (job_id, seq),
+    FOREIGN KEY (job_id, seq) REFERENCES cardsync_requests ON DELETE CASCADE
 );
 
+-- Keyed hashes (HMAC-SHA256) of the planned cards, for the duplicate check while a job is
+-- planned; erased when planning ends.
+CREATE TABLE cardsync_fingerprints (
+    job_id      bigint NOT NULL REFERENCES cardsync_jobs ON DELETE CASCADE,
+    fingerprint bytea NOT NULL,
+    seq         integer NOT NULL,
+    row_no      bigint NOT NULL,
+    PRIMARY KEY (job_id, fingerprint)
+);
+
+-- A request's result rows, sealed as one value; and their counts by status.
 CREATE TABLE cardsync_results (
-    job_id    bigint NOT NULL REFERENCES cardsync_jobs ON DELETE CASCADE,
-    seq       integer NOT NULL,
-    position  integer NOT NULL,
-    id        text NOT NULL,
-    card      bytea NOT NULL,
-    exp       text,
-    status    text,
-    se_number text,
-    batch_id  text,
-    event_id  text,
-    old_last4 text,
-    PRIMARY KEY (job_id, seq, position)
+    job_id  bigint NOT NULL REFERENCES cardsync_jobs ON DELETE CASCADE,
+    seq     integer NOT NULL,
+    rows    integer NOT NULL,
+    results bytea NOT NULL,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE cardsync_result_counts (
+    job_id bigint NOT NULL REFERENCES cardsync_jobs ON DELETE CASCADE,
+    seq    integer NOT NULL,
+    status text NOT NULL,
+    n      integer NOT NULL,
+    PRIMARY KEY (job_id, seq, status)
 );
 
 -- Webhook events, recorded once whichever receiver got them.

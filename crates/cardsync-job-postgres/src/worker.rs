@@ -123,6 +123,15 @@ pub struct WorkSummary {
     pub fenced: u64,
     /// Requests left waiting for a decision when it stopped.
     pub waiting_for_decision: u64,
+    /// Claims it made.
+    pub claims: u64,
+    /// Time spent waiting for CardSync's answers (summed over its lanes).
+    pub http: Duration,
+    /// Time spent with nothing to claim (summed over its lanes).
+    pub idle: Duration,
+    /// Time its lanes ran (summed): what is neither `http` nor `idle` is the worker's and the
+    /// journal's own work.
+    pub busy: Duration,
 }
 
 /// Where the worker is, for crash tests: called at each step with its name.
@@ -313,6 +322,10 @@ where
                 summary.failed += s.failed;
                 summary.unconfirmed += s.unconfirmed;
                 summary.fenced += s.fenced;
+                summary.claims += s.claims;
+                summary.http += s.http;
+                summary.idle += s.idle;
+                summary.busy += s.busy;
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -338,6 +351,7 @@ async fn lane_loop<T: Transport + Sync>(
     options: &WorkerOptions,
     hook: &Hook,
 ) -> Result<WorkSummary, PgError> {
+    let started = tokio::time::Instant::now();
     let mut summary = WorkSummary::default();
     let mut keys = HashMap::new();
     let mut scope = Scope::Jobs(Vec::new());
@@ -358,12 +372,16 @@ async fn lane_loop<T: Transport + Sync>(
         let Some(claim) = claim else {
             let (active, _) = journal.outstanding(&options.scope).await?;
             if active == 0 && !options.follow {
+                summary.busy = started.elapsed();
                 return Ok(summary);
             }
             refreshed = None;
+            let resting = tokio::time::Instant::now();
             tokio::time::sleep(options.idle).await;
+            summary.idle += resting.elapsed();
             continue;
         };
+        summary.claims += 1;
         hook("claimed");
         let Some(key) = keys.get(&claim.key_env).cloned() else {
             continue;
@@ -419,12 +437,17 @@ async fn call<T: Transport + Sync>(
     options: &WorkerOptions,
     claim: &Claim,
     request: http::Request<Vec<u8>>,
+    summary: &mut WorkSummary,
 ) -> Result<Result<http::Response<Vec<u8>>, TransportError>, PgError> {
+    let started = tokio::time::Instant::now();
     let sending = transport.send(request);
     tokio::pin!(sending);
     loop {
         tokio::select! {
-            answer = &mut sending => return Ok(answer),
+            answer = &mut sending => {
+                summary.http += started.elapsed();
+                return Ok(answer);
+            }
             _ = tokio::time::sleep(options.lease / 3) => {
                 journal.renew(claim, options.lease).await?;
             }
@@ -485,7 +508,7 @@ async fn send<T: Transport + Sync>(
         return Err(e);
     }
     hook("before-post");
-    let answer = call(journal, transport, options, claim, request).await?;
+    let answer = call(journal, transport, options, claim, request, summary).await?;
     hook("after-post");
     match after_post(claim.kind, answer) {
         AfterPost::Created(batch_id) => {
@@ -549,7 +572,7 @@ async fn check<T: Transport + Sync>(
                 return Ok(());
             }
         };
-        let answer = call(journal, transport, options, claim, request).await?;
+        let answer = call(journal, transport, options, claim, request, summary).await?;
         match after_status(answer) {
             AfterStatus::Complete => {}
             AfterStatus::Failed(message) => {
@@ -578,7 +601,7 @@ async fn check<T: Transport + Sync>(
             return Ok(());
         }
     };
-    let answer = call(journal, transport, options, claim, request).await?;
+    let answer = call(journal, transport, options, claim, request, summary).await?;
     let results = match answer.as_ref().map(GetBatchResults::decode) {
         Ok(Ok(results)) => results,
         Ok(Err(e))

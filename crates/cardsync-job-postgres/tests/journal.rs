@@ -440,8 +440,14 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
         let admin = &db.admin;
         async move { admin.query_one(&q, &[]).await.unwrap().get::<_, i64>(0) }
     };
-    assert_eq!(count("cardsync_results").await, 0);
-    assert_eq!(count("cardsync_cards").await, 0);
+    for table in [
+        "cardsync_results",
+        "cardsync_result_counts",
+        "cardsync_card_sets",
+        "cardsync_fingerprints",
+    ] {
+        assert_eq!(count(table).await, 0, "{table}");
+    }
     assert!(
         journal
             .export("nightly", &mut MemorySink::new())
@@ -586,7 +592,7 @@ async fn subscriptions_are_claimed_again_and_cards_are_erased_when_final() {
     let cards: i64 = db
         .admin
         .query_one(
-            &format!("SELECT count(*) FROM {}.cardsync_cards", db.schema),
+            &format!("SELECT count(*) FROM {}.cardsync_card_sets", db.schema),
             &[],
         )
         .await
@@ -604,7 +610,7 @@ async fn rotation_reseals_every_card_under_the_new_key() {
     let (nums, _) = planned(&old, "nightly", 2, 10).await;
     let new = db.journal("02").await;
     let old_key = JournalKey::from_hex(&"01".repeat(32)).unwrap();
-    assert_eq!(new.rotate_from(&old_key).await.unwrap(), 20);
+    assert_eq!(new.rotate_from(&old_key).await.unwrap(), 2, "two card sets");
     assert_eq!(new.rotate_from(&old_key).await.unwrap(), 0, "nothing left");
     let claim = new.claim("w1", &Scope::All, LEASE).await.unwrap().unwrap();
     let Work::Send { cards } = &claim.work else {

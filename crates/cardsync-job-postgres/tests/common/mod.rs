@@ -61,8 +61,10 @@ impl TestDb {
             "cardsync_jobs",
             "cardsync_merchants",
             "cardsync_requests",
-            "cardsync_cards",
+            "cardsync_card_sets",
+            "cardsync_fingerprints",
             "cardsync_results",
+            "cardsync_result_counts",
             "cardsync_events",
             "cardsync_late_answers",
         ] {
