@@ -724,6 +724,7 @@ pub(crate) fn worker<W: Write>(
                 "failed": summary.failed, "unconfirmed": summary.unconfirmed,
                 "fenced": summary.fenced, "waiting_for_decision": summary.waiting_for_decision,
                 "claims": summary.claims, "http_ms": summary.http.as_millis() as u64,
+                "journal_ms": summary.journal.as_millis() as u64,
                 "idle_ms": summary.idle.as_millis() as u64, "busy_ms": summary.busy.as_millis() as u64}),
             &format!(
                 "sent {}, completed {}, failed {}, lost to other workers {}; {} requests wait for a decision",

@@ -127,6 +127,8 @@ pub struct WorkSummary {
     pub claims: u64,
     /// Time spent waiting for CardSync's answers (summed over its lanes).
     pub http: Duration,
+    /// Time spent waiting for the journal (claims and writes, summed over its lanes).
+    pub journal: Duration,
     /// Time spent with nothing to claim (summed over its lanes).
     pub idle: Duration,
     /// Time its lanes ran (summed): what is neither `http` nor `idle` is the worker's and the
@@ -324,6 +326,7 @@ where
                 summary.fenced += s.fenced;
                 summary.claims += s.claims;
                 summary.http += s.http;
+                summary.journal += s.journal;
                 summary.idle += s.idle;
                 summary.busy += s.busy;
             }
@@ -359,7 +362,7 @@ async fn lane_loop<T: Transport + Sync>(
     loop {
         // Which jobs this worker can work on (refreshed every few seconds, and when idle).
         if refreshed.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
-            let jobs = journal.open_jobs(&options.scope).await?;
+            let jobs = timed(&mut summary.journal, journal.open_jobs(&options.scope)).await?;
             let (names, found) = keys_for(journal, &options.keys, &jobs);
             scope = Scope::Jobs(names);
             keys = found;
@@ -367,10 +370,17 @@ async fn lane_loop<T: Transport + Sync>(
         }
         let claim = match &scope {
             Scope::Jobs(names) if names.is_empty() => None,
-            _ => journal.claim(&options.name, &scope, options.lease).await?,
+            _ => {
+                timed(
+                    &mut summary.journal,
+                    journal.claim(&options.name, &scope, options.lease),
+                )
+                .await?
+            }
         };
         let Some(claim) = claim else {
-            let (active, _) = journal.outstanding(&options.scope).await?;
+            let (active, _) =
+                timed(&mut summary.journal, journal.outstanding(&options.scope)).await?;
             if active == 0 && !options.follow {
                 summary.busy = started.elapsed();
                 return Ok(summary);
@@ -389,9 +399,11 @@ async fn lane_loop<T: Transport + Sync>(
         let config = match BaseUrl::parse(&claim.base_url) {
             Ok(base) => Config::new(base).with_merchant_key(key),
             Err(e) => {
-                journal
-                    .failed(&claim, &format!("the job's base URL cannot be used: {e}"))
-                    .await?;
+                timed(
+                    &mut summary.journal,
+                    journal.failed(&claim, &format!("the job's base URL cannot be used: {e}")),
+                )
+                .await?;
                 summary.failed += 1;
                 continue;
             }
@@ -449,7 +461,7 @@ async fn call<T: Transport + Sync>(
                 return Ok(answer);
             }
             _ = tokio::time::sleep(options.lease / 3) => {
-                journal.renew(claim, options.lease).await?;
+                timed(&mut summary.journal, journal.renew(claim, options.lease)).await?;
             }
         }
     }
@@ -494,17 +506,28 @@ async fn send<T: Transport + Sync>(
     let request = match encoded {
         Ok(r) => r,
         Err(e) => {
-            journal
-                .failed(claim, &format!("cannot build the request: {e}"))
-                .await?;
+            timed(
+                &mut summary.journal,
+                journal.failed(claim, &format!("cannot build the request: {e}")),
+            )
+            .await?;
             summary.failed += 1;
             return Ok(());
         }
     };
     // Never start a POST with less than half the lease left: a worker paused here finds its
     // claim gone and sends nothing.
-    if let Err(e) = journal.check_lease(claim, options.lease / 2).await {
-        let _ = journal.not_sent(claim, Duration::ZERO).await;
+    if let Err(e) = timed(
+        &mut summary.journal,
+        journal.check_lease(claim, options.lease / 2),
+    )
+    .await
+    {
+        let _ = timed(
+            &mut summary.journal,
+            journal.not_sent(claim, Duration::ZERO),
+        )
+        .await;
         return Err(e);
     }
     hook("before-post");
@@ -512,24 +535,34 @@ async fn send<T: Transport + Sync>(
     hook("after-post");
     match after_post(claim.kind, answer) {
         AfterPost::Created(batch_id) => {
-            journal.sent(claim, &batch_id, options.poll_first).await?;
+            timed(
+                &mut summary.journal,
+                journal.sent(claim, &batch_id, options.poll_first),
+            )
+            .await?;
             summary.sent += 1;
         }
         AfterPost::Subscribed => {
-            journal.subscribed(claim).await?;
+            timed(&mut summary.journal, journal.subscribed(claim)).await?;
             summary.sent += 1;
         }
         AfterPost::Refused(message) => {
-            journal.failed(claim, &message).await?;
+            timed(&mut summary.journal, journal.failed(claim, &message)).await?;
             summary.failed += 1;
         }
         AfterPost::NotSent(_) => {
-            journal
-                .not_sent(claim, options.poll_first.max(Duration::from_millis(500)))
-                .await?;
+            timed(
+                &mut summary.journal,
+                journal.not_sent(claim, options.poll_first.max(Duration::from_millis(500))),
+            )
+            .await?;
         }
         AfterPost::Unconfirmed(message, hold_off) => {
-            journal.unconfirmed(claim, &message, hold_off).await?;
+            timed(
+                &mut summary.journal,
+                journal.unconfirmed(claim, &message, hold_off),
+            )
+            .await?;
             if claim.kind == RequestKind::Batch {
                 summary.unconfirmed += 1;
             }
@@ -566,9 +599,11 @@ async fn check<T: Transport + Sync>(
         let request = match GetBatch::new(batch_id.clone()).encode(config) {
             Ok(r) => r,
             Err(e) => {
-                journal
-                    .failed(claim, &format!("cannot build the request: {e}"))
-                    .await?;
+                timed(
+                    &mut summary.journal,
+                    journal.failed(claim, &format!("cannot build the request: {e}")),
+                )
+                .await?;
                 return Ok(());
             }
         };
@@ -576,14 +611,16 @@ async fn check<T: Transport + Sync>(
         match after_status(answer) {
             AfterStatus::Complete => {}
             AfterStatus::Failed(message) => {
-                journal.failed(claim, &message).await?;
+                timed(&mut summary.journal, journal.failed(claim, &message)).await?;
                 summary.failed += 1;
                 return Ok(());
             }
             AfterStatus::Later(hold_off) => {
-                journal
-                    .pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off)
-                    .await?;
+                timed(
+                    &mut summary.journal,
+                    journal.pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off),
+                )
+                .await?;
                 return Ok(());
             }
         }
@@ -595,9 +632,11 @@ async fn check<T: Transport + Sync>(
     let request = match get.encode(config) {
         Ok(r) => r,
         Err(e) => {
-            journal
-                .failed(claim, &format!("cannot build the request: {e}"))
-                .await?;
+            timed(
+                &mut summary.journal,
+                journal.failed(claim, &format!("cannot build the request: {e}")),
+            )
+            .await?;
             return Ok(());
         }
     };
@@ -608,17 +647,21 @@ async fn check<T: Transport + Sync>(
             if e.status()
                 .is_some_and(|s| s.is_client_error() && s.as_u16() != 409 && s.as_u16() != 429) =>
         {
-            journal
-                .failed(claim, &format!("results of batch {batch_id}: {e}"))
-                .await?;
+            timed(
+                &mut summary.journal,
+                journal.failed(claim, &format!("results of batch {batch_id}: {e}")),
+            )
+            .await?;
             summary.failed += 1;
             return Ok(());
         }
         _ => {
             let hold_off = answer.as_ref().ok().and_then(retry_after);
-            journal
-                .pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off)
-                .await?;
+            timed(
+                &mut summary.journal,
+                journal.pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off),
+            )
+            .await?;
             return Ok(());
         }
     };
@@ -630,8 +673,7 @@ async fn check<T: Transport + Sync>(
         )
     });
     let last4: HashMap<String, String> = if changed {
-        journal
-            .cards(claim)
+        timed(&mut summary.journal, journal.cards(claim))
             .await?
             .into_iter()
             .map(|c| (c.id.clone(), c.last4().as_str().to_owned()))
@@ -653,8 +695,16 @@ async fn check<T: Transport + Sync>(
         })
         .collect();
     hook("before-results");
-    journal.completed(claim, &rows).await?;
+    timed(&mut summary.journal, journal.completed(claim, &rows)).await?;
     summary.completed += 1;
     hook("recorded");
     Ok(())
+}
+
+/// Awaits `f`, adding the time it took to `spent`.
+async fn timed<F: Future>(spent: &mut Duration, f: F) -> F::Output {
+    let started = tokio::time::Instant::now();
+    let out = f.await;
+    *spent += started.elapsed();
+    out
 }
