@@ -114,6 +114,20 @@ fn valid_only(cardsync: &Path, input: &Path, output: &Path) -> Result<(), String
     Ok(())
 }
 
+/// Builds `cardsync` with the release profile: its path.
+pub(crate) fn build_release(root: &Path) -> Result<std::path::PathBuf, String> {
+    eprintln!("building cardsync (release)...");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-q", "-p", "cardsync-cli"])
+        .current_dir(root)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("cargo build failed".to_owned());
+    }
+    Ok(root.join("target/release/cardsync"))
+}
+
 /// Writes the valid cards of the generated file of `rows` rows to `path` (kept when it is
 /// there already): how many there are.
 pub(crate) fn write_valid_cards(path: &Path, rows: u64) -> Result<u64, String> {
@@ -252,16 +266,7 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let scripts = root.join("xtask/bench");
 
-    eprintln!("building cardsync (release)...");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "cardsync-cli"])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("cargo build failed".to_owned());
-    }
-    let cardsync = root.join("target/release/cardsync");
+    let cardsync = build_release(&root)?;
     let ok = Command::new(&python)
         .args(["-c", "import requests"])
         .status()

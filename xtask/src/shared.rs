@@ -238,16 +238,7 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         return Err("usage: cargo xtask bench shared [--rows N] [--latency D] [--rounds R]".into());
     }
     let root = crate::project_root();
-    eprintln!("building cardsync (release)...");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-q", "-p", "cardsync-cli"])
-        .current_dir(&root)
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !status.success() {
-        return Err("cargo build failed".into());
-    }
-    let bin = root.join("target/release/cardsync");
+    let bin = super::bench::build_release(&root)?;
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cards = dir.join(format!("shared-cards-{rows}.csv"));

@@ -503,17 +503,8 @@ async fn send<T: Transport + Sync>(
         )
         .and_then(|b| b.encode(config)),
     };
-    let request = match encoded {
-        Ok(r) => r,
-        Err(e) => {
-            timed(
-                &mut summary.journal,
-                journal.failed(claim, &format!("cannot build the request: {e}")),
-            )
-            .await?;
-            summary.failed += 1;
-            return Ok(());
-        }
+    let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
+        return Ok(());
     };
     // Never start a POST with less than half the lease left: a worker paused here finds its
     // claim gone and sends nothing.
@@ -596,16 +587,9 @@ async fn check<T: Transport + Sync>(
             .min(options.poll_max)
     };
     if !ready {
-        let request = match GetBatch::new(batch_id.clone()).encode(config) {
-            Ok(r) => r,
-            Err(e) => {
-                timed(
-                    &mut summary.journal,
-                    journal.failed(claim, &format!("cannot build the request: {e}")),
-                )
-                .await?;
-                return Ok(());
-            }
+        let encoded = GetBatch::new(batch_id.clone()).encode(config);
+        let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
+            return Ok(());
         };
         let answer = call(journal, transport, options, claim, request, summary).await?;
         match after_status(answer) {
@@ -629,16 +613,9 @@ async fn check<T: Transport + Sync>(
     if let Some(event) = event_id {
         get = get.with_event_id(event.clone());
     }
-    let request = match get.encode(config) {
-        Ok(r) => r,
-        Err(e) => {
-            timed(
-                &mut summary.journal,
-                journal.failed(claim, &format!("cannot build the request: {e}")),
-            )
-            .await?;
-            return Ok(());
-        }
+    let encoded = get.encode(config);
+    let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
+        return Ok(());
     };
     let answer = call(journal, transport, options, claim, request, summary).await?;
     let results = match answer.as_ref().map(GetBatchResults::decode) {
@@ -707,4 +684,23 @@ async fn timed<F: Future>(spent: &mut Duration, f: F) -> F::Output {
     let out = f.await;
     *spent += started.elapsed();
     out
+}
+
+/// The encoded request; or, when it could not be built, the request failed (recorded, and
+/// counted) and `None`.
+async fn encoded_or_failed(
+    journal: &PgJournal,
+    claim: &Claim,
+    summary: &mut WorkSummary,
+    encoded: Result<http::Request<Vec<u8>>, cardsync_proto::EncodeError>,
+) -> Result<Option<http::Request<Vec<u8>>>, PgError> {
+    match encoded {
+        Ok(request) => Ok(Some(request)),
+        Err(e) => {
+            let message = format!("cannot build the request: {e}");
+            timed(&mut summary.journal, journal.failed(claim, &message)).await?;
+            summary.failed += 1;
+            Ok(None)
+        }
+    }
 }

@@ -29,13 +29,7 @@ fn card(row: u64, number: &str) -> StoredCard {
 
 /// Valid card numbers: a Visa prefix, a counter, a check digit.
 fn numbers(n: usize, from: usize) -> Vec<String> {
-    (from..from + n)
-        .map(|i| {
-            let body = format!("411111{i:09}");
-            let check = cardsync_core::luhn_check_digit(&body).unwrap();
-            format!("{body}{}", check as char)
-        })
-        .collect()
+    common::numbers_with("411111", n, from)
 }
 
 /// A planned job of `requests` batch requests of `per` cards each.

@@ -22,13 +22,7 @@ const KEY_ENV: &str = "CARDSYNC_TEST_MERCHANT_KEY";
 
 /// Valid Visa numbers, none of them a documented test card.
 fn numbers(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            let body = format!("424242{i:09}");
-            let check = cardsync_core::luhn_check_digit(&body).unwrap();
-            format!("{body}{}", check as char)
-        })
-        .collect()
+    common::numbers_with("424242", n, 0)
 }
 
 /// Plans `cards` cards, `per` a request, into a new job: the ids of each request's first card.

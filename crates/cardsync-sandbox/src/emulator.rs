@@ -1521,20 +1521,12 @@ fn trigger_name(trigger: Trigger) -> &'static str {
 
 /// Result counts by status word, zeros left out.
 fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
-    [
-        UpdateStatus::UpdatedCard,
-        UpdateStatus::UpdatedExpiry,
-        UpdateStatus::NoMatch,
-        UpdateStatus::Valid,
-        UpdateStatus::Contact,
-        UpdateStatus::Closed,
-    ]
-    .into_iter()
-    .map(|s| (s.as_str().to_owned(), stats.get(&s)))
-    .chain([("no_change".to_owned(), stats.no_change)])
-    .chain([("other".to_owned(), stats.other)])
-    .filter(|(_, n)| *n > 0)
-    .collect()
+    UpdateStatus::KNOWN
+        .iter()
+        .map(|s| (s.as_str().to_owned(), stats.get(s)))
+        .chain([("other".to_owned(), stats.other)])
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Result rows, masked, at most [`OVERVIEW_ROWS`].

@@ -91,3 +91,14 @@ impl TestDb {
             .unwrap();
     }
 }
+
+/// `n` valid card numbers: `prefix` (six digits), a counter from `from`, a check digit.
+pub(crate) fn numbers_with(prefix: &str, n: usize, from: usize) -> Vec<String> {
+    (from..from + n)
+        .map(|i| {
+            let body = format!("{prefix}{i:09}");
+            let check = cardsync_core::luhn_check_digit(&body).unwrap();
+            format!("{body}{}", check as char)
+        })
+        .collect()
+}
