@@ -394,6 +394,16 @@ async fn lane_loop<T: Transport + Sync>(
         summary.claims += 1;
         hook("claimed");
         let Some(key) = keys.get(&claim.key_env).cloned() else {
+            // Its job's key went away since the scope was read: hand the claim back at once.
+            let handed_back = match claim.work {
+                Work::Send { .. } => journal.not_sent(&claim, Duration::ZERO).await,
+                Work::Check { .. } => journal.pending(&claim, Duration::ZERO, None).await,
+            };
+            match handed_back {
+                Ok(()) | Err(PgError::Fenced { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            refreshed = None;
             continue;
         };
         let config = match BaseUrl::parse(&claim.base_url) {
