@@ -669,8 +669,22 @@ impl PgJournal {
         let job = JobId(job);
         let seq = u64::try_from(seq).unwrap_or(0);
         let work = if state == "sending" {
-            Work::Send {
-                cards: self.cards_of(&client, job, seq).await?,
+            match self.cards_of(&client, job, seq).await {
+                Ok(cards) => Work::Send { cards },
+                Err(e) => {
+                    // Nothing was sent: hand the request back at once if the database lets us
+                    // (else its lease runs out).
+                    let epoch: i64 = row.get(0);
+                    let _ = client
+                        .execute(
+                            "UPDATE cardsync_requests SET state = 'planned', lease_owner = NULL,
+                                 lease_until = NULL
+                             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+                            &[&job.0, &seq_i32(seq), &epoch],
+                        )
+                        .await;
+                    return Err(e);
+                }
             }
         } else {
             Work::Check {
@@ -869,7 +883,8 @@ impl PgJournal {
                 "UPDATE cardsync_requests SET state = 'sent', batch_id = $4, message = NULL,
                      lease_owner = NULL, lease_until = NULL,
                      next_check = now() + $5 * interval '1 millisecond'
-                 WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+                 WHERE job_id = $1 AND seq = $2 AND epoch = $3
+                   AND (state = 'sending' OR (state = 'sent' AND batch_id = $4))",
                 &[&batch_id, &millis(check_in)],
             )
             .await;

@@ -348,6 +348,52 @@ where
     Ok(summary)
 }
 
+/// How long a lane keeps trying while the database is unreachable.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Whether a journal error may pass by itself: the connection was lost or refused, the server
+/// is restarting or failing over, or a transaction lost a deadlock.
+fn transient(e: &PgError) -> bool {
+    match e {
+        PgError::Pool(_) => true,
+        PgError::Database(e) => match e.code() {
+            None => true,
+            Some(code) => {
+                let code = code.code();
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "40001"
+                    || code == "40P01"
+            }
+        },
+        _ => false,
+    }
+}
+
+/// Retries a journal write that records what a call did (a POST made, results fetched) while
+/// the database is unreachable, for up to [`DATABASE_PATIENCE`]: losing it would leave a
+/// request waiting for a decision that the worker could have recorded. Safe to repeat: every
+/// write is fenced by the claim.
+async fn persist<F, Fut>(mut write: F) -> Result<(), PgError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), PgError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if transient(&e) && started.elapsed() < DATABASE_PATIENCE => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A lane: works until nothing is left, riding out a database that goes away for a while
+/// (what it had claimed then is taken over by others once its lease runs out).
 async fn lane_loop<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
@@ -356,6 +402,40 @@ async fn lane_loop<T: Transport + Sync>(
 ) -> Result<WorkSummary, PgError> {
     let started = tokio::time::Instant::now();
     let mut summary = WorkSummary::default();
+    let mut pause = Duration::from_millis(200);
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    loop {
+        let claims = summary.claims;
+        match lane_run(journal, transport, options, hook, &mut summary).await {
+            Ok(()) => {
+                summary.busy = started.elapsed();
+                return Ok(summary);
+            }
+            Err(e) if transient(&e) => {
+                if summary.claims > claims {
+                    // It got somewhere since the last failure: a new spell.
+                    failing_since = None;
+                    pause = Duration::from_millis(200);
+                }
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > DATABASE_PATIENCE {
+                    return Err(e);
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn lane_run<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    hook: &Hook,
+    summary: &mut WorkSummary,
+) -> Result<(), PgError> {
     let mut keys = HashMap::new();
     let mut scope = Scope::Jobs(Vec::new());
     let mut refreshed: Option<tokio::time::Instant> = None;
@@ -382,8 +462,7 @@ async fn lane_loop<T: Transport + Sync>(
             let (active, _) =
                 timed(&mut summary.journal, journal.outstanding(&options.scope)).await?;
             if active == 0 && !options.follow {
-                summary.busy = started.elapsed();
-                return Ok(summary);
+                return Ok(());
             }
             refreshed = None;
             let resting = tokio::time::Instant::now();
@@ -420,28 +499,10 @@ async fn lane_loop<T: Transport + Sync>(
         };
         let step = match &claim.work {
             Work::Send { .. } => {
-                send(
-                    journal,
-                    transport,
-                    options,
-                    &config,
-                    &claim,
-                    &mut summary,
-                    hook,
-                )
-                .await
+                send(journal, transport, options, &config, &claim, summary, hook).await
             }
             Work::Check { .. } => {
-                check(
-                    journal,
-                    transport,
-                    options,
-                    &config,
-                    &claim,
-                    &mut summary,
-                    hook,
-                )
-                .await
+                check(journal, transport, options, &config, &claim, summary, hook).await
             }
         };
         match step {
@@ -524,9 +585,10 @@ async fn send<T: Transport + Sync>(
     )
     .await
     {
+        // Nothing was sent: hand the request back (unless it was taken over).
         let _ = timed(
             &mut summary.journal,
-            journal.not_sent(claim, Duration::ZERO),
+            persist(|| journal.not_sent(claim, Duration::ZERO)),
         )
         .await;
         return Err(e);
@@ -538,30 +600,36 @@ async fn send<T: Transport + Sync>(
         AfterPost::Created(batch_id) => {
             timed(
                 &mut summary.journal,
-                journal.sent(claim, &batch_id, options.poll_first),
+                persist(|| journal.sent(claim, &batch_id, options.poll_first)),
             )
             .await?;
             summary.sent += 1;
         }
         AfterPost::Subscribed => {
-            timed(&mut summary.journal, journal.subscribed(claim)).await?;
+            timed(&mut summary.journal, persist(|| journal.subscribed(claim))).await?;
             summary.sent += 1;
         }
         AfterPost::Refused(message) => {
-            timed(&mut summary.journal, journal.failed(claim, &message)).await?;
+            timed(
+                &mut summary.journal,
+                persist(|| journal.failed(claim, &message)),
+            )
+            .await?;
             summary.failed += 1;
         }
         AfterPost::NotSent(_) => {
             timed(
                 &mut summary.journal,
-                journal.not_sent(claim, options.poll_first.max(Duration::from_millis(500))),
+                persist(|| {
+                    journal.not_sent(claim, options.poll_first.max(Duration::from_millis(500)))
+                }),
             )
             .await?;
         }
         AfterPost::Unconfirmed(message, hold_off) => {
             timed(
                 &mut summary.journal,
-                journal.unconfirmed(claim, &message, hold_off),
+                persist(|| journal.unconfirmed(claim, &message, hold_off)),
             )
             .await?;
             if claim.kind == RequestKind::Batch {
@@ -682,7 +750,11 @@ async fn check<T: Transport + Sync>(
         })
         .collect();
     hook("before-results");
-    timed(&mut summary.journal, journal.completed(claim, &rows)).await?;
+    timed(
+        &mut summary.journal,
+        persist(|| journal.completed(claim, &rows)),
+    )
+    .await?;
     summary.completed += 1;
     hook("recorded");
     Ok(())

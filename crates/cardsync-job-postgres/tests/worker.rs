@@ -271,3 +271,75 @@ async fn a_worker_without_the_merchant_key_leaves_the_job_alone() {
     sandbox.shutdown().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn workers_ride_out_the_database_dropping_their_connections() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    let mut faults = cardsync_sandbox::Faults::default();
+    faults.latency_ms = 20;
+    sandbox.set_faults(faults);
+    let first_ids = plan(&journal, &sandbox, "nightly", 3_000, 100).await;
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        let journal = journal.clone();
+        let options = options(&format!("w{w}"), &sandbox);
+        workers.push(tokio::spawn(async move {
+            work(&journal, transport(), &options, quiet()).await
+        }));
+    }
+    // Every connection of the workers is cut, again and again, while they work.
+    let mut cuts = 0;
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let rows = db
+            .admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'cardsync' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        cuts += rows.len();
+    }
+    assert!(cuts > 0, "no connection was cut");
+    for w in workers {
+        let summary = tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the workers ride it out");
+        assert!(summary.sent + summary.completed > 0);
+    }
+    // A cut in the instant a claim committed leaves its request to a decision, as a crash would.
+    let status = journal.status("nightly").await.unwrap();
+    for u in &status.unconfirmed {
+        let first = &first_ids[&u.seq];
+        if let Some(b) = sandbox
+            .batches()
+            .into_iter()
+            .find(|b| b.first_card_id.as_ref() == Some(first))
+        {
+            let adopt = Decision::Adopt {
+                seq: u.seq,
+                batch_id: b.batch_id.clone(),
+            };
+            journal.decide("nightly", &adopt).await.unwrap();
+        }
+    }
+    journal.decide("nightly", &Decision::Resend).await.unwrap();
+    work(
+        &journal,
+        transport(),
+        &options("finisher", &sandbox),
+        quiet(),
+    )
+    .await
+    .unwrap();
+    assert_exactly_once(&journal, &sandbox, "nightly", 3_000).await;
+    sandbox.shutdown().await;
+    db.drop().await;
+}
