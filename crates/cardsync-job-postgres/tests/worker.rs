@@ -298,8 +298,8 @@ async fn workers_ride_out_the_database_dropping_their_connections() {
             .admin
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE application_name = 'cardsync' AND pid <> pg_backend_pid()",
-                &[],
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&db.schema],
             )
             .await
             .unwrap();
