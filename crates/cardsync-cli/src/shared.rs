@@ -717,6 +717,12 @@ pub(crate) fn worker<W: Write>(
                 return Ok(crate::error::Exit::Usage.into());
             }
         };
+        if !summary.skipped.is_empty() && !global.quiet {
+            eprintln!(
+                "left to workers holding their merchant key: {}",
+                summary.skipped.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
         say(
             out,
             global.output,
@@ -725,7 +731,8 @@ pub(crate) fn worker<W: Write>(
                 "fenced": summary.fenced, "waiting_for_decision": summary.waiting_for_decision,
                 "claims": summary.claims, "http_ms": summary.http.as_millis() as u64,
                 "journal_ms": summary.journal.as_millis() as u64,
-                "idle_ms": summary.idle.as_millis() as u64, "busy_ms": summary.busy.as_millis() as u64}),
+                "idle_ms": summary.idle.as_millis() as u64, "busy_ms": summary.busy.as_millis() as u64,
+                "skipped_jobs": summary.skipped}),
             &format!(
                 "sent {}, completed {}, failed {}, lost to other workers {}; {} requests wait for a decision",
                 summary.sent, summary.completed, summary.failed, summary.fenced, summary.waiting_for_decision

@@ -134,6 +134,9 @@ pub struct WorkSummary {
     /// Time its lanes ran (summed): what is neither `http` nor `idle` is the worker's and the
     /// journal's own work.
     pub busy: Duration,
+    /// Open jobs in its scope that it left alone, not holding their merchant's key (by the
+    /// environment variable the job names).
+    pub skipped: std::collections::BTreeSet<String>,
 }
 
 /// Where the worker is, for crash tests: called at each step with its name.
@@ -329,6 +332,7 @@ where
                 summary.journal += s.journal;
                 summary.idle += s.idle;
                 summary.busy += s.busy;
+                summary.skipped.extend(s.skipped);
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -444,6 +448,11 @@ async fn lane_run<T: Transport + Sync>(
         if refreshed.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
             let jobs = timed(&mut summary.journal, journal.open_jobs(&options.scope)).await?;
             let (names, found) = keys_for(journal, &options.keys, &jobs);
+            summary.skipped.extend(
+                jobs.iter()
+                    .filter(|(name, ..)| !names.contains(name))
+                    .map(|(name, env, _)| format!("{name} ({env})")),
+            );
             scope = Scope::Jobs(names);
             keys = found;
             refreshed = Some(tokio::time::Instant::now());
@@ -459,8 +468,9 @@ async fn lane_run<T: Transport + Sync>(
             }
         };
         let Some(claim) = claim else {
-            let (active, _) =
-                timed(&mut summary.journal, journal.outstanding(&options.scope)).await?;
+            // Done when nothing is left that this worker can do (jobs it holds no key for are
+            // other workers' business).
+            let (active, _) = timed(&mut summary.journal, journal.outstanding(&scope)).await?;
             if active == 0 && !options.follow {
                 return Ok(());
             }
