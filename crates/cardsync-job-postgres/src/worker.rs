@@ -416,6 +416,7 @@ async fn lane_loop<T: Transport + Sync>(
                 return Ok(summary);
             }
             Err(e) if transient(&e) => {
+                tracing::warn!(error = %e, "the journal database failed; trying again");
                 if summary.claims > claims {
                     // It got somewhere since the last failure: a new spell.
                     failing_since = None;
@@ -481,6 +482,13 @@ async fn lane_run<T: Transport + Sync>(
             continue;
         };
         summary.claims += 1;
+        tracing::debug!(
+            job = %claim.job_name,
+            request = claim.seq,
+            epoch = claim.epoch,
+            send = matches!(claim.work, Work::Send { .. }),
+            "claimed"
+        );
         hook("claimed");
         let Some(key) = keys.get(&claim.key_env).cloned() else {
             // Its job's key went away since the scope was read: hand the claim back at once.
@@ -517,7 +525,10 @@ async fn lane_run<T: Transport + Sync>(
         };
         match step {
             Ok(()) => {}
-            Err(PgError::Fenced { .. }) => summary.fenced += 1,
+            Err(e @ PgError::Fenced { .. }) => {
+                tracing::warn!(error = %e, "claim lost; nothing written");
+                summary.fenced += 1;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -606,7 +617,9 @@ async fn send<T: Transport + Sync>(
     hook("before-post");
     let answer = call(journal, transport, options, claim, request, summary).await?;
     hook("after-post");
-    match after_post(claim.kind, answer) {
+    let after = after_post(claim.kind, answer);
+    tracing::debug!(job = %claim.job_name, request = claim.seq, answer = ?after, "posted");
+    match after {
         AfterPost::Created(batch_id) => {
             timed(
                 &mut summary.journal,
