@@ -271,19 +271,33 @@ fn create(emulator: &Emulator, schema: &Schema, cards: &str, per: usize) {
     );
 }
 
+/// A job of `n` cards, `per` a request, created in a schema of its own (named after `tag`),
+/// against an emulator that completes batches at once and answers after `latency_ms`: the
+/// schema, the scratch directory, the emulator, and the first card id of each request.
+fn planned_job(
+    base: &str,
+    tag: &str,
+    n: usize,
+    per: usize,
+    latency_ms: u64,
+) -> (Schema, Dir, Emulator, Vec<String>) {
+    let schema = Schema::new(base, tag);
+    let dir = Dir::new(&format!("shared-{tag}"));
+    let (cards, firsts) = write_cards(&dir.0, n, per);
+    let emulator = Emulator::start(instant);
+    create(&emulator, &schema, &cards, per);
+    let mut faults = Faults::default();
+    faults.latency_ms = latency_ms;
+    emulator.sandbox().set_faults(faults);
+    (schema, dir, emulator, firsts)
+}
+
 #[cfg(unix)]
 #[test]
 fn four_workers_one_killed_at_a_random_moment_and_another_started() {
     let Some(base) = database() else { return };
-    let schema = Schema::new(&base, "random");
-    let dir = Dir::new("shared-random");
     let n = 200_000;
-    let (cards, firsts) = write_cards(&dir.0, n, 10_000);
-    let emulator = Emulator::start(instant);
-    create(&emulator, &schema, &cards, 10_000);
-    let mut faults = Faults::default();
-    faults.latency_ms = 50;
-    emulator.sandbox().set_faults(faults);
+    let (schema, dir, emulator, firsts) = planned_job(&base, "random", n, 10_000, 50);
     let mut workers: Vec<Child> = (0..4)
         .map(|_| spawn_worker(&emulator, &schema, &[]))
         .collect();
@@ -321,15 +335,8 @@ fn a_worker_aborted_at_each_step_repeats_nothing() {
         "recorded:3",
     ] {
         let tag = point.split(':').next().unwrap().replace('-', "_");
-        let schema = Schema::new(&base, &tag);
-        let dir = Dir::new(&format!("shared-{tag}"));
         let n = 20_000;
-        let (cards, firsts) = write_cards(&dir.0, n, 1_000);
-        let emulator = Emulator::start(instant);
-        create(&emulator, &schema, &cards, 1_000);
-        let mut faults = Faults::default();
-        faults.latency_ms = 20;
-        emulator.sandbox().set_faults(faults);
+        let (schema, dir, emulator, firsts) = planned_job(&base, &tag, n, 1_000, 20);
         let mut doomed = spawn_worker(&emulator, &schema, &[("CARDSYNC_CRASH_AT", point)]);
         let mut others: Vec<Child> = (0..2)
             .map(|_| spawn_worker(&emulator, &schema, &[]))
@@ -353,12 +360,8 @@ fn a_worker_frozen_past_its_lease_writes_nothing_twice() {
             "freeze_{}",
             point.split(':').next().unwrap().replace('-', "_")
         );
-        let schema = Schema::new(&base, &tag);
-        let dir = Dir::new(&format!("shared-{tag}"));
         let n = 10_000;
-        let (cards, firsts) = write_cards(&dir.0, n, 1_000);
-        let emulator = Emulator::start(instant);
-        create(&emulator, &schema, &cards, 1_000);
+        let (schema, dir, emulator, firsts) = planned_job(&base, &tag, n, 1_000, 0);
         let mut frozen = spawn_worker(&emulator, &schema, &[("CARDSYNC_FREEZE_AT", point)]);
         // Wait until it stopped itself (state T in /proc), then let the others work past its
         // lease (2 s).

@@ -76,6 +76,16 @@ pub enum Scope {
     Jobs(Vec<String>),
 }
 
+impl Scope {
+    /// The job names it is limited to (`None`: every job), as the queries take them.
+    fn names(&self) -> Option<Vec<String>> {
+        match self {
+            Scope::All => None,
+            Scope::Jobs(names) => Some(names.clone()),
+        }
+    }
+}
+
 /// What a claimed request needs.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -594,10 +604,7 @@ impl PgJournal {
         scope: &Scope,
         ttl: Duration,
     ) -> Result<Option<Claim>, PgError> {
-        let names: Option<Vec<String>> = match scope {
-            Scope::All => None,
-            Scope::Jobs(names) => Some(names.clone()),
-        };
+        let names = scope.names();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let candidate = tx
@@ -718,10 +725,7 @@ impl PgJournal {
     ///
     /// [`PgError::Database`].
     pub async fn open_jobs(&self, scope: &Scope) -> Result<Vec<(String, String, String)>, PgError> {
-        let names: Option<Vec<String>> = match scope {
-            Scope::All => None,
-            Scope::Jobs(names) => Some(names.clone()),
-        };
+        let names = scope.names();
         let client = self.client().await?;
         Ok(client
             .query(
@@ -742,10 +746,7 @@ impl PgJournal {
     ///
     /// [`PgError::Database`].
     pub async fn outstanding(&self, scope: &Scope) -> Result<(u64, u64), PgError> {
-        let names: Option<Vec<String>> = match scope {
-            Scope::All => None,
-            Scope::Jobs(names) => Some(names.clone()),
-        };
+        let names = scope.names();
         let client = self.client().await?;
         let row = client
             .query_one(

@@ -104,6 +104,38 @@ async fn assert_exactly_once(journal: &PgJournal, sandbox: &Sandbox, name: &str,
     assert_eq!(ids.len(), cards, "every result once");
 }
 
+/// Decides about the requests that wait for one as a person would: each looked up in the
+/// emulator by its first card's id (as in the CardSync dashboard), adopted when found; the
+/// rest sent again. How many were adopted.
+async fn decide_as_an_operator(
+    journal: &PgJournal,
+    sandbox: &Sandbox,
+    first_ids: &HashMap<u64, String>,
+    status: &cardsync_job_postgres::JobStatus,
+) -> usize {
+    let mut adopted = 0;
+    for u in &status.unconfirmed {
+        let first = &first_ids[&u.seq];
+        if let Some(batch) = sandbox
+            .batches()
+            .into_iter()
+            .find(|b| b.first_card_id.as_ref() == Some(first))
+        {
+            let adopt = Decision::Adopt {
+                seq: u.seq,
+                batch_id: batch.batch_id.clone(),
+            };
+            journal.decide(&status.name, &adopt).await.unwrap();
+            adopted += 1;
+        }
+    }
+    journal
+        .decide(&status.name, &Decision::Resend)
+        .await
+        .unwrap();
+    adopted
+}
+
 #[tokio::test]
 async fn four_workers_send_every_card_once() {
     let Some(base) = database() else { return };
@@ -203,25 +235,9 @@ async fn a_worker_killed_at_any_step_loses_and_repeats_nothing() {
             waiting <= 2 && (!at_post || waiting >= 1),
             "{point}: {status:?}"
         );
-        let mut adopted = 0;
-        for u in &status.unconfirmed {
-            let first = &first_ids[&u.seq];
-            let found = sandbox
-                .batches()
-                .into_iter()
-                .find(|b| b.first_card_id.as_ref() == Some(first));
-            if let Some(batch) = found {
-                let adopt = Decision::Adopt {
-                    seq: u.seq,
-                    batch_id: batch.batch_id.clone(),
-                };
-                journal.decide("nightly", &adopt).await.unwrap();
-                adopted += 1;
-            }
-        }
+        let adopted = decide_as_an_operator(&journal, &sandbox, &first_ids, &status).await;
         // The POST it died after reached the emulator, and is adopted rather than resent.
         assert!(point != "after-post" || adopted >= 1, "{point}");
-        journal.decide("nightly", &Decision::Resend).await.unwrap();
         let summary = work(
             &journal,
             transport(),
@@ -320,21 +336,7 @@ async fn workers_ride_out_the_database_dropping_their_connections() {
     }
     // A cut in the instant a claim committed leaves its request to a decision, as a crash would.
     let status = journal.status("nightly").await.unwrap();
-    for u in &status.unconfirmed {
-        let first = &first_ids[&u.seq];
-        if let Some(b) = sandbox
-            .batches()
-            .into_iter()
-            .find(|b| b.first_card_id.as_ref() == Some(first))
-        {
-            let adopt = Decision::Adopt {
-                seq: u.seq,
-                batch_id: b.batch_id.clone(),
-            };
-            journal.decide("nightly", &adopt).await.unwrap();
-        }
-    }
-    journal.decide("nightly", &Decision::Resend).await.unwrap();
+    decide_as_an_operator(&journal, &sandbox, &first_ids, &status).await;
     work(
         &journal,
         transport(),
