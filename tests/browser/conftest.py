@@ -163,6 +163,26 @@ def browser(chromium_path):
         b.close()
 
 
+@pytest.fixture
+def new_context(browser):
+    """Opens browser contexts that are closed when the test ends, passed or failed, so a page
+    left polling a stopped sandbox cannot disturb the next test."""
+    opened = []
+
+    def new(**options):
+        context = browser.new_context(**options)
+        opened.append(context)
+        return context
+
+    yield new
+    for context in opened:
+        try:
+            context.unroute_all(behavior="ignoreErrors")
+        except Exception:
+            pass
+        context.close()
+
+
 def wait_until(check, what, timeout=20.0):
     """Polls `check` until it returns a true value, for at most `timeout` seconds."""
     deadline = time.monotonic() + timeout
