@@ -20,23 +20,71 @@ use crate::lenient::{Counter, Key, Word, lenient_object, opt, skip, text};
 /// assert_eq!(card.expose(), "311111111111111");
 /// assert!(card.to_pan().is_err()); // fails Luhn, kept anyway
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
-pub struct ReturnedCard(String);
+#[derive(Clone, Default)]
+pub struct ReturnedCard(CardText);
+
+/// A returned card's text: in place when it is as short as card numbers are (no allocation
+/// per card when a large results body is decoded), on the heap otherwise.
+#[derive(Clone)]
+enum CardText {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(String),
+}
+
+/// The longest text kept in place: every card number (19 digits at most) and then some.
+const INLINE: usize = 22;
+
+impl Default for CardText {
+    fn default() -> CardText {
+        CardText::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        }
+    }
+}
 
 impl ReturnedCard {
     /// Wraps a returned card number.
     pub fn new(card: impl Into<String>) -> ReturnedCard {
-        ReturnedCard(card.into())
+        let mut card = card.into();
+        if card.len() <= INLINE {
+            let copy = ReturnedCard::copied(&card);
+            card.zeroize();
+            copy
+        } else {
+            ReturnedCard(CardText::Heap(card))
+        }
+    }
+
+    /// A copy of `card`, made without an allocation when it is short.
+    pub(crate) fn copied(card: &str) -> ReturnedCard {
+        match card.as_bytes() {
+            b if b.len() <= INLINE => {
+                let mut bytes = [0; INLINE];
+                bytes[..b.len()].copy_from_slice(b);
+                ReturnedCard(CardText::Inline {
+                    len: b.len() as u8,
+                    bytes,
+                })
+            }
+            _ => ReturnedCard(CardText::Heap(card.to_owned())),
+        }
     }
 
     /// The number as returned, for writing to the vault or a results file.
     pub fn expose(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // The bytes were copied whole from a `str`, so they are UTF-8.
+            CardText::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            CardText::Heap(s) => s,
+        }
     }
 
     /// The number masked (first six and last four digits at most).
     pub fn masked(&self) -> PanFragment {
-        mask_card_text(&self.0)
+        mask_card_text(self.expose())
     }
 
     /// The number as a validated [`Pan`].
@@ -45,12 +93,26 @@ impl ReturnedCard {
     ///
     /// The [`PanError`] when the number is not a valid card number.
     pub fn to_pan(&self) -> Result<Pan, PanError> {
-        Pan::parse(&self.0)
+        Pan::parse(self.expose())
     }
 
     /// Whether the server returned an empty card number (or none).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+}
+
+impl PartialEq for ReturnedCard {
+    fn eq(&self, other: &ReturnedCard) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for ReturnedCard {}
+
+impl std::hash::Hash for ReturnedCard {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.expose().hash(state);
     }
 }
 
@@ -62,7 +124,13 @@ impl fmt::Debug for ReturnedCard {
 
 impl Drop for ReturnedCard {
     fn drop(&mut self) {
-        self.0.zeroize();
+        match &mut self.0 {
+            CardText::Inline { len, bytes } => {
+                bytes.zeroize();
+                len.zeroize();
+            }
+            CardText::Heap(s) => s.zeroize(),
+        }
     }
 }
 
@@ -306,7 +374,7 @@ impl ResultCard {
 
 lenient_object!(ResultCard, "a result card object", |map, c| {
     "id" => c.id = text(&mut map)?.unwrap_or_default(),
-    "card" => c.card = ReturnedCard(text(&mut map)?.unwrap_or_default()),
+    "card" => c.card = ReturnedCard::new(text(&mut map)?.unwrap_or_default()),
     "exp" => c.exp = text(&mut map)?,
     "status" => c.status = map.next_value::<Word<'_>>()?.0.map(|s| UpdateStatus::parse(&s)),
     "se_number" | "se" => c.se_number = text(&mut map)?,
@@ -604,4 +672,38 @@ pub struct MerchantStatus {
     pub merchant_id: Option<String>,
     /// The enrollment state in `data.status` (such as `pending` or `completed`), when given.
     pub enrollment: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returned_cards_short_and_long_read_back_and_compare_by_text() {
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        for text in [
+            "",
+            "4457010000000009",
+            "4457010000000009123",
+            "1234567890123456789012",
+            "12345678901234567890123",
+            "not a card number, and longer than any card",
+            "éé",
+        ] {
+            let (made, copied) = (ReturnedCard::new(text), ReturnedCard::copied(text));
+            assert_eq!(made.expose(), text);
+            assert_eq!(copied.expose(), text);
+            assert_eq!(made, copied);
+            assert_eq!(hasher.hash_one(&made), hasher.hash_one(text));
+            assert_eq!(made.is_empty(), text.is_empty());
+            assert_eq!(made.clone().expose(), text);
+            assert!(!format!("{made:?}").contains("4457010000000009"));
+        }
+        assert_ne!(
+            ReturnedCard::new("4457010000000009"),
+            ReturnedCard::new("445701000000000")
+        );
+        assert_eq!(ReturnedCard::default().expose(), "");
+    }
 }
