@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use cardsync_core::{AcceptedRow, CheckedRecord, Checker, Record};
 use cardsync_job::Format;
 
+use crate::csvread::CsvReader;
 use crate::error::CliError;
 
 /// One data row of the input.
@@ -124,12 +125,24 @@ impl Prepared {
         rows: impl IntoIterator<Item = Row<'r>>,
         first_row: u64,
     ) {
+        self.clear();
+        for (row, r) in (first_row..).zip(rows) {
+            self.push(ahead, r, row);
+        }
+    }
+
+    /// Empties the block, keeping its buffers.
+    fn clear(&mut self) {
         self.fields.clear();
         self.spans.clear();
         self.checked.clear();
         self.text.clear();
         self.ends.clear();
-        for (row, r) in (first_row..).zip(rows) {
+    }
+
+    /// Works out one more row, the planner's row number `row`.
+    fn push(&mut self, ahead: &Ahead<'_>, r: Row<'_>, row: u64) {
+        {
             let span = match r {
                 Row::Record(record) => {
                     let checked = ahead.checker.check(&record);
@@ -257,9 +270,12 @@ struct Columns {
 }
 
 impl Columns {
-    fn find(path: &Path, header: &csv::ByteRecord) -> Result<Columns, CliError> {
+    fn find<'h>(
+        path: &Path,
+        header: impl Iterator<Item = &'h [u8]> + Clone,
+    ) -> Result<Columns, CliError> {
         let find = |name: &str| {
-            header.iter().position(|h| {
+            header.clone().position(|h| {
                 let h = h.trim_ascii();
                 let h = h.strip_prefix("\u{feff}".as_bytes()).unwrap_or(h);
                 h.eq_ignore_ascii_case(name.as_bytes())
@@ -287,40 +303,33 @@ fn text(b: &[u8]) -> Option<&str> {
     std::str::from_utf8(b).ok()
 }
 
+/// How CSV files are read: in buffers of this size.
+const CSV_BUFFER: usize = 1 << 16;
+
 fn read_csv(
     path: &Path,
     reader: impl Read + Send,
     ahead: &Ahead<'_>,
     each: &mut impl FnMut(&mut Prepared) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
-    let csv_err = |path: &Path, e: csv::Error| {
-        if e.is_io_error() {
-            let csv::ErrorKind::Io(source) = e.into_kind() else {
-                unreachable!("is_io_error said so")
-            };
-            CliError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        } else {
-            CliError::Input {
-                path: path.to_path_buf(),
-                message: format!("not a readable CSV file: {e}"),
-            }
-        }
+    let io_err = |source: io::Error| CliError::Io {
+        path: path.to_path_buf(),
+        source,
     };
-    let mut rdr = csv::ReaderBuilder::new()
-        .flexible(true)
-        .buffer_capacity(1 << 16)
-        .from_reader(reader);
-    let header = rdr.byte_headers().map_err(|e| csv_err(path, e))?.clone();
-    if header.is_empty() {
+    let mut csv = CsvReader::new(reader, CSV_BUFFER);
+    if !csv.read().map_err(io_err)? {
         return Err(CliError::Input {
             path: path.to_path_buf(),
             message: "the file is empty; it needs a header line such as id,card,exp".to_owned(),
         });
     }
-    let cols = Columns::find(path, &header)?;
+    let header = csv.bytes();
+    let cols = Columns::find(
+        path,
+        (0..)
+            .map_while(|i| csv.field(i))
+            .map(|(a, b)| &header[a..b]),
+    )?;
     let cols = &cols;
     std::thread::scope(|scope| {
         // Blocks go round: the reader fills them while this thread handles others, and each
@@ -334,8 +343,6 @@ fn read_csv(
         scope.spawn(move || {
             let mut next_row = ahead.first_row;
             let mut made = 0;
-            let mut records: Vec<csv::ByteRecord> =
-                (0..BLOCK).map(|_| csv::ByteRecord::new()).collect();
             loop {
                 let mut prepared = if made < BLOCKS {
                     empty_rx.try_recv().unwrap_or_else(|_| {
@@ -348,21 +355,24 @@ fn read_csv(
                         Err(_) => return, // The consumer stopped.
                     }
                 };
+                prepared.clear();
                 let mut len = 0;
                 let mut failed = None;
                 while len < BLOCK {
-                    match rdr.read_byte_record(&mut records[len]) {
-                        Ok(true) => len += 1,
+                    match csv.read() {
+                        Ok(true) => {
+                            let row = csv_row(cols, csv.bytes(), |i| csv.field(i));
+                            prepared.push(ahead, row, next_row);
+                            next_row += 1;
+                            len += 1;
+                        }
                         Ok(false) => break,
                         Err(e) => {
-                            failed = Some(csv_err(path, e));
+                            failed = Some(io_err(e));
                             break;
                         }
                     }
                 }
-                let rows = records[..len].iter().map(|r| csv_row(cols, r));
-                prepared.fill(ahead, rows, next_row);
-                next_row += len as u64;
                 let last = len < BLOCK || failed.is_some();
                 if len > 0 && full_tx.send(Ok(prepared)).is_err() {
                     return; // The consumer stopped.
@@ -384,13 +394,26 @@ fn read_csv(
     })
 }
 
-fn csv_row<'a>(cols: &Columns, rec: &'a csv::ByteRecord) -> Row<'a> {
-    let field = |i: usize| rec.get(i).unwrap_or_default().trim_ascii();
-    let se = cols.se_number.map(field);
+/// The row of a CSV record: its `bytes`, and where its fields are in them (`field`).
+fn csv_row<'a>(
+    cols: &Columns,
+    bytes: &'a [u8],
+    field: impl Fn(usize) -> Option<(usize, usize)>,
+) -> Row<'a> {
+    // One check of the whole record: fields are cut at ASCII commas, so each is UTF-8 too.
+    if let Ok(all) = std::str::from_utf8(bytes) {
+        let get = |i: usize| field(i).map_or("", |(a, b)| all[a..b].trim_ascii());
+        return Row::Record(
+            Record::new(get(cols.id), get(cols.card), get(cols.exp))
+                .with_se_number(cols.se_number.map(get)),
+        );
+    }
+    let raw = |i: usize| field(i).map_or(&b""[..], |(a, b)| bytes[a..b].trim_ascii());
+    let se = cols.se_number.map(raw);
     match (
-        text(field(cols.id)),
-        text(field(cols.card)),
-        text(field(cols.exp)),
+        text(raw(cols.id)),
+        text(raw(cols.card)),
+        text(raw(cols.exp)),
         se.map(text),
     ) {
         (Some(id), Some(card), Some(exp), None | Some(Some(_))) => {
@@ -398,8 +421,8 @@ fn csv_row<'a>(cols: &Columns, rec: &'a csv::ByteRecord) -> Row<'a> {
             Row::Record(Record::new(id, card, exp).with_se_number(se))
         }
         _ => Row::Unreadable(Unreadable {
-            id: String::from_utf8_lossy(field(cols.id)).into_owned(),
-            card: String::from_utf8_lossy(field(cols.card)).into_owned(),
+            id: String::from_utf8_lossy(raw(cols.id)).into_owned(),
+            card: String::from_utf8_lossy(raw(cols.card)).into_owned(),
             code: "invalid_utf8",
             message: "the row holds bytes that are not UTF-8 text".to_owned(),
         }),

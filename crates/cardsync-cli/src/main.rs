@@ -7,6 +7,7 @@
 
 mod cli;
 mod commands;
+mod csvread;
 mod dedupe;
 mod duration;
 mod error;

@@ -232,6 +232,39 @@ fn bytes_that_are_not_utf8_are_reported_and_numbering_goes_on() {
 }
 
 #[test]
+fn quoted_fields_line_breaks_and_other_columns_read_as_csv_reads_them() {
+    // A quoted id with a comma and a doubled quote, a quoted field over two lines, CRLF and
+    // bare CR line ends, an empty line, and bytes that are not UTF-8 in a column that is not
+    // read (which do not make the row unreadable).
+    let file = TempFile::new(
+        "quoted.csv",
+        b"id,note,card,exp\r\n\"a,\"\"1\"\"\",x,4457010000000009,01/50\r\n\r\nb,\"two\nlines\",5112010000000003,\"02/50\"\rc,\xff,6011010000000003,03/50\n",
+    );
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    let lines = json_lines(&out);
+    let rows: Vec<_> = lines
+        .iter()
+        .filter(|l| l.get("row").is_some())
+        .map(|l| {
+            (
+                l["row"].as_u64().unwrap(),
+                l["id"].as_str().unwrap().to_owned(),
+                l["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (1, "a,\"1\"".to_owned(), true),
+            (2, "b".to_owned(), true),
+            (3, "c".to_owned(), true),
+        ]
+    );
+    assert_eq!(lines[1]["exp"], "02/50");
+}
+
+#[test]
 fn header_with_bom_and_extra_columns_and_any_case() {
     let file = TempFile::new(
         "bom.csv",
