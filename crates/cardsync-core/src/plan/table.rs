@@ -44,26 +44,39 @@ impl FingerprintTable {
         let mut b = Self::home(fingerprint, self.buckets.len());
         loop {
             let bucket = &mut self.buckets[b];
-            for k in 0..Self::SLOTS {
+            // The first slot holding the fingerprint and the first empty one, found without a
+            // branch per slot (which slot is the first empty one is different every time).
+            let (mut hit, mut empty) = (Self::SLOTS, Self::SLOTS);
+            for k in (0..Self::SLOTS).rev() {
                 if bucket.fingerprints[k] == fingerprint {
-                    let first = bucket.rows[k];
-                    return Some(if first == u32::MAX {
-                        self.big_rows[&fingerprint]
-                    } else {
-                        u64::from(first)
-                    });
+                    hit = k;
                 }
                 if bucket.fingerprints[k] == 0 {
-                    bucket.fingerprints[k] = fingerprint;
-                    bucket.rows[k] = u32::try_from(row).unwrap_or(u32::MAX);
-                    if bucket.rows[k] == u32::MAX {
-                        self.big_rows.insert(fingerprint, row);
-                    }
-                    self.len += 1;
-                    return None;
+                    empty = k;
                 }
             }
-            b = (b + 1) % self.buckets.len();
+            // Slots fill in order, so a fingerprint is only ever before the first empty slot.
+            if hit < empty {
+                let first = bucket.rows[hit];
+                return Some(if first == u32::MAX {
+                    self.big_rows[&fingerprint]
+                } else {
+                    u64::from(first)
+                });
+            }
+            if empty < Self::SLOTS {
+                bucket.fingerprints[empty] = fingerprint;
+                bucket.rows[empty] = u32::try_from(row).unwrap_or(u32::MAX);
+                if bucket.rows[empty] == u32::MAX {
+                    self.big_rows.insert(fingerprint, row);
+                }
+                self.len += 1;
+                return None;
+            }
+            b += 1;
+            if b == self.buckets.len() {
+                b = 0;
+            }
         }
     }
 
