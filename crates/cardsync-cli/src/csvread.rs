@@ -133,6 +133,63 @@ impl<R: Read> CsvReader<R> {
         }
     }
 
+    /// Reads up to `max` plain records (no quote in them) from what the buffer holds, all
+    /// checked for UTF-8 at once, and hands each to `each` as its line and where its fields
+    /// are in it. Returns how many were read: 0 when the next record is not such a one in the
+    /// buffer (the first record, one with a quote or bytes that are not UTF-8, one not wholly
+    /// read yet, or the end), which [`CsvReader::read`] then reads.
+    pub(crate) fn read_plain(
+        &mut self,
+        max: usize,
+        mut each: impl FnMut(&str, &[(usize, usize)]),
+    ) -> usize {
+        if !self.started || max == 0 {
+            return 0;
+        }
+        let rest = &self.buf[self.start..self.end];
+        // Whole lines only, and none from the first quote on.
+        let mut region = match memchr::memrchr2(b'\n', b'\r', rest) {
+            Some(last) => &rest[..=last],
+            None => return 0,
+        };
+        if let Some(quote) = memchr::memchr(b'"', region) {
+            match memchr::memrchr2(b'\n', b'\r', &region[..quote]) {
+                Some(last) => region = &region[..=last],
+                None => return 0,
+            }
+        }
+        let text = match std::str::from_utf8(region) {
+            Ok(text) => text,
+            Err(e) => match memchr::memrchr2(b'\n', b'\r', &region[..e.valid_up_to()]) {
+                // Valid up to there (the split is at an ASCII byte, so the prefix is too).
+                Some(last) => std::str::from_utf8(&region[..=last]).unwrap_or_default(),
+                None => return 0,
+            },
+        };
+        let (mut read, mut at) = (0, 0);
+        let fields = &mut self.fields;
+        while read < max && at < text.len() {
+            let line_end = memchr::memchr2(b'\n', b'\r', &text.as_bytes()[at..])
+                .map_or(text.len(), |i| at + i);
+            let line = &text[at..line_end];
+            at = line_end + 1;
+            if line.is_empty() {
+                continue;
+            }
+            fields.clear();
+            let mut from = 0;
+            for comma in memchr::memchr_iter(b',', line.as_bytes()) {
+                fields.push((from, comma));
+                from = comma + 1;
+            }
+            fields.push((from, line.len()));
+            each(line, fields);
+            read += 1;
+        }
+        self.start += at.min(text.len());
+        read
+    }
+
     /// Splits the plain line `buf[a..b]` at its commas.
     fn split(&mut self, a: usize, b: usize) {
         self.fields.clear();
@@ -212,10 +269,27 @@ mod tests {
         }
     }
 
-    fn ours(data: &[u8], capacity: usize, step: usize) -> Vec<Vec<Vec<u8>>> {
+    /// The records `CsvReader` reads, in runs of at most `run` plain records between single
+    /// reads (`run` 0: single reads only).
+    fn ours(data: &[u8], capacity: usize, step: usize, run: usize) -> Vec<Vec<Vec<u8>>> {
         let mut r = CsvReader::new(Trickle { data, step }, capacity);
         let mut records = Vec::new();
-        while r.read().unwrap() {
+        loop {
+            let n = r.read_plain(run, |line, fields| {
+                records.push(
+                    fields
+                        .iter()
+                        .map(|&(a, b)| line.as_bytes()[a..b].to_vec())
+                        .collect(),
+                );
+            });
+            assert!(n <= run);
+            if n > 0 {
+                continue;
+            }
+            if !r.read().unwrap() {
+                break;
+            }
             let bytes = r.bytes();
             records.push(
                 (0..)
@@ -226,6 +300,10 @@ mod tests {
         }
         // The end stays the end.
         assert!(!r.read().unwrap());
+        assert_eq!(
+            r.read_plain(run, |_, _| panic!("a record after the end")),
+            0
+        );
         records
     }
 
@@ -258,12 +336,14 @@ mod tests {
             let expected = theirs(data);
             for capacity in [4, 5, 7, 64, 1 << 16] {
                 for step in [1, 2, 3, 1 << 16] {
-                    assert_eq!(
-                        ours(data, capacity, step),
-                        expected,
-                        "{:?} capacity {capacity} step {step}",
-                        String::from_utf8_lossy(data)
-                    );
+                    for run in [0, 1, 2, 256] {
+                        assert_eq!(
+                            ours(data, capacity, step, run),
+                            expected,
+                            "{:?} capacity {capacity} step {step} run {run}",
+                            String::from_utf8_lossy(data)
+                        );
+                    }
                 }
             }
         }
@@ -285,9 +365,10 @@ mod tests {
             ),
             capacity in 4usize..80,
             step in 1usize..40,
+            run in 0usize..5,
         ) {
             let data = parts.concat();
-            proptest::prop_assert_eq!(ours(&data, capacity, step), theirs(&data));
+            proptest::prop_assert_eq!(ours(&data, capacity, step, run), theirs(&data));
         }
     }
 }

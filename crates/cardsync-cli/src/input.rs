@@ -359,6 +359,18 @@ fn read_csv(
                 let mut len = 0;
                 let mut failed = None;
                 while len < BLOCK {
+                    let plain = csv.read_plain(BLOCK - len, |line, fields| {
+                        let field =
+                            |i: usize| fields.get(i).map_or("", |&(a, b)| line[a..b].trim_ascii());
+                        let record = Record::new(field(cols.id), field(cols.card), field(cols.exp))
+                            .with_se_number(cols.se_number.map(field));
+                        prepared.push(ahead, Row::Record(record), next_row);
+                        next_row += 1;
+                    });
+                    len += plain;
+                    if plain > 0 {
+                        continue;
+                    }
                     match csv.read() {
                         Ok(true) => {
                             let row = csv_row(cols, csv.bytes(), |i| csv.field(i));
