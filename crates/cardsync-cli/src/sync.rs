@@ -774,9 +774,33 @@ fn plan<W: Write>(
     let seen = SpillSeen::new(scratch).map_err(io_err(scratch))?;
     let mut planner = Planner::with_seen_store(options, Box::new(seen.clone()));
     let mut recorder = PlanRecorder::new(&journal.load().map_err(journal.err())?);
-    crate::pipeline::check_rows(&args.file, &mut planner, reporter, false, |_, request| {
-        let changes = recorder.request(request);
-        journal.apply(lease, &changes).map_err(journal.err())
+    // The journal is written on a thread of its own, a few requests behind the planning, so
+    // that the two overlap; the plan is whole (and this function returns) only once every
+    // request is written.
+    std::thread::scope(|scope| {
+        let (to_writer, requests) = std::sync::mpsc::sync_channel(2);
+        let writer = {
+            let journal = &mut *journal;
+            scope.spawn(move || {
+                for changes in requests {
+                    journal.apply(lease, &changes).map_err(journal.err())?;
+                }
+                Ok::<(), CliError>(())
+            })
+        };
+        let planned =
+            crate::pipeline::check_rows(&args.file, &mut planner, reporter, false, |_, request| {
+                // A closed channel means the writer stopped on an error, which it returns.
+                to_writer
+                    .send(recorder.request(request))
+                    .map_err(|_| CliError::Usage("the journal writer stopped".to_owned()))
+            });
+        drop(to_writer);
+        let written = writer
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        // The writer's error first: it is why planning stopped, if it did.
+        written.and(planned)
     })?;
     let rows = planner.rows();
     drop(planner);
