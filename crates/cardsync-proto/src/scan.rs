@@ -71,15 +71,7 @@ impl<'a> Scanner<'a> {
     /// A string with no escape and no control character, without its quotes.
     fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
-        let start = self.at;
-        let rest = &self.bytes[start..];
-        let len = string_end(rest)?;
-        if rest[len] != b'"' {
-            return None;
-        }
-        self.at = start + len + 1;
-        // Quotes are ASCII, so both ends are character boundaries of the text.
-        self.text.get(start..start + len)
+        self.string_rest()
     }
 
     /// `null`.
@@ -171,7 +163,8 @@ impl<'a> Scanner<'a> {
         (self.bytes.get(self.at..end)? == lit).then(|| self.at = end)
     }
 
-    /// The rest of a string whose opening quote has been read, as [`Scanner::string`].
+    /// The rest of a string whose opening quote has been read: no escape and no control
+    /// character, up to the closing quote (read too).
     #[inline]
     fn string_rest(&mut self) -> Option<&'a str> {
         let start = self.at;
@@ -181,6 +174,7 @@ impl<'a> Scanner<'a> {
             return None;
         }
         self.at = start + len + 1;
+        // Quotes are ASCII, so both ends are character boundaries of the text.
         self.text.get(start..start + len)
     }
 
