@@ -69,3 +69,44 @@ pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
         .build()
         .map_err(|e| PgError::Config(e.to_string()))
 }
+
+/// How many times this process has seen the database drop a connection (a restart, a
+/// failover, an administrator ending sessions), and when it last did: connections that sat
+/// idle in a pool since before then are likely dropped too, and are let go (see
+/// [`purge_if_lost`]) rather than handed out to fail once.
+static LOSSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static LAST_LOSS: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Whether `e` says that the database dropped the connection.
+pub(crate) fn is_lost(e: &tokio_postgres::Error) -> bool {
+    e.is_closed()
+        || e.code().is_some_and(|c| {
+            let code = c.code();
+            code.starts_with("08") || code.starts_with("57P")
+        })
+}
+
+/// Notes `e` if it says that the database dropped the connection.
+pub(crate) fn note_if_lost(e: &tokio_postgres::Error) {
+    if is_lost(e) {
+        *LAST_LOSS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(std::time::Instant::now());
+        LOSSES.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Lets go of `pool`'s idle connections made before the last loss this process saw, once per
+/// loss (`seen` keeps, per pool, the count of losses already handled).
+pub(crate) fn purge_if_lost(pool: &Pool, seen: &std::sync::atomic::AtomicU64) {
+    let losses = LOSSES.load(std::sync::atomic::Ordering::Acquire);
+    if seen.swap(losses, std::sync::atomic::Ordering::AcqRel) == losses {
+        return;
+    }
+    let last = *LAST_LOSS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(at) = last {
+        pool.retain(|_, metrics| metrics.created > at);
+    }
+}

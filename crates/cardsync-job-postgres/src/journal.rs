@@ -209,6 +209,8 @@ impl JobStatus {
 pub struct PgJournal {
     pool: Pool,
     key: Arc<JournalKey>,
+    /// How many dropped connections this journal's pool has been purged for.
+    purged: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for PgJournal {
@@ -233,6 +235,19 @@ fn results_aad(job: JobId, seq: u64) -> Vec<u8> {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Runs `read` (which changes nothing) a second time if the database had dropped the connection
+/// it used: the loss is noted, and the pool lets go of its other old connections first.
+async fn read_again_if_lost<T, F, Fut>(read: F) -> Result<T, PgError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, PgError>>,
+{
+    match read().await {
+        Err(PgError::Database(e)) if connect::is_lost(&e) => read().await,
+        other => other,
+    }
 }
 
 impl PgJournal {
@@ -261,6 +276,7 @@ impl PgJournal {
         let journal = PgJournal {
             pool,
             key: Arc::new(key),
+            purged: Arc::default(),
         };
         let mut client = journal.client().await?;
         schema::migrate(&mut client).await?;
@@ -268,8 +284,9 @@ impl PgJournal {
     }
 
     async fn client(&self) -> Result<Object, PgError> {
+        connect::purge_if_lost(&self.pool, &self.purged);
         self.pool.get().await.map_err(|e| match e {
-            deadpool_postgres::PoolError::Backend(e) => PgError::Database(e),
+            deadpool_postgres::PoolError::Backend(e) => PgError::from(e),
             other => PgError::Pool(other.to_string()),
         })
     }
@@ -725,6 +742,14 @@ impl PgJournal {
     ///
     /// [`PgError::Database`].
     pub async fn open_jobs(&self, scope: &Scope) -> Result<Vec<(String, String, String)>, PgError> {
+        // A read: asked again once if the database had dropped the connection it used.
+        read_again_if_lost(|| self.open_jobs_once(scope)).await
+    }
+
+    async fn open_jobs_once(
+        &self,
+        scope: &Scope,
+    ) -> Result<Vec<(String, String, String)>, PgError> {
         let names = scope.names();
         let client = self.client().await?;
         Ok(client
@@ -746,6 +771,11 @@ impl PgJournal {
     ///
     /// [`PgError::Database`].
     pub async fn outstanding(&self, scope: &Scope) -> Result<(u64, u64), PgError> {
+        // A read: asked again once if the database had dropped the connection it used.
+        read_again_if_lost(|| self.outstanding_once(scope)).await
+    }
+
+    async fn outstanding_once(&self, scope: &Scope) -> Result<(u64, u64), PgError> {
         let names = scope.names();
         let client = self.client().await?;
         let row = client
@@ -1160,6 +1190,11 @@ impl PgJournal {
     ///
     /// [`PgError::NoSuchJob`].
     pub async fn status(&self, name: &str) -> Result<JobStatus, PgError> {
+        // A read: asked again once if the database had dropped the connection it used.
+        read_again_if_lost(|| self.status_once(name)).await
+    }
+
+    async fn status_once(&self, name: &str) -> Result<JobStatus, PgError> {
         let client = self.client().await?;
         let job = client
             .query_opt(

@@ -140,6 +140,7 @@ impl std::error::Error for PgError {
 
 impl From<tokio_postgres::Error> for PgError {
     fn from(e: tokio_postgres::Error) -> PgError {
+        connect::note_if_lost(&e);
         PgError::Database(e)
     }
 }

@@ -676,3 +676,47 @@ async fn a_create_that_died_while_planning_is_started_again_and_names_are_unique
     ));
     db.drop().await;
 }
+
+#[tokio::test]
+async fn reads_after_the_database_dropped_the_pools_connections_get_fresh_ones() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("11").await;
+    planned(&journal, "nightly", 2, 3).await;
+    let scope = Scope::default();
+    for round in 0..3 {
+        // Several connections in the pool, all idle.
+        let (a, b, c, d) = tokio::join!(
+            journal.status("nightly"),
+            journal.status("nightly"),
+            journal.outstanding(&scope),
+            journal.open_jobs(&scope),
+        );
+        a.unwrap();
+        b.unwrap();
+        c.unwrap();
+        d.unwrap();
+        // The database drops every one of them (a restart, a failover, an administrator).
+        let cut = db
+            .admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&db.schema],
+            )
+            .await
+            .unwrap();
+        assert!(!cut.is_empty(), "round {round}: no connection was cut");
+        // At once, and again a moment later: each read gets a connection that works.
+        let status = journal
+            .status("nightly")
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the first read after the cut failed: {e}"));
+        assert_eq!(status.rows, 6);
+        journal.outstanding(&scope).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        journal.open_jobs(&scope).await.unwrap();
+        journal.status("nightly").await.unwrap();
+    }
+    db.drop().await;
+}
