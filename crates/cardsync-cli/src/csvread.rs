@@ -35,6 +35,17 @@ pub(crate) struct CsvReader<R> {
     fields: Ranges,
 }
 
+/// Where the fields of the plain line `line` are: between its commas.
+fn split_at_commas(line: &[u8], fields: &mut Ranges) {
+    fields.clear();
+    let mut from = 0;
+    for comma in memchr::memchr_iter(b',', line) {
+        fields.push((from, comma));
+        from = comma + 1;
+    }
+    fields.push((from, line.len()));
+}
+
 impl<R: Read> CsvReader<R> {
     /// A reader with a buffer of `capacity` bytes (it grows for a longer line).
     pub(crate) fn new(inner: R, capacity: usize) -> CsvReader<R> {
@@ -176,13 +187,7 @@ impl<R: Read> CsvReader<R> {
             if line.is_empty() {
                 continue;
             }
-            fields.clear();
-            let mut from = 0;
-            for comma in memchr::memchr_iter(b',', line.as_bytes()) {
-                fields.push((from, comma));
-                from = comma + 1;
-            }
-            fields.push((from, line.len()));
+            split_at_commas(line.as_bytes(), fields);
             each(line, fields);
             read += 1;
         }
@@ -192,14 +197,7 @@ impl<R: Read> CsvReader<R> {
 
     /// Splits the plain line `buf[a..b]` at its commas.
     fn split(&mut self, a: usize, b: usize) {
-        self.fields.clear();
-        let line = &self.buf[a..b];
-        let mut from = 0;
-        for comma in memchr::memchr_iter(b',', line) {
-            self.fields.push((from, comma));
-            from = comma + 1;
-        }
-        self.fields.push((from, line.len()));
+        split_at_commas(&self.buf[a..b], &mut self.fields);
         self.line = Some((a, b));
     }
 
