@@ -142,32 +142,30 @@ impl Prepared {
 
     /// Works out one more row, the planner's row number `row`.
     fn push(&mut self, ahead: &Ahead<'_>, r: Row<'_>, row: u64) {
-        {
-            let span = match r {
-                Row::Record(record) => {
-                    let checked = ahead.checker.check(&record);
-                    if let (Some(render), Some(a)) = (ahead.render, checked.accepted(row)) {
-                        render(&record, &a, &mut self.text);
-                    }
-                    self.checked.push(checked);
-                    // A block's text is far below 4 GB.
-                    let mut keep = |s: &str| {
-                        let start = self.fields.len() as u32;
-                        self.fields.push_str(s);
-                        Field(start, self.fields.len() as u32)
-                    };
-                    Span::Record {
-                        id: keep(record.id),
-                        card: keep(record.card),
-                        exp: keep(record.exp),
-                        se_number: record.se_number.map(keep),
-                    }
+        let span = match r {
+            Row::Record(record) => {
+                let checked = ahead.checker.check(&record);
+                if let (Some(render), Some(a)) = (ahead.render, checked.accepted(row)) {
+                    render(&record, &a, &mut self.text);
                 }
-                Row::Unreadable(row) => Span::Unreadable(Box::new(row)),
-            };
-            self.spans.push(span);
-            self.ends.push(self.text.len());
-        }
+                self.checked.push(checked);
+                // A block's text is far below 4 GB.
+                let mut keep = |s: &str| {
+                    let start = self.fields.len() as u32;
+                    self.fields.push_str(s);
+                    Field(start, self.fields.len() as u32)
+                };
+                Span::Record {
+                    id: keep(record.id),
+                    card: keep(record.card),
+                    exp: keep(record.exp),
+                    se_number: record.se_number.map(keep),
+                }
+            }
+            Row::Unreadable(row) => Span::Unreadable(Box::new(row)),
+        };
+        self.spans.push(span);
+        self.ends.push(self.text.len());
     }
 
     /// The rows, and what was worked out for them.
@@ -360,11 +358,13 @@ fn read_csv(
                 let mut failed = None;
                 while len < BLOCK {
                     let plain = csv.read_plain(BLOCK - len, |line, fields| {
-                        let field =
-                            |i: usize| fields.get(i).map_or("", |&(a, b)| line[a..b].trim_ascii());
-                        let record = Record::new(field(cols.id), field(cols.card), field(cols.exp))
-                            .with_se_number(cols.se_number.map(field));
-                        prepared.push(ahead, Row::Record(record), next_row);
+                        let field = |i: usize| fields.get(i).copied();
+                        // Fields cut at commas of UTF-8 text are UTF-8 each: a record, always.
+                        let row = match csv_record(cols, line, field) {
+                            Some(record) => Row::Record(record),
+                            None => csv_row(cols, line.as_bytes(), field),
+                        };
+                        prepared.push(ahead, row, next_row);
                         next_row += 1;
                     });
                     len += plain;
@@ -406,19 +406,38 @@ fn read_csv(
     })
 }
 
+/// The record whose fields are at `field` in `text`, trimmed; `None` if a field it reads does
+/// not start and end at character boundaries (the fields of a quoted record lie back to back,
+/// and one may end inside a character that the next completes): such a field is not UTF-8 on
+/// its own.
+fn csv_record<'a>(
+    cols: &Columns,
+    text: &'a str,
+    field: impl Fn(usize) -> Option<(usize, usize)>,
+) -> Option<Record<'a>> {
+    let get = |i: usize| match field(i) {
+        Some((a, b)) => text.get(a..b).map(str::trim_ascii),
+        None => Some(""),
+    };
+    let se_number = match cols.se_number {
+        Some(i) => Some(get(i)?),
+        None => None,
+    };
+    Some(Record::new(get(cols.id)?, get(cols.card)?, get(cols.exp)?).with_se_number(se_number))
+}
+
 /// The row of a CSV record: its `bytes`, and where its fields are in them (`field`).
 fn csv_row<'a>(
     cols: &Columns,
     bytes: &'a [u8],
     field: impl Fn(usize) -> Option<(usize, usize)>,
 ) -> Row<'a> {
-    // One check of the whole record: fields are cut at ASCII commas, so each is UTF-8 too.
-    if let Ok(all) = std::str::from_utf8(bytes) {
-        let get = |i: usize| field(i).map_or("", |(a, b)| all[a..b].trim_ascii());
-        return Row::Record(
-            Record::new(get(cols.id), get(cols.card), get(cols.exp))
-                .with_se_number(cols.se_number.map(get)),
-        );
+    // One check of the whole record first; then each field read on its own.
+    if let Some(record) = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|all| csv_record(cols, all, &field))
+    {
+        return Row::Record(record);
     }
     let raw = |i: usize| field(i).map_or(&b""[..], |(a, b)| bytes[a..b].trim_ascii());
     let se = cols.se_number.map(raw);

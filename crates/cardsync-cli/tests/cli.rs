@@ -232,6 +232,27 @@ fn bytes_that_are_not_utf8_are_reported_and_numbering_goes_on() {
 }
 
 #[test]
+fn quoted_fields_that_split_a_character_are_not_utf8_each() {
+    // The quoted id ends inside a character that the card field completes: together they are
+    // UTF-8, apart neither is. The row is unreadable (and nothing prints the card).
+    let file = TempFile::new(
+        "split.csv",
+        b"id,card,exp\n\"\xc3\",\xa94457010000000009,01/50\nok,5112010000000003,02/50\n",
+    );
+    let out = cardsync(&["--output", "json", "validate", file.path()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("4457010000000009"), "{text}");
+    let lines = json_lines(&out);
+    assert_eq!(lines[0]["errors"], serde_json::json!(["invalid_utf8"]));
+    assert_eq!(lines[0]["card"], "445701******0009");
+    assert_eq!(
+        (lines[1]["row"].as_u64(), lines[1]["ok"].as_bool()),
+        (Some(2), Some(true))
+    );
+}
+
+#[test]
 fn quoted_fields_line_breaks_and_other_columns_read_as_csv_reads_them() {
     // A quoted id with a comma and a doubled quote, a quoted field over two lines, CRLF and
     // bare CR line ends, an empty line, and bytes that are not UTF-8 in a column that is not
