@@ -99,8 +99,11 @@ pub(crate) fn note_if_lost(e: &tokio_postgres::Error) {
 /// Lets go of `pool`'s idle connections made before the last loss this process saw, once per
 /// loss (`seen` keeps, per pool, the count of losses already handled).
 pub(crate) fn purge_if_lost(pool: &Pool, seen: &std::sync::atomic::AtomicU64) {
+    // Read-only when nothing was lost since (every call to the journal passes here).
     let losses = LOSSES.load(std::sync::atomic::Ordering::Acquire);
-    if seen.swap(losses, std::sync::atomic::Ordering::AcqRel) == losses {
+    if seen.load(std::sync::atomic::Ordering::Acquire) == losses
+        || seen.swap(losses, std::sync::atomic::Ordering::AcqRel) == losses
+    {
         return;
     }
     let last = *LAST_LOSS

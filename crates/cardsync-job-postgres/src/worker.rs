@@ -362,13 +362,7 @@ fn transient(e: &PgError) -> bool {
         PgError::Pool(_) => true,
         PgError::Database(e) => match e.code() {
             None => true,
-            Some(code) => {
-                let code = code.code();
-                code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code == "40001"
-                    || code == "40P01"
-            }
+            Some(code) => crate::connect::is_lost(e) || matches!(code.code(), "40001" | "40P01"),
         },
         _ => false,
     }
