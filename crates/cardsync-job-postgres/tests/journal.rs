@@ -67,6 +67,11 @@ async fn planned(
     (all, job)
 }
 
+/// What `worker` claims of any job, with the usual lease.
+async fn claim_all(journal: &PgJournal, worker: &str) -> Option<Claim> {
+    journal.claim(worker, &Scope::All, LEASE).await.unwrap()
+}
+
 fn hex_ascii(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -202,13 +207,7 @@ async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
     let mut seqs: Vec<u64> = claims.iter().map(|c| c.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
-    assert!(
-        journal
-            .claim("w9", &Scope::All, LEASE)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim_all(&journal, "w9").await.is_none());
     let status = journal.status("nightly").await.unwrap();
     assert_eq!(status.requests["sending"], 6);
     assert_eq!(status.in_flight, 6);
@@ -220,20 +219,10 @@ async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     // A batch whose POST may have left is not claimed again: it waits for a decision.
-    let next = journal
-        .claim("w9", &Scope::All, LEASE)
-        .await
-        .unwrap()
-        .expect("the sent batch");
+    let next = claim_all(&journal, "w9").await.expect("the sent batch");
     assert_eq!(next.seq, claims[0].seq);
     assert!(matches!(next.work, Work::Check { ref batch_id, .. } if batch_id == "batch-a"));
-    assert!(
-        journal
-            .claim("w9", &Scope::All, LEASE)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim_all(&journal, "w9").await.is_none());
     let status = journal.status("nightly").await.unwrap();
     assert_eq!(status.unconfirmed.len(), 5);
 
@@ -274,11 +263,7 @@ async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
     // Due status checks come first; the planned requests are among the next claims.
     let mut retaken = None;
     for _ in 0..6 {
-        let c = journal
-            .claim("w9", &Scope::All, LEASE)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = claim_all(&journal, "w9").await.unwrap();
         if matches!(c.work, Work::Send { .. }) {
             retaken = Some(c);
             break;
@@ -321,24 +306,14 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
     let journal = db.journal("01").await;
     planned(&journal, "nightly", 2, 4).await;
     for _ in 0..2 {
-        let c = journal
-            .claim("w1", &Scope::All, LEASE)
-            .await
-            .unwrap()
-            .unwrap();
+        let c = claim_all(&journal, "w1").await.unwrap();
         journal
             .sent(&c, &format!("batch-{}", c.seq), Duration::from_secs(3600))
             .await
             .unwrap();
     }
     // Nothing due yet; a webhook (received twice, by two receivers) makes batch 1 ready.
-    assert!(
-        journal
-            .claim("w1", &Scope::All, LEASE)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim_all(&journal, "w1").await.is_none());
     let (a, b) = tokio::join!(
         journal.record_event("ev-1", Some(20), Some("batch-1"), "receiver-a"),
         journal.record_event("ev-1", Some(20), Some("batch-1"), "receiver-b"),
@@ -365,11 +340,7 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
 
     // The worker pauses past its lease; another takes the request and finishes it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let again = journal
-        .claim("w2", &Scope::All, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let again = claim_all(&journal, "w2").await.unwrap();
     assert_eq!(again.seq, check.seq);
     journal
         .completed(&again, &result_rows(&again, 3))
@@ -393,11 +364,7 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
         ))
         .await
         .unwrap();
-    let last = journal
-        .claim("w1", &Scope::All, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let last = claim_all(&journal, "w1").await.unwrap();
     journal
         .completed(&last, &result_rows(&last, 2))
         .await
@@ -508,11 +475,7 @@ async fn one_merchant_gets_at_most_its_limit_and_a_retry_after_holds_every_worke
         }
     }
     assert_eq!(got.len(), 2, "the merchant's limit");
-    let theirs = journal
-        .claim("w9", &Scope::All, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let theirs = claim_all(&journal, "w9").await.unwrap();
     assert_eq!(theirs.job_name, "other");
 
     // A Retry-After on one request holds every worker off the merchant.
@@ -573,11 +536,7 @@ async fn subscriptions_are_claimed_again_and_cards_are_erased_when_final() {
     assert_eq!(first.kind, RequestKind::Subscription);
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Idempotent: claimed again once the lease ran out, with no decision.
-    let second = journal
-        .claim("w2", &Scope::All, LEASE)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = claim_all(&journal, "w2").await.unwrap();
     assert_eq!((second.seq, second.epoch), (first.seq, first.epoch + 1));
     assert!(journal.subscribed(&first).await.is_err());
     journal.subscribed(&second).await.unwrap();
@@ -606,7 +565,7 @@ async fn rotation_reseals_every_card_under_the_new_key() {
     let old_key = JournalKey::from_hex(&"01".repeat(32)).unwrap();
     assert_eq!(new.rotate_from(&old_key).await.unwrap(), 2, "two card sets");
     assert_eq!(new.rotate_from(&old_key).await.unwrap(), 0, "nothing left");
-    let claim = new.claim("w1", &Scope::All, LEASE).await.unwrap().unwrap();
+    let claim = claim_all(&new, "w1").await.unwrap();
     let Work::Send { cards } = &claim.work else {
         panic!()
     };
@@ -634,13 +593,7 @@ async fn a_create_that_died_while_planning_is_started_again_and_names_are_unique
         .await
         .unwrap();
     // Planning jobs are never worked on.
-    assert!(
-        journal
-            .claim("w", &Scope::All, LEASE)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim_all(&journal, "w").await.is_none());
     // A create still at work is not disturbed; one silent for a minute is started again.
     assert!(matches!(
         journal.create_job(&spec, MERCHANT_KEY).await.unwrap_err(),
@@ -697,16 +650,10 @@ async fn reads_after_the_database_dropped_the_pools_connections_get_fresh_ones()
         c.unwrap();
         d.unwrap();
         // The database drops every one of them (a restart, a failover, an administrator).
-        let cut = db
-            .admin
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                &[&db.schema],
-            )
-            .await
-            .unwrap();
-        assert!(!cut.is_empty(), "round {round}: no connection was cut");
+        assert!(
+            db.cut_connections().await > 0,
+            "round {round}: no connection was cut"
+        );
         // At once, and again a moment later: each read gets a connection that works.
         let status = journal
             .status("nightly")

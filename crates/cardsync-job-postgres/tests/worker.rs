@@ -265,10 +265,9 @@ async fn a_worker_without_the_merchant_key_leaves_the_job_alone() {
     let sandbox = start_sandbox().await;
     plan(&journal, &sandbox, "nightly", 10, 100).await;
     // Another merchant's key under the job's variable: not this job's merchant.
-    let wrong = WorkerOptions::new("w")
+    let mut wrong = WorkerOptions::new("w")
         .with_key(KEY_ENV, MerchantKey::new("someone_elses_key").unwrap())
         .with_scope(Scope::Jobs(vec!["nightly".into()]));
-    let mut wrong = wrong;
     wrong.idle = Duration::from_millis(10);
     // It leaves the job to workers that hold the key, and says so.
     let summary = tokio::time::timeout(
@@ -314,16 +313,7 @@ async fn workers_ride_out_the_database_dropping_their_connections() {
     let mut cuts = 0;
     for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(120)).await;
-        let rows = db
-            .admin
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
-                &[&db.schema],
-            )
-            .await
-            .unwrap();
-        cuts += rows.len();
+        cuts += db.cut_connections().await;
     }
     assert!(cuts > 0, "no connection was cut");
     for w in workers {

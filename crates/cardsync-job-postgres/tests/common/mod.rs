@@ -55,6 +55,20 @@ impl TestDb {
             .expect("connect")
     }
 
+    /// Ends every session of this test's journals (as a restart, a failover or an
+    /// administrator would); returns how many it ended.
+    pub(crate) async fn cut_connections(&self) -> usize {
+        self.admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                &[&self.schema],
+            )
+            .await
+            .unwrap()
+            .len()
+    }
+
     /// Every row of every table, as text.
     pub(crate) async fn dump(&self) -> String {
         let mut out = String::new();
