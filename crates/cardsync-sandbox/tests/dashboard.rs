@@ -6,39 +6,18 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use cardsync_core::SANDBOX_TEST_CARDS;
 use cardsync_proto::*;
 use cardsync_sandbox::{Faults, Sandbox, Settings};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+mod common;
 
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+use common::{HttpClient, client, dead_url};
 
 async fn send_raw(client: &HttpClient, request: http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
-    let (parts, body) = request.into_parts();
-    let response = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(http::Request::from_parts(
-            parts,
-            Full::new(Bytes::from(body)),
-        )),
-    )
-    .await
-    .expect("an answer in time")
-    .expect("an answer");
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(Duration::from_secs(5), body.collect())
+    common::send_raw(client, request)
         .await
-        .expect("a body in time")
-        .expect("a body");
-    http::Response::from_parts(parts, body.to_bytes().to_vec())
+        .expect("an answer in time")
 }
 
 async fn start() -> (Sandbox, Config) {
@@ -255,9 +234,7 @@ async fn delivery_attempts_are_kept_with_their_answers() {
     let (sandbox, config) = start().await;
     let http = client();
     // Nothing listens here: every attempt fails, five in all, with a retry time between.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", dead.local_addr().unwrap());
-    drop(dead);
+    let url = dead_url().await;
     call(
         &http,
         &config,

@@ -11,36 +11,12 @@ use cardsync_proto::*;
 use cardsync_sandbox::{Faults, Sandbox, Settings};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+mod common;
 
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn send_raw(
-    client: &HttpClient,
-    request: http::Request<Vec<u8>>,
-) -> Result<http::Response<Vec<u8>>, String> {
-    let (parts, body) = request.into_parts();
-    let response = client
-        .request(http::Request::from_parts(
-            parts,
-            Full::new(Bytes::from(body)),
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(Duration::from_secs(5), body.collect())
-        .await
-        .map_err(|_| "timed out".to_owned())?
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(http::Response::from_parts(parts, body.to_bytes().to_vec()))
-}
+use common::{HttpClient, client, dead_url, send_raw};
 
 async fn send<E: Endpoint>(
     client: &HttpClient,
@@ -330,9 +306,7 @@ async fn deliveries_to_a_dead_listener_fail_after_bounded_retries() {
     let (sandbox, config) = start().await;
     let http = client();
     // A port that was free a moment ago: nothing listens there.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", dead.local_addr().unwrap());
-    drop(dead);
+    let url = dead_url().await;
     send(
         &http,
         &config,
