@@ -217,39 +217,36 @@ fn json_lines_input_matches_csv() {
 
 #[test]
 fn bytes_that_are_not_utf8_are_reported_and_numbering_goes_on() {
-    let file = TempFile::new(
-        "latin1.csv",
-        b"id,card,exp\nb\xe9,4457010000000009,01/50\nok,5112010000000003,02/50\n",
-    );
-    let out = cardsync(&["--output", "json", "validate", file.path()]);
-    let lines = json_lines(&out);
-    assert_eq!(lines[0]["errors"], serde_json::json!(["invalid_utf8"]));
-    assert_eq!(lines[0]["card"], "445701******0009");
-    assert_eq!(
-        (lines[1]["row"].as_u64(), lines[1]["ok"].as_bool()),
-        (Some(2), Some(true))
-    );
-}
-
-#[test]
-fn quoted_fields_that_split_a_character_are_not_utf8_each() {
-    // The quoted id ends inside a character that the card field completes: together they are
-    // UTF-8, apart neither is. The row is unreadable (and nothing prints the card).
-    let file = TempFile::new(
-        "split.csv",
-        b"id,card,exp\n\"\xc3\",\xa94457010000000009,01/50\nok,5112010000000003,02/50\n",
-    );
-    let out = cardsync(&["--output", "json", "validate", file.path()]);
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!text.contains("4457010000000009"), "{text}");
-    let lines = json_lines(&out);
-    assert_eq!(lines[0]["errors"], serde_json::json!(["invalid_utf8"]));
-    assert_eq!(lines[0]["card"], "445701******0009");
-    assert_eq!(
-        (lines[1]["row"].as_u64(), lines[1]["ok"].as_bool()),
-        (Some(2), Some(true))
-    );
+    for (name, csv) in [
+        (
+            "latin1.csv",
+            &b"id,card,exp\nb\xe9,4457010000000009,01/50\nok,5112010000000003,02/50\n"[..],
+        ),
+        // The quoted id ends inside a character that the card field completes: together
+        // they are UTF-8, apart neither is.
+        (
+            "split.csv",
+            b"id,card,exp\n\"\xc3\",\xa94457010000000009,01/50\nok,5112010000000003,02/50\n",
+        ),
+    ] {
+        let file = TempFile::new(name, csv);
+        let out = cardsync(&["--output", "json", "validate", file.path()]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains("4457010000000009"), "{name}: {text}");
+        let lines = json_lines(&out);
+        assert_eq!(
+            lines[0]["errors"],
+            serde_json::json!(["invalid_utf8"]),
+            "{name}"
+        );
+        assert_eq!(lines[0]["card"], "445701******0009", "{name}");
+        assert_eq!(
+            (lines[1]["row"].as_u64(), lines[1]["ok"].as_bool()),
+            (Some(2), Some(true)),
+            "{name}"
+        );
+    }
 }
 
 #[test]
