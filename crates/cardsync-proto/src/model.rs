@@ -58,17 +58,15 @@ impl ReturnedCard {
 
     /// A copy of `card`, made without an allocation when it is short.
     pub(crate) fn copied(card: &str) -> ReturnedCard {
-        match card.as_bytes() {
-            b if b.len() <= INLINE => {
-                let mut bytes = [0; INLINE];
-                bytes[..b.len()].copy_from_slice(b);
-                ReturnedCard(CardText::Inline {
-                    len: b.len() as u8,
-                    bytes,
-                })
-            }
-            _ => ReturnedCard(CardText::Heap(card.to_owned())),
+        if card.len() > INLINE {
+            return ReturnedCard(CardText::Heap(card.to_owned()));
         }
+        let mut bytes = [0; INLINE];
+        bytes[..card.len()].copy_from_slice(card.as_bytes());
+        ReturnedCard(CardText::Inline {
+            len: card.len() as u8,
+            bytes,
+        })
     }
 
     /// The number as returned, for writing to the vault or a results file.
