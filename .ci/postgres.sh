@@ -7,6 +7,9 @@
 #   bash .ci/postgres.sh start            start it; print `export CARDSYNC_TEST_POSTGRES=…` and
 #                                         `export CARDSYNC_TEST_POSTGRES_DIR=…` for eval
 #   bash .ci/postgres.sh stop DIR         stop the one started in DIR and remove it
+#   bash .ci/postgres.sh halt DIR         stop the server started in DIR, keeping its data (an
+#                                         outage, for the tests that ride one out)
+#   bash .ci/postgres.sh resume DIR       start it again after `halt`
 #
 # PostgreSQL comes from the distribution's packages: installed with apt-get when missing.
 set -euo pipefail
@@ -61,8 +64,10 @@ start() {
     cat "$dir/initdb.log" >&2
     exit 1
   }
+  # In the configuration file, not on the command line, so that `resume` starts it the same way.
+  printf "listen_addresses = '127.0.0.1'\nport = %s\nunix_socket_directories = '%s'\nmax_connections = 200\n" \
+    "$port" "$dir" >>"$dir/data/postgresql.conf"
   as_owner "$user" "$bin/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" --wait --timeout=60 \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200" \
     start >/dev/null || {
     cat "$dir/server.log" >&2
     exit 1
@@ -80,9 +85,22 @@ stop() {
   rm -rf "$dir"
 }
 
+halt() {
+  local dir=${1:?usage: postgres.sh halt DIR}
+  as_owner "$(stat -c %U "$dir")" "$(bindir)/pg_ctl" --pgdata="$dir/data" --mode=fast --wait stop >/dev/null
+}
+
+resume() {
+  local dir=${1:?usage: postgres.sh resume DIR}
+  as_owner "$(stat -c %U "$dir")" "$(bindir)/pg_ctl" --pgdata="$dir/data" --log="$dir/server.log" \
+    --wait --timeout=60 start >/dev/null
+}
+
 case "${1:-}" in
 start) start ;;
 stop) stop "${2:-}" ;;
+halt) halt "${2:-}" ;;
+resume) resume "${2:-}" ;;
 run)
   shift
   eval "$(start)"
@@ -91,7 +109,7 @@ run)
   "$@"
   ;;
 *)
-  echo "usage: postgres.sh start | stop DIR | run COMMAND..." >&2
+  echo "usage: postgres.sh start | stop DIR | halt DIR | resume DIR | run COMMAND..." >&2
   exit 2
   ;;
 esac

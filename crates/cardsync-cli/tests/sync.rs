@@ -322,6 +322,78 @@ fn killed_from_outside_while_sending_and_resumed() {
     check_exactly_once(&emulator, &out);
 }
 
+/// A 4xx page that is not CardSync's own answer (a CDN's or a proxy's HTML) proves nothing:
+/// answered after the batch was created, it leaves the request unconfirmed (the batch is then
+/// adopted, and nothing is sent twice), never failed with its cards lost.
+#[test]
+fn an_html_4xx_after_the_batch_was_created_is_unconfirmed_not_refused() {
+    for status in [400, 404, 409, 422] {
+        let dir = Dir::new(&format!("html{status}"));
+        let cards = write_cards(&dir.0);
+        let out = dir.0.join("results.csv");
+        let emulator = Emulator::start(instant);
+        let mut faults = Faults::default();
+        faults.error_rate = 1.0;
+        faults.statuses = vec![status];
+        faults.html = true;
+        faults.when = cardsync_sandbox::FaultTiming::After;
+        faults.paths = vec!["/v2/batch".to_owned()];
+        faults.limit = Some(1);
+        emulator.sandbox().set_faults(faults);
+        let output = run(sync_command(&emulator, &cards, &out).args(["--concurrency", "1"]));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(3), "{status}: {stderr}");
+        let s = summary(&output);
+        assert_eq!(
+            s["unconfirmed_requests"].as_array().map(Vec::len),
+            Some(1),
+            "{s}"
+        );
+        assert_eq!(
+            s["failed"].as_array().map(Vec::len),
+            Some(0),
+            "{status}: {s}"
+        );
+        assert!(
+            stderr.contains("may or may not have received it"),
+            "{stderr}"
+        );
+        // The emulator did create it: the user looks it up and adopts it.
+        let decisions = resume_to_end(&emulator, &cards, &out);
+        assert_eq!(decisions, ["adopt 1"], "{status}");
+        check_exactly_once(&emulator, &out);
+    }
+}
+
+/// CardSync's own failure envelope on a 4xx is a refusal: nothing was created, the request
+/// fails with the server's reason and the rest of the job goes on.
+#[test]
+fn cardsyncs_own_4xx_refusal_fails_the_request() {
+    let dir = Dir::new("refused");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let mut faults = Faults::default();
+    faults.error_rate = 1.0;
+    faults.statuses = vec![422];
+    faults.paths = vec!["/v2/batch".to_owned()];
+    faults.limit = Some(1);
+    emulator.sandbox().set_faults(faults);
+    let output = run(sync_command(&emulator, &cards, &out).args(["--concurrency", "1"]));
+    let s = summary(&output);
+    let failed = s["failed"].as_array().cloned().unwrap_or_default();
+    assert_eq!(failed.len(), 1, "{s}");
+    assert!(failed[0].to_string().contains("refused"), "{s}");
+    assert_eq!(
+        s["unconfirmed_requests"].as_array().map_or(0, Vec::len),
+        0,
+        "{s}"
+    );
+    // The other nine were created; the refused one never was.
+    assert_eq!(emulator.counts("POST /v2/batch").requests, 9);
+    assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
+}
+
 #[test]
 fn a_journal_of_another_input_is_refused() {
     let dir = Dir::new("other");

@@ -198,15 +198,13 @@ pub fn after_post(
             match decoded {
                 Ok(Some(batch_id)) => AfterPost::Created(batch_id),
                 Ok(None) => AfterPost::Subscribed,
-                Err(e) => match e.status() {
-                    Some(s) if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 => {
-                        AfterPost::Refused(format!("refused: {e}"))
-                    }
-                    _ => AfterPost::Unconfirmed(
-                        format!("CardSync may or may not have received it: {e}"),
-                        retry_after(&response),
-                    ),
-                },
+                // Only CardSync's own refusal proves that nothing was created; a proxy's 4xx
+                // page proves nothing.
+                Err(e) if e.is_refusal() => AfterPost::Refused(format!("refused: {e}")),
+                Err(e) => AfterPost::Unconfirmed(
+                    format!("CardSync may or may not have received it: {e}"),
+                    retry_after(&response),
+                ),
             }
         }
         Err(e) if e.reached() == Reached::No => AfterPost::NotSent(format!("no answer: {e}")),
@@ -529,6 +527,13 @@ async fn lane_run<T: Transport + Sync>(
 }
 
 /// Sends a transport call while renewing the claim's lease every third of its length.
+///
+/// The call is driven to its answer whatever happens to the renewals: a call under way may
+/// already have reached CardSync, and its answer is what lets the worker record it (a batch
+/// created needs no decision then). When a renewal fails (the database is unreachable, or the
+/// claim was taken over), renewing stops and the call goes on; the write that records its
+/// answer is fenced by the claim, and a batch that can no longer be recorded under it is kept
+/// as a late answer.
 async fn call<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
@@ -536,18 +541,37 @@ async fn call<T: Transport + Sync>(
     claim: &Claim,
     request: http::Request<Vec<u8>>,
     summary: &mut WorkSummary,
-) -> Result<Result<http::Response<Vec<u8>>, TransportError>, PgError> {
+) -> Result<http::Response<Vec<u8>>, TransportError> {
     let started = tokio::time::Instant::now();
     let sending = transport.send(request);
     tokio::pin!(sending);
+    let mut renewing = true;
     loop {
         tokio::select! {
             answer = &mut sending => {
                 summary.http += started.elapsed();
-                return Ok(answer);
+                return answer;
             }
-            _ = tokio::time::sleep(options.lease / 3) => {
-                timed(&mut summary.journal, journal.renew(claim, options.lease)).await?;
+            _ = tokio::time::sleep(options.lease / 3), if renewing => {
+                let renewal = tokio::select! {
+                    renewal = timed(&mut summary.journal, journal.renew(claim, options.lease)) => renewal,
+                    // A renewal must not hold up the answer: if the database hangs, the call's
+                    // answer wins and is recorded as soon as the database is back.
+                    answer = &mut sending => {
+                        summary.http += started.elapsed();
+                        return answer;
+                    }
+                };
+                if let Err(e) = renewal {
+                    tracing::warn!(
+                        job = %claim.job_name,
+                        request = claim.seq,
+                        error = %e,
+                        "cannot renew the claim; the call under way goes on and its answer is \
+                         recorded when the journal allows"
+                    );
+                    renewing = false;
+                }
             }
         }
     }
@@ -609,7 +633,7 @@ async fn send<T: Transport + Sync>(
         return Err(e);
     }
     hook("before-post");
-    let answer = call(journal, transport, options, claim, request, summary).await?;
+    let answer = call(journal, transport, options, claim, request, summary).await;
     hook("after-post");
     let after = after_post(claim.kind, answer);
     tracing::debug!(job = %claim.job_name, request = claim.seq, answer = ?after, "posted");
@@ -686,7 +710,7 @@ async fn check<T: Transport + Sync>(
         let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
             return Ok(());
         };
-        let answer = call(journal, transport, options, claim, request, summary).await?;
+        let answer = call(journal, transport, options, claim, request, summary).await;
         match after_status(answer) {
             AfterStatus::Complete => {}
             AfterStatus::Failed(message) => {
@@ -712,7 +736,7 @@ async fn check<T: Transport + Sync>(
     let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
         return Ok(());
     };
-    let answer = call(journal, transport, options, claim, request, summary).await?;
+    let answer = call(journal, transport, options, claim, request, summary).await;
     let results = match answer.as_ref().map(GetBatchResults::decode) {
         Ok(Ok(results)) => results,
         Ok(Err(e))
@@ -800,6 +824,56 @@ async fn encoded_or_failed(
             timed(&mut summary.journal, journal.failed(claim, &message)).await?;
             summary.failed += 1;
             Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cardsync_proto::server::{Spelling, failure, respond};
+
+    fn html(status: u16) -> http::Response<Vec<u8>> {
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "text/html")
+            .body(b"<html><body>Not here</body></html>".to_vec())
+            .unwrap()
+    }
+
+    #[test]
+    fn only_cardsyncs_own_refusal_of_a_post_is_a_refusal() {
+        for status in [400, 401, 403, 404, 409, 422] {
+            // A proxy's or CDN's page: the batch may exist.
+            assert!(
+                matches!(
+                    after_post(RequestKind::Batch, Ok(html(status))),
+                    AfterPost::Unconfirmed(..)
+                ),
+                "{status}"
+            );
+            let refused = respond(
+                http::StatusCode::from_u16(status).unwrap(),
+                failure("no", Spelling::Universal),
+            );
+            assert!(
+                matches!(
+                    after_post(RequestKind::Batch, Ok(refused)),
+                    AfterPost::Refused(_)
+                ),
+                "{status}"
+            );
+        }
+        // "Try again" statuses are never refusals, even in CardSync's words.
+        for status in [408, 429] {
+            let busy = respond(
+                http::StatusCode::from_u16(status).unwrap(),
+                failure("later", Spelling::Universal),
+            );
+            assert!(matches!(
+                after_post(RequestKind::Batch, Ok(busy)),
+                AfterPost::Unconfirmed(..)
+            ));
         }
     }
 }

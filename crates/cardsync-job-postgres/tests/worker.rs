@@ -16,7 +16,7 @@ use cardsync_proto::MerchantKey;
 use cardsync_sandbox::{Sandbox, Settings};
 
 mod common;
-use common::{TestDb, database};
+use common::{PrivateServer, TestDb, database};
 
 const KEY_ENV: &str = "CARDSYNC_TEST_MERCHANT_KEY";
 
@@ -338,4 +338,72 @@ async fn workers_ride_out_the_database_dropping_their_connections() {
     assert_exactly_once(&journal, &sandbox, "nightly", 3_000).await;
     sandbox.shutdown().await;
     db.drop().await;
+}
+
+/// PostgreSQL stops while a POST is under way, for longer than the worker's lease, and the
+/// answer comes while it is down: the worker keeps driving the POST (a failed lease renewal
+/// does not drop it), and records the batch once the database is back. No request waits for a
+/// decision, and every card reached CardSync once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_under_way_outlives_the_database_stopping() {
+    let Some(server) = PrivateServer::start() else {
+        return;
+    };
+    let db = TestDb::new(&server.url).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    plan(&journal, &sandbox, "nightly", 300, 100).await;
+    // The first POST takes four seconds.
+    let mut faults = cardsync_sandbox::Faults::default();
+    faults.latency_ms = 4_000;
+    faults.paths = vec!["/v2/batch".to_owned()];
+    sandbox.set_faults(faults);
+    let (posting, mut posted) = tokio::sync::mpsc::unbounded_channel();
+    let hook: Arc<Hook> = Arc::new(move |step: &str| {
+        if step == "before-post" {
+            let _ = posting.send(());
+        }
+    });
+    let worker = {
+        let journal = journal.clone();
+        // One lane, a 1.5 s lease: the outage below is four times as long.
+        let options = options("w", &sandbox).with_concurrency(1);
+        tokio::spawn(async move { work(&journal, transport(), &options, hook).await })
+    };
+    tokio::time::timeout(Duration::from_secs(30), posted.recv())
+        .await
+        .expect("the worker starts a POST")
+        .expect("hook");
+    // The POST is on its way: the database goes away for six seconds (the answer comes
+    // after four), and the next POSTs are quick again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = Arc::new(server);
+    let halted = server.clone();
+    tokio::task::spawn_blocking(move || halted.halt())
+        .await
+        .unwrap();
+    sandbox.set_faults(cardsync_sandbox::Faults::default());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        sandbox.counters()["POST /v2/batch"].requests,
+        1,
+        "the POST under way reached CardSync while the database was down"
+    );
+    let resumed = server.clone();
+    tokio::task::spawn_blocking(move || resumed.resume())
+        .await
+        .unwrap();
+    let summary = tokio::time::timeout(Duration::from_secs(120), worker)
+        .await
+        .expect("the worker finishes")
+        .unwrap()
+        .expect("the worker rides the outage out");
+    assert_eq!(summary.unconfirmed, 0, "{summary:?}");
+    assert_eq!(summary.waiting_for_decision, 0, "{summary:?}");
+    let status = journal.status("nightly").await.unwrap();
+    assert!(status.unconfirmed.is_empty(), "{status:?}");
+    assert_exactly_once(&journal, &sandbox, "nightly", 300).await;
+    sandbox.shutdown().await;
+    // The whole server goes with `server`; the test's schema need not be dropped.
+    drop(db);
 }

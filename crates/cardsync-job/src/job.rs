@@ -990,25 +990,24 @@ impl Job {
                 vec![tally("subscribed", record.cards as i64)],
                 After::Nothing,
             ),
-            (Ok(_), Err(e)) => match e.status() {
-                Some(s) if s.is_client_error() && s.as_u16() != 408 && s.as_u16() != 429 => {
-                    // CardSync read it and refused it: nothing was created.
-                    self.persist_request(
-                        RequestUpdate::new(seq, RequestState::Sending, RequestState::Failed)
-                            .with_message(format!("refused: {e}")),
-                        vec![],
-                        After::Nothing,
-                    );
-                }
-                _ => {
-                    // Anything else may have created it.
-                    self.busy.remove(&seq);
-                    self.creating.remove(&seq);
-                    self.stop(format!(
-                        "sending {what}; CardSync may or may not have received it: {e}"
-                    ));
-                }
-            },
+            (Ok(_), Err(e)) if e.is_refusal() => {
+                // CardSync read it and refused it, in its own words: nothing was created.
+                // (Any other answer, a proxy's 4xx page included, proves nothing.)
+                self.persist_request(
+                    RequestUpdate::new(seq, RequestState::Sending, RequestState::Failed)
+                        .with_message(format!("refused: {e}")),
+                    vec![],
+                    After::Nothing,
+                );
+            }
+            (Ok(_), Err(e)) => {
+                // Anything else may have created it.
+                self.busy.remove(&seq);
+                self.creating.remove(&seq);
+                self.stop(format!(
+                    "sending {what}; CardSync may or may not have received it: {e}"
+                ));
+            }
             (Err(e), _) if e.reached() == Reached::No => {
                 // Certainly never left: it can be sent again later without a decision.
                 self.persist_request(

@@ -261,9 +261,7 @@ fn decode_envelope_with<T: DeserializeOwned, B: AsRef<[u8]>>(
         error: json_error::<Envelope<T>>(body, &e),
     })?;
     if let Some(word) = &envelope.status
-        && ["failed", "failure", "fail", "error"]
-            .iter()
-            .any(|w| word.eq_ignore_ascii_case(w))
+        && crate::error::is_failure_word(word)
     {
         return Err(DecodeError::Failed {
             status,

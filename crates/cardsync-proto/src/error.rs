@@ -29,6 +29,14 @@ pub(crate) fn safe_message(text: &str) -> String {
     }
 }
 
+/// Whether an envelope's `status` word says the call failed (`failed`, `failure`, `fail`,
+/// `error`, in any case).
+pub(crate) fn is_failure_word(word: &str) -> bool {
+    ["failed", "failure", "fail", "error"]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+}
+
 /// Why a request could not be built.
 ///
 /// ```
@@ -288,6 +296,45 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Whether CardSync itself read the request and refused it, so that nothing was created:
+    /// a 4xx status (other than 408 and 429, which say "try again") whose body is CardSync's
+    /// failure envelope (`{"status": "failed", "msg": …}`).
+    ///
+    /// Anything else proves nothing: an HTML page or an empty body with a 4xx comes from
+    /// whatever stands in front of CardSync (a CDN, a proxy, a load balancer), which may have
+    /// answered after CardSync handled the request. A request that creates something (a
+    /// batch) and got such an answer may or may not have been handled.
+    ///
+    /// ```
+    /// use cardsync_proto::{CreateBatch, DecodeError, Endpoint};
+    ///
+    /// let refused = http::Response::builder()
+    ///     .status(422)
+    ///     .body(br#"{"status":"failed","msg":"too many cards"}"#.to_vec())?;
+    /// assert!(CreateBatch::decode(&refused).unwrap_err().is_refusal());
+    ///
+    /// let proxy = http::Response::builder()
+    ///     .status(404)
+    ///     .header("content-type", "text/html")
+    ///     .body(b"<html>Not Found</html>".to_vec())?;
+    /// assert!(!CreateBatch::decode(&proxy).unwrap_err().is_refusal());
+    /// # Ok::<(), http::Error>(())
+    /// ```
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            DecodeError::Status {
+                status,
+                api_status: Some(word),
+                ..
+            } => {
+                status.is_client_error()
+                    && !matches!(status.as_u16(), 408 | 429)
+                    && is_failure_word(word)
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status of the response.
     pub fn status(&self) -> Option<StatusCode> {
         match self {

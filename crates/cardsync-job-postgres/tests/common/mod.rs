@@ -117,3 +117,60 @@ pub(crate) fn numbers_with(prefix: &str, n: usize, from: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// A PostgreSQL server of one test's own (a new cluster from `.ci/postgres.sh`), so that the
+/// test can stop and start it without touching any other test's database. Stopped and removed
+/// on drop.
+pub(crate) struct PrivateServer {
+    pub(crate) url: String,
+    dir: String,
+}
+
+fn postgres_sh(args: &[&str]) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.ci/postgres.sh");
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("bash .ci/postgres.sh");
+    assert!(
+        output.status.success(),
+        "postgres.sh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl PrivateServer {
+    /// A new server, or `None` where the tests have no PostgreSQL (see [`database`]).
+    pub(crate) fn start() -> Option<PrivateServer> {
+        database()?;
+        let out = postgres_sh(&["start"]);
+        let value = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no {name} in {out:?}"))
+        };
+        Some(PrivateServer {
+            url: value("CARDSYNC_TEST_POSTGRES"),
+            dir: value("CARDSYNC_TEST_POSTGRES_DIR"),
+        })
+    }
+
+    /// Stops the server (its sessions are ended, new connections refused), keeping its data.
+    pub(crate) fn halt(&self) {
+        postgres_sh(&["halt", &self.dir]);
+    }
+
+    /// Starts it again after [`PrivateServer::halt`].
+    pub(crate) fn resume(&self) {
+        postgres_sh(&["resume", &self.dir]);
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        postgres_sh(&["stop", &self.dir]);
+    }
+}
