@@ -1,33 +1,26 @@
 //! The commands that make one call each (`submit`, `status`, `results`, `unsubscribe`,
-//! `webhooks set`, `merchant`), `listen`, and `demo`.
+//! `webhooks set`, `merchant`), and `demo`.
 
-use std::collections::HashSet;
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use cardsync_core::{PlannedRequest, Planner, RouteKind, SANDBOX_TEST_CARDS, UpdateStatus};
-use cardsync_hyper::Client;
 use cardsync_proto::{
     CreateBatch, KeyScope, MerchantEnrollment, Results, SetWebhooks, Subscribe, Trigger,
-    Unsubscribe, WebhookEvent,
+    Unsubscribe,
 };
 use cardsync_sandbox::{Sandbox, Settings};
 use serde_json::json;
 
-use cardsync_job::{
-    Acquired, Change, Changes, Checkpoint, EventRecord, EventState, LeaseKeeper, ResultRow, Store,
-};
-use cardsync_job_sqlite::SqliteStore;
+use cardsync_job::ResultRow;
 
 use crate::cli::{Global, OutputFormat};
 use crate::error::{CliError, Exit, io_err};
 use crate::files::{Format, RowFile};
-use crate::lease;
 use crate::pipeline::{check_rows, plan_options, runtime};
-use crate::remote::{receiver_channel, remote_error};
+use crate::remote::remote_error;
 use crate::report::Reporter;
 use crate::sync::{self, RESULT_COLUMNS, Wait};
 
@@ -239,9 +232,10 @@ pub(crate) fn results<W: Write>(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a results file whole: to a scratch file beside it, made durable, then renamed, so
-/// that a crash never leaves half a file and writing it again gives the same file.
-fn write_results_file(
+/// Writes a results file whole: to a scratch file beside it, made durable, then renamed (and
+/// the rename made durable), so that a crash never leaves half a file and writing it again
+/// gives the same file.
+pub(crate) fn write_results_file(
     path: &Path,
     results: &Results,
     batch_id: Option<&str>,
@@ -261,6 +255,7 @@ fn write_results_file(
     file.checkpoint().map_err(io_err(&scratch))?;
     drop(file);
     std::fs::rename(&scratch, path).map_err(io_err(path))?;
+    crate::files::sync_parent(path).map_err(io_err(path))?;
     Ok(())
 }
 
@@ -524,277 +519,6 @@ pub(crate) fn merchant<W: Write>(
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Options of `cardsync listen`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ListenArgs {
-    /// The address to listen on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8788")]
-    addr: SocketAddr,
-    /// The secret path token (16 or more letters, digits, - and _): CardSync must call
-    /// /webhooks/TOKEN.
-    #[arg(
-        long,
-        value_name = "TOKEN",
-        env = "CARDSYNC_WEBHOOK_TOKEN",
-        hide_env_values = true
-    )]
-    token: String,
-    /// Where results are written: batch-ID.csv and amex-EVENT.csv (mode 0600), and
-    /// events.jsonl, the log of every event received.
-    #[arg(
-        long,
-        value_name = "DIR",
-        required_unless_present = "journal",
-        conflicts_with = "journal"
-    )]
-    out: Option<PathBuf>,
-    /// Record each event in the shared journal instead (a PostgreSQL URL), once whichever
-    /// receiver gets it, and mark its batch ready for the workers: run as many receivers as
-    /// you like behind a load balancer. Needs CARDSYNC_JOURNAL_KEY like the other journal
-    /// commands.
-    #[arg(long, value_name = "URL")]
-    journal: Option<String>,
-    /// Stop after this long (for scripts and tests), such as 10m; runs until Ctrl-C without it.
-    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
-    stop_after: Option<Duration>,
-}
-
-/// `cardsync listen`.
-///
-/// What it handled is kept in `DIR/listen.journal` (the same SQLite journal as `sync`'s): an
-/// event is recorded as handled in the same commit as the new length of `events.jsonl`, after
-/// its results file was written and its line appended. A restarted listener cuts
-/// `events.jsonl` back to the recorded length and skips every event it handled, so that a
-/// redelivery after a restart changes nothing. One listener at a time holds a folder.
-pub(crate) fn listen<W: Write>(
-    args: ListenArgs,
-    global: &Global,
-    mut out: W,
-) -> Result<ExitCode, CliError> {
-    let Some(dir) = args.out.clone() else {
-        let journal = crate::shared::JournalArgs {
-            journal: args.journal.clone().unwrap_or_default(),
-        };
-        return crate::shared::listen(
-            args.addr,
-            &args.token,
-            args.stop_after,
-            &journal,
-            global,
-            out,
-        );
-    };
-    let out_dir = dir;
-    global.remote.need_api_key()?;
-    let client = global.remote.client()?;
-    std::fs::create_dir_all(&out_dir).map_err(io_err(&out_dir))?;
-    let log_path = out_dir.join("events.jsonl");
-    let journal_path = out_dir.join("listen.journal");
-    let journal_err = |source| CliError::Journal {
-        path: journal_path.clone(),
-        source,
-    };
-    let mut journal = SqliteStore::open(&journal_path).map_err(journal_err)?;
-    let ttl = Duration::from_secs(30);
-    let holder = lease::this_holder();
-    let mut keeper = match journal
-        .acquire(
-            &holder,
-            lease::now_ms(),
-            ttl.as_millis() as u64,
-            &lease::holder_gone,
-        )
-        .map_err(journal_err)?
-    {
-        Acquired::Taken(lease) => LeaseKeeper::new(lease, ttl),
-        Acquired::Held(held) => {
-            return Err(CliError::Usage(format!(
-                "another listener ({}) keeps {}: one listener at a time per folder",
-                held.holder,
-                out_dir.display()
-            )));
-        }
-    };
-    let snapshot = journal.load().map_err(journal_err)?;
-    let mut handled: HashSet<String> = snapshot
-        .events
-        .iter()
-        .filter(|e| e.state != EventState::Received)
-        .map(|e| e.event_id.clone())
-        .collect();
-    // Lines a listener wrote after its last commit are dropped; the events come again.
-    let mut log = RowLog::open(&log_path, snapshot.checkpoint.positions().first().copied())
-        .map_err(io_err(&log_path))?;
-    let result = runtime()?.block_on(async {
-        let (receiver, mut events) = receiver_channel(args.addr, &args.token).await?;
-        if !global.quiet {
-            eprintln!(
-                "listening at {} (token path hidden); register it with `cardsync webhooks set`. \
-                 Ctrl-C stops.",
-                receiver.local_addr()
-            );
-        }
-        let stop = async {
-            match args.stop_after {
-                Some(d) => tokio::time::sleep(d).await,
-                None => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        tokio::pin!(stop);
-        let mut renew = tokio::time::interval(ttl / 3);
-        let outcome = loop {
-            let event = tokio::select! {
-                _ = &mut stop => break Ok(()),
-                _ = renew.tick() => {
-                    if let Err(e) = keeper.keep(&mut journal, lease::now_ms()) {
-                        break Err(journal_err(e));
-                    }
-                    continue;
-                }
-                e = events.recv() => match e { Some(e) => e, None => break Ok(()) },
-            };
-            let Some(key) = event.dedup_key() else {
-                continue;
-            };
-            if handled.contains(&key) {
-                tracing::debug!(key, "webhook redelivered; already handled");
-                continue;
-            }
-            let line = handle_listened(&client, &out_dir, &event).await;
-            let (file, error) = match &line {
-                Ok(file) => (file.clone(), None),
-                Err(e) => (None, Some(e.to_string())),
-            };
-            let record = json!({
-                "trigger_id": event.trigger().map(Trigger::id),
-                "event_id": event.event_id(),
-                "batch_id": match &event {
-                    WebhookEvent::BatchAvailable(e) => e.batch_id.as_deref(),
-                    WebhookEvent::BatchError(e) => e.batch_id.as_deref(),
-                    _ => None,
-                },
-                "results_file": file.as_ref().map(|p| p.display().to_string()),
-                "error": error,
-            });
-            let len = log.append(&record.to_string()).map_err(io_err(&log_path))?;
-            // An event whose results could not be fetched is not handled: a redelivery
-            // tries again.
-            let mut changes = vec![Change::Checkpoint(Checkpoint::new(vec![len]))];
-            if error.is_none() {
-                changes.push(Change::Event(EventRecord::new(
-                    key.clone(),
-                    event.trigger().map(Trigger::id),
-                    None,
-                    EventState::Handled,
-                )));
-            }
-            if let Err(e) = journal.apply(keeper.lease(), &Changes::new(changes)) {
-                break Err(journal_err(e));
-            }
-            if error.is_none() {
-                handled.insert(key);
-            }
-            match global.output {
-                OutputFormat::Json => writeln!(out, "{record}")?,
-                OutputFormat::Text => match (&event.trigger(), &file, &error) {
-                    (_, Some(f), _) => writeln!(out, "results written to {}", f.display())?,
-                    (_, _, Some(e)) => writeln!(out, "event {:?}: {e}", event.event_id())?,
-                    (t, _, _) => writeln!(
-                        out,
-                        "event {}: {}",
-                        event.event_id().unwrap_or("-"),
-                        t.map_or("unknown trigger".to_owned(), |t| t.to_string())
-                    )?,
-                },
-            }
-            out.flush()?;
-        };
-        receiver.shutdown().await;
-        outcome
-    });
-    let _ = keeper.release(&mut journal);
-    result?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `events.jsonl`: lines appended and synced, cut back on open to the length last recorded.
-struct RowLog {
-    file: std::fs::File,
-}
-
-impl RowLog {
-    fn open(path: &Path, recorded: Option<u64>) -> io::Result<RowLog> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        let len = file.metadata()?.len();
-        match recorded {
-            Some(r) if r <= len => file.set_len(r)?,
-            // A log written before listeners kept a journal is kept as it is.
-            _ => {}
-        }
-        Ok(RowLog { file })
-    }
-
-    /// Appends a line, makes it durable, and returns the new length.
-    fn append(&mut self, line: &str) -> io::Result<u64> {
-        self.file.write_all(format!("{line}\n").as_bytes())?;
-        self.file.sync_data()?;
-        self.file.metadata().map(|m| m.len())
-    }
-}
-
-/// Fetches and writes the results an event announces; returns the file written, if any.
-async fn handle_listened(
-    client: &Client,
-    dir: &Path,
-    event: &WebhookEvent,
-) -> Result<Option<PathBuf>, CliError> {
-    let (results, name, batch_id) = match event {
-        WebhookEvent::BatchAvailable(e) => {
-            let batch = e.batch_id.as_deref().unwrap_or_default();
-            let results = client
-                .batch_results(batch, e.event_id.as_deref())
-                .await
-                .map_err(|err| remote_error(&format!("results of batch {batch}"), err))?;
-            (
-                results,
-                format!("batch-{}.csv", safe_name(batch)),
-                Some(batch),
-            )
-        }
-        WebhookEvent::AmexUpdate(e) => {
-            let id = e.event_id.as_deref().unwrap_or_default();
-            let results = client
-                .subscription_results(id)
-                .await
-                .map_err(|err| remote_error(&format!("American Express update {id}"), err))?;
-            (results, format!("amex-{}.csv", safe_name(id)), None)
-        }
-        _ => return Ok(None),
-    };
-    let path = dir.join(name);
-    write_results_file(&path, &results, batch_id, event.event_id())?;
-    Ok(Some(path))
-}
-
-/// An id made safe for a file name.
-fn safe_name(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect()
 }
 
 /// Options of `cardsync demo`.

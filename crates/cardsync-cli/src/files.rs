@@ -15,3 +15,36 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> 
     out.write_all(b"\n")?;
     out.flush()
 }
+
+/// Opens `path` for appending, creating it readable and writable by its owner only (an
+/// existing file is made so too).
+pub(crate) fn open_private_append(path: &Path) -> io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options.open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        Ok(file)
+    }
+    #[cfg(not(unix))]
+    options.open(path)
+}
+
+/// Makes a rename or a new file in `path`'s folder durable (a no-op where folders cannot be
+/// synced).
+pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    let _ = path;
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod files;
 mod input;
 mod issuer;
 mod lease;
+mod listen;
 mod pipeline;
 mod remote;
 mod report;
@@ -140,7 +141,7 @@ enum Command {
     #[command(subcommand)]
     Merchant(commands::MerchantCommand),
     /// Run a webhook receiver: fetch and save results as their events arrive.
-    Listen(commands::ListenArgs),
+    Listen(listen::ListenArgs),
     /// The issuer side of the card network: register cards with the issuing platform, change
     /// their status, send issuer feed files (against the local emulator by default).
     #[command(subcommand)]
@@ -230,7 +231,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Webhooks(c) => commands::webhooks(c, &global, out),
         Command::Merchant(c) => commands::merchant(c, &global, out),
-        Command::Listen(args) => commands::listen(args, &global, out),
+        Command::Listen(args) => listen::listen(args, &global, out),
         Command::Issuer(c) => issuer::run(c, &global, out),
         Command::Job(c) => shared::job(c, &global, out),
         Command::Worker(args) => shared::worker(args, &global, out),

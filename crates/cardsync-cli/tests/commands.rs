@@ -1,38 +1,11 @@
 //! The one-call commands and `listen`, against the emulator on loopback.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{Dir, Emulator};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
-
-fn cardsync(emulator: &Emulator, args: &[&str]) -> Output {
-    let output = Command::new(BIN)
-        .args(args)
-        .env("CARDSYNC_BASE_URL", emulator.url())
-        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
-        .env("CARDSYNC_PARTNER_KEY", "sandbox_master_key")
-        .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cardsync");
-    assert!(
-        output.status.code().is_some(),
-        "killed: {:?}",
-        output.status
-    );
-    output
-}
-
-fn json_lines(output: &Output) -> Vec<serde_json::Value> {
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
+use common::{BIN, Dir, Emulator, cardsync, json_lines, post, start_listener};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
@@ -154,15 +127,9 @@ fn submit_status_results_unsubscribe_webhooks_and_merchant() {
 fn listen_fetches_results_when_a_batch_is_available() {
     let dir = Dir::new("listen");
     let emulator = Emulator::start(|s| s.complete_after = Duration::from_millis(200));
-    // A free port for the receiver.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = common::free_addr();
     let out_dir = dir.0.join("results");
-    let mut listener = start_listener(&emulator, &addr, &out_dir);
+    let mut listener = start_listener(&emulator, &addr, &out_dir, &[]);
     let url = format!("http://{addr}/webhooks/t0ken-for-the-listen-test");
     let out = cardsync(&emulator, &["webhooks", "set", "--batch-available", &url]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
@@ -210,7 +177,7 @@ fn listen_fetches_results_when_a_batch_is_available() {
     let _ = listener.wait();
     let modified = std::fs::metadata(&expected).unwrap().modified().unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let mut listener = start_listener(&emulator, &addr, &out_dir);
+    let mut listener = start_listener(&emulator, &addr, &out_dir, &[]);
     let body = format!(
         r#"{{"trigger_id":20,"batch_id":"{batch_id}","event_id":"{event_id}","message":"again"}}"#
     );
@@ -243,59 +210,6 @@ fn listen_fetches_results_when_a_batch_is_available() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains(&event_id), "{stdout}");
-}
-
-/// Starts `cardsync listen` on `addr` (JSON output, piped) and waits until it accepts
-/// connections.
-fn start_listener(emulator: &Emulator, addr: &str, out_dir: &Path) -> std::process::Child {
-    let listener = Command::new(BIN)
-        .args(["--output", "json", "listen", "--addr", addr])
-        .args([
-            "--token",
-            "t0ken-for-the-listen-test",
-            "--stop-after",
-            "20s",
-            "--out",
-        ])
-        .arg(out_dir)
-        .env("CARDSYNC_BASE_URL", emulator.url())
-        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "listen did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    listener
-}
-
-/// POSTs a JSON body over plain HTTP/1.1 and returns the status.
-fn post(addr: &str, path: &str, body: &str) -> u16 {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The issuer side through the command: a card registered with the emulator's platform is

@@ -3,11 +3,14 @@
 //!
 //! The documents give no signature scheme, so the URL is the secret: a path with a random
 //! token, compared in constant time. The rules: anything but that path is 404; anything but
-//! POST is 405 (with `Allow: POST`); a body that is not a webhook is 400; an event already
-//! handled (its event id, or its delivery id) is acknowledged again with 200 and not handed on;
-//! an event being handled right now answers 503, so that CardSync delivers it again later
-//! rather than twice at once; a handled event answers 200 only once the handler accepted it,
-//! and 500 when it did not (CardSync then delivers it again).
+//! POST is 405 (with `Allow: POST`); a body that is not a webhook, or with an id longer than
+//! [`MAX_ID_LEN`], is 400; an event that carries nothing to tell its redeliveries apart (no
+//! event id, batch id, merchant id or delivery id: see [`WebhookEvent::dedup_key`]) is 422,
+//! never silently taken; an event already handled is acknowledged again with 200 and not
+//! handed on; an event being handled right now answers 503, so that CardSync delivers it again
+//! later rather than twice at once; a handled event answers 200 only once the handler accepted
+//! it (a receiver's handler accepts an event once it is durably recorded), and 500 when it did
+//! not (CardSync then delivers it again).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -33,8 +36,20 @@ pub enum Delivery {
 #[derive(Debug)]
 #[must_use = "give the ticket back to Inbox::finish"]
 pub struct Ticket {
-    key: Option<String>,
+    key: String,
 }
+
+impl Ticket {
+    /// The event's key ([`WebhookEvent::dedup_key`]): what a receiver records it under.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The longest event id, batch id or delivery id an inbox takes; a webhook with a longer one is
+/// answered 400 (ids are kept, and a forged event must not be able to grow a record without
+/// bound). The documents' ids are UUIDs, 36 characters.
+pub const MAX_ID_LEN: usize = 128;
 
 #[derive(Debug, Default)]
 struct Seen {
@@ -102,33 +117,42 @@ impl Inbox {
         let Ok(event) = decode_webhook(body) else {
             return Delivery::Answer(StatusCode::BAD_REQUEST);
         };
-        let key = event.dedup_key();
-        if let Some(key) = &key {
-            let mut seen = self.seen();
-            if seen.done.contains(key) {
-                tracing::debug!(trigger = ?event.trigger(), "webhook redelivered; already handled");
-                return Delivery::Answer(StatusCode::OK);
-            }
-            if !seen.in_flight.insert(key.clone()) {
-                return Delivery::Answer(StatusCode::SERVICE_UNAVAILABLE);
-            }
+        let ids = [event.event_id(), event.batch_id(), event.delivery_id()];
+        if ids.into_iter().flatten().any(|id| id.len() > MAX_ID_LEN) {
+            tracing::warn!(trigger = ?event.trigger(), "webhook refused: an id is too long");
+            return Delivery::Answer(StatusCode::BAD_REQUEST);
         }
+        let Some(key) = event.dedup_key() else {
+            tracing::warn!(
+                trigger = ?event.trigger(),
+                "webhook refused (422): no event id, batch id or delivery id to record it by"
+            );
+            return Delivery::Answer(StatusCode::UNPROCESSABLE_ENTITY);
+        };
+        let mut seen = self.seen();
+        if seen.done.contains(&key) {
+            tracing::debug!(trigger = ?event.trigger(), "webhook redelivered; already handled");
+            return Delivery::Answer(StatusCode::OK);
+        }
+        if !seen.in_flight.insert(key.clone()) {
+            return Delivery::Answer(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        drop(seen);
         Delivery::Handle(Ticket { key }, event)
     }
 
     /// Records how handling went, and says what to answer: 200 when `handled`, else 500 (and
     /// CardSync delivers the event again).
     pub fn finish(&self, ticket: Ticket, handled: bool) -> StatusCode {
-        if let Some(key) = ticket.key {
-            let mut seen = self.seen();
-            seen.in_flight.remove(&key);
-            if handled {
-                seen.done.insert(key.clone());
-                seen.order.push_back(key);
-                while seen.order.len() > self.remember {
-                    if let Some(old) = seen.order.pop_front() {
-                        seen.done.remove(&old);
-                    }
+        let key = ticket.key;
+        let mut seen = self.seen();
+        seen.in_flight.remove(&key);
+        if handled {
+            seen.done.insert(key.clone());
+            seen.order.push_back(key);
+            while seen.order.len() > self.remember {
+                if let Some(old) = seen.order.pop_front() {
+                    seen.done.remove(&old);
                 }
             }
         }
@@ -189,5 +213,39 @@ mod tests {
             let _ = inbox.finish(t, true);
         }
         assert!(matches!(inbox.accept(body), Delivery::Handle(..)));
+    }
+
+    #[test]
+    fn events_without_a_key_and_overlong_ids_are_refused() {
+        let inbox = Inbox::new("/w", 10);
+        // Nothing to record it by: 422, not a silent 200.
+        assert!(matches!(
+            inbox.accept(br#"{"trigger_id":23,"stats":{}}"#),
+            Delivery::Answer(StatusCode::UNPROCESSABLE_ENTITY)
+        ));
+        // A batch event without an event id is recorded by its batch.
+        let Delivery::Handle(ticket, _) = inbox.accept(br#"{"trigger_id":20,"batch_id":"b7"}"#)
+        else {
+            panic!()
+        };
+        assert_eq!(ticket.key(), "batch:20:b7");
+        let _ = inbox.finish(ticket, true);
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        for body in [
+            format!(r#"{{"trigger_id":20,"batch_id":"b1","event_id":"{long}"}}"#),
+            format!(r#"{{"trigger_id":20,"batch_id":"{long}","event_id":"e"}}"#),
+            format!(r#"{{"trigger_id":23,"id":"{long}","event_id":"e"}}"#),
+        ] {
+            assert!(matches!(
+                inbox.accept(body.as_bytes()),
+                Delivery::Answer(StatusCode::BAD_REQUEST)
+            ));
+        }
+        let fits = "x".repeat(MAX_ID_LEN);
+        let body = format!(r#"{{"trigger_id":20,"batch_id":"b1","event_id":"{fits}"}}"#);
+        assert!(matches!(
+            inbox.accept(body.as_bytes()),
+            Delivery::Handle(..)
+        ));
     }
 }

@@ -11,6 +11,12 @@
 //! deliver again), and it remembers the events it handled (by [`WebhookEvent::dedup_key`]) so a
 //! redelivery is acknowledged without being handled twice. A redelivery that arrives while the
 //! first is still being handled gets 503, so that the sender tries again later.
+//!
+//! A handler should accept an event only once it is recorded where a restart finds it (a
+//! journal, a database), and do the work the event asks for (fetching results) afterwards from
+//! that record: an answer of 200 ends CardSync's deliveries of the event, so whatever was not
+//! recorded by then is lost for good. A handler whose queue is full answers with
+//! [`HandlerError::busy`] (503, `Retry-After`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,28 +41,64 @@ use tokio::task::JoinHandle;
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 type Handler = Arc<dyn Fn(WebhookEvent) -> HandlerFuture + Send + Sync>;
 
-/// A handler's refusal of an event: the receiver answers 500 and CardSync delivers again.
+/// A handler's refusal of an event: the receiver answers 500 (or 503 with `Retry-After` when
+/// the handler is [busy](HandlerError::busy)) and CardSync delivers again.
+///
+/// ```
+/// use cardsync_hyper::HandlerError;
+///
+/// let full = HandlerError::busy("1000 events wait to be handled");
+/// assert!(full.is_busy());
+/// assert!(!HandlerError::new("the journal is read-only").is_busy());
+/// ```
 #[derive(Debug)]
-pub struct HandlerError(Box<dyn std::error::Error + Send + Sync>);
+pub struct HandlerError {
+    reason: Box<dyn std::error::Error + Send + Sync>,
+    busy: bool,
+}
 
 impl HandlerError {
-    /// A refusal for this reason.
+    /// A refusal for this reason: the event could not be recorded (500).
     pub fn new(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> HandlerError {
-        HandlerError(reason.into())
+        HandlerError {
+            reason: reason.into(),
+            busy: false,
+        }
+    }
+
+    /// The handler takes no more events for now, such as when its queue is full (503, with
+    /// `Retry-After`): the sender should come back later.
+    pub fn busy(reason: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> HandlerError {
+        HandlerError {
+            reason: reason.into(),
+            busy: true,
+        }
+    }
+
+    /// Whether it is a [`HandlerError::busy`].
+    pub fn is_busy(&self) -> bool {
+        self.busy
     }
 }
 
 impl std::fmt::Display for HandlerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the webhook handler refused the event: {}", self.0)
+        if self.busy {
+            write!(f, "the webhook handler is busy: {}", self.reason)
+        } else {
+            write!(f, "the webhook handler refused the event: {}", self.reason)
+        }
     }
 }
 
 impl std::error::Error for HandlerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.0.as_ref())
+        Some(self.reason.as_ref())
     }
 }
+
+/// The `Retry-After` of a busy receiver's 503, in seconds.
+const BUSY_RETRY_AFTER: &str = "30";
 
 /// Settings of a [`WebhookReceiver`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,10 +334,21 @@ async fn receive(
     };
     let trigger = event.trigger();
     let result = (shared.handler)(event).await;
-    if let Err(e) = &result {
-        tracing::warn!(?trigger, error = %e, "webhook handler failed; CardSync will deliver again");
-    } else {
-        tracing::debug!(?trigger, "webhook handled");
+    match &result {
+        Ok(()) => tracing::debug!(?trigger, "webhook handled"),
+        Err(e) => {
+            tracing::warn!(?trigger, error = %e, "webhook not taken; CardSync will deliver again")
+        }
     }
-    Ok(answer(shared.inbox.finish(ticket, result.is_ok())))
+    let busy = result.as_ref().is_err_and(HandlerError::is_busy);
+    let status = shared.inbox.finish(ticket, result.is_ok());
+    if busy {
+        let mut r = answer(StatusCode::SERVICE_UNAVAILABLE);
+        r.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static(BUSY_RETRY_AFTER),
+        );
+        return Ok(r);
+    }
+    Ok(answer(status))
 }

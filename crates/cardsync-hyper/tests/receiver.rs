@@ -184,6 +184,45 @@ async fn a_failing_handler_gets_the_event_again() {
 }
 
 #[tokio::test]
+async fn a_busy_handler_asks_for_the_event_later_and_keyless_events_are_refused() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counted = calls.clone();
+    let receiver = WebhookReceiver::start(
+        "127.0.0.1:0".parse().unwrap(),
+        &random_token().expect("random bytes"),
+        ReceiverOptions::default(),
+        move |_| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    Err(HandlerError::busy("the queue is full"))
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let url = receiver.url();
+    let event = br#"{"trigger_id":20,"batch_id":"b1","event_id":"e8"}"#;
+    let request = http::Request::post(&url).body(event.to_vec()).unwrap();
+    let busy = transport().send(request).await.unwrap();
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "30");
+    assert_eq!(post(&url, event).await, 200, "taken when delivered again");
+    // Nothing to record it by: refused, and the handler never sees it.
+    assert_eq!(post(&url, br#"{"trigger_id":23,"stats":{}}"#).await, 422);
+    let long = format!(
+        r#"{{"trigger_id":20,"batch_id":"b1","event_id":"{}"}}"#,
+        "e".repeat(129)
+    );
+    assert_eq!(post(&url, long.as_bytes()).await, 400);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
 async fn weak_tokens_are_refused() {
     for token in [
         "short",

@@ -204,19 +204,57 @@ impl WebhookEvent {
         }
     }
 
-    /// A key that is the same for every delivery of one event: the event id, or for events
-    /// without one, the trigger and what the event is about (the merchant id, the delivery id).
-    pub fn dedup_key(&self) -> Option<String> {
-        if let Some(id) = self.event_id() {
-            return Some(format!("event:{id}"));
-        }
+    /// The batch the event is about (batch available, batch error).
+    pub fn batch_id(&self) -> Option<&str> {
         match self {
-            WebhookEvent::EnrollmentComplete(e) => {
-                e.merchant_id.as_ref().map(|m| format!("enrollment:{m}"))
-            }
-            WebhookEvent::Unknown(e) => e.id.as_ref().map(|i| format!("delivery:{i}")),
+            WebhookEvent::BatchAvailable(e) => e.batch_id.as_deref(),
+            WebhookEvent::BatchError(e) => e.batch_id.as_deref(),
             _ => None,
         }
+    }
+
+    /// The delivery's own `id` (the documents call it a unique identifier), if any.
+    pub fn delivery_id(&self) -> Option<&str> {
+        match self {
+            WebhookEvent::BatchAvailable(e) => e.id.as_deref(),
+            WebhookEvent::BatchError(e) => e.id.as_deref(),
+            WebhookEvent::AmexUpdate(e) => e.id.as_deref(),
+            WebhookEvent::Unknown(e) => e.id.as_deref(),
+            WebhookEvent::EnrollmentComplete(_) => None,
+        }
+    }
+
+    /// A key that is the same for every delivery of one event, so that a receiver records it
+    /// once: `event:ID` from the event id; for an event without one, what it is about:
+    /// `batch:TRIGGER:BATCH_ID` for a batch's events (a batch completes, or fails, once),
+    /// `enrollment:MERCHANT_ID`, else `delivery:ID` from the delivery's id. `None` when the
+    /// event carries none of these: nothing tells its redeliveries apart from new events.
+    ///
+    /// ```
+    /// use cardsync_proto::decode_webhook;
+    ///
+    /// let e = decode_webhook(br#"{"trigger_id":20,"batch_id":"b1","event_id":"e1"}"#)?;
+    /// assert_eq!(e.dedup_key().as_deref(), Some("event:e1"));
+    /// let e = decode_webhook(br#"{"trigger_id":20,"batch_id":"b1"}"#)?;
+    /// assert_eq!(e.dedup_key().as_deref(), Some("batch:20:b1"));
+    /// let e = decode_webhook(br#"{"trigger_id":23,"stats":{}}"#)?;
+    /// assert_eq!(e.dedup_key(), None);
+    /// # Ok::<(), cardsync_proto::WebhookError>(())
+    /// ```
+    pub fn dedup_key(&self) -> Option<String> {
+        let present = |s: Option<&str>| s.filter(|s| !s.is_empty()).map(str::to_owned);
+        if let Some(id) = present(self.event_id()) {
+            return Some(format!("event:{id}"));
+        }
+        if let (Some(trigger), Some(batch)) = (self.trigger(), present(self.batch_id())) {
+            return Some(format!("batch:{}:{batch}", trigger.id()));
+        }
+        if let WebhookEvent::EnrollmentComplete(e) = self
+            && let Some(m) = present(e.merchant_id.as_deref())
+        {
+            return Some(format!("enrollment:{m}"));
+        }
+        present(self.delivery_id()).map(|i| format!("delivery:{i}"))
     }
 }
 

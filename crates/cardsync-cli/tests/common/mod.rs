@@ -3,8 +3,9 @@
 
 #![allow(dead_code)] // each test file uses its own part
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use cardsync_sandbox::{Sandbox, Settings};
 
@@ -85,4 +86,111 @@ impl Drop for Emulator {
 pub(crate) fn instant(settings: &mut Settings) {
     settings.complete_after = Duration::ZERO;
     settings.report_unchanged = true;
+}
+
+/// The `cardsync` binary.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_cardsync");
+
+/// The secret path token of the listeners the tests start.
+pub(crate) const LISTEN_TOKEN: &str = "t0ken-for-the-listen-test";
+
+/// Runs `cardsync` against the emulator with its default keys.
+pub(crate) fn cardsync(emulator: &Emulator, args: &[&str]) -> Output {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .env("CARDSYNC_PARTNER_KEY", "sandbox_master_key")
+        .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cardsync");
+    assert!(
+        output.status.code().is_some(),
+        "killed: {:?}",
+        output.status
+    );
+    output
+}
+
+/// The JSON lines of a command's output.
+pub(crate) fn json_lines(output: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// A free loopback address.
+pub(crate) fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// Starts `cardsync listen --out OUT_DIR` on `addr` (JSON output, piped; stops by itself after
+/// 60 s) and waits until it accepts connections.
+pub(crate) fn start_listener(
+    emulator: &Emulator,
+    addr: &str,
+    out_dir: &Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let listener = Command::new(BIN)
+        .args(["--output", "json", "listen", "--addr", addr])
+        .args(["--token", LISTEN_TOKEN, "--stop-after", "60s"])
+        .args(extra)
+        .arg("--out")
+        .arg(out_dir)
+        .env("CARDSYNC_BASE_URL", emulator.url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "listen did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    listener
+}
+
+/// POSTs a JSON body over plain HTTP/1.1 and returns the status (0 when no answer came in 10 s).
+pub(crate) fn post(addr: &str, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits up to `limit` for `done`, checking every 20 ms; panics with `what` when it never is.
+pub(crate) fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
