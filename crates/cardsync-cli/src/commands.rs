@@ -580,6 +580,9 @@ pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError
         global.remote.partner_key = None;
         let mut sync_args = sync::Args::new(cards.clone(), out.clone());
         sync_args.wait = Wait::Webhook;
+        // The demo's own emulator: its merchant has no receiver of its own to replace.
+        sync_args.register_webhooks = true;
+        sync_args.own_emulator = true;
         sync_args.amex_wait = Duration::from_secs(20);
         sync_args.poll_max = Duration::from_secs(1);
         let code = sync::run_async(&sync_args, &global).await;
@@ -689,6 +692,8 @@ async fn issuer_story(
     }
     let mut sync_args = sync::Args::new(cards, out.clone());
     sync_args.wait = Wait::Webhook;
+    sync_args.register_webhooks = true;
+    sync_args.own_emulator = true;
     sync_args.amex_wait = Duration::from_secs(20);
     sync_args.poll_max = Duration::from_secs(1);
     let code = sync::run_async(&sync_args, global).await?;

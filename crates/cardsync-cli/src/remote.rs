@@ -93,23 +93,51 @@ impl Remote {
     }
 }
 
-/// A webhook receiver at `http://ADDR/webhooks/TOKEN` that hands every event to the channel
-/// returned with it (and accepts an event only once it is in the channel).
+/// A webhook event handed to the job, with the way to acknowledge it: send `()` once it is
+/// durably recorded (the receiver then answers 200); dropping it answers 500, and CardSync
+/// delivers the event again.
+pub(crate) type Delivered = (
+    cardsync_proto::WebhookEvent,
+    tokio::sync::oneshot::Sender<()>,
+);
+
+/// How many events may wait for the job to record them before deliveries are answered 503.
+const EVENTS_WAITING: usize = 1_000;
+
+/// Starts a webhook receiver whose events go to a channel, each answered 200 only once the
+/// receiving side acknowledges it (after recording it).
 pub(crate) async fn receiver_channel(
     addr: std::net::SocketAddr,
     token: &str,
 ) -> Result<
     (
         cardsync_hyper::WebhookReceiver,
-        tokio::sync::mpsc::UnboundedReceiver<cardsync_proto::WebhookEvent>,
+        tokio::sync::mpsc::Receiver<Delivered>,
     ),
     CliError,
 > {
     use cardsync_hyper::{HandlerError, ReceiverOptions, WebhookReceiver};
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    use tokio::sync::mpsc::error::TrySendError;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Delivered>(EVENTS_WAITING);
     let receiver = WebhookReceiver::start(addr, token, ReceiverOptions::default(), move |event| {
         let tx = tx.clone();
-        async move { tx.send(event).map_err(HandlerError::new) }
+        async move {
+            let (ack, acked) = tokio::sync::oneshot::channel();
+            match tx.try_send((event, ack)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    return Err(HandlerError::busy(format!(
+                        "{EVENTS_WAITING} events wait to be recorded"
+                    )));
+                }
+                Err(TrySendError::Closed(_)) => {
+                    return Err(HandlerError::new("the job is not running"));
+                }
+            }
+            acked
+                .await
+                .map_err(|_| HandlerError::new("the job stopped before recording the event"))
+        }
     })
     .await
     .map_err(|e| CliError::Usage(format!("cannot start the webhook receiver on {addr}: {e}")))?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use cardsync_core::{Planner, RejectReason};
 use cardsync_hyper::{Client, HyperTransport, WebhookReceiver};
 use cardsync_job::{
-    Acquired, Change, Changes, Decision, Env, FileSink, Holder, Job, JobOptions, Lease,
+    Acquired, Change, Changes, Decision, Env, EventState, FileSink, Holder, Job, JobOptions, Lease,
     LeaseKeeper, PlanRecorder, RequestState, RunError, Sink, Snapshot, Store, StoreError, Summary,
     Unconfirmed, Wait as JobWait, run as run_job,
 };
@@ -32,7 +32,7 @@ use crate::dedupe::SpillSeen;
 use crate::error::{CliError, Exit, io_err};
 use crate::files;
 use crate::lease::{holder_gone, now_ms, this_holder};
-use crate::remote::{receiver_channel, remote_error};
+use crate::remote::{Delivered, receiver_channel, remote_error};
 use crate::report::{Problem, Reporter};
 
 pub(crate) use cardsync_job::RESULT_COLUMNS;
@@ -45,7 +45,8 @@ const SHOWN_REJECTS: u64 = 5;
 pub(crate) enum Wait {
     /// Ask CardSync for each batch's status, with backoff.
     Poll,
-    /// Run a webhook receiver and register it with CardSync; poll slowly as a fallback.
+    /// Run a webhook receiver (registered with CardSync only with --register-webhooks or
+    /// --public-url); poll slowly as a fallback.
     Webhook,
 }
 
@@ -90,6 +91,18 @@ pub(crate) struct Args {
     /// With --wait webhook: the receiver's secret path token [default: random].
     #[arg(long, value_name = "TOKEN")]
     pub(crate) token: Option<String>,
+    /// With --wait webhook: register the receiver with CardSync for the merchant's batch
+    /// available, batch error and American Express update events. This replaces whatever the
+    /// merchant had registered for them (CardSync has no call that reads registrations, so
+    /// they cannot be put back by this command): use it only when this run's receiver is the
+    /// merchant's receiver. Implied by --public-url. Without either, nothing is registered:
+    /// register the receiver's URL yourself, or rely on the fallback polling.
+    #[arg(long)]
+    pub(crate) register_webhooks: bool,
+    /// The run talks to an emulator of its own (the demo's): registering webhooks replaces
+    /// nothing of the user's, so it is not announced.
+    #[arg(skip)]
+    pub(crate) own_emulator: bool,
     /// With --wait webhook: how long to wait for American Express updates once every batch is
     /// done, such as 30s, 10m.
     #[arg(long, value_name = "DURATION", default_value = "60s",
@@ -144,6 +157,8 @@ impl Args {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             public_url: None,
             token: None,
+            register_webhooks: false,
+            own_emulator: false,
             amex_wait: Duration::from_secs(60),
             poll_max: Duration::from_secs(60),
             max_per_request: cardsync_core::MAX_CARDS_PER_REQUEST,
@@ -219,12 +234,13 @@ fn meaning(status: &str) -> &'static str {
 /// itself with SIGKILL the n-th time it reaches `point`, and `CARDSYNC_PAUSE_AT=point:n` stops
 /// it with SIGSTOP there (until someone sends SIGCONT). The points: `planned`, `sending`,
 /// `answered`, `sent`, `fetched`, `finishing` (every result recorded, the results file not yet
-/// renamed), `renamed` (renamed, the job not yet recorded as done), `done`, and `apply` (every
-/// change committed to the journal); each is reached outside any journal transaction.
+/// renamed), `renamed` (renamed, the job not yet recorded as done), `done`, `apply` (every
+/// change committed to the journal), and `recording` (a webhook event about to be committed:
+/// its delivery is not acknowledged yet); each is reached outside any journal transaction.
 fn crash_point(point: &str) {
     use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTS: [AtomicU32; 9] = [const { AtomicU32::new(0) }; 9];
-    const POINTS: [&str; 9] = [
+    static COUNTS: [AtomicU32; 10] = [const { AtomicU32::new(0) }; 10];
+    const POINTS: [&str; 10] = [
         "planned",
         "sending",
         "answered",
@@ -234,6 +250,7 @@ fn crash_point(point: &str) {
         "renamed",
         "done",
         "apply",
+        "recording",
     ];
     let Some(i) = POINTS.iter().position(|p| *p == point) else {
         return;
@@ -307,6 +324,13 @@ impl Store for Journal {
     }
 
     fn apply(&mut self, lease: &Lease, changes: &Changes) -> Result<(), StoreError> {
+        if changes
+            .items()
+            .iter()
+            .any(|c| matches!(c, Change::Event(e) if e.state == EventState::Received))
+        {
+            crash_point("recording");
+        }
         self.store.apply(lease, changes)?;
         crash_point("apply");
         for change in changes.items() {
@@ -390,10 +414,13 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-/// The runtime's part of the job: tokio's clock, the webhook receiver's events, the
-/// decisions given on the command line, the progress bar.
+/// The runtime's part of the job: tokio's clock, the webhook receiver's events (each
+/// acknowledged once the job recorded it), the decisions given on the command line, the
+/// progress bar.
 struct CliEnv {
-    events: Option<mpsc::UnboundedReceiver<WebhookEvent>>,
+    events: Option<mpsc::Receiver<Delivered>>,
+    /// Deliveries waiting for their event to be recorded, by the event's key.
+    acks: HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>,
     adopt: HashMap<u64, String>,
     resend: bool,
     abandon: bool,
@@ -421,13 +448,26 @@ impl Env for CliEnv {
             return None;
         };
         tokio::select! {
-            event = events.recv() => {
-                if event.is_none() {
-                    self.events = None;
+            delivered = events.recv() => match delivered {
+                Some((event, ack)) => {
+                    // Keyless events are refused by the receiver before they get here.
+                    if let Some(key) = event.dedup_key() {
+                        self.acks.entry(key).or_default().push(ack);
+                    }
+                    Some(event)
                 }
-                event
-            }
+                None => {
+                    self.events = None;
+                    None
+                }
+            },
             () = sleep => None,
+        }
+    }
+
+    fn recorded(&mut self, key: &str) {
+        for ack in self.acks.remove(key).into_iter().flatten() {
+            let _ = ack.send(());
         }
     }
 
@@ -648,13 +688,14 @@ async fn run_with_lease(
     // The webhook receiver, when asked for.
     let (receiver, events) = if args.wait == Wait::Webhook {
         let client = Client::new(transport.clone(), config);
-        let (receiver, events) = start_receiver(args, &client).await?;
-        (Some(receiver), Some(events))
+        let (receiver, events, registered) = start_receiver(args, &client, global.quiet).await?;
+        (Some((receiver, registered)), Some(events))
     } else {
         (None, None)
     };
     let mut env = CliEnv {
         events,
+        acks: HashMap::new(),
         adopt,
         resend: args.resend_unconfirmed,
         abandon: args.abandon_unconfirmed,
@@ -664,8 +705,17 @@ async fn run_with_lease(
     let hooked = Hooked(&transport);
     let outcome = run_job(&mut job, &hooked, journal, &mut sink, &mut keeper, &mut env).await;
     env.bar.finish_and_clear();
-    if let Some(receiver) = receiver {
+    // Events not recorded are answered 500 (CardSync delivers them again), at once.
+    env.events = None;
+    env.acks.clear();
+    if let Some((receiver, registered)) = receiver {
         receiver.shutdown().await;
+        if registered && args.public_url.is_none() && !args.own_emulator && !global.quiet {
+            eprintln!(
+                "note: the merchant's webhooks still name this run's receiver, which has stopped; \
+                 register the merchant's own receiver again (`cardsync webhooks set`)"
+            );
+        }
     }
     let summary = match outcome {
         Ok(summary) => summary,
@@ -731,10 +781,14 @@ fn adoptions(args: &Args, snapshot: &Snapshot) -> Result<HashMap<u64, String>, C
     Ok(adopt)
 }
 
+/// Starts the webhook receiver, and registers it with CardSync when asked (whether it did is
+/// the third value). Registering replaces the merchant's registrations for the three
+/// triggers, which nothing can read back: so only when asked, and said.
 async fn start_receiver(
     args: &Args,
     client: &Client,
-) -> Result<(WebhookReceiver, mpsc::UnboundedReceiver<WebhookEvent>), CliError> {
+    quiet: bool,
+) -> Result<(WebhookReceiver, mpsc::Receiver<Delivered>, bool), CliError> {
     let token = match &args.token {
         Some(t) => t.clone(),
         None => cardsync_hyper::random_token().map_err(|e| {
@@ -742,16 +796,40 @@ async fn start_receiver(
         })?,
     };
     let (receiver, events) = receiver_channel(args.listen, &token).await?;
+    let register = args.register_webhooks || args.public_url.is_some();
+    if !register {
+        if !quiet {
+            eprintln!(
+                "webhook receiver at http://{}/webhooks/… (not registered with CardSync: pass \
+                 --register-webhooks to register it, or register its URL yourself; polling \
+                 every {} s meanwhile)",
+                receiver.local_addr(),
+                args.poll_max.as_secs()
+            );
+        }
+        return Ok((receiver, events, false));
+    }
     let url = args.public_url.clone().unwrap_or_else(|| receiver.url());
     let hooks = SetWebhooks::new()
         .with(Trigger::BatchAvailable, url.clone())
         .with(Trigger::BatchError, url.clone())
-        .with(Trigger::AmexUpdate, url);
+        .with(Trigger::AmexUpdate, url.clone());
     client
         .set_webhooks(&hooks)
         .await
         .map_err(|e| remote_error("registering the webhook receiver", e))?;
-    Ok((receiver, events))
+    if !quiet && !args.own_emulator {
+        let shown = url
+            .rsplit_once("/webhooks/")
+            .map_or(url.as_str(), |(base, _)| base);
+        eprintln!(
+            "registered {shown}/webhooks/… for this merchant's batch available (20), batch error \
+             (22) and American Express update (23) events. This replaced whatever was \
+             registered for them (CardSync cannot show what that was); to put your own back, \
+             run `cardsync webhooks set --batch-available URL --batch-error URL --amex-update URL`"
+        );
+    }
+    Ok((receiver, events, true))
 }
 
 /// Validates every row and records the plan in the journal, one request at a time; the plan

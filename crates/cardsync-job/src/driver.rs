@@ -56,6 +56,15 @@ pub trait Env {
         None
     }
 
+    /// The webhook event with this key ([`WebhookEvent::dedup_key`]), returned by
+    /// [`Env::wait`], is durably recorded: acknowledge its delivery now (answer 200). Until
+    /// then, a receiver must not: an event acknowledged and not recorded is lost. When the run
+    /// stops before recording an event, this is never called for it; answer its delivery with
+    /// an error (CardSync delivers it again).
+    fn recorded(&mut self, key: &str) {
+        let _ = key;
+    }
+
     /// Called after each round of work, to show progress.
     fn progress(&mut self, job: &Job) {
         let _ = job;
@@ -417,6 +426,7 @@ where
                         job.decide(unconfirmed.seq, decision, env.now());
                     }
                 }
+                Output::Recorded(key) => env.recorded(&key),
                 Output::Finish => {
                     sink.finish()?;
                     job.handle_finished(env.now());

@@ -222,8 +222,43 @@ pub enum Output {
     /// Every result is durable: put them in place ([`crate::Sink::finish`]), then call
     /// [`Job::handle_finished`].
     Finish,
+    /// The webhook event with this key ([`WebhookEvent::dedup_key`]) is durably recorded: its
+    /// delivery may now be acknowledged (a receiver answers 200 only then). Whatever the event
+    /// asks for is done from the record, in this run or a later one.
+    Recorded(String),
     /// The job stopped: done, or with requests left unconfirmed, or after an error.
     Finished(Summary),
+}
+
+/// A webhook event as the job keeps it: enough to act on it, and to act on it again after a
+/// restart.
+#[derive(Clone, Debug)]
+struct Noted {
+    /// The id it is recorded under: its event id, or for an event without one, its key.
+    id: String,
+    /// Its event id, when it has one (results are fetched with it).
+    event_id: Option<String>,
+    trigger: Option<u32>,
+    batch_id: Option<String>,
+}
+
+impl Noted {
+    fn of(record: &EventRecord) -> Noted {
+        // Events without an event id are recorded under their key, which names its kind.
+        let keyed = ["batch:", "delivery:", "enrollment:", "event:"]
+            .iter()
+            .any(|p| record.event_id.starts_with(p));
+        Noted {
+            id: record.event_id.clone(),
+            event_id: (!keyed).then(|| record.event_id.clone()),
+            trigger: record.trigger,
+            batch_id: record.batch_id.clone(),
+        }
+    }
+
+    fn record(&self, state: EventState) -> EventRecord {
+        EventRecord::new(self.id.clone(), self.trigger, self.batch_id.clone(), state)
+    }
 }
 
 /// What a call was for.
@@ -252,7 +287,8 @@ enum After {
     Send(u64, Box<http::Request<Vec<u8>>>),
     Poll(u64),
     Fetch(u64),
-    AmexFetch(String),
+    /// An event is recorded: acknowledge it (by its key), then act on it.
+    Recorded(String, Noted),
     Finish,
     Done,
 }
@@ -323,9 +359,12 @@ pub struct Job {
     prepared: BTreeMap<u64, Box<http::Request<Vec<u8>>>>,
     undecided: BTreeSet<u64>,
     decisions: VecDeque<(u64, Decision)>,
-    inbox: VecDeque<WebhookEvent>,
-    /// Event ids seen (recorded, or being recorded).
+    /// Events recorded and not acted on yet.
+    inbox: VecDeque<Noted>,
+    /// Events seen, by the id they are recorded under (recorded, or being recorded).
     seen_events: HashSet<String>,
+    /// Keys of deliveries waiting for their event's record to be acknowledged, by that id.
+    recording: HashMap<String, Vec<String>>,
     amex_deadline: Option<Instant>,
     error: Option<String>,
     rng: u64,
@@ -357,6 +396,7 @@ impl Job {
             decisions: VecDeque::new(),
             inbox: VecDeque::new(),
             seen_events: HashSet::new(),
+            recording: HashMap::new(),
             amex_deadline: None,
             error: None,
             rng,
@@ -403,22 +443,16 @@ impl Job {
                 _ => {}
             }
         }
-        // American Express updates recorded but not fetched.
-        let amex: Vec<String> = self
+        // Events recorded and not acted on (a run that stopped after recording them): acted on
+        // now, American Express updates fetched.
+        let received: Vec<Noted> = self
             .snapshot
             .events
             .iter()
-            .filter(|e| {
-                e.state == EventState::Received && e.trigger == Some(Trigger::AmexUpdate.id())
-            })
-            .map(|e| e.event_id.clone())
+            .filter(|e| e.state == EventState::Received)
+            .map(Noted::of)
             .collect();
-        for event_id in amex {
-            self.call(
-                Purpose::AmexResults(event_id.clone()),
-                GetSubscriptionResults::new(event_id),
-            );
-        }
+        self.inbox.extend(received);
         self.advance();
     }
 
@@ -478,11 +512,13 @@ impl Job {
             }
             After::Poll(seq) => self.schedule_poll(seq, true),
             After::Fetch(seq) => self.fetch(seq),
-            After::AmexFetch(event_id) => {
-                self.call(
-                    Purpose::AmexResults(event_id.clone()),
-                    GetSubscriptionResults::new(event_id),
-                );
+            After::Recorded(key, noted) => {
+                for key in std::iter::once(key)
+                    .chain(self.recording.remove(&noted.id).into_iter().flatten())
+                {
+                    self.outputs.push_back(Output::Recorded(key));
+                }
+                self.inbox.push_back(noted);
             }
             After::Finish => {
                 self.outputs.push_back(Output::Finish);
@@ -531,15 +567,47 @@ impl Job {
         );
     }
 
-    /// A webhook event arrived. Redeliveries are recognised by event id and ignored.
+    /// A webhook event arrived. It is recorded first (an [`Output::Persist`]), and
+    /// [`Output::Recorded`] with its key ([`WebhookEvent::dedup_key`]) says when that is
+    /// durable: acknowledge the delivery only then. A redelivery (the same key) is not recorded
+    /// twice; it is acknowledged once the first is recorded. An event without a key can be
+    /// neither recorded nor told apart from a new one, and is ignored: refuse it (a receiver
+    /// built on `cardsync_client::inbox` answers it 422).
     pub fn handle_event(&mut self, event: WebhookEvent, now: Instant) {
         self.now = now;
-        let Some(id) = event.event_id() else {
+        let Some(key) = event.dedup_key() else {
             return;
         };
-        if self.seen_events.insert(id.to_owned()) {
-            self.inbox.push_back(event);
+        let event_id = event
+            .event_id()
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        let id = event_id.clone().unwrap_or_else(|| key.clone());
+        if !self.seen_events.insert(id.clone()) {
+            match self.recording.get_mut(&id) {
+                // Being recorded: acknowledged with the first.
+                Some(keys) => keys.push(key),
+                None => self.outputs.push_back(Output::Recorded(key)),
+            }
+            self.advance();
+            return;
         }
+        let trigger = match &event {
+            WebhookEvent::Unknown(u) => u.trigger_id.parse().ok(),
+            other => other.trigger().map(Trigger::id),
+        };
+        let noted = Noted {
+            id: id.clone(),
+            event_id,
+            trigger,
+            batch_id: event.batch_id().map(str::to_owned),
+        };
+        self.recording.insert(id, Vec::new());
+        self.persist(
+            vec![Change::Event(noted.record(EventState::Received))],
+            false,
+            After::Recorded(key, noted),
+        );
         self.advance();
     }
 
@@ -1115,19 +1183,8 @@ impl Job {
 
     fn handle_inbox(&mut self) {
         let mut deferred = VecDeque::new();
-        while let Some(event) = self.inbox.pop_front() {
-            let Some(event_id) = event.event_id().map(str::to_owned) else {
-                continue;
-            };
-            let trigger = event.trigger().map(Trigger::id);
-            let batch_id = match &event {
-                WebhookEvent::BatchAvailable(e) => e.batch_id.clone(),
-                WebhookEvent::BatchError(e) => e.batch_id.clone(),
-                _ => None,
-            };
-            let record =
-                |state| EventRecord::new(event_id.clone(), trigger, batch_id.clone(), state);
-            let request = batch_id.as_deref().and_then(|b| {
+        while let Some(noted) = self.inbox.pop_front() {
+            let request = noted.batch_id.as_deref().and_then(|b| {
                 self.snapshot
                     .requests
                     .iter()
@@ -1138,38 +1195,49 @@ impl Job {
                 && self.busy.contains(&r.seq)
             {
                 // Act once what is under way for the request is done.
-                deferred.push_back(event);
+                deferred.push_back(noted);
                 continue;
             }
-            match (&event, request) {
-                (WebhookEvent::BatchAvailable(_), Some(r)) if r.state == RequestState::Sent => {
+            let batch_available = Some(Trigger::BatchAvailable.id());
+            let batch_error = Some(Trigger::BatchError.id());
+            let amex = Some(Trigger::AmexUpdate.id());
+            match request {
+                Some(r) if noted.trigger == batch_available && r.state == RequestState::Sent => {
                     self.polls.remove(&r.seq);
+                    let mut update =
+                        RequestUpdate::new(r.seq, RequestState::Sent, RequestState::Completed);
+                    if let Some(event_id) = &noted.event_id {
+                        update = update.with_event_id(event_id.clone());
+                    }
                     self.persist_request(
-                        RequestUpdate::new(r.seq, RequestState::Sent, RequestState::Completed)
-                            .with_event_id(event_id.clone()),
-                        vec![Change::Event(record(EventState::Handled))],
+                        update,
+                        vec![Change::Event(noted.record(EventState::Handled))],
                         After::Fetch(r.seq),
                     );
                 }
-                (WebhookEvent::BatchError(_), Some(r))
-                    if matches!(r.state, RequestState::Sent | RequestState::Completed) =>
+                Some(r)
+                    if noted.trigger == batch_error
+                        && matches!(r.state, RequestState::Sent | RequestState::Completed) =>
                 {
                     self.batch_failed(
                         r.seq,
                         r.state,
                         "CardSync reported an error in the batch (webhook 22)",
-                        vec![Change::Event(record(EventState::Handled))],
+                        vec![Change::Event(noted.record(EventState::Handled))],
                     );
                 }
-                (WebhookEvent::AmexUpdate(_), _) => self.persist(
-                    vec![Change::Event(record(EventState::Received))],
-                    false,
-                    After::AmexFetch(event_id.clone()),
-                ),
+                _ if noted.trigger == amex && noted.event_id.is_some() => {
+                    let event_id = noted.event_id.clone().unwrap_or_default();
+                    self.call(
+                        Purpose::AmexResults(event_id.clone()),
+                        GetSubscriptionResults::new(event_id),
+                    );
+                }
                 _ => {
-                    // Not ours (another job's batch, another trigger), or nothing left to do.
+                    // Not ours (another job's batch, another trigger), nothing left to do, or
+                    // nothing that can be done (an update without an event id).
                     self.persist(
-                        vec![Change::Event(record(EventState::Ignored))],
+                        vec![Change::Event(noted.record(EventState::Ignored))],
                         false,
                         After::Nothing,
                     );

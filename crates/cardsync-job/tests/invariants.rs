@@ -139,6 +139,8 @@ fn drive(
                     sink.finish().unwrap();
                     job.handle_finished(Instant::now());
                 }
+                // No webhooks in this run.
+                Output::Recorded(key) => panic!("no event was given, yet {key} was recorded"),
                 Output::Finished(_) => return (posts, peaks),
             }
         }
@@ -239,4 +241,100 @@ fn an_unconfirmed_batch_is_not_sent_again_without_a_decision() {
             .count(),
         1
     );
+}
+
+/// Invariant: a webhook event is acknowledged ([`Output::Recorded`]) only once the `Persist`
+/// that records it was applied; a run that stops between the two leaves the event recorded,
+/// and the next run acts on it (fetches the batch's results) with no redelivery.
+#[test]
+fn an_event_is_acknowledged_only_once_recorded_and_a_restart_acts_on_it() {
+    use cardsync_job::{Change, Changes, RequestUpdate, Wait};
+    let (mut store, lease) = planned();
+    // Request 1 was sent as batch b1.
+    for (from, to) in [
+        (RequestState::Planned, RequestState::Sending),
+        (RequestState::Sending, RequestState::Sent),
+    ] {
+        let update = RequestUpdate::new(1, from, to).with_batch_id("b1".to_owned());
+        store
+            .apply(&lease, &Changes::new(vec![Change::Request(update)]))
+            .unwrap();
+    }
+    let options = || {
+        JobOptions::new(config())
+            .with_wait(Wait::Webhook)
+            .with_poll_max(Duration::from_secs(3600))
+    };
+    let event =
+        cardsync_proto::decode_webhook(br#"{"trigger_id":20,"batch_id":"b1","event_id":"e1"}"#)
+            .unwrap();
+    let now = Instant::now();
+    let mut job = Job::new(store.load().unwrap(), options(), now);
+    // Whatever the job starts with (loading cards to send), then the event.
+    let mut before: Vec<Output> = std::iter::from_fn(|| job.poll_output()).collect();
+    job.handle_event(event.clone(), now);
+    before.extend(std::iter::from_fn(|| job.poll_output()));
+    assert!(
+        !before.iter().any(|o| matches!(o, Output::Recorded(_))),
+        "acknowledged before its record was stored"
+    );
+    let record = before
+        .into_iter()
+        .find_map(|o| match o {
+            Output::Persist(c)
+                if c.items()
+                    .iter()
+                    .any(|i| matches!(i, Change::Event(e) if e.event_id == "e1")) =>
+            {
+                Some(c)
+            }
+            _ => None,
+        })
+        .expect("the event's record");
+    store.apply(&lease, &record).unwrap();
+    job.handle_persisted(record.id(), now);
+    let after: Vec<Output> = std::iter::from_fn(|| job.poll_output()).collect();
+    assert!(
+        after
+            .iter()
+            .any(|o| matches!(o, Output::Recorded(k) if k == "event:e1")),
+        "{after:?}"
+    );
+    // The run stops here. The next one fetches the results the event announced.
+    drop(job);
+    let mut job = Job::new(store.load().unwrap(), options(), now);
+    let mut fetched = false;
+    for _ in 0..20 {
+        let Some(output) = job.poll_output() else {
+            break;
+        };
+        match output {
+            Output::Persist(c) => {
+                store.apply(&lease, &c).unwrap();
+                job.handle_persisted(c.id(), now);
+            }
+            Output::Send(call) if call.request.uri().path() == "/v2/batch/results" => {
+                assert!(
+                    call.request
+                        .uri()
+                        .query()
+                        .unwrap_or("")
+                        .contains("event_id=e1")
+                );
+                fetched = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(fetched, "the recorded event was not acted on");
+    // A redelivery is acknowledged at once and not recorded again.
+    job.handle_event(event, now);
+    let again: Vec<Output> = std::iter::from_fn(|| job.poll_output()).collect();
+    assert!(
+        again
+            .iter()
+            .any(|o| matches!(o, Output::Recorded(k) if k == "event:e1"))
+    );
+    assert!(!again.iter().any(|o| matches!(o, Output::Persist(_))));
 }
