@@ -680,3 +680,77 @@ fn two_syncs_of_one_job_at_once_share_it_and_a_third_finds_it_done() {
         "nothing sent again"
     );
 }
+
+/// The results fetch fails (CardSync's 404, a 500, a body cut off) while a receiver records the
+/// batches' events: no request fails (its results would be lost), the fetch is tried again,
+/// and once the fault is gone every result is exported once.
+#[test]
+fn a_failed_results_fetch_is_tried_again_not_failed() {
+    let Some(base) = database() else { return };
+    for (tag, faults) in [
+        ("fetch404", {
+            let mut f = Faults::default();
+            f.error_rate = 1.0;
+            f.statuses = vec![404];
+            f
+        }),
+        ("fetch500", {
+            let mut f = Faults::default();
+            f.error_rate = 1.0;
+            f.statuses = vec![500];
+            f
+        }),
+        ("fetchcut", {
+            let mut f = Faults::default();
+            f.drop_rate = 1.0;
+            f
+        }),
+    ] {
+        let (schema, dir, emulator, _) = planned_job(&base, tag, 30, 10, 0);
+        let mut faults = faults;
+        faults.paths = vec!["/v2/batch/results".to_owned()];
+        emulator.sandbox().set_faults(faults);
+        let token = "receiver-token-0123456789";
+        let (mut receiver, addr) = spawn_receiver(&emulator, &schema, token);
+        let url = format!("http://{addr}/webhooks/{token}");
+        let out = run(
+            &emulator,
+            &schema,
+            &["webhooks", "set", "--batch-available", &url],
+        );
+        assert!(out.status.success(), "{out:?}");
+        let mut worker = spawn_worker(&emulator, &schema, &[]);
+        let fetches = || {
+            emulator
+                .sandbox()
+                .requests()
+                .iter()
+                .filter(|r| r.path == "/v2/batch/results")
+                .count()
+        };
+        let start = Instant::now();
+        while fetches() < 8 {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{tag}: the fetches were not tried again"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let s = status(&emulator, &schema);
+        assert_eq!(
+            s["requests"]["failed"].as_u64().unwrap_or(0),
+            0,
+            "{tag}: {s}"
+        );
+        assert!(
+            worker.try_wait().unwrap().is_none(),
+            "{tag}: the worker gave up"
+        );
+        emulator.sandbox().set_faults(Faults::default());
+        let code = wait(&mut worker, Duration::from_secs(60));
+        assert!(code.success(), "{tag}: {code:?}");
+        check_exactly_once(&emulator, &schema, &dir.0, 30);
+        let _ = receiver.kill();
+        let _ = receiver.wait();
+    }
+}

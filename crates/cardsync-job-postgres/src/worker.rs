@@ -249,12 +249,11 @@ pub fn after_status(answer: Result<http::Response<Vec<u8>>, TransportError>) -> 
                 }
                 _ => AfterStatus::Later(None),
             },
-            Err(e) => match e.status() {
-                Some(s) if s == http::StatusCode::NOT_FOUND => {
-                    AfterStatus::Failed(format!("CardSync does not know the batch: {e}"))
-                }
-                _ => AfterStatus::Later(retry_after(&response)),
-            },
+            // CardSync's own "not found" (a proxy's 404 page proves nothing).
+            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) && e.is_refusal() => {
+                AfterStatus::Failed(format!("CardSync does not know the batch: {e}"))
+            }
+            Err(_) => AfterStatus::Later(retry_after(&response)),
         },
         Err(_) => AfterStatus::Later(None),
     }
@@ -737,21 +736,24 @@ async fn check<T: Transport + Sync>(
         return Ok(());
     };
     let answer = call(journal, transport, options, claim, request, summary).await;
+    // The batch is complete: its results exist, whatever a failed fetch says (a 404 from a
+    // proxy, or while CardSync catches up). A failed fetch is tried again later, with the
+    // status check first; it never fails the request, which would lose its results.
     let results = match answer.as_ref().map(GetBatchResults::decode) {
         Ok(Ok(results)) => results,
-        Ok(Err(e))
-            if e.status()
-                .is_some_and(|s| s.is_client_error() && s.as_u16() != 409 && s.as_u16() != 429) =>
-        {
-            timed(
-                &mut summary.journal,
-                journal.failed(claim, &format!("results of batch {batch_id}: {e}")),
-            )
-            .await?;
-            summary.failed += 1;
-            return Ok(());
-        }
-        _ => {
+        failed => {
+            let error = match failed {
+                Err(e) => e.to_string(),
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(_)) => String::new(),
+            };
+            tracing::warn!(
+                job = %claim.job_name,
+                request = claim.seq,
+                batch = %batch_id,
+                %error,
+                "results not fetched; trying again later"
+            );
             let hold_off = answer.as_ref().ok().and_then(retry_after);
             timed(
                 &mut summary.journal,
@@ -864,6 +866,13 @@ mod tests {
                 "{status}"
             );
         }
+        // A status check: only CardSync's own 404 says the batch is unknown.
+        assert!(matches!(after_status(Ok(html(404))), AfterStatus::Later(_)));
+        let unknown = respond(
+            http::StatusCode::NOT_FOUND,
+            failure("no such batch", Spelling::Universal),
+        );
+        assert!(matches!(after_status(Ok(unknown)), AfterStatus::Failed(_)));
         // "Try again" statuses are never refusals, even in CardSync's words.
         for status in [408, 429] {
             let busy = respond(
