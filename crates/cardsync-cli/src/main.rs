@@ -184,6 +184,10 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(io::stderr)
         .with_target(false)
+        // A log line that cannot be written (standard error closed) is dropped; reporting it
+        // would write to standard error again, which panics, and would cut off whatever the
+        // logging task was doing (answering a webhook, say).
+        .log_internal_errors(false)
         .init();
 }
 

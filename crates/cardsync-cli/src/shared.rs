@@ -770,7 +770,8 @@ pub(crate) fn listen<W: Write>(
                 let (journal, tx, me) = (journal.clone(), tx.clone(), me.clone());
                 async move {
                     let Some(key) = event.dedup_key() else {
-                        return Ok(());
+                        // The inbox refuses these (422) before the handler; never acknowledged.
+                        return Err(HandlerError::new("the event has nothing to record it by"));
                     };
                     let batch_id = match &event {
                         WebhookEvent::BatchAvailable(e) => e.batch_id.clone(),

@@ -329,11 +329,16 @@ fn a_full_queue_answers_503() {
     let tries = fetches(&emulator);
     assert!((3..=9).contains(&tries), "{tries} fetches");
     assert!(log_lines(&out_dir).is_empty());
-    // Events with nothing to record them by are refused, not dropped in silence.
-    let listener = start_listener(&emulator, &addr, &out_dir, &[]);
-    assert_eq!(
-        post(&addr, &webhook_path(), r#"{"trigger_id":23,"stats":{}}"#),
-        422
-    );
+    // Events with nothing to record them by are refused, not dropped in silence; also when
+    // the warning it logs cannot be written (standard error closed, as under a supervisor
+    // that went away).
+    let mut listener = start_listener(&emulator, &addr, &out_dir, &[]);
+    drop(listener.stderr.take());
+    for _ in 0..2 {
+        assert_eq!(
+            post(&addr, &webhook_path(), r#"{"trigger_id":23,"stats":{}}"#),
+            422
+        );
+    }
     let _ = stop(listener);
 }

@@ -585,6 +585,23 @@ fn two_receivers_record_each_event_once_and_mark_its_batch_ready() {
         "3",
         "each batch marked ready"
     );
+    // A receiver killed with SIGKILL and started again: redeliveries change nothing.
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (mut a, addr_a) = spawn_receiver(&emulator, &schema, token);
+    for i in 0..3 {
+        assert_eq!(deliver(&addr_a, token, &body(i)), 200);
+    }
+    // An event with nothing to record it by is refused, not acknowledged in silence.
+    assert_eq!(
+        deliver(&addr_a, token, br#"{"trigger_id":23,"stats":{}}"#),
+        422
+    );
+    assert_eq!(
+        rows("SELECT count(*) FROM cardsync_events"),
+        "3",
+        "each event once, across the restart"
+    );
     a.kill().unwrap();
     b.kill().unwrap();
     a.wait().unwrap();
