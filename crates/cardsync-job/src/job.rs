@@ -26,6 +26,10 @@
 //!   `concurrency` results bodies however many batches are done.
 //! - Invariant: the job finishes in two persisted steps (`finishing`, then `done` with the
 //!   cards erased) around the sink's `finish`, each safe to repeat after a crash.
+//! - Invariant: a webhook event is recorded (state `received`) before anything is done about
+//!   it, and [`Output::Recorded`] (after which its delivery may be acknowledged) is emitted only
+//!   once the `Persist` that records it has been acknowledged; a later run acts on every event
+//!   recorded and not acted on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
