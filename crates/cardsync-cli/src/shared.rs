@@ -156,7 +156,19 @@ pub(crate) async fn connect(journal: &JournalArgs) -> Result<PgJournal, CliError
         ));
     }
     let key = JournalKey::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
-    PgJournal::connect(&journal.journal, key).await.map_err(pg)
+    // During a rotation, the previous key too: what is still sealed under it opens, and each
+    // job's values are sealed under the key its job is under.
+    let old = JournalKey::old_from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+    PgJournal::connect_with_keys(&journal.journal, key, old, 16)
+        .await
+        .map_err(pg)
+}
+
+/// The base URL workers send to: the one of the command line (`--base-url`,
+/// `CARDSYNC_BASE_URL`), never one read from the journal.
+fn own_base_url(global: &Global) -> Result<cardsync_proto::BaseUrl, CliError> {
+    cardsync_proto::BaseUrl::parse(&global.remote.base_url)
+        .map_err(|e| CliError::Usage(format!("--base-url {:?}: {e}", global.remote.base_url)))
 }
 
 /// `cardsync job …`.
@@ -204,9 +216,11 @@ pub(crate) fn job<W: Write>(
             Ok(ExitCode::SUCCESS)
         }),
         JobCommand::RotateKey { journal } => runtime.block_on(async {
-            let old = std::env::var("CARDSYNC_JOURNAL_OLD_KEY")
-                .map_err(|_| CliError::Usage("set CARDSYNC_JOURNAL_OLD_KEY to the key the journal was sealed with".into()))
-                .and_then(|hex| JournalKey::from_hex(&hex).map_err(|e| CliError::Usage(e.to_string())))?;
+            let old = JournalKey::old_from_env()
+                .map_err(|e| CliError::Usage(e.to_string()))?
+                .ok_or_else(|| CliError::Usage(
+                    "set CARDSYNC_JOURNAL_OLD_KEY (or CARDSYNC_JOURNAL_OLD_KEY_FILE) to the key the journal is sealed with, and CARDSYNC_JOURNAL_KEY to the new one".into(),
+                ))?;
             let journal = connect(&journal).await?;
             let n = journal.rotate_from(&old).await.map_err(pg)?;
             say(
@@ -397,7 +411,8 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
             .with_scope(Scope::Jobs(vec![name.clone()]))
             .with_concurrency(usize::from(args.concurrency))
             .with_lease(args.lease)
-            .with_key("CARDSYNC_API_KEY", key);
+            .with_key("CARDSYNC_API_KEY", key)
+            .with_base_url(own_base_url(global)?);
         options.poll_max = args.poll_max;
         let transport = Arc::new(
             HyperTransport::new(Options::loopback())
@@ -703,7 +718,8 @@ pub(crate) fn worker<W: Write>(
             .with_scope(scope)
             .with_concurrency(usize::from(args.concurrency))
             .with_lease(args.lease)
-            .with_follow(args.follow);
+            .with_follow(args.follow)
+            .with_base_url(own_base_url(global)?);
         options.poll_max = args.poll_max;
         let transport = Arc::new(
             HyperTransport::new(Options::loopback())
@@ -719,7 +735,7 @@ pub(crate) fn worker<W: Write>(
         };
         if !summary.skipped.is_empty() && !global.quiet {
             eprintln!(
-                "left to workers holding their merchant key: {}",
+                "left to other workers: {}",
                 summary.skipped.iter().cloned().collect::<Vec<_>>().join(", ")
             );
         }

@@ -24,6 +24,13 @@ use zeroize::{Zeroize, Zeroizing};
 pub const KEY_ENV: &str = "CARDSYNC_JOURNAL_KEY";
 /// The environment variable that names a file holding the journal key.
 pub const KEY_FILE_ENV: &str = "CARDSYNC_JOURNAL_KEY_FILE";
+/// The environment variable that holds the previous journal key during a rotation.
+pub const OLD_KEY_ENV: &str = "CARDSYNC_JOURNAL_OLD_KEY";
+/// The environment variable that names a file holding the previous journal key.
+pub const OLD_KEY_FILE_ENV: &str = "CARDSYNC_JOURNAL_OLD_KEY_FILE";
+
+/// The most bytes read from a key file (a key is 64 hexadecimal digits and a newline).
+const KEY_FILE_MAX: u64 = 4096;
 
 const ID_LEN: usize = 8;
 const TAG_LEN: usize = 16;
@@ -36,7 +43,8 @@ pub enum KeyError {
     Missing,
     /// The key is not 64 hexadecimal digits.
     Malformed,
-    /// The key file could not be read.
+    /// The key file could not be read, or may not be used (readable by others, not a
+    /// regular file, too long).
     File(String),
     /// The value was sealed under another key (its id is given).
     OtherKey(String),
@@ -60,8 +68,9 @@ impl fmt::Display for KeyError {
             KeyError::File(why) => write!(f, "cannot read the journal key file: {why}"),
             KeyError::OtherKey(id) => write!(
                 f,
-                "a card in the journal was sealed under another key (id {id}): give that key, \
-                 or rotate the journal to this one"
+                "the journal is sealed under another key (id {id}) than this one: give that key \
+                 in {KEY_ENV} (while a rotation runs, the new key there and the previous one in \
+                 {OLD_KEY_ENV})"
             ),
             KeyError::Damaged => {
                 f.write_str("a sealed card in the journal is damaged or out of place")
@@ -96,6 +105,9 @@ impl hkdf::KeyType for Len {
 pub struct JournalKey {
     sealing: LessSafeKey,
     fingerprinting: hmac::Key,
+    /// The fingerprinting key's bytes: the seed of a new journal's merchant identity key.
+    fingerprint_seed: Zeroizing<[u8; 32]>,
+    authenticating: hmac::Key,
     id: [u8; ID_LEN],
     random: SystemRandom,
 }
@@ -128,23 +140,84 @@ impl JournalKey {
     }
 
     /// The key from `CARDSYNC_JOURNAL_KEY`, else from the file named by
-    /// `CARDSYNC_JOURNAL_KEY_FILE`.
+    /// `CARDSYNC_JOURNAL_KEY_FILE` (see [`JournalKey::from_file`]). A variable set to the empty
+    /// string counts as unset.
     ///
     /// # Errors
     ///
     /// [`KeyError::Missing`], [`KeyError::Malformed`], [`KeyError::File`].
     pub fn from_env() -> Result<JournalKey, KeyError> {
-        if let Ok(hex) = std::env::var(KEY_ENV) {
+        JournalKey::from_vars(KEY_ENV, KEY_FILE_ENV)?.ok_or(KeyError::Missing)
+    }
+
+    /// The previous key during a rotation, from `CARDSYNC_JOURNAL_OLD_KEY` or the file named by
+    /// `CARDSYNC_JOURNAL_OLD_KEY_FILE`, if either is set.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::Malformed`], [`KeyError::File`].
+    pub fn old_from_env() -> Result<Option<JournalKey>, KeyError> {
+        JournalKey::from_vars(OLD_KEY_ENV, OLD_KEY_FILE_ENV)
+    }
+
+    fn from_vars(var: &str, file_var: &str) -> Result<Option<JournalKey>, KeyError> {
+        if let Some(hex) = std::env::var(var).ok().filter(|v| !v.trim().is_empty()) {
             let hex = Zeroizing::new(hex);
-            return JournalKey::from_hex(&hex);
+            return JournalKey::from_hex(&hex).map(Some);
         }
-        if let Some(path) = std::env::var_os(KEY_FILE_ENV) {
-            let text = std::fs::read_to_string(&path)
-                .map(Zeroizing::new)
-                .map_err(|e| KeyError::File(format!("{}: {e}", path.to_string_lossy())))?;
-            return JournalKey::from_hex(&text);
+        match std::env::var_os(file_var).filter(|v| !v.is_empty()) {
+            Some(path) => JournalKey::from_file(std::path::Path::new(&path)).map(Some),
+            None => Ok(None),
         }
-        Err(KeyError::Missing)
+    }
+
+    /// The key from a file, as `ssh` takes a private key: the file must be a regular file
+    /// (not a link to one, not a device) readable and writable by its owner only (no group or
+    /// other permission bits), and is read up to 4 KiB.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyError::File`] when the file cannot be read or may not be used,
+    /// [`KeyError::Malformed`].
+    pub fn from_file(path: &std::path::Path) -> Result<JournalKey, KeyError> {
+        use std::io::Read;
+        let shown = path.display();
+        let fail = |why: String| KeyError::File(format!("{shown}: {why}"));
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Not through a symbolic link; not blocking on a FIFO.
+            options.custom_flags(nix_flags::NOFOLLOW | nix_flags::NONBLOCK);
+        }
+        let file = options.open(path).map_err(|e| fail(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(fail("not a regular file".into()));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode();
+            if mode & 0o077 != 0 {
+                return Err(fail(format!(
+                    "readable by others (mode {:o}): a key file must be readable by its owner \
+                     only (chmod 600)",
+                    mode & 0o777
+                )));
+            }
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.take(KEY_FILE_MAX + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| fail(e.to_string()))?;
+        if text.len() as u64 > KEY_FILE_MAX {
+            return Err(fail(format!(
+                "longer than {KEY_FILE_MAX} bytes: not a key file"
+            )));
+        }
+        JournalKey::from_hex(&text)
     }
 
     fn from_bytes(bytes: &[u8; 32]) -> JournalKey {
@@ -156,21 +229,53 @@ impl JournalKey {
         };
         let mut seal = [0u8; 32];
         derive(b"aead v1", &mut seal);
-        let mut mac = [0u8; 32];
-        derive(b"fingerprint v1", &mut mac);
+        let mut mac = Zeroizing::new([0u8; 32]);
+        derive(b"fingerprint v1", &mut mac[..]);
+        let mut auth = [0u8; 32];
+        derive(b"row authentication v1", &mut auth);
         let mut id = [0u8; ID_LEN];
         derive(b"key id v1", &mut id);
         let key = JournalKey {
             sealing: LessSafeKey::new(
                 UnboundKey::new(&AES_256_GCM, &seal).expect("a 32-byte AES key"),
             ),
-            fingerprinting: hmac::Key::new(hmac::HMAC_SHA256, &mac),
+            fingerprinting: hmac::Key::new(hmac::HMAC_SHA256, &mac[..]),
+            fingerprint_seed: mac,
+            authenticating: hmac::Key::new(hmac::HMAC_SHA256, &auth),
             id,
             random: SystemRandom::new(),
         };
         seal.zeroize();
-        mac.zeroize();
+        auth.zeroize();
         key
+    }
+
+    /// The bytes a new journal's merchant identity key starts from (this key's fingerprinting
+    /// key, so that journals made before the identity key existed keep their merchants).
+    pub(crate) fn identity_seed(&self) -> &[u8; 32] {
+        &self.fingerprint_seed
+    }
+
+    /// Authenticates `fields` (each length-prefixed, so that no two lists of fields give the
+    /// same input): an HMAC-SHA256 under a key derived from this one, which the database never
+    /// sees. A row that carries it was written by a holder of the key.
+    pub(crate) fn authenticate(&self, fields: &[&[u8]]) -> Vec<u8> {
+        let mut context = hmac::Context::with_key(&self.authenticating);
+        for field in fields {
+            context.update(&(field.len() as u64).to_be_bytes());
+            context.update(field);
+        }
+        context.sign().as_ref().to_vec()
+    }
+
+    /// Whether `tag` authenticates `fields` (compared in constant time).
+    pub(crate) fn verify(&self, fields: &[&[u8]], tag: &[u8]) -> bool {
+        let mut data = Vec::new();
+        for field in fields {
+            data.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            data.extend_from_slice(field);
+        }
+        hmac::verify(&self.authenticating, &data, tag).is_ok()
     }
 
     /// The key's id, 16 hexadecimal digits: what the journal records, never the key.
@@ -241,6 +346,13 @@ impl JournalKey {
     }
 }
 
+/// The `open(2)` flags the key file is opened with, from the `libc` crate.
+#[cfg(unix)]
+mod nix_flags {
+    pub(super) const NOFOLLOW: i32 = libc::O_NOFOLLOW;
+    pub(super) const NONBLOCK: i32 = libc::O_NONBLOCK;
+}
+
 /// Lower-case hexadecimal.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -284,6 +396,57 @@ mod tests {
         assert_eq!(a.fingerprint(b"4111"), a.fingerprint(b"4111"));
         assert_ne!(a.fingerprint(b"4111"), a.fingerprint(b"4112"));
         assert_ne!(a.fingerprint(b"4111"), b.fingerprint(b"4111"));
+    }
+
+    #[test]
+    fn rows_are_authenticated_under_the_key() {
+        let (a, b) = (key("01"), key("02"));
+        let tag = a.authenticate(&[b"job", b"1", b"planned"]);
+        assert!(a.verify(&[b"job", b"1", b"planned"], &tag));
+        assert!(!a.verify(&[b"job", b"1", b"sent"], &tag));
+        assert!(!b.verify(&[b"job", b"1", b"planned"], &tag));
+        // Fields are length-prefixed: moving a byte from one to the next changes the tag.
+        assert!(!a.verify(&[b"jo", b"b1", b"planned"], &tag));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_are_read_as_ssh_reads_them() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("cardsync-keyfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("key");
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        let mode = |m| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o600);
+        assert!(JournalKey::from_file(&path).is_ok());
+        for open in [0o640, 0o604, 0o644] {
+            mode(open);
+            let e = JournalKey::from_file(&path).unwrap_err();
+            assert!(e.to_string().contains("readable by others"), "{e}");
+        }
+        mode(0o600);
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(matches!(
+            JournalKey::from_file(&link),
+            Err(KeyError::File(_))
+        ));
+        assert!(matches!(
+            JournalKey::from_file(&dir),
+            Err(KeyError::File(_))
+        ));
+        let zero = JournalKey::from_file(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(matches!(zero, KeyError::File(_)), "{zero}");
+        let long = dir.join("long");
+        std::fs::write(&long, "a".repeat(10_000)).unwrap();
+        std::fs::set_permissions(&long, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            JournalKey::from_file(&long),
+            Err(KeyError::File(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

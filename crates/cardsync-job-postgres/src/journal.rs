@@ -10,9 +10,10 @@ use cardsync_job::{
     SinkError, StoredCard,
 };
 use deadpool_postgres::{Object, Pool};
+use ring::hmac;
 use tokio_postgres::types::ToSql;
 
-use crate::crypto::{JournalKey, hex};
+use crate::crypto::{JournalKey, KeyError, hex};
 use crate::{PgError, codec, connect, schema};
 
 /// How many cards or results go in one statement.
@@ -131,10 +132,32 @@ pub struct Claim {
     pub key_env: String,
     /// The merchant's fingerprint.
     pub merchant: String,
-    /// The CardSync base URL.
+    /// The CardSync base URL the job was created for (a worker sends only to its own, and
+    /// leaves jobs made for another alone).
     pub base_url: String,
+    /// How many cards the request holds.
+    pub cards: u64,
+    /// The version of its sealed cards and results.
+    pub version: i64,
     /// What it needs.
     pub work: Work,
+}
+
+/// An open job, as a worker chooses its work: checked against its authentication when the
+/// journal holds its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenJob {
+    /// The job's name.
+    pub name: String,
+    /// The environment variable its merchant key is read from.
+    pub key_env: String,
+    /// Its merchant's fingerprint.
+    pub merchant: String,
+    /// The CardSync base URL it was created for.
+    pub base_url: String,
+    /// The id of the journal key it is sealed under.
+    pub key_id: String,
 }
 
 /// A decision about the requests of a job whose POST may have reached CardSync.
@@ -204,11 +227,39 @@ impl JobStatus {
     }
 }
 
-/// The journal: a pool of connections and the key that seals card numbers.
+/// The journal's keys: the current one, and while a rotation runs, the previous one.
+struct Keys {
+    current: JournalKey,
+    old: Option<JournalKey>,
+}
+
+impl Keys {
+    fn all(&self) -> impl Iterator<Item = &JournalKey> {
+        std::iter::once(&self.current).chain(&self.old)
+    }
+
+    /// The key whose id is `id`.
+    fn by_id(&self, id: &str) -> Option<&JournalKey> {
+        self.all().find(|k| k.id() == id)
+    }
+
+    /// The key that sealed `sealed` (the current one when neither did: opening then fails
+    /// with the sealing key's id).
+    fn for_sealed(&self, sealed: &[u8]) -> &JournalKey {
+        self.all()
+            .find(|k| k.sealed_by(sealed))
+            .unwrap_or(&self.current)
+    }
+}
+
+/// The journal: a pool of connections, the keys that seal card numbers and authenticate rows,
+/// and the merchant identity key.
 #[derive(Clone)]
 pub struct PgJournal {
     pool: Pool,
-    key: Arc<JournalKey>,
+    keys: Arc<Keys>,
+    /// Makes merchant fingerprints: kept sealed in the journal, so that it outlives rotations.
+    identity: Arc<hmac::Key>,
     /// How many dropped connections this journal's pool has been purged for.
     purged: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -216,21 +267,171 @@ pub struct PgJournal {
 impl std::fmt::Debug for PgJournal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgJournal")
-            .field("key", &self.key)
+            .field("key", &self.keys.current)
+            .field("old_key", &self.keys.old)
             .finish_non_exhaustive()
     }
+}
+
+/// `None` and `Some` told apart in an authenticated field.
+fn opt(value: Option<&str>) -> Vec<u8> {
+    match value {
+        None => vec![0],
+        Some(v) => {
+            let mut out = Vec::with_capacity(v.len() + 1);
+            out.push(1);
+            out.extend_from_slice(v.as_bytes());
+            out
+        }
+    }
+}
+
+/// What authenticates a job's row: what decides whose key its requests go with, and where.
+struct JobFacts<'a> {
+    job: JobId,
+    name: &'a str,
+    merchant: &'a str,
+    key_env: &'a str,
+    base_url: &'a str,
+    max_in_flight: i32,
+    state: &'a str,
+}
+
+impl JobFacts<'_> {
+    fn fields(&self) -> [Vec<u8>; 8] {
+        [
+            b"job v1".to_vec(),
+            self.job.0.to_be_bytes().to_vec(),
+            self.name.as_bytes().to_vec(),
+            self.merchant.as_bytes().to_vec(),
+            self.key_env.as_bytes().to_vec(),
+            self.base_url.as_bytes().to_vec(),
+            self.max_in_flight.to_be_bytes().to_vec(),
+            self.state.as_bytes().to_vec(),
+        ]
+    }
+
+    fn mac(&self, key: &JournalKey) -> Vec<u8> {
+        let fields = self.fields();
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        key.authenticate(&refs)
+    }
+
+    /// Checks the row's tag.
+    fn verify(&self, key: &JournalKey, tag: Option<&[u8]>) -> Result<(), PgError> {
+        let fields = self.fields();
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        match tag {
+            Some(tag) if key.verify(&refs, tag) => Ok(()),
+            Some(_) => Err(PgError::Tampered {
+                job: self.name.to_owned(),
+                what: "its row (merchant, key variable, base URL, limit or state) does not match \
+                       its authentication"
+                    .into(),
+            }),
+            None => Err(PgError::Tampered {
+                job: self.name.to_owned(),
+                what: "its row carries no authentication".into(),
+            }),
+        }
+    }
+}
+
+/// What authenticates a request's row: what decides what is sent, and whether it may be.
+#[derive(Clone, Debug)]
+struct RequestFacts {
+    job: JobId,
+    seq: u64,
+    kind: RequestKind,
+    se_number: Option<String>,
+    cards: i32,
+    state: String,
+    batch_id: Option<String>,
+    version: i64,
+}
+
+impl RequestFacts {
+    fn fields(&self) -> [Vec<u8>; 9] {
+        [
+            b"request v1".to_vec(),
+            self.job.0.to_be_bytes().to_vec(),
+            self.seq.to_be_bytes().to_vec(),
+            self.kind.as_str().as_bytes().to_vec(),
+            opt(self.se_number.as_deref()),
+            self.cards.to_be_bytes().to_vec(),
+            self.state.as_bytes().to_vec(),
+            opt(self.batch_id.as_deref()),
+            self.version.to_be_bytes().to_vec(),
+        ]
+    }
+
+    fn mac(&self, key: &JournalKey) -> Vec<u8> {
+        let fields = self.fields();
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        key.authenticate(&refs)
+    }
+
+    fn verify(&self, key: &JournalKey, job: &str, tag: Option<&[u8]>) -> Result<(), PgError> {
+        let fields = self.fields();
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        match tag {
+            Some(tag) if key.verify(&refs, tag) => Ok(()),
+            _ => Err(PgError::Tampered {
+                job: job.to_owned(),
+                what: format!(
+                    "request {} ({}, batch {}) does not match its authentication",
+                    self.seq,
+                    self.state,
+                    self.batch_id.as_deref().unwrap_or("none")
+                ),
+            }),
+        }
+    }
+
+    /// The same request in another state (and with a batch id, when it has one).
+    fn moved(&self, state: &str, batch_id: Option<&str>) -> RequestFacts {
+        RequestFacts {
+            state: state.to_owned(),
+            batch_id: batch_id.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    /// Reads the facts from a row with the columns `seq, kind, se_number, cards, state,
+    /// batch_id, version` at `at`, `at + 1`, ….
+    fn from_row(job: JobId, row: &tokio_postgres::Row, at: usize) -> Result<RequestFacts, PgError> {
+        Ok(RequestFacts {
+            job,
+            seq: u64::try_from(row.get::<_, i32>(at)).unwrap_or(0),
+            kind: RequestKind::parse(row.get::<_, &str>(at + 1))
+                .ok_or_else(|| PgError::Corrupt("a request of an unknown kind".into()))?,
+            se_number: row.get(at + 2),
+            cards: row.get(at + 3),
+            state: row.get(at + 4),
+            batch_id: row.get(at + 5),
+            version: row.get(at + 6),
+        })
+    }
+}
+
+/// The columns [`RequestFacts::from_row`] reads.
+const FACTS: &str = "seq, kind, se_number, cards, state, batch_id, version";
+
+/// The associated data of a request's sealed values: its job, its number and its version.
+fn sealed_aad(what: &str, job: JobId, seq: u64, version: i64) -> Vec<u8> {
+    format!("{what}/{}/{seq}/v{version}", job.0).into_bytes()
 }
 
 fn seq_i32(seq: u64) -> i32 {
     i32::try_from(seq).unwrap_or(i32::MAX)
 }
 
-fn cards_aad(job: JobId, seq: u64) -> Vec<u8> {
-    format!("cards/{}/{seq}", job.0).into_bytes()
+fn cards_aad(job: JobId, seq: u64, version: i64) -> Vec<u8> {
+    sealed_aad("cards", job, seq, version)
 }
 
-fn results_aad(job: JobId, seq: u64) -> Vec<u8> {
-    format!("results/{}/{seq}", job.0).into_bytes()
+fn results_aad(job: JobId, seq: u64, version: i64) -> Vec<u8> {
+    sealed_aad("results", job, seq, version)
 }
 
 fn millis(d: Duration) -> f64 {
@@ -272,15 +473,39 @@ impl PgJournal {
         key: JournalKey,
         size: usize,
     ) -> Result<PgJournal, PgError> {
+        PgJournal::connect_with_keys(url, key, None, size).await
+    }
+
+    /// [`PgJournal::connect_with`], holding also the previous key while a rotation runs: values
+    /// sealed under either open, and each job's values are sealed under the key its job is
+    /// under, so that a worker keeps working through [`PgJournal::rotate_from`] run elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// As [`PgJournal::connect`]; [`PgError::Key`] when the journal's merchant identity key is
+    /// sealed under neither key.
+    pub async fn connect_with_keys(
+        url: &str,
+        key: JournalKey,
+        old: Option<JournalKey>,
+        size: usize,
+    ) -> Result<PgJournal, PgError> {
         let pool = connect::pool(url, size.max(1))?;
-        let journal = PgJournal {
-            pool,
-            key: Arc::new(key),
-            purged: Arc::default(),
-        };
-        let mut client = journal.client().await?;
+        let keys = Keys { current: key, old };
+        let purged = Arc::default();
+        let mut client = pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => PgError::from(e),
+            other => PgError::Pool(other.to_string()),
+        })?;
         schema::migrate(&mut client).await?;
-        Ok(journal)
+        let identity = load_identity(&client, &keys).await?;
+        drop(client);
+        Ok(PgJournal {
+            pool,
+            keys: Arc::new(keys),
+            identity: Arc::new(identity),
+            purged,
+        })
     }
 
     async fn client(&self) -> Result<Object, PgError> {
@@ -291,17 +516,50 @@ impl PgJournal {
         })
     }
 
-    /// The key that seals the cards.
+    /// The key that seals the cards of new jobs (the current one).
     pub fn key(&self) -> &JournalKey {
-        &self.key
+        &self.keys.current
     }
 
-    /// The fingerprint that stands for a merchant key in the journal (keyed: the key cannot
-    /// be learned from it).
+    /// The key job rows name by `key_id`, or [`PgError::KeyRotated`].
+    fn key_for(&self, job: &str, key_id: &str) -> Result<&JournalKey, PgError> {
+        self.keys.by_id(key_id).ok_or_else(|| PgError::KeyRotated {
+            job: job.to_owned(),
+            key_id: key_id.to_owned(),
+        })
+    }
+
+    /// Opens a value sealed under any of the journal's keys.
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, PgError> {
+        Ok(self.keys.for_sealed(sealed).open(sealed, aad)?)
+    }
+
+    /// The fingerprint that stands for a merchant key in the journal (keyed with the journal's
+    /// merchant identity key, which the database never sees and which outlives key rotations:
+    /// the merchant key cannot be learned from it).
     pub fn merchant_fingerprint(&self, merchant_key: &str) -> String {
         let mut data = b"merchant\0".to_vec();
         data.extend_from_slice(merchant_key.as_bytes());
-        hex(&self.key.fingerprint(&data)[..16])
+        hex(&hmac::sign(&self.identity, &data).as_ref()[..16])
+    }
+
+    /// The job's key, checked under a lock that [`PgJournal::rotate_from`] conflicts with
+    /// (`FOR KEY SHARE` of the job's row, held until `tx` ends): what is sealed or
+    /// authenticated in `tx` is under the key the job is under when it commits.
+    async fn job_key_locked(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        job: JobId,
+    ) -> Result<&JournalKey, PgError> {
+        let row = tx
+            .query_opt(
+                "SELECT name, key_id FROM cardsync_jobs WHERE job_id = $1 FOR KEY SHARE",
+                &[&job.0],
+            )
+            .await?
+            .ok_or_else(|| PgError::State(format!("job {} is gone", job.0)))?;
+        let (name, key_id): (String, String) = (row.get(0), row.get(1));
+        self.key_for(&name, &key_id)
     }
 
     async fn job_id(&self, client: &Object, name: &str) -> Result<JobId, PgError> {
@@ -346,7 +604,7 @@ impl PgJournal {
             .query_one(
                 "INSERT INTO cardsync_jobs (name, merchant, key_env, base_url, key_id, max_in_flight)
                  VALUES ($1, $2, $3, $4, $5, $6) RETURNING job_id",
-                &[&spec.name, &merchant, &spec.key_env, &spec.base_url, &self.key.id(), &limit],
+                &[&spec.name, &merchant, &spec.key_env, &spec.base_url, &self.key().id(), &limit],
             )
             .await;
         let id = match inserted {
@@ -356,6 +614,20 @@ impl PgJournal {
             }
             Err(e) => return Err(e.into()),
         };
+        let facts = JobFacts {
+            job: id,
+            name: &spec.name,
+            merchant: &merchant,
+            key_env: &spec.key_env,
+            base_url: &spec.base_url,
+            max_in_flight: limit,
+            state: "planning",
+        };
+        tx.execute(
+            "UPDATE cardsync_jobs SET mac = $2 WHERE job_id = $1",
+            &[&id.0, &facts.mac(self.key())],
+        )
+        .await?;
         tx.execute(
             "INSERT INTO cardsync_merchants (merchant) VALUES ($1) ON CONFLICT DO NOTHING",
             &[&merchant],
@@ -380,19 +652,25 @@ impl PgJournal {
     ) -> Result<Vec<u64>, PgError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let merchant: Option<String> = tx
+        let planning: Option<(String, String)> = tx
             .query_opt(
                 "UPDATE cardsync_jobs SET touched_at = now()
-                 WHERE job_id = $1 AND state = 'planning' RETURNING merchant",
+                 WHERE job_id = $1 AND state = 'planning' RETURNING merchant, key_id",
                 &[&job.0],
             )
             .await?
-            .map(|r| r.get(0));
-        let Some(merchant) = merchant else {
+            .map(|r| (r.get(0), r.get(1)));
+        let Some((merchant, key_id)) = planning else {
             return Err(PgError::State(
                 "the job is not being planned (another create replaced it, or it was planned already)".into(),
             ));
         };
+        if key_id != self.key().id() {
+            return Err(PgError::KeyRotated {
+                job: format!("#{}", job.0),
+                key_id,
+            });
+        }
         let seq = seq_i32(request.seq);
         tx.execute(
             "INSERT INTO cardsync_requests (job_id, seq, merchant, kind, se_number, cards, state)
@@ -443,11 +721,21 @@ impl PgJournal {
             .await?;
         } else {
             let sealed = self
-                .key
-                .seal(&codec::encode_cards(&kept), &cards_aad(job, request.seq))?;
+                .key()
+                .seal(&codec::encode_cards(&kept), &cards_aad(job, request.seq, 0))?;
+            let facts = RequestFacts {
+                job,
+                seq: request.seq,
+                kind: request.kind,
+                se_number: request.se_number.clone(),
+                cards: count,
+                state: "planned".to_owned(),
+                batch_id: None,
+                version: 0,
+            };
             tx.execute(
-                "UPDATE cardsync_requests SET cards = $3 WHERE job_id = $1 AND seq = $2",
-                &[&job.0, &seq, &count],
+                "UPDATE cardsync_requests SET cards = $3, mac = $4 WHERE job_id = $1 AND seq = $2",
+                &[&job.0, &seq, &count, &facts.mac(self.key())],
             )
             .await?;
             tx.execute(
@@ -469,7 +757,7 @@ impl PgJournal {
         let mut print = zeroize::Zeroizing::new(c.pan.expose().as_str().as_bytes().to_vec());
         print.push(0);
         print.extend_from_slice(c.se_number.as_ref().map_or("", |s| s.as_str()).as_bytes());
-        self.key.fingerprint(&print)
+        self.key().fingerprint(&print)
     }
 
     /// Applies the planning changes of a [`cardsync_job::PlanRecorder`] (requests added, rows
@@ -502,14 +790,23 @@ impl PgJournal {
     pub async fn remove_rows(&self, job: JobId, rows: &[u64]) -> Result<(), PgError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let planning = tx
+        let planning: Option<String> = tx
             .query_opt(
-                "SELECT 1 FROM cardsync_jobs WHERE job_id = $1 AND state = 'planning' FOR UPDATE",
+                "SELECT key_id FROM cardsync_jobs WHERE job_id = $1 AND state = 'planning'
+                 FOR UPDATE",
                 &[&job.0],
             )
-            .await?;
-        if planning.is_none() {
-            return Err(PgError::State("the job is not being planned".into()));
+            .await?
+            .map(|r| r.get(0));
+        match planning {
+            None => return Err(PgError::State("the job is not being planned".into())),
+            Some(key_id) if key_id != self.key().id() => {
+                return Err(PgError::KeyRotated {
+                    job: format!("#{}", job.0),
+                    key_id,
+                });
+            }
+            Some(_) => {}
         }
         let rows: Vec<i64> = rows.iter().map(|r| *r as i64).collect();
         let gone: std::collections::HashSet<u64> = rows.iter().map(|r| *r as u64).collect();
@@ -526,15 +823,20 @@ impl PgJournal {
             .into_iter()
             .collect();
         for seq in touched {
-            let sealed: Vec<u8> = tx
+            let row = tx
                 .query_one(
-                    "SELECT cards FROM cardsync_card_sets WHERE job_id = $1 AND seq = $2 FOR UPDATE",
+                    "SELECT c.cards, r.mac, r.seq, r.kind, r.se_number, r.cards, r.state,
+                            r.batch_id, r.version
+                     FROM cardsync_card_sets c JOIN cardsync_requests r USING (job_id, seq)
+                     WHERE c.job_id = $1 AND c.seq = $2 FOR UPDATE",
                     &[&job.0, &seq],
                 )
-                .await?
-                .get(0);
-            let aad = cards_aad(job, seq as u64);
-            let plain = self.key.open(&sealed, &aad)?;
+                .await?;
+            let sealed: Vec<u8> = row.get(0);
+            let facts = RequestFacts::from_row(job, &row, 2)?;
+            facts.verify(self.key(), &format!("#{}", job.0), row.get(1))?;
+            let aad = cards_aad(job, seq as u64, facts.version);
+            let plain = self.key().open(&sealed, &aad)?;
             let kept: Vec<StoredCard> = codec::decode_cards(&plain)
                 .map_err(PgError::Corrupt)?
                 .into_iter()
@@ -548,16 +850,26 @@ impl PgJournal {
                 .await?;
                 continue;
             }
-            let sealed = self.key.seal(&codec::encode_cards(&kept), &aad)?;
+            // A new version: the card set before this one no longer opens for the request.
             let count = i32::try_from(kept.len()).unwrap_or(i32::MAX);
+            let next = RequestFacts {
+                cards: count,
+                version: facts.version + 1,
+                ..facts
+            };
+            let sealed = self.key().seal(
+                &codec::encode_cards(&kept),
+                &cards_aad(job, seq as u64, next.version),
+            )?;
             tx.execute(
                 "UPDATE cardsync_card_sets SET cards = $3 WHERE job_id = $1 AND seq = $2",
                 &[&job.0, &seq, &sealed],
             )
             .await?;
             tx.execute(
-                "UPDATE cardsync_requests SET cards = $3 WHERE job_id = $1 AND seq = $2",
-                &[&job.0, &seq, &count],
+                "UPDATE cardsync_requests SET cards = $3, version = $4, mac = $5
+                 WHERE job_id = $1 AND seq = $2",
+                &[&job.0, &seq, &count, &next.version, &next.mac(self.key())],
             )
             .await?;
         }
@@ -577,23 +889,21 @@ impl PgJournal {
         invalid: u64,
         duplicates: u64,
     ) -> Result<(), PgError> {
-        let client = self.client().await?;
-        let n = client
-            .execute(
-                "UPDATE cardsync_jobs SET state = 'open', rows = $2, invalid = $3, duplicates = $4,
-                     planned_at = now()
-                 WHERE job_id = $1 AND state = 'planning'",
-                &[
-                    &job.0,
-                    &(rows as i64),
-                    &(invalid as i64),
-                    &(duplicates as i64),
-                ],
-            )
-            .await?;
-        if n == 0 {
-            return Err(PgError::State("the job is not being planned".into()));
-        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        self.move_job(&tx, job, Some("planning"), "open").await?;
+        tx.execute(
+            "UPDATE cardsync_jobs SET rows = $2, invalid = $3, duplicates = $4, planned_at = now()
+             WHERE job_id = $1",
+            &[
+                &job.0,
+                &(rows as i64),
+                &(invalid as i64),
+                &(duplicates as i64),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
         // The duplicate check is over: its fingerprints go.
         client
             .execute(
@@ -601,6 +911,58 @@ impl PgJournal {
                 &[&job.0],
             )
             .await?;
+        Ok(())
+    }
+
+    /// Moves job `job` from state `from` (any state when `None`) to `to`: its row's
+    /// authentication is checked, and the new state authenticated under the job's key. The
+    /// row stays locked until `tx` ends.
+    async fn move_job(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        job: JobId,
+        from: Option<&str>,
+        to: &str,
+    ) -> Result<(), PgError> {
+        let row = tx
+            .query_opt(
+                "SELECT name, merchant, key_env, base_url, max_in_flight, state, key_id, mac
+                 FROM cardsync_jobs WHERE job_id = $1 FOR UPDATE",
+                &[&job.0],
+            )
+            .await?
+            .ok_or_else(|| PgError::State(format!("job {} is gone", job.0)))?;
+        let state: String = row.get(5);
+        if let Some(from) = from
+            && state != from
+        {
+            return Err(PgError::State(if from == "planning" {
+                "the job is not being planned".to_owned()
+            } else {
+                format!("the job is {state}, not {from}")
+            }));
+        }
+        let name: String = row.get(0);
+        let key_id: String = row.get(6);
+        let (merchant, key_env, base_url): (String, String, String) =
+            (row.get(1), row.get(2), row.get(3));
+        let facts = JobFacts {
+            job,
+            name: &name,
+            merchant: &merchant,
+            key_env: &key_env,
+            base_url: &base_url,
+            max_in_flight: row.get(4),
+            state: &state,
+        };
+        let key = self.key_for(&name, &key_id)?;
+        facts.verify(key, row.get(7))?;
+        let moved = JobFacts { state: to, ..facts };
+        tx.execute(
+            "UPDATE cardsync_jobs SET state = $2, mac = $3 WHERE job_id = $1",
+            &[&job.0, &to, &moved.mac(key)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -624,9 +986,14 @@ impl PgJournal {
         let names = scope.names();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // The job's row is held with `FOR KEY SHARE` (a rotation of the job waits, and its
+        // requests are skipped while one runs).
         let candidate = tx
             .query_opt(
-                "SELECT r.job_id, r.seq, r.merchant, j.max_in_flight
+                "SELECT r.job_id, r.merchant, j.max_in_flight, r.mac,
+                        j.name, j.merchant, j.key_env, j.base_url, j.state, j.key_id, j.mac,
+                        r.epoch, r.event_id, r.ready, r.checks,
+                        r.seq, r.kind, r.se_number, r.cards, r.state, r.batch_id, r.version
                  FROM cardsync_requests r
                  JOIN cardsync_jobs j USING (job_id)
                  JOIN cardsync_merchants m ON m.merchant = r.merchant
@@ -642,19 +1009,43 @@ impl PgJournal {
                           AND l.lease_until > now()) < j.max_in_flight
                  ORDER BY (r.state = 'sent') DESC, r.ready DESC, r.job_id, r.seq
                  LIMIT 1
-                 FOR UPDATE OF r SKIP LOCKED",
+                 FOR UPDATE OF r SKIP LOCKED
+                 FOR KEY SHARE OF j SKIP LOCKED",
                 &[&names],
             )
             .await?;
         let Some(candidate) = candidate else {
             return Ok(None);
         };
-        let (job, seq, merchant, limit): (i64, i32, String, i32) = (
-            candidate.get(0),
-            candidate.get(1),
-            candidate.get(2),
-            candidate.get(3),
-        );
+        let job = JobId(candidate.get(0));
+        let merchant: String = candidate.get(1);
+        let limit: i32 = candidate.get(2);
+        let name: String = candidate.get(4);
+        let key_env: String = candidate.get(6);
+        let base_url: String = candidate.get(7);
+        let key_id: String = candidate.get(9);
+        let facts = RequestFacts::from_row(job, &candidate, 15)?;
+        // Nothing of the rows is used before their authentication is checked: a row changed
+        // without the key (another merchant's key variable, a sent request moved back to
+        // planned, another base URL) is refused.
+        let key = self.key_for(&name, &key_id)?;
+        JobFacts {
+            job,
+            name: &name,
+            merchant: candidate.get(5),
+            key_env: &key_env,
+            base_url: &base_url,
+            max_in_flight: limit,
+            state: candidate.get(8),
+        }
+        .verify(key, candidate.get(10))?;
+        if candidate.get::<_, &str>(5) != merchant {
+            return Err(PgError::Tampered {
+                job: name,
+                what: format!("request {} names another merchant than its job", facts.seq),
+            });
+        }
+        facts.verify(key, &name, candidate.get(3))?;
         // The per-merchant limit, checked again with the merchant's claims serialised.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended('cardsync merchant ' || current_schema() || ' ' || $1, 0))",
@@ -672,96 +1063,146 @@ impl PgJournal {
         if leased >= i64::from(limit) {
             return Ok(None);
         }
-        let row = tx
+        let sending = facts.state == "planned";
+        let claimed = if sending {
+            facts.moved("sending", None)
+        } else {
+            facts.clone()
+        };
+        let seq = claimed.seq;
+        let epoch: i64 = tx
             .query_one(
-                "UPDATE cardsync_requests r SET
-                     epoch = r.epoch + 1,
+                "UPDATE cardsync_requests SET
+                     epoch = epoch + 1,
                      lease_owner = $3,
                      lease_until = now() + $4 * interval '1 millisecond',
-                     state = CASE WHEN r.state = 'planned' THEN 'sending' ELSE r.state END
-                 FROM cardsync_jobs j
-                 WHERE r.job_id = $1 AND r.seq = $2 AND j.job_id = r.job_id
-                 RETURNING r.epoch, r.state, r.kind, r.se_number, r.batch_id, r.event_id, r.ready,
-                           j.name, j.key_env, j.base_url, r.checks",
-                &[&job, &seq, &worker, &millis(ttl)],
+                     state = $5, mac = $6
+                 WHERE job_id = $1 AND seq = $2
+                 RETURNING epoch",
+                &[
+                    &job.0,
+                    &seq_i32(seq),
+                    &worker,
+                    &millis(ttl),
+                    &claimed.state,
+                    &claimed.mac(key),
+                ],
             )
-            .await?;
+            .await?
+            .get(0);
         tx.commit().await?;
-        let state: String = row.get(1);
-        let kind = RequestKind::parse(row.get::<_, &str>(2))
-            .ok_or_else(|| PgError::Corrupt("a request of an unknown kind".into()))?;
-        let job = JobId(job);
-        let seq = u64::try_from(seq).unwrap_or(0);
-        let work = if state == "sending" {
-            match self.cards_of(&client, job, seq).await {
+        let work = if claimed.state == "sending" {
+            match self.cards_of(&client, job, seq, claimed.version).await {
                 Ok(cards) => Work::Send { cards },
                 Err(e) => {
                     // Nothing was sent: hand the request back at once if the database lets us
                     // (else its lease runs out).
-                    let epoch: i64 = row.get(0);
-                    let _ = client
-                        .execute(
-                            "UPDATE cardsync_requests SET state = 'planned', lease_owner = NULL,
-                                 lease_until = NULL
-                             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
-                            &[&job.0, &seq_i32(seq), &epoch],
-                        )
-                        .await;
+                    let _ = self.hand_back(job, &claimed, epoch).await;
                     return Err(e);
                 }
             }
         } else {
             Work::Check {
-                batch_id: row.get::<_, Option<String>>(4).ok_or_else(|| {
+                batch_id: claimed.batch_id.clone().ok_or_else(|| {
                     PgError::Corrupt(format!("request {seq} is sent without a batch id"))
                 })?,
-                event_id: row.get(5),
-                ready: row.get(6),
+                event_id: candidate.get(12),
+                ready: candidate.get(13),
             }
         };
         Ok(Some(Claim {
             job,
-            job_name: row.get(7),
+            job_name: name,
             seq,
-            kind,
-            se_number: row.get(3),
-            epoch: row.get(0),
-            checks: u32::try_from(row.get::<_, i32>(10)).unwrap_or(0),
+            kind: claimed.kind,
+            se_number: claimed.se_number.clone(),
+            epoch,
+            checks: u32::try_from(candidate.get::<_, i32>(14)).unwrap_or(0),
             worker: worker.to_owned(),
-            key_env: row.get(8),
+            key_env,
             merchant,
-            base_url: row.get(9),
+            base_url,
+            cards: u64::try_from(claimed.cards).unwrap_or(0),
+            version: claimed.version,
             work,
         }))
     }
 
-    /// The open jobs in `scope`: (name, the environment variable of its merchant key, the
-    /// merchant's fingerprint).
+    /// Puts a request claimed to be sent back to `planned` (its cards could not be loaded).
+    async fn hand_back(
+        &self,
+        job: JobId,
+        claimed: &RequestFacts,
+        epoch: i64,
+    ) -> Result<(), PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let key = self.job_key_locked(&tx, job).await?;
+        let back = claimed.moved("planned", None);
+        tx.execute(
+            "UPDATE cardsync_requests SET state = 'planned', lease_owner = NULL,
+                 lease_until = NULL, mac = $4
+             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
+            &[&job.0, &seq_i32(claimed.seq), &epoch, &back.mac(key)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The open jobs in `scope`, each checked against its authentication.
     ///
     /// # Errors
     ///
-    /// [`PgError::Database`].
-    pub async fn open_jobs(&self, scope: &Scope) -> Result<Vec<(String, String, String)>, PgError> {
+    /// [`PgError::Database`]; [`PgError::Tampered`] when a job's row was changed without the
+    /// journal key.
+    pub async fn open_jobs(&self, scope: &Scope) -> Result<Vec<OpenJob>, PgError> {
         // A read: asked again once if the database had dropped the connection it used.
         read_again_if_lost(|| self.open_jobs_once(scope)).await
     }
 
-    async fn open_jobs_once(
-        &self,
-        scope: &Scope,
-    ) -> Result<Vec<(String, String, String)>, PgError> {
+    async fn open_jobs_once(&self, scope: &Scope) -> Result<Vec<OpenJob>, PgError> {
         let names = scope.names();
         let client = self.client().await?;
-        Ok(client
+        let mut jobs = Vec::new();
+        for r in client
             .query(
-                "SELECT name, key_env, merchant FROM cardsync_jobs
+                "SELECT job_id, name, merchant, key_env, base_url, max_in_flight, state, key_id, mac
+                 FROM cardsync_jobs
                  WHERE state = 'open' AND ($1::text[] IS NULL OR name = ANY($1)) ORDER BY job_id",
                 &[&names],
             )
             .await?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
+        {
+            let job = OpenJob {
+                name: r.get(1),
+                key_env: r.get(3),
+                merchant: r.get(2),
+                base_url: r.get(4),
+                key_id: r.get(7),
+            };
+            // A job under a key this process lacks is listed (a worker says why it leaves it
+            // alone); its row is checked when it holds the key.
+            if let Some(key) = self.keys.by_id(&job.key_id) {
+                JobFacts {
+                    job: JobId(r.get(0)),
+                    name: &job.name,
+                    merchant: &job.merchant,
+                    key_env: &job.key_env,
+                    base_url: &job.base_url,
+                    max_in_flight: r.get(5),
+                    state: r.get(6),
+                }
+                .verify(key, r.get(8))?;
+            }
+            jobs.push(job);
+        }
+        Ok(jobs)
+    }
+
+    /// Whether this journal holds the key a job is under.
+    pub fn holds_key(&self, key_id: &str) -> bool {
+        self.keys.by_id(key_id).is_some()
     }
 
     /// What is left to do in `scope`: (requests a worker can still move on, requests that
@@ -802,14 +1243,17 @@ impl PgJournal {
     /// [`PgError::Database`], [`PgError::Key`].
     pub async fn cards(&self, claim: &Claim) -> Result<Vec<StoredCard>, PgError> {
         let client = self.client().await?;
-        self.cards_of(&client, claim.job, claim.seq).await
+        self.cards_of(&client, claim.job, claim.seq, claim.version)
+            .await
     }
 
+    /// The cards of a request at `version` (an older card set, put back, does not open).
     async fn cards_of(
         &self,
         client: &Object,
         job: JobId,
         seq: u64,
+        version: i64,
     ) -> Result<Vec<StoredCard>, PgError> {
         let sealed: Option<Vec<u8>> = client
             .query_opt(
@@ -823,12 +1267,39 @@ impl PgJournal {
                 "the cards of request {seq} are gone"
             )));
         };
-        let plain = self.key.open(&sealed, &cards_aad(job, seq))?;
+        let plain = self
+            .open(&sealed, &cards_aad(job, seq, version))
+            .map_err(|e| match e {
+                PgError::Key(KeyError::Damaged) => PgError::Tampered {
+                    job: format!("#{}", job.0),
+                    what: format!(
+                        "the sealed cards of request {seq} are not those of its version {version}"
+                    ),
+                },
+                e => e,
+            })?;
         codec::decode_cards(&plain).map_err(PgError::Corrupt)
     }
 
-    /// One fenced write: `sql` updates the claimed request (`$1` job, `$2` seq, `$3` epoch)
-    /// and must match exactly it.
+    /// The facts of a claimed request, as its claim left it.
+    fn facts_of(claim: &Claim, state: &str) -> RequestFacts {
+        RequestFacts {
+            job: claim.job,
+            seq: claim.seq,
+            kind: claim.kind,
+            se_number: claim.se_number.clone(),
+            cards: i32::try_from(claim.cards).unwrap_or(i32::MAX),
+            state: state.to_owned(),
+            batch_id: match &claim.work {
+                Work::Check { batch_id, .. } => Some(batch_id.clone()),
+                Work::Send { .. } => None,
+            },
+            version: claim.version,
+        }
+    }
+
+    /// One fenced write that changes nothing authenticated: `sql` updates the claimed request
+    /// (`$1` job, `$2` seq, `$3` epoch) and must match exactly it.
     async fn fenced(
         &self,
         claim: &Claim,
@@ -846,6 +1317,34 @@ impl PgJournal {
                 seq: claim.seq,
             });
         }
+        Ok(())
+    }
+
+    /// One fenced write that moves the claimed request to `moved` (its new state and batch):
+    /// `sql` gets `$4`, the new row's authentication under the job's key, checked under the
+    /// lock that rotation takes.
+    async fn fenced_move(
+        &self,
+        claim: &Claim,
+        moved: &RequestFacts,
+        sql: &str,
+        extra: &[&(dyn ToSql + Sync)],
+    ) -> Result<(), PgError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let key = self.job_key_locked(&tx, claim.job).await?;
+        let mac = moved.mac(key);
+        let seq = seq_i32(claim.seq);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&claim.job.0, &seq, &claim.epoch, &mac];
+        params.extend_from_slice(extra);
+        let n = tx.execute(sql, &params).await?;
+        if n == 0 {
+            return Err(PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: claim.seq,
+            });
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -908,34 +1407,56 @@ impl PgJournal {
         batch_id: &str,
         check_in: Duration,
     ) -> Result<(), PgError> {
+        let moved = PgJournal::facts_of(claim, "sent").moved("sent", Some(batch_id));
         let written = self
-            .fenced(
+            .fenced_move(
                 claim,
-                "UPDATE cardsync_requests SET state = 'sent', batch_id = $4, message = NULL,
-                     lease_owner = NULL, lease_until = NULL,
-                     next_check = now() + $5 * interval '1 millisecond'
+                &moved,
+                "UPDATE cardsync_requests SET state = 'sent', batch_id = $5, message = NULL,
+                     lease_owner = NULL, lease_until = NULL, mac = $4,
+                     next_check = now() + $6 * interval '1 millisecond'
                  WHERE job_id = $1 AND seq = $2 AND epoch = $3
-                   AND (state = 'sending' OR (state = 'sent' AND batch_id = $4))",
+                   AND (state = 'sending' OR (state = 'sent' AND batch_id = $5))",
                 &[&batch_id, &millis(check_in)],
             )
             .await;
         if let Err(PgError::Fenced { .. }) = &written {
-            let client = self.client().await?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let key = self.job_key_locked(&tx, claim.job).await?;
             // Sent again by a decision made while this worker was away, and not yet taken by
             // another: the batch exists, so it is adopted rather than sent twice.
-            let adopted = client
-                .execute(
-                    "UPDATE cardsync_requests SET state = 'sent', batch_id = $4, epoch = epoch + 1,
-                         message = 'adopted the batch a worker created after its claim ran out',
-                         lease_owner = NULL, lease_until = NULL, next_check = now()
-                     WHERE job_id = $1 AND seq = $2 AND epoch > $3 AND state = 'planned'
-                       AND (lease_until IS NULL OR lease_until < now())",
-                    &[&claim.job.0, &seq_i32(claim.seq), &claim.epoch, &batch_id],
+            let planned = tx
+                .query_opt(
+                    &format!(
+                        "SELECT mac, {FACTS} FROM cardsync_requests
+                         WHERE job_id = $1 AND seq = $2 AND epoch > $3 AND state = 'planned'
+                           AND (lease_until IS NULL OR lease_until < now()) FOR UPDATE"
+                    ),
+                    &[&claim.job.0, &seq_i32(claim.seq), &claim.epoch],
                 )
                 .await?;
-            if adopted == 1 {
+            if let Some(row) = planned {
+                let facts = RequestFacts::from_row(claim.job, &row, 1)?;
+                facts.verify(key, &claim.job_name, row.get(0))?;
+                tx.execute(
+                    "UPDATE cardsync_requests SET state = 'sent', batch_id = $3, epoch = epoch + 1,
+                         message = 'adopted the batch a worker created after its claim ran out',
+                         lease_owner = NULL, lease_until = NULL, next_check = now(), mac = $4
+                     WHERE job_id = $1 AND seq = $2",
+                    &[
+                        &claim.job.0,
+                        &seq_i32(claim.seq),
+                        &batch_id,
+                        &facts.moved("sent", Some(batch_id)).mac(key),
+                    ],
+                )
+                .await?;
+                tx.commit().await?;
                 return Ok(());
             }
+            drop(tx);
+            let client = self.client().await?;
             client
                 .execute(
                     "INSERT INTO cardsync_late_answers (job_id, seq, epoch, batch_id, message)
@@ -954,10 +1475,11 @@ impl PgJournal {
     ///
     /// [`PgError::Fenced`].
     pub async fn subscribed(&self, claim: &Claim) -> Result<(), PgError> {
-        self.fenced(
+        self.fenced_move(
             claim,
+            &PgJournal::facts_of(claim, "done"),
             "UPDATE cardsync_requests SET state = 'done', message = NULL,
-                 lease_owner = NULL, lease_until = NULL
+                 lease_owner = NULL, lease_until = NULL, mac = $4
              WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
             &[],
         )
@@ -972,10 +1494,11 @@ impl PgJournal {
     ///
     /// [`PgError::Fenced`].
     pub async fn not_sent(&self, claim: &Claim, retry_in: Duration) -> Result<(), PgError> {
-        self.fenced(
+        self.fenced_move(
             claim,
-            "UPDATE cardsync_requests SET state = 'planned',
-                 lease_owner = NULL, lease_until = now() + $4 * interval '1 millisecond'
+            &PgJournal::facts_of(claim, "planned"),
+            "UPDATE cardsync_requests SET state = 'planned', mac = $4,
+                 lease_owner = NULL, lease_until = now() + $5 * interval '1 millisecond'
              WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
             &[&millis(retry_in)],
         )
@@ -988,9 +1511,10 @@ impl PgJournal {
     ///
     /// [`PgError::Fenced`].
     pub async fn failed(&self, claim: &Claim, message: &str) -> Result<(), PgError> {
-        self.fenced(
+        self.fenced_move(
             claim,
-            "UPDATE cardsync_requests SET state = 'failed', message = $4,
+            &PgJournal::facts_of(claim, "failed"),
+            "UPDATE cardsync_requests SET state = 'failed', message = $5, mac = $4,
                  lease_owner = NULL, lease_until = NULL
              WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state IN ('sending', 'sent')",
             &[&message],
@@ -1016,9 +1540,10 @@ impl PgJournal {
             RequestKind::Subscription => "planned",
             _ => "sending",
         };
-        self.fenced(
+        self.fenced_move(
             claim,
-            "UPDATE cardsync_requests SET state = $4, message = $5,
+            &PgJournal::facts_of(claim, to),
+            "UPDATE cardsync_requests SET state = $5, message = $6, mac = $4,
                  lease_owner = NULL, lease_until = now()
              WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
             &[&to, &message],
@@ -1082,6 +1607,9 @@ impl PgJournal {
         let seq = seq_i32(claim.seq);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        // The results are sealed under the key the job is under now, checked under the lock
+        // that rotation takes: a rotation that ran meanwhile is waited for, not undone.
+        let key = self.job_key_locked(&tx, claim.job).await?;
         let current = tx
             .query_opt(
                 "SELECT 1 FROM cardsync_requests
@@ -1095,9 +1623,9 @@ impl PgJournal {
                 seq: claim.seq,
             });
         }
-        let sealed = self.key.seal(
+        let sealed = key.seal(
             &codec::encode_rows(rows),
-            &results_aad(claim.job, claim.seq),
+            &results_aad(claim.job, claim.seq, claim.version),
         )?;
         let count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
         tx.execute(
@@ -1118,9 +1646,14 @@ impl PgJournal {
         )
         .await?;
         tx.execute(
-            "UPDATE cardsync_requests SET state = 'done', lease_owner = NULL, lease_until = NULL
+            "UPDATE cardsync_requests SET state = 'done', lease_owner = NULL, lease_until = NULL,
+                 mac = $3
              WHERE job_id = $1 AND seq = $2",
-            &[&claim.job.0, &seq],
+            &[
+                &claim.job.0,
+                &seq,
+                &PgJournal::facts_of(claim, "done").mac(key),
+            ],
         )
         .await?;
         tx.execute(
@@ -1270,64 +1803,88 @@ impl PgJournal {
     /// [`PgError::NoSuchJob`]; [`PgError::State`] when an adopted request does not wait for
     /// a decision.
     pub async fn decide(&self, name: &str, decision: &Decision) -> Result<u64, PgError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let job = self.job_id(&client, name).await?;
-        const WAITING: &str = "job_id = $1 AND state = 'sending' AND kind = 'batch'
-                               AND (lease_until IS NULL OR lease_until < now())";
-        let n = match decision {
-            Decision::Adopt { seq, batch_id } => {
-                let n = client
-                    .execute(
-                        &format!(
-                            "UPDATE cardsync_requests SET state = 'sent', batch_id = $3, epoch = epoch + 1,
-                                 message = 'adopted', lease_owner = NULL, lease_until = NULL, next_check = now()
-                             WHERE {WAITING} AND seq = $2"
-                        ),
-                        &[&job.0, &seq_i32(*seq), batch_id],
-                    )
-                    .await?;
-                if n == 0 {
-                    return Err(PgError::State(format!(
-                        "request {seq} of job {name:?} does not wait for a decision"
-                    )));
-                }
-                n
-            }
-            Decision::Resend => {
-                client
-                    .execute(
-                        &format!(
-                            "UPDATE cardsync_requests SET state = 'planned', epoch = epoch + 1,
-                                 message = 'resent by decision', lease_owner = NULL, lease_until = NULL
-                             WHERE {WAITING}"
-                        ),
-                        &[&job.0],
-                    )
-                    .await?
-            }
-            Decision::Abandon => {
-                let n = client
-                    .execute(
-                        &format!(
-                            "UPDATE cardsync_requests SET state = 'abandoned', epoch = epoch + 1,
-                                 message = 'abandoned by decision', lease_owner = NULL, lease_until = NULL
-                             WHERE {WAITING}"
-                        ),
-                        &[&job.0],
-                    )
-                    .await?;
-                client
-                    .execute(
-                        "DELETE FROM cardsync_card_sets c USING cardsync_requests r
-                         WHERE c.job_id = $1 AND r.job_id = c.job_id AND r.seq = c.seq
-                           AND r.state = 'abandoned'",
-                        &[&job.0],
-                    )
-                    .await?;
-                n
-            }
+        let tx = client.transaction().await?;
+        let key = self.job_key_locked(&tx, job).await?;
+        let only: Option<i32> = match decision {
+            Decision::Adopt { seq, .. } => Some(seq_i32(*seq)),
+            _ => None,
         };
-        Ok(n)
+        let waiting = tx
+            .query(
+                &format!(
+                    "SELECT mac, {FACTS} FROM cardsync_requests
+                     WHERE job_id = $1 AND state = 'sending' AND kind = 'batch'
+                       AND (lease_until IS NULL OR lease_until < now())
+                       AND ($2::integer IS NULL OR seq = $2)
+                     ORDER BY seq FOR UPDATE"
+                ),
+                &[&job.0, &only],
+            )
+            .await?;
+        if let Decision::Adopt { seq, .. } = decision
+            && waiting.is_empty()
+        {
+            return Err(PgError::State(format!(
+                "request {seq} of job {name:?} does not wait for a decision"
+            )));
+        }
+        // Each request is checked before it is changed: a decision never launders a row
+        // that was changed without the key.
+        let mut facts = Vec::with_capacity(waiting.len());
+        for row in &waiting {
+            let f = RequestFacts::from_row(job, row, 1)?;
+            f.verify(key, name, row.get(0))?;
+            facts.push(f);
+        }
+        for f in &facts {
+            let seq = seq_i32(f.seq);
+            match decision {
+                Decision::Adopt { batch_id, .. } => {
+                    tx.execute(
+                        "UPDATE cardsync_requests SET state = 'sent', batch_id = $3,
+                             epoch = epoch + 1, message = 'adopted', lease_owner = NULL,
+                             lease_until = NULL, next_check = now(), mac = $4
+                         WHERE job_id = $1 AND seq = $2",
+                        &[
+                            &job.0,
+                            &seq,
+                            batch_id,
+                            &f.moved("sent", Some(batch_id)).mac(key),
+                        ],
+                    )
+                    .await?;
+                }
+                Decision::Resend => {
+                    tx.execute(
+                        "UPDATE cardsync_requests SET state = 'planned', epoch = epoch + 1,
+                             message = 'resent by decision', lease_owner = NULL,
+                             lease_until = NULL, mac = $3
+                         WHERE job_id = $1 AND seq = $2",
+                        &[&job.0, &seq, &f.moved("planned", None).mac(key)],
+                    )
+                    .await?;
+                }
+                Decision::Abandon => {
+                    tx.execute(
+                        "UPDATE cardsync_requests SET state = 'abandoned', epoch = epoch + 1,
+                             message = 'abandoned by decision', lease_owner = NULL,
+                             lease_until = NULL, mac = $3
+                         WHERE job_id = $1 AND seq = $2",
+                        &[&job.0, &seq, &f.moved("abandoned", None).mac(key)],
+                    )
+                    .await?;
+                    tx.execute(
+                        "DELETE FROM cardsync_card_sets WHERE job_id = $1 AND seq = $2",
+                        &[&job.0, &seq],
+                    )
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(facts.len() as u64)
     }
 
     /// Writes job `name`'s results to `sink` (every request must be final), then erases its
@@ -1410,8 +1967,10 @@ impl PgJournal {
         loop {
             let Some(r) = client
                 .query_opt(
-                    "SELECT seq, results FROM cardsync_results WHERE job_id = $1 AND seq > $2
-                     ORDER BY seq LIMIT 1",
+                    "SELECT s.seq, s.results, r.version FROM cardsync_results s
+                     JOIN cardsync_requests r USING (job_id, seq)
+                     WHERE s.job_id = $1 AND s.seq > $2
+                     ORDER BY s.seq LIMIT 1",
                     &[&job.0, &after],
                 )
                 .await?
@@ -1419,9 +1978,10 @@ impl PgJournal {
                 break;
             };
             after = r.get(0);
-            let plain = self
-                .key
-                .open(r.get::<_, &[u8]>(1), &results_aad(job, after as u64))?;
+            let plain = self.open(
+                r.get::<_, &[u8]>(1),
+                &results_aad(job, after as u64, r.get(2)),
+            )?;
             let rows = codec::decode_rows(&plain).map_err(PgError::Corrupt)?;
             sink.append(&rows).map_err(sink_err)?;
             written += rows.len() as u64;
@@ -1429,9 +1989,10 @@ impl PgJournal {
         sink.checkpoint().map_err(sink_err)?;
         sink.finish().map_err(sink_err)?;
         let tx = client.transaction().await?;
+        self.move_job(&tx, job, Some("open"), "exported").await?;
         erase(&tx, job).await?;
         tx.execute(
-            "UPDATE cardsync_jobs SET state = 'exported', finished_at = now() WHERE job_id = $1",
+            "UPDATE cardsync_jobs SET finished_at = now() WHERE job_id = $1",
             &[&job.0],
         )
         .await?;
@@ -1449,8 +2010,9 @@ impl PgJournal {
         let mut client = self.client().await?;
         let job = self.job_id(&client, name).await?;
         let tx = client.transaction().await?;
+        self.move_job(&tx, job, None, "abandoned").await?;
         tx.execute(
-            "UPDATE cardsync_jobs SET state = 'abandoned', finished_at = now() WHERE job_id = $1",
+            "UPDATE cardsync_jobs SET finished_at = now() WHERE job_id = $1",
             &[&job.0],
         )
         .await?;
@@ -1459,80 +2021,189 @@ impl PgJournal {
         Ok(())
     }
 
-    /// Re-seals every card set and result set sealed under `old` with this journal's key: how
-    /// many values were re-sealed. Jobs still being planned under the old key are dropped
-    /// (nothing of them was sent; create them again). Run it with the old key at hand, then
-    /// drop the old key.
+    /// Rotates the journal from key `old` to this journal's current key: every job under
+    /// `old` is taken in turn, under a lock that every sealing write of that job waits for
+    /// (its row `FOR UPDATE`), its rows' authentication checked under `old` and made again
+    /// under the new key, its cards and results re-sealed, and its key id moved, in one
+    /// commit per job; then the merchant identity key is re-sealed. How many card and result
+    /// sets were re-sealed. Jobs still being planned under the old key are dropped (nothing of
+    /// them was sent; create them again).
+    ///
+    /// Run it while workers run, in this order: give every worker both keys
+    /// (`CARDSYNC_JOURNAL_KEY` the new one, `CARDSYNC_JOURNAL_OLD_KEY` the old one), rotate,
+    /// then drop the old key. Nothing is lost: a worker writing a job's results while it is
+    /// rotated waits, then seals them under the new key.
     ///
     /// # Errors
     ///
-    /// [`PgError::Key`] when a value opens under neither key.
+    /// [`PgError::Key`] when a value opens under neither key; [`PgError::Tampered`] when a row
+    /// does not match its authentication (it is not laundered by a rotation).
     pub async fn rotate_from(&self, old: &JournalKey) -> Result<u64, PgError> {
+        let new = self.key();
         let mut client = self.client().await?;
+        let jobs: Vec<i64> = client
+            .query(
+                "SELECT job_id FROM cardsync_jobs WHERE key_id = $1 ORDER BY job_id",
+                &[&old.id()],
+            )
+            .await?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
         let mut count = 0u64;
-        for (table, column, aad) in [
-            (
-                "cardsync_card_sets",
-                "cards",
-                cards_aad as fn(JobId, u64) -> Vec<u8>,
-            ),
-            ("cardsync_results", "results", results_aad),
-        ] {
-            loop {
-                let tx = client.transaction().await?;
-                let rows = tx
+        for job in jobs.into_iter().map(JobId) {
+            let tx = client.transaction().await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT name, merchant, key_env, base_url, max_in_flight, state, key_id, mac
+                     FROM cardsync_jobs WHERE job_id = $1 FOR UPDATE",
+                    &[&job.0],
+                )
+                .await?
+            else {
+                continue;
+            };
+            let key_id: String = row.get(6);
+            if key_id != old.id() {
+                // Rotated meanwhile by another process.
+                continue;
+            }
+            let (name, merchant, key_env, base_url, state): (
+                String,
+                String,
+                String,
+                String,
+                String,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(5));
+            if state == "planning" {
+                // Fingerprints live only while a job is planned; a create of that job makes
+                // them again under the new key.
+                tx.execute("DELETE FROM cardsync_jobs WHERE job_id = $1", &[&job.0])
+                    .await?;
+                tx.commit().await?;
+                continue;
+            }
+            let facts = JobFacts {
+                job,
+                name: &name,
+                merchant: &merchant,
+                key_env: &key_env,
+                base_url: &base_url,
+                max_in_flight: row.get(4),
+                state: &state,
+            };
+            facts.verify(old, row.get(7))?;
+            let requests = tx
+                .query(
+                    &format!(
+                        "SELECT mac, {FACTS} FROM cardsync_requests WHERE job_id = $1
+                         ORDER BY seq FOR UPDATE"
+                    ),
+                    &[&job.0],
+                )
+                .await?;
+            let mut versions = std::collections::HashMap::new();
+            for r in &requests {
+                let f = RequestFacts::from_row(job, r, 1)?;
+                f.verify(old, &name, r.get(0))?;
+                tx.execute(
+                    "UPDATE cardsync_requests SET mac = $3 WHERE job_id = $1 AND seq = $2",
+                    &[&job.0, &seq_i32(f.seq), &f.mac(new)],
+                )
+                .await?;
+                versions.insert(seq_i32(f.seq), f.version);
+            }
+            for (table, column, what) in [
+                ("cardsync_card_sets", "cards", "cards"),
+                ("cardsync_results", "results", "results"),
+            ] {
+                let sealed = tx
                     .query(
-                        &format!(
-                            "SELECT job_id, seq, {column} FROM {table}
-                             WHERE substring({column} FROM 1 FOR 8) = $1 LIMIT 100 FOR UPDATE"
-                        ),
-                        &[&old_id_bytes(old)],
+                        &format!("SELECT seq, {column} FROM {table} WHERE job_id = $1 FOR UPDATE"),
+                        &[&job.0],
                     )
                     .await?;
-                if rows.is_empty() {
-                    tx.commit().await?;
-                    break;
-                }
-                for r in &rows {
-                    let (job, seq): (i64, i32) = (r.get(0), r.get(1));
-                    let aad = aad(JobId(job), seq as u64);
-                    let plain = old.open(r.get::<_, &[u8]>(2), &aad)?;
-                    let sealed = self.key.seal(&plain, &aad)?;
+                for r in &sealed {
+                    let seq: i32 = r.get(0);
+                    let value: &[u8] = r.get(1);
+                    if !old.sealed_by(value) {
+                        continue;
+                    }
+                    let version = versions.get(&seq).copied().unwrap_or(0);
+                    let aad = sealed_aad(what, job, seq as u64, version);
+                    let plain = old.open(value, &aad)?;
                     tx.execute(
                         &format!("UPDATE {table} SET {column} = $3 WHERE job_id = $1 AND seq = $2"),
-                        &[&job, &seq, &sealed],
+                        &[&job.0, &seq, &new.seal(&plain, &aad)?],
                     )
                     .await?;
                     count += 1;
                 }
-                tx.commit().await?;
+            }
+            tx.execute(
+                "UPDATE cardsync_jobs SET key_id = $2, mac = $3 WHERE job_id = $1",
+                &[&job.0, &new.id(), &facts.mac(new)],
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        // The merchant identity key, last: workers holding both keys open it either way.
+        let tx = client.transaction().await?;
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT sealed FROM cardsync_secrets WHERE name = 'identity' FOR UPDATE",
+                &[],
+            )
+            .await?
+        {
+            let sealed: Vec<u8> = row.get(0);
+            if old.sealed_by(&sealed) {
+                let plain = old.open(&sealed, IDENTITY_AAD)?;
+                tx.execute(
+                    "UPDATE cardsync_secrets SET sealed = $1 WHERE name = 'identity'",
+                    &[&new.seal(&plain, IDENTITY_AAD)?],
+                )
+                .await?;
             }
         }
-        // Fingerprints live only while a job is planned; those made under the old key are
-        // made again by the next create of that job.
-        client
-            .execute(
-                "DELETE FROM cardsync_jobs WHERE state = 'planning' AND key_id = $1",
-                &[&old.id()],
-            )
-            .await?;
-        client
-            .execute(
-                "UPDATE cardsync_jobs SET key_id = $1 WHERE key_id = $2",
-                &[&self.key.id(), &old.id()],
-            )
-            .await?;
+        tx.commit().await?;
         Ok(count)
     }
 }
 
-/// The 8-byte id a key puts in front of what it seals.
-fn old_id_bytes(key: &JournalKey) -> Vec<u8> {
-    let id = key.id();
-    (0..id.len())
-        .step_by(2)
-        .filter_map(|i| u8::from_str_radix(&id[i..i + 2], 16).ok())
-        .collect()
+/// The associated data of the sealed merchant identity key.
+const IDENTITY_AAD: &[u8] = b"secret/identity";
+
+/// The journal's merchant identity key: opened from the journal, or made from the current
+/// key's seed (so that merchants fingerprinted before the identity key existed keep their
+/// fingerprint) and kept, sealed, by the first process that needs it.
+async fn load_identity(client: &Object, keys: &Keys) -> Result<hmac::Key, PgError> {
+    for _ in 0..2 {
+        if let Some(row) = client
+            .query_opt(
+                "SELECT sealed FROM cardsync_secrets WHERE name = 'identity'",
+                &[],
+            )
+            .await?
+        {
+            let sealed: Vec<u8> = row.get(0);
+            let plain = keys.for_sealed(&sealed).open(&sealed, IDENTITY_AAD)?;
+            return Ok(hmac::Key::new(hmac::HMAC_SHA256, &plain));
+        }
+        let sealed = keys
+            .current
+            .seal(keys.current.identity_seed(), IDENTITY_AAD)?;
+        client
+            .execute(
+                "INSERT INTO cardsync_secrets (name, sealed) VALUES ('identity', $1)
+                 ON CONFLICT DO NOTHING",
+                &[&sealed],
+            )
+            .await?;
+    }
+    Err(PgError::Corrupt(
+        "the merchant identity key could not be kept".into(),
+    ))
 }
 
 /// Erases a job's cards, fingerprints, results and late answers.

@@ -54,9 +54,9 @@ mod journal;
 mod schema;
 mod worker;
 
-pub use crypto::{JournalKey, KEY_ENV, KEY_FILE_ENV, KeyError};
+pub use crypto::{JournalKey, KEY_ENV, KEY_FILE_ENV, KeyError, OLD_KEY_ENV, OLD_KEY_FILE_ENV};
 pub use journal::{
-    Claim, Decision, JobId, JobSpec, JobStatus, PgJournal, Scope, Unconfirmed, Work,
+    Claim, Decision, JobId, JobSpec, JobStatus, OpenJob, PgJournal, Scope, Unconfirmed, Work,
 };
 pub use schema::SCHEMA_VERSION;
 pub use worker::{
@@ -100,6 +100,23 @@ pub enum PgError {
     State(String),
     /// The journal holds something this version cannot read.
     Corrupt(String),
+    /// A row that decides where or what is sent was changed by someone without the journal
+    /// key (or was written by an earlier cardsync that did not authenticate its rows). It is
+    /// not used.
+    Tampered {
+        /// The job.
+        job: String,
+        /// What does not match.
+        what: String,
+    },
+    /// The job is sealed under a key this process does not hold (its key was rotated): give
+    /// the process the journal's current key (and, while a rotation runs, the previous one).
+    KeyRotated {
+        /// The job.
+        job: String,
+        /// The id of the key the job is sealed under.
+        key_id: String,
+    },
 }
 
 impl fmt::Display for PgError {
@@ -124,6 +141,19 @@ impl fmt::Display for PgError {
             ),
             PgError::State(what) => f.write_str(what),
             PgError::Corrupt(what) => write!(f, "the journal is damaged: {what}"),
+            PgError::Tampered { job, what } => write!(
+                f,
+                "job {job:?}: {what}. The row was changed without the journal key, so it is not \
+                 used: find out who can write to the journal's database (a job created by an \
+                 earlier cardsync carries no authentication: finish it with that version, or \
+                 abandon it)"
+            ),
+            PgError::KeyRotated { job, key_id } => write!(
+                f,
+                "job {job:?} is sealed under journal key {key_id}, which this process does not \
+                 hold: give it the journal's current key in CARDSYNC_JOURNAL_KEY (and, while a \
+                 rotation runs, the previous one in CARDSYNC_JOURNAL_OLD_KEY)"
+            ),
         }
     }
 }

@@ -9,10 +9,10 @@ use crate::PgError;
 const MIGRATION_LOCK: i64 = 0x6361_7264_7379_6e63;
 
 /// The migrations, by version. Never edit one that was released: add the next.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const V1: &str = "
 CREATE TABLE cardsync_jobs (
@@ -128,6 +128,21 @@ CREATE TABLE cardsync_late_answers (
     message  text NOT NULL,
     at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (job_id, seq, epoch)
+);
+";
+
+/// Rows that decide where and what is sent are authenticated: a row changed by anyone without
+/// the journal key is refused. A request's cards and results are sealed for its `version`, so
+/// that an older sealed value cannot be put back. The merchant identity key (which merchant
+/// fingerprints are made with) is kept sealed, so that it outlives key rotations.
+const V2: &str = "
+ALTER TABLE cardsync_jobs ADD COLUMN mac bytea;
+ALTER TABLE cardsync_requests ADD COLUMN version bigint NOT NULL DEFAULT 0;
+ALTER TABLE cardsync_requests ADD COLUMN mac bytea;
+CREATE TABLE cardsync_secrets (
+    name   text PRIMARY KEY,
+    -- Sealed under the journal key (its id is the value's first 8 bytes).
+    sealed bytea NOT NULL
 );
 ";
 

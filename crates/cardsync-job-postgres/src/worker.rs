@@ -19,7 +19,7 @@ use cardsync_proto::{
 };
 
 use crate::PgError;
-use crate::journal::{Claim, PgJournal, Scope, Work};
+use crate::journal::{Claim, OpenJob, PgJournal, Scope, Work};
 
 /// How a worker runs.
 ///
@@ -50,11 +50,15 @@ pub struct WorkerOptions {
     /// Merchant keys given directly, by the name of the environment variable they stand for
     /// (the environment is read for the others).
     pub keys: HashMap<String, MerchantKey>,
+    /// The CardSync base URL this worker sends to, and the only one: a job created for another
+    /// is left alone (the journal's record of a job's base URL never decides where cards go).
+    pub base_url: BaseUrl,
 }
 
 impl WorkerOptions {
     /// Defaults: every open job, one request at a time, 30 s leases, status checks from 50 ms
-    /// to 60 s apart, 200 ms between looks for work, stop when nothing is left.
+    /// to 60 s apart, 200 ms between looks for work, stop when nothing is left, the CardSync
+    /// sandbox as the base URL.
     pub fn new(name: impl Into<String>) -> WorkerOptions {
         WorkerOptions {
             name: name.into(),
@@ -66,7 +70,14 @@ impl WorkerOptions {
             idle: Duration::from_millis(200),
             follow: false,
             keys: HashMap::new(),
+            base_url: BaseUrl::sandbox(),
         }
+    }
+
+    /// Sending to this CardSync base URL (and working only on jobs created for it).
+    pub fn with_base_url(mut self, base_url: BaseUrl) -> WorkerOptions {
+        self.base_url = base_url;
+        self
     }
 
     /// With the merchant key that jobs naming `env` use, instead of reading `env`.
@@ -134,8 +145,9 @@ pub struct WorkSummary {
     /// Time its lanes ran (summed): what is neither `http` nor `idle` is the worker's and the
     /// journal's own work.
     pub busy: Duration,
-    /// Open jobs in its scope that it left alone, not holding their merchant's key (by the
-    /// environment variable the job names).
+    /// Open jobs in its scope that it left alone, with why: it does not hold their merchant's
+    /// key (by the environment variable the job names), they were created for another base
+    /// URL, or they are sealed under a journal key it does not hold.
     pub skipped: std::collections::BTreeSet<String>,
 }
 
@@ -259,33 +271,51 @@ pub fn after_status(answer: Result<http::Response<Vec<u8>>, TransportError>) -> 
     }
 }
 
-/// The merchant keys a worker holds, by environment variable, checked against the job's
-/// merchant fingerprint (so that a wrong key is never used for a job).
-fn keys_for(
+/// The jobs a worker can work on, and the merchant keys it holds for them (by environment
+/// variable): a job must be for the worker's own base URL, under a journal key it holds, and
+/// its merchant's fingerprint must match the key (so that a wrong key is never used). The
+/// others are returned with why they are left alone.
+fn usable_jobs(
     journal: &PgJournal,
-    given: &HashMap<String, MerchantKey>,
-    jobs: &[(String, String, String)],
-) -> (Vec<String>, HashMap<String, MerchantKey>) {
+    options: &WorkerOptions,
+    jobs: &[OpenJob],
+) -> (Vec<String>, HashMap<String, MerchantKey>, Vec<String>) {
     let mut usable = Vec::new();
     let mut keys = HashMap::new();
-    for (name, env, merchant) in jobs {
-        let key = match given.get(env) {
-            Some(key) => key.clone(),
-            None => match std::env::var(env)
-                .ok()
-                .and_then(|k| MerchantKey::new(&k).ok())
-            {
-                Some(key) => key,
-                None => continue,
-            },
-        };
-        if journal.merchant_fingerprint(key.expose_secret()) != *merchant {
+    let mut left = Vec::new();
+    for job in jobs {
+        let same_base = BaseUrl::parse(&job.base_url).is_ok_and(|b| b == options.base_url);
+        if !same_base {
+            left.push(format!(
+                "{} (created for {}; this worker sends only to {})",
+                job.name,
+                job.base_url,
+                options.base_url.as_str()
+            ));
             continue;
         }
-        usable.push(name.clone());
-        keys.insert(env.clone(), key);
+        if !journal.holds_key(&job.key_id) {
+            left.push(format!(
+                "{} (sealed under journal key {}, which this worker does not hold)",
+                job.name, job.key_id
+            ));
+            continue;
+        }
+        let key = match options.keys.get(&job.key_env) {
+            Some(key) => Some(key.clone()),
+            None => std::env::var(&job.key_env)
+                .ok()
+                .and_then(|k| MerchantKey::new(&k).ok()),
+        };
+        match key {
+            Some(key) if journal.merchant_fingerprint(key.expose_secret()) == job.merchant => {
+                usable.push(job.name.clone());
+                keys.insert(job.key_env.clone(), key);
+            }
+            _ => left.push(format!("{} ({})", job.name, job.key_env)),
+        }
     }
-    (usable, keys)
+    (usable, keys, left)
 }
 
 /// Runs a worker until nothing is left that it can do (or forever with
@@ -439,12 +469,13 @@ async fn lane_run<T: Transport + Sync>(
         // Which jobs this worker can work on (refreshed every few seconds, and when idle).
         if refreshed.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
             let jobs = timed(&mut summary.journal, journal.open_jobs(&options.scope)).await?;
-            let (names, found) = keys_for(journal, &options.keys, &jobs);
-            summary.skipped.extend(
-                jobs.iter()
-                    .filter(|(name, ..)| !names.contains(name))
-                    .map(|(name, env, _)| format!("{name} ({env})")),
-            );
+            let (names, found, left) = usable_jobs(journal, options, &jobs);
+            for why in &left {
+                if !summary.skipped.contains(why) {
+                    tracing::warn!(job = %why, "left alone");
+                }
+            }
+            summary.skipped.extend(left);
             scope = Scope::Jobs(names);
             keys = found;
             refreshed = Some(tokio::time::Instant::now());
@@ -494,18 +525,21 @@ async fn lane_run<T: Transport + Sync>(
             refreshed = None;
             continue;
         };
-        let config = match BaseUrl::parse(&claim.base_url) {
-            Ok(base) => Config::new(base).with_merchant_key(key),
-            Err(e) => {
-                timed(
-                    &mut summary.journal,
-                    journal.failed(&claim, &format!("the job's base URL cannot be used: {e}")),
-                )
-                .await?;
-                summary.failed += 1;
-                continue;
+        // Cards go only to this worker's own base URL (the job's, as recorded and checked
+        // against its authentication, must be the same).
+        if BaseUrl::parse(&claim.base_url).ok().as_ref() != Some(&options.base_url) {
+            let handed_back = match claim.work {
+                Work::Send { .. } => journal.not_sent(&claim, Duration::ZERO).await,
+                Work::Check { .. } => journal.pending(&claim, Duration::ZERO, None).await,
+            };
+            match handed_back {
+                Ok(()) | Err(PgError::Fenced { .. }) => {}
+                Err(e) => return Err(e),
             }
-        };
+            refreshed = None;
+            continue;
+        }
+        let config = Config::new(options.base_url.clone()).with_merchant_key(key);
         let step = match &claim.work {
             Work::Send { .. } => {
                 send(journal, transport, options, &config, &claim, summary, hook).await
@@ -519,6 +553,12 @@ async fn lane_run<T: Transport + Sync>(
             Err(e @ PgError::Fenced { .. }) => {
                 tracing::warn!(error = %e, "claim lost; nothing written");
                 summary.fenced += 1;
+            }
+            Err(e @ PgError::KeyRotated { .. }) => {
+                // The job was rotated to a key this worker lacks: it is left to workers that
+                // hold it (the claim runs out, and what it sent waits for a decision).
+                tracing::warn!(error = %e, "job left alone");
+                refreshed = None;
             }
             Err(e) => return Err(e),
         }

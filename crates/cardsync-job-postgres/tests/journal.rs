@@ -176,9 +176,8 @@ async fn no_card_number_in_the_tables_and_the_cards_open_with_the_key() {
         !format!("{claim:?}").contains(&nums[0]),
         "Debug shows no card"
     );
-    // Another key opens nothing.
-    let other = db.journal("02").await;
-    let err = other.claim("w2", &Scope::All, LEASE).await.unwrap_err();
+    // Another key opens nothing: the journal says so as soon as it is opened with it.
+    let err = db.journal_with("02", None).await.unwrap_err();
     assert!(matches!(err, PgError::Key(_)), "{err}");
     db.drop().await;
 }
@@ -561,18 +560,36 @@ async fn rotation_reseals_every_card_under_the_new_key() {
     let db = TestDb::new(&base).await;
     let old = db.journal("01").await;
     let (nums, _) = planned(&old, "nightly", 2, 10).await;
-    let new = db.journal("02").await;
+    let fingerprint = old.merchant_fingerprint(MERCHANT_KEY);
+    let rotating = db.journal_with("02", Some("01")).await.unwrap();
     let old_key = JournalKey::from_hex(&"01".repeat(32)).unwrap();
-    assert_eq!(new.rotate_from(&old_key).await.unwrap(), 2, "two card sets");
-    assert_eq!(new.rotate_from(&old_key).await.unwrap(), 0, "nothing left");
+    assert_eq!(
+        rotating.rotate_from(&old_key).await.unwrap(),
+        2,
+        "two card sets"
+    );
+    assert_eq!(
+        rotating.rotate_from(&old_key).await.unwrap(),
+        0,
+        "nothing left"
+    );
+    // The new key alone opens everything, and the merchant is still the same merchant.
+    let new = db.journal("02").await;
+    assert_eq!(new.merchant_fingerprint(MERCHANT_KEY), fingerprint);
     let claim = claim_all(&new, "w1").await.unwrap();
     let Work::Send { cards } = &claim.work else {
         panic!()
     };
     assert_eq!(cards[0].pan.expose().as_str(), nums[0]);
+    // A process with the old key alone is told at once.
+    assert!(matches!(
+        db.journal_with("01", None).await.unwrap_err(),
+        PgError::Key(_)
+    ));
+    // One that was running with it is refused at its next claim.
     assert!(matches!(
         old.claim("w2", &Scope::All, LEASE).await.unwrap_err(),
-        PgError::Key(_)
+        PgError::KeyRotated { .. } | PgError::Key(_)
     ));
     db.drop().await;
 }

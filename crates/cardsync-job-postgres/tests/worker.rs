@@ -11,8 +11,10 @@ use std::time::Duration;
 use cardsync_core::{PlanOptions, Planner, Record};
 use cardsync_hyper::{HyperTransport, Options};
 use cardsync_job::{MemorySink, PlanRecorder, Snapshot};
-use cardsync_job_postgres::{Decision, Hook, JobSpec, PgJournal, Scope, WorkerOptions, work};
-use cardsync_proto::MerchantKey;
+use cardsync_job_postgres::{
+    Decision, Hook, JobSpec, JournalKey, PgError, PgJournal, Scope, WorkerOptions, work,
+};
+use cardsync_proto::{BaseUrl, MerchantKey};
 use cardsync_sandbox::{Sandbox, Settings};
 
 mod common;
@@ -59,6 +61,35 @@ async fn plan(
     first_ids
 }
 
+/// A job planned as [`plan`] does, but left being planned: its id.
+async fn plan_unfinished(
+    journal: &PgJournal,
+    sandbox: &Sandbox,
+    name: &str,
+    cards: usize,
+    per: usize,
+) -> cardsync_job_postgres::JobId {
+    let spec = JobSpec::new(name, KEY_ENV, sandbox.base_url());
+    let job = journal
+        .create_job(&spec, &sandbox.settings().merchant_key)
+        .await
+        .unwrap();
+    let options = PlanOptions::default().with_max_per_request(per).unwrap();
+    let mut planner = Planner::new(options);
+    for (i, n) in numbers(cards).iter().enumerate() {
+        planner.handle_record(Record::new(&format!("cus-{i}"), n.as_str(), "12/29"));
+    }
+    planner.finish();
+    let mut recorder = PlanRecorder::new(&Snapshot::default());
+    while let Some(request) = planner.poll_request() {
+        journal
+            .apply_plan(job, &recorder.request(request))
+            .await
+            .unwrap();
+    }
+    job
+}
+
 fn options(name: &str, sandbox: &Sandbox) -> WorkerOptions {
     let mut o = WorkerOptions::new(name)
         .with_concurrency(2)
@@ -67,7 +98,8 @@ fn options(name: &str, sandbox: &Sandbox) -> WorkerOptions {
         .with_key(
             KEY_ENV,
             MerchantKey::new(&sandbox.settings().merchant_key).unwrap(),
-        );
+        )
+        .with_base_url(BaseUrl::parse(sandbox.base_url()).unwrap());
     o.idle = Duration::from_millis(30);
     o
 }
@@ -267,6 +299,7 @@ async fn a_worker_without_the_merchant_key_leaves_the_job_alone() {
     // Another merchant's key under the job's variable: not this job's merchant.
     let mut wrong = WorkerOptions::new("w")
         .with_key(KEY_ENV, MerchantKey::new("someone_elses_key").unwrap())
+        .with_base_url(BaseUrl::parse(sandbox.base_url()).unwrap())
         .with_scope(Scope::Jobs(vec!["nightly".into()]));
     wrong.idle = Duration::from_millis(10);
     // It leaves the job to workers that hold the key, and says so.
@@ -406,4 +439,223 @@ async fn a_post_under_way_outlives_the_database_stopping() {
     sandbox.shutdown().await;
     // The whole server goes with `server`; the test's schema need not be dropped.
     drop(db);
+}
+
+/// Runs workers on the journal until they stop (at most a minute): their summary or error.
+async fn work_once(
+    journal: &PgJournal,
+    sandbox: &Sandbox,
+    name: &str,
+) -> Result<cardsync_job_postgres::WorkSummary, PgError> {
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        work(journal, transport(), &options(name, sandbox), quiet()),
+    )
+    .await
+    .expect("the worker stops")
+}
+
+/// Whoever can write rows of the journal, without its key, cannot steer a worker: a job's
+/// base URL, key variable or merchant changed, a sent request moved back to planned, an
+/// older sealed card set put back. Each is refused loudly, and nothing is sent anywhere.
+#[tokio::test]
+async fn rows_changed_without_the_key_steer_no_worker() {
+    let Some(base) = database() else { return };
+    // Somewhere else a worker could be sent to.
+    let elsewhere = start_sandbox().await;
+    let edits: [(&str, &str); 3] = [
+        (
+            "base URL",
+            "UPDATE cardsync_jobs SET base_url = 'ELSEWHERE'",
+        ),
+        (
+            "key variable",
+            "UPDATE cardsync_jobs SET key_env = 'SOME_OTHER_MERCHANT_KEY'",
+        ),
+        (
+            "a sent request back to planned",
+            "UPDATE cardsync_requests SET state = 'planned', batch_id = NULL WHERE seq = 1",
+        ),
+    ];
+    for (what, sql) in edits {
+        let db = TestDb::new(&base).await;
+        let journal = db.journal("01").await;
+        let sandbox = start_sandbox().await;
+        plan(&journal, &sandbox, "nightly", 30, 10).await;
+        let schema = &db.schema;
+        if what == "a sent request back to planned" {
+            // Request 1 is sent by a worker that then stops.
+            let claim = journal
+                .claim("first", &Scope::All, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claim.seq, 1);
+            journal
+                .sent(&claim, "b-real", Duration::from_secs(3600))
+                .await
+                .unwrap();
+        }
+        let sql = sql
+            .replace("cardsync_", &format!("{schema}.cardsync_"))
+            .replace("ELSEWHERE", elsewhere.base_url());
+        db.admin.batch_execute(&sql).await.unwrap();
+        // One lane, so that the changed request is the first it meets.
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(60),
+            work(
+                &journal,
+                transport(),
+                &options("w", &sandbox).with_concurrency(1),
+                quiet(),
+            ),
+        )
+        .await
+        .expect("the worker stops");
+        let err = outcome.expect_err(what);
+        assert!(matches!(err, PgError::Tampered { .. }), "{what}: {err}");
+        assert!(err.to_string().contains("without the journal key"), "{err}");
+        assert!(
+            elsewhere.counters().is_empty(),
+            "{what}: something was sent elsewhere"
+        );
+        let posts = sandbox
+            .counters()
+            .get("POST /v2/batch")
+            .map_or(0, |c| c.requests);
+        assert_eq!(posts, 0, "{what}: a batch was sent from a changed row");
+        sandbox.shutdown().await;
+        db.drop().await;
+    }
+    elsewhere.shutdown().await;
+}
+
+/// A worker sends only to its own base URL: a job created for another is left alone, said.
+#[tokio::test]
+async fn a_job_for_another_base_url_is_left_alone() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    let other = start_sandbox().await;
+    plan(&journal, &other, "nightly", 10, 10).await;
+    let summary = work_once(&journal, &sandbox, "w").await.unwrap();
+    assert_eq!(summary.claims, 0);
+    let skipped: Vec<&String> = summary.skipped.iter().collect();
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].contains("sends only to"), "{skipped:?}");
+    assert!(sandbox.counters().is_empty() && other.counters().is_empty());
+    sandbox.shutdown().await;
+    other.shutdown().await;
+    db.drop().await;
+}
+
+/// `rotate_from` while workers run with both keys: nothing is lost; then a worker with only the
+/// new key finishes, and the export (with only the new key) holds every result once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_while_workers_run_loses_nothing() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let old = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    let mut faults = cardsync_sandbox::Faults::default();
+    faults.latency_ms = 30;
+    sandbox.set_faults(faults);
+    let cards = 2_000;
+    plan(&old, &sandbox, "nightly", cards, 50).await;
+    // The documented order: workers get both keys (the new one current), then the rotation.
+    let both = db.journal_with("02", Some("01")).await.unwrap();
+    let mut workers = Vec::new();
+    for w in 0..2 {
+        let journal = both.clone();
+        let options = options(&format!("w{w}"), &sandbox);
+        workers.push(tokio::spawn(async move {
+            work(&journal, transport(), &options, quiet()).await
+        }));
+    }
+    // Rotate once some results are written and others are still to come.
+    let mut waited = 0;
+    while both
+        .status("nightly")
+        .await
+        .unwrap()
+        .requests
+        .get("done")
+        .copied()
+        .unwrap_or(0)
+        < 5
+    {
+        waited += 1;
+        assert!(waited < 600, "no results written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let old_key = JournalKey::from_hex(&"01".repeat(32)).unwrap();
+    let resealed = both.rotate_from(&old_key).await.unwrap();
+    assert!(resealed > 0);
+    for w in workers {
+        let summary = tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("the workers ride the rotation out");
+        assert!(summary.skipped.is_empty(), "{summary:?}");
+    }
+    // The old key is dropped: a worker and an export with the new key alone.
+    drop(old);
+    let new = db.journal("02").await;
+    let summary = work_once(&new, &sandbox, "after").await.unwrap();
+    assert!(summary.skipped.is_empty(), "{summary:?}");
+    let status = new.status("nightly").await.unwrap();
+    assert!(status.finished(), "{status:?}");
+    assert!(status.unconfirmed.is_empty(), "{status:?}");
+    assert_exactly_once(&new, &sandbox, "nightly", cards).await;
+    sandbox.shutdown().await;
+    db.drop().await;
+}
+
+/// A request's cards re-sealed at a newer version (a duplicate taken out after planning), and
+/// the older sealed set put back by someone without the key: it does not open for the
+/// request, and nothing is sent.
+#[tokio::test]
+async fn an_older_card_set_put_back_is_refused() {
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    let job = plan_unfinished(&journal, &sandbox, "nightly", 30, 10).await;
+    let schema = &db.schema;
+    let saved: Vec<u8> = db
+        .admin
+        .query_one(
+            &format!("SELECT cards FROM {schema}.cardsync_card_sets WHERE seq = 2"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Row 11 (in request 2) is taken out: request 2's cards are sealed again, version 1.
+    journal.remove_rows(job, &[11]).await.unwrap();
+    journal.finish_plan(job, 30, 0, 1).await.unwrap();
+    db.admin
+        .execute(
+            &format!("UPDATE {schema}.cardsync_card_sets SET cards = $1 WHERE seq = 2"),
+            &[&saved],
+        )
+        .await
+        .unwrap();
+    let mut one = options("w", &sandbox).with_concurrency(1);
+    one.scope = Scope::Jobs(vec!["nightly".into()]);
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        work(&journal, transport(), &one, quiet()),
+    )
+    .await
+    .expect("the worker stops")
+    .expect_err("the older set is refused");
+    assert!(matches!(err, PgError::Tampered { .. }), "{err}");
+    // Request 1 went; request 2 did not (its older set, with row 11, never left).
+    let counts = sandbox.counters()["POST /v2/batch"];
+    assert_eq!((counts.requests, counts.cards), (1, 10));
+    sandbox.shutdown().await;
+    db.drop().await;
 }

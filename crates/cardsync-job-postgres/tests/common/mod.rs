@@ -50,9 +50,18 @@ impl TestDb {
     }
 
     pub(crate) async fn journal(&self, key: &str) -> PgJournal {
-        PgJournal::connect_with(&self.url, JournalKey::from_hex(&key.repeat(32)).unwrap(), 8)
-            .await
-            .expect("connect")
+        self.journal_with(key, None).await.expect("connect")
+    }
+
+    /// A journal with key `key` (a byte, repeated), and during a rotation the previous key
+    /// `old`.
+    pub(crate) async fn journal_with(
+        &self,
+        key: &str,
+        old: Option<&str>,
+    ) -> Result<PgJournal, cardsync_job_postgres::PgError> {
+        let key_of = |k: &str| JournalKey::from_hex(&k.repeat(32)).unwrap();
+        PgJournal::connect_with_keys(&self.url, key_of(key), old.map(key_of), 8).await
     }
 
     /// Ends every session of this test's journals (as a restart, a failover or an
