@@ -17,20 +17,11 @@ pub(crate) fn write_json(path: &Path, value: &impl Serialize) -> io::Result<()> 
 }
 
 /// Opens `path` for appending, creating it readable and writable by its owner only (an
-/// existing file is made so too).
+/// existing file is made so too); see [`cardsync_job::open_private`] for the checks.
 pub(crate) fn open_private_append(path: &Path) -> io::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        options.mode(0o600);
-        let file = options.open(path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        Ok(file)
-    }
-    #[cfg(not(unix))]
-    options.open(path)
+    cardsync_job::open_private(&mut options, path)
 }
 
 /// Makes a rename or a new file in `path`'s folder durable (a no-op where folders cannot be

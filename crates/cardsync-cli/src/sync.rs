@@ -623,6 +623,8 @@ async fn run_with_lease(
     let mut reporter = Reporter::new(io::BufWriter::new(stdout), global.output);
     let mut sink = HookedSink(FileSink::new(&args.out));
     let files = (sink.0.path().to_owned(), sink.0.changes_path().to_owned());
+    // Nothing is sent whose results could not be written safely.
+    sink.0.check().map_err(CliError::Results)?;
 
     // The journal must belong to this job.
     let identity = identity(args, &global.remote.base_url)?;

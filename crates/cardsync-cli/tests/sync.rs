@@ -761,3 +761,35 @@ fn a_rejects_file_that_cannot_be_written_is_named_in_the_error() {
     assert!(!stderr.contains("standard output"), "{stderr}");
     assert_eq!(emulator.counts("POST /v2/batch").requests, 0);
 }
+
+/// The results file and the journal are never written through a symbolic link: one planted
+/// where either goes is refused, and the file it points to is left as it was.
+#[cfg(unix)]
+#[test]
+fn results_and_journal_are_never_written_through_a_link() {
+    let dir = Dir::new("links");
+    let cards = write_cards(&dir.0);
+    let emulator = Emulator::start(instant);
+    let target = dir.0.join("someone-elses-file");
+    std::fs::write(&target, "precious\n").unwrap();
+    // The results file is a link.
+    let out = dir.0.join("results.csv");
+    std::os::unix::fs::symlink(&target, &out).unwrap();
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_ne!(output.status.code(), Some(0), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("symbolic link"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    // The journal is a link.
+    let out = dir.0.join("other.csv");
+    let journal = dir.0.join("other.csv.journal");
+    std::os::unix::fs::symlink(&target, &journal).unwrap();
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_ne!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+    assert_eq!(
+        emulator.counts("POST /v2/batch").requests,
+        0,
+        "nothing is sent before the files are safe"
+    );
+}

@@ -42,6 +42,7 @@
 #![deny(missing_docs)]
 
 mod receiver;
+mod resolve;
 pub mod server;
 
 pub use cardsync_client::CallError;
@@ -187,7 +188,7 @@ impl Drop for ZeroOnDrop {
 /// An HTTPS client for CardSync requests. Cheap to clone; clones share the connection pool.
 #[derive(Clone)]
 pub struct HyperTransport {
-    client: PoolClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: PoolClient<HttpsConnector<HttpConnector<resolve::LoopbackAware>>, Full<Bytes>>,
     options: Arc<Options>,
 }
 
@@ -206,7 +207,8 @@ impl HyperTransport {
     ///
     /// [`BuildError`] when rustls refuses the configuration.
     pub fn new(options: Options) -> Result<HyperTransport, BuildError> {
-        let mut http = HttpConnector::new();
+        // `localhost` is loopback by definition, not by what a lookup says.
+        let mut http = HttpConnector::new_with_resolver(resolve::LoopbackAware::new());
         http.set_connect_timeout(Some(options.connect_timeout));
         http.enforce_http(false);
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
@@ -248,7 +250,7 @@ impl HyperTransport {
                 .unwrap_or("")
                 .trim_start_matches('[')
                 .trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost")
+            let loopback = resolve::is_localhost(host)
                 || host
                     .parse::<std::net::IpAddr>()
                     .is_ok_and(|ip| ip.is_loopback());

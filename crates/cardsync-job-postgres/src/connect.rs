@@ -1,5 +1,8 @@
 //! A pool of connections to the journal database, over TLS (rustls) when the URL's `sslmode`
-//! asks for it (`prefer`, the default, falls back to plain when the server has no TLS).
+//! asks for it. When the URL says nothing, a database on another host is reached only over
+//! TLS (`require`: the server's certificate verified against the roots below), and one on
+//! this host (a loopback address, `localhost`, a Unix socket) as PostgreSQL's own default
+//! (`prefer`: TLS when the server offers it).
 //!
 //! Roots: the Mozilla roots, plus the PEM certificates in the file named by
 //! `CARDSYNC_JOURNAL_CA_FILE` (a private database's own CA). Every session gets a statement
@@ -25,8 +28,18 @@ const SESSION: &str = "-c statement_timeout=30000 -c idle_in_transaction_session
 
 /// A pool of `size` connections to `url`.
 pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
+    let config = config_for(url)?;
+    make_pool(config, size)
+}
+
+/// The connection settings of `url`, with the session settings and TLS default added.
+fn config_for(url: &str) -> Result<tokio_postgres::Config, PgError> {
     let mut config = tokio_postgres::Config::from_str(url)
         .map_err(|e| PgError::Config(format!("not a PostgreSQL URL: {e}")))?;
+    if !url.to_ascii_lowercase().contains("sslmode") && !all_local(&config) {
+        // Never plain text to another host unless the URL asks for it.
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
     let options = match config.get_options() {
         Some(given) => format!("{SESSION} {given}"),
         None => SESSION.to_owned(),
@@ -35,6 +48,10 @@ pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
     if config.get_application_name().is_none() {
         config.application_name("cardsync");
     }
+    Ok(config)
+}
+
+fn make_pool(config: tokio_postgres::Config, size: usize) -> Result<Pool, PgError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -68,6 +85,25 @@ pub(crate) fn pool(url: &str, size: usize) -> Result<Pool, PgError> {
         .create_timeout(Some(std::time::Duration::from_secs(15)))
         .build()
         .map_err(|e| PgError::Config(e.to_string()))
+}
+
+/// Whether every host of `config` is on this machine: a Unix socket, a loopback address, or
+/// `localhost`.
+fn all_local(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let hosts = config.get_hosts();
+    !hosts.is_empty()
+        && hosts.iter().all(|h| match h {
+            Host::Tcp(name) => {
+                let name = name.trim_start_matches('[').trim_end_matches(']');
+                name.eq_ignore_ascii_case("localhost")
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            Host::Unix(_) => true,
+        })
 }
 
 /// How many times this process has seen the database drop a connection (a restart, a
@@ -111,5 +147,30 @@ pub(crate) fn purge_if_lost(pool: &Pool, seen: &std::sync::atomic::AtomicU64) {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(at) = last {
         pool.retain(|_, metrics| metrics.created > at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_postgres::config::SslMode;
+
+    fn mode(url: &str) -> SslMode {
+        config_for(url).unwrap().get_ssl_mode()
+    }
+
+    #[test]
+    fn another_host_gets_tls_unless_the_url_says_otherwise() {
+        assert_eq!(mode("postgres://u@db.internal/j"), SslMode::Require);
+        assert_eq!(mode("postgres://u@10.0.0.5:5432/j"), SslMode::Require);
+        assert_eq!(
+            mode("postgres://u@db.internal/j?sslmode=disable"),
+            SslMode::Disable
+        );
+        assert_eq!(mode("postgres://u@127.0.0.1/j"), SslMode::Prefer);
+        assert_eq!(mode("postgres://u@localhost/j"), SslMode::Prefer);
+        assert_eq!(mode("postgres://u@[::1]/j"), SslMode::Prefer);
+        assert_eq!(mode("host=db.internal user=u"), SslMode::Require);
+        assert_eq!(mode("host=/run/postgresql user=u"), SslMode::Prefer);
     }
 }

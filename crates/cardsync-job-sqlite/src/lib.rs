@@ -36,7 +36,7 @@ use cardsync_job::{
     Acquired, Change, Changes, EventRecord, EventState, Holder, Lease, RequestKind, RequestRecord,
     RequestState, Snapshot, Store, StoreError, StoredCard,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 /// The journal format this build writes and reads.
 const FORMAT: &str = "3";
@@ -127,7 +127,15 @@ impl SqliteStore {
     /// was written by another version.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         create_new_private(path).map_err(backend)?;
-        let conn = Connection::open(path).map_err(backend)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(backend)?;
         conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
             .map_err(backend)?;
         // Deleted rows (duplicates, erased cards) are overwritten. Statement journals, if any
@@ -264,18 +272,12 @@ impl SqliteStore {
 /// Creates the file with mode 0600 if it does not exist (never truncating one that does, which
 /// another process may be using).
 fn create_new_private(path: &Path) -> std::io::Result<()> {
+    // Created 0600 if new; a link, a device or another user's file where the journal goes is
+    // refused (see `cardsync_job::open_private`), and SQLite then opens it without following
+    // links either.
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    match options.open(path) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    options.write(true).create(true);
+    cardsync_job::open_private(&mut options, path).map(drop)
 }
 
 impl Store for SqliteStore {

@@ -150,7 +150,7 @@ pub use model::{
 };
 pub use sink::{
     CHANGE_COLUMNS, FileSink, Format, MemorySink, RESULT_COLUMNS, RowFile, Sink, SinkError,
-    create_private,
+    create_private, open_private,
 };
 pub use store::{
     Acquired, Change, Changes, Holder, Lease, MemoryStore, RequestUpdate, Store, StoreError,

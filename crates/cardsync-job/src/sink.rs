@@ -110,7 +110,8 @@ pub const CHANGE_COLUMNS: &[&str] = &[
     "event_id",
 ];
 
-/// Creates `path` (or truncates it) readable and writable by its owner only.
+/// Creates `path` (or truncates it) readable and writable by its owner only; see
+/// [`open_private`] for the checks.
 ///
 /// # Errors
 ///
@@ -118,20 +119,121 @@ pub const CHANGE_COLUMNS: &[&str] = &[
 pub fn create_private(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
-    private(&mut options);
-    let file = options.open(path)?;
+    open_private(&mut options, path)
+}
+
+/// Opens `path` with `options` as a file that holds card numbers or secrets: never through a
+/// symbolic link (the last part of the path), only a regular file owned by this process's
+/// user, and with mode 0600 (new files are created so; an existing one is set so). A link,
+/// a device, a FIFO or another user's file planted where the file goes is refused before
+/// anything is written to it (a file to be truncated is checked before it is: links are
+/// refused by the open itself).
+///
+/// ```
+/// # fn main() -> std::io::Result<()> {
+/// let dir = std::env::temp_dir().join(format!("cardsync-private-doc-{}", std::process::id()));
+/// std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("results.csv");
+/// let mut options = std::fs::OpenOptions::new();
+/// options.write(true).create(true).truncate(true);
+/// let file = cardsync_job::open_private(&mut options, &path)?;
+/// # #[cfg(unix)] {
+/// use std::os::unix::fs::PermissionsExt;
+/// assert_eq!(file.metadata()?.permissions().mode() & 0o777, 0o600);
+/// std::os::unix::fs::symlink(&path, dir.join("link"))?;
+/// assert!(cardsync_job::open_private(&mut options, &dir.join("link")).is_err());
+/// # }
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// The I/O error; `InvalidInput` for a file that is not a regular file of this user's.
+pub fn open_private(options: &mut OpenOptions, path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(|e| {
+        #[cfg(unix)]
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a symbolic link: cardsync writes card numbers only to a file of its own",
+                    path.display()
+                ),
+            );
+        }
+        e
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // This process's user: the owner of /proc/self (where there is one).
+        if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+            && meta.uid() != me
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} belongs to another user (uid {}): cardsync writes card numbers only to \
+                     a file of its own",
+                    path.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+    }
     restrict(&file)?;
     Ok(file)
 }
 
-#[cfg(unix)]
-fn private(options: &mut OpenOptions) {
-    use std::os::unix::fs::OpenOptionsExt;
-    options.mode(0o600);
+/// Whether `path` may be written as a private file: absent, or a regular file of this
+/// process's user (not a symbolic link, not a device).
+fn check_private_path(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let refuse = |what: String| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} is {what}: cardsync writes card numbers only to a file of its own",
+                path.display()
+            ),
+        ))
+    };
+    if meta.file_type().is_symlink() {
+        return refuse("a symbolic link".into());
+    }
+    if !meta.is_file() {
+        return refuse("not a regular file".into());
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(me) = std::fs::metadata("/proc/self").map(|m| m.uid())
+            && meta.uid() != me
+        {
+            return refuse(format!("another user's file (uid {})", meta.uid()));
+        }
+    }
+    Ok(())
 }
-
-#[cfg(not(unix))]
-fn private(_: &mut OpenOptions) {}
 
 /// A file that existed before keeps its mode on open; make sure it is 0600.
 #[cfg(unix)]
@@ -199,8 +301,7 @@ impl RowFile {
         let file = if len == 0 {
             create_private(path)?
         } else {
-            let file = OpenOptions::new().write(true).open(path)?;
-            restrict(&file)?;
+            let file = open_private(OpenOptions::new().write(true), path)?;
             let actual = file.metadata()?.len();
             if actual < len {
                 return Err(io::Error::new(
@@ -390,6 +491,21 @@ impl FileSink {
         &self.changes_path
     }
 
+    /// Checks that the files this sink writes can be written safely, before a job starts: none
+    /// of them (the results file, its partial file, the changes file) is a symbolic link, a
+    /// device or another user's file. A job should not send anything whose results it could not
+    /// then write.
+    ///
+    /// # Errors
+    ///
+    /// [`SinkError::Io`] naming the file (`InvalidInput`).
+    pub fn check(&self) -> Result<(), SinkError> {
+        for path in [&self.out, &self.partial, &self.changes_path] {
+            check_private_path(path).map_err(Self::io(path))?;
+        }
+        Ok(())
+    }
+
     fn io(path: &Path) -> impl FnOnce(io::Error) -> SinkError + '_ {
         move |source| SinkError::Io {
             path: path.to_owned(),
@@ -450,6 +566,8 @@ impl Sink for FileSink {
     }
 
     fn finish(&mut self) -> Result<(), SinkError> {
+        // The rename would replace a link planted at the results file's name: refused, said.
+        check_private_path(&self.out).map_err(Self::io(&self.out))?;
         if !self.partial.exists() && self.out.exists() {
             // Renamed by an earlier call (or an earlier run that died before recording it).
             return Ok(());
