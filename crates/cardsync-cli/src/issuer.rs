@@ -93,7 +93,8 @@ pub(crate) enum IssuerCommand {
 pub(crate) enum CardsCommand {
     /// Register a card with the local emulator's issuing platform; prints its card id.
     Add {
-        /// The card number.
+        /// The card number, or `-` to read it from standard input (keeps it out of the
+        /// process list and the shell's history).
         #[arg(long)]
         card: String,
         /// The expiry date, MM/YY.
@@ -208,6 +209,11 @@ pub(crate) fn run<W: Write>(
 ) -> Result<ExitCode, CliError> {
     match command {
         IssuerCommand::Cards(CardsCommand::Add { card, exp, remote }) => {
+            let card = if card == "-" {
+                read_card_from_stdin()?
+            } else {
+                zeroize::Zeroizing::new(card)
+            };
             let pan = Pan::parse(&card)
                 .map_err(|e| CliError::Usage(format!("--card {}: {e}", mask_card_text(&card))))?;
             let exp = Expiry::parse(&exp).map_err(|e| CliError::Usage(format!("--exp: {e}")))?;
@@ -386,4 +392,29 @@ fn print_card<W: Write>(
         }
     }
     Ok(())
+}
+
+/// A card number from standard input: its first line (at most 64 bytes; the rest is not read).
+fn read_card_from_stdin() -> Result<zeroize::Zeroizing<String>, CliError> {
+    use std::io::Read;
+    let mut bytes = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin()
+        .lock()
+        .take(65)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::Usage(format!("--card -: cannot read standard input: {e}")))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| CliError::Usage("--card -: standard input is not text".into()))?;
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return Err(CliError::Usage(
+            "--card -: give the card number on standard input".into(),
+        ));
+    }
+    if bytes.len() > 64 {
+        return Err(CliError::Usage(
+            "--card -: standard input holds more than a card number".into(),
+        ));
+    }
+    Ok(zeroize::Zeroizing::new(line.to_owned()))
 }

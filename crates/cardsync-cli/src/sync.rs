@@ -89,7 +89,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL", requires = "token")]
     pub(crate) public_url: Option<String>,
     /// With --wait webhook: the receiver's secret path token [default: random].
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CARDSYNC_WEBHOOK_TOKEN",
+        hide_env_values = true
+    )]
     pub(crate) token: Option<String>,
     /// With --wait webhook: register the receiver with CardSync for the merchant's batch
     /// available, batch error and American Express update events. This replaces whatever the

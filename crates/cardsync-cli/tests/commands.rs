@@ -512,3 +512,41 @@ fn every_issuer_event_reaches_the_merchants_sync() {
         "{file}"
     );
 }
+
+/// `issuer cards add --card -` reads the number from standard input, so that it never shows in
+/// the process list or the shell's history; too much input, or none, is refused.
+#[test]
+fn a_card_number_can_come_from_standard_input() {
+    use std::io::Write;
+    let emulator = Emulator::start(|_| {});
+    let add = |input: &str| {
+        let mut child = Command::new(BIN)
+            .args([
+                "--output", "json", "issuer", "cards", "add", "--card", "-", "--exp", "05/27",
+            ])
+            .env("CARDSYNC_BASE_URL", emulator.url())
+            .env("CARDSYNC_ISSUER_TOKEN", "sandbox_issuer_token")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = add("4111111111111111\n");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(json_lines(&out)[0]["card_id"].is_string());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("4111111111111111"), "{stdout}");
+    for bad in ["", "\n", &"4".repeat(200)] {
+        let out = add(bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {out:?}");
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(&"4".repeat(20)));
+    }
+}
