@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cardsync_job::rules::Rows;
 use cardsync_job::{
-    Change, Changes, Checkpoint, RequestKind, RequestRecord, RequestState, ResultRow, Sink,
-    SinkError, StoredCard,
+    Change, Changes, Checkpoint, RequestKind, RequestRecord, RequestState, Sink, SinkError,
+    StoredCard,
 };
 use deadpool_postgres::{Object, Pool};
 use ring::hmac;
@@ -1603,7 +1604,8 @@ impl PgJournal {
     /// # Errors
     ///
     /// [`PgError::Fenced`]: nothing was written.
-    pub async fn completed(&self, claim: &Claim, rows: &[ResultRow]) -> Result<(), PgError> {
+    pub async fn completed(&self, claim: &Claim, rows: &Rows) -> Result<(), PgError> {
+        let Rows { rows, tallies, .. } = rows;
         let seq = seq_i32(claim.seq);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -1633,12 +1635,11 @@ impl PgJournal {
             &[&claim.job.0, &seq, &count, &sealed],
         )
         .await?;
-        let mut counts: BTreeMap<String, i32> = BTreeMap::new();
-        for row in rows {
-            let status = row.status.as_ref().map_or("", |s| s.as_str());
-            *counts.entry(status.to_owned()).or_default() += 1;
-        }
-        let (statuses, ns): (Vec<String>, Vec<i32>) = counts.into_iter().unzip();
+        // The tallies of the job's rules: per status, `(none)` and `no_result` included.
+        let (statuses, ns): (Vec<String>, Vec<i32>) = tallies
+            .iter()
+            .map(|(s, n)| (s.clone(), i32::try_from(*n).unwrap_or(i32::MAX)))
+            .unzip();
         tx.execute(
             "INSERT INTO cardsync_result_counts (job_id, seq, status, n)
              SELECT $1, $2, * FROM unnest($3::text[], $4::integer[])",

@@ -60,7 +60,7 @@ pub use journal::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use worker::{
-    AfterPost, AfterStatus, Hook, WorkSummary, WorkerOptions, after_post, after_status, work,
+    Hook, WorkSummary, WorkerOptions, work,
 };
 
 use std::fmt;

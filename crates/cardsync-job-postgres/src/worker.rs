@@ -2,21 +2,21 @@
 //! their results, and writes what it learned under each claim, until nothing is left that it
 //! can do (or forever, following new jobs). Run as many as you like, anywhere.
 //!
-//! What a worker does with an answer is decided by [`after_post`] and [`after_status`], pure
-//! functions of what came back, so that the rules can be read and tested on their own.
+//! What a worker does with an answer is decided by the job's rules of one request
+//! ([`cardsync_job::rules`]), the same as the single-machine job's: the worker claims, calls
+//! and records, and decides nothing about what an answer means.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use cardsync_core::UpdateStatus;
-use cardsync_job::{RequestKind, ResultRow};
-use cardsync_proto::retry::{Reached, parse_retry_after};
+use cardsync_job::RequestKind;
+use cardsync_job::RequestRecord;
+use cardsync_job::rules::{self, Answer, Created, Status};
+use cardsync_proto::Idempotency;
+use cardsync_proto::retry::{Decision as RetryDecision, RetryPolicy};
 use cardsync_proto::transport::{Transport, TransportError};
-use cardsync_proto::{
-    BaseUrl, BatchCard, BatchState, Config, CreateBatch, Endpoint, GetBatch, GetBatchResults,
-    MerchantKey, Subscribe, SubscriptionCard,
-};
+use cardsync_proto::{BaseUrl, Config, MerchantKey};
 
 use crate::PgError;
 use crate::journal::{Claim, OpenJob, PgJournal, Scope, Work};
@@ -153,123 +153,6 @@ pub struct WorkSummary {
 
 /// Where the worker is, for crash tests: called at each step with its name.
 pub type Hook = dyn Fn(&str) + Send + Sync;
-
-/// What follows a POST's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AfterPost {
-    /// A batch was created.
-    Created(String),
-    /// The subscription was accepted.
-    Subscribed,
-    /// CardSync read the request and refused it: nothing was created.
-    Refused(String),
-    /// The request certainly never left: it may be sent again.
-    NotSent(String),
-    /// It may have reached CardSync: a batch waits for a decision. With the `Retry-After`,
-    /// if the answer had one.
-    Unconfirmed(String, Option<Duration>),
-}
-
-/// The `Retry-After` of a 429 or 503 answer.
-fn retry_after(response: &http::Response<Vec<u8>>) -> Option<Duration> {
-    if !matches!(response.status().as_u16(), 429 | 503) {
-        return None;
-    }
-    response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()))
-}
-
-/// What follows the answer to a request's POST (the same rules as the single-machine job).
-///
-/// ```
-/// use cardsync_job::RequestKind;
-/// use cardsync_job_postgres::{AfterPost, after_post};
-/// use cardsync_proto::server::{Spelling, batch_created, respond};
-/// use cardsync_proto::{BatchCreated, BatchState};
-///
-/// let created = batch_created(&BatchCreated::new("b1", BatchState::Pending), Spelling::Universal);
-/// let answer = respond(http::StatusCode::OK, created);
-/// assert_eq!(after_post(RequestKind::Batch, Ok(answer)), AfterPost::Created("b1".into()));
-/// let html = http::Response::builder().status(502).body(b"<html>".to_vec()).unwrap();
-/// assert!(matches!(after_post(RequestKind::Batch, Ok(html)), AfterPost::Unconfirmed(..)));
-/// ```
-pub fn after_post(
-    kind: RequestKind,
-    answer: Result<http::Response<Vec<u8>>, TransportError>,
-) -> AfterPost {
-    match answer {
-        Ok(response) => {
-            let decoded = match kind {
-                RequestKind::Subscription => Subscribe::decode(&response).map(|_| None),
-                _ => CreateBatch::decode(&response).map(|c| Some(c.batch_id)),
-            };
-            match decoded {
-                Ok(Some(batch_id)) => AfterPost::Created(batch_id),
-                Ok(None) => AfterPost::Subscribed,
-                // Only CardSync's own refusal proves that nothing was created; a proxy's 4xx
-                // page proves nothing.
-                Err(e) if e.is_refusal() => AfterPost::Refused(format!("refused: {e}")),
-                Err(e) => AfterPost::Unconfirmed(
-                    format!("CardSync may or may not have received it: {e}"),
-                    retry_after(&response),
-                ),
-            }
-        }
-        Err(e) if e.reached() == Reached::No => AfterPost::NotSent(format!("no answer: {e}")),
-        Err(e) => AfterPost::Unconfirmed(
-            format!("CardSync may or may not have received it: no answer: {e}"),
-            None,
-        ),
-    }
-}
-
-/// What follows the answer to a status check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AfterStatus {
-    /// Complete: fetch the results.
-    Complete,
-    /// In error.
-    Failed(String),
-    /// Not yet; or the check failed in a way worth trying again (with a `Retry-After`).
-    Later(Option<Duration>),
-}
-
-/// What follows a status check's answer.
-///
-/// ```
-/// use cardsync_job_postgres::{AfterStatus, after_status};
-/// use cardsync_proto::server::{Spelling, batch_info, respond};
-/// use cardsync_proto::{BatchInfo, BatchState};
-///
-/// let info = batch_info(&BatchInfo::new(BatchState::Completed), Spelling::Universal);
-/// assert_eq!(after_status(Ok(respond(http::StatusCode::OK, info))), AfterStatus::Complete);
-/// let pending = batch_info(&BatchInfo::new(BatchState::Pending), Spelling::Universal);
-/// assert_eq!(after_status(Ok(respond(http::StatusCode::OK, pending))), AfterStatus::Later(None));
-/// ```
-pub fn after_status(answer: Result<http::Response<Vec<u8>>, TransportError>) -> AfterStatus {
-    match answer {
-        Ok(response) => match GetBatch::decode(&response) {
-            Ok(info) => match info.status {
-                BatchState::Completed => AfterStatus::Complete,
-                BatchState::Error => {
-                    AfterStatus::Failed("CardSync reported the batch in error".to_owned())
-                }
-                _ => AfterStatus::Later(None),
-            },
-            // CardSync's own "not found" (a proxy's 404 page proves nothing).
-            Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) && e.is_refusal() => {
-                AfterStatus::Failed(format!("CardSync does not know the batch: {e}"))
-            }
-            Err(_) => AfterStatus::Later(retry_after(&response)),
-        },
-        Err(_) => AfterStatus::Later(None),
-    }
-}
 
 /// The jobs a worker can work on, and the merchant keys it holds for them (by environment
 /// variable): a job must be for the worker's own base URL, under a journal key it holds, and
@@ -616,6 +499,64 @@ async fn call<T: Transport + Sync>(
     }
 }
 
+/// The request a claim stands for, as the rules take it.
+fn record_of(claim: &Claim) -> RequestRecord {
+    let mut record = RequestRecord::new(claim.seq, claim.kind, claim.se_number.clone(), claim.cards);
+    if let Work::Check {
+        batch_id, event_id, ..
+    } = &claim.work
+    {
+        record.batch_id = Some(batch_id.clone());
+        record.event_id.clone_from(event_id);
+    }
+    record
+}
+
+/// A call, tried again as the retry policy says (a batch POST only when it certainly never
+/// left; then only with half the lease left, checked again before each try).
+async fn call_retried<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    claim: &Claim,
+    request: http::Request<Vec<u8>>,
+    idempotency: Idempotency,
+    summary: &mut WorkSummary,
+) -> Result<Answer, PgError> {
+    let policy = RetryPolicy::default();
+    let started = tokio::time::Instant::now();
+    let mut attempt = 1;
+    loop {
+        let answer = call(
+            journal,
+            transport,
+            options,
+            claim,
+            rules::clone_request(&request),
+            summary,
+        )
+        .await;
+        let Some(outcome) = rules::outcome(&answer, SystemTime::now()) else {
+            return Ok(answer);
+        };
+        let jitter = f64::from(started.elapsed().subsec_nanos() % 1000) / 1000.0;
+        match policy.decide(idempotency, attempt, started.elapsed(), outcome, jitter) {
+            RetryDecision::Retry { after } => {
+                tokio::time::sleep(after).await;
+                attempt += 1;
+                if idempotency == Idempotency::NotIdempotent {
+                    timed(
+                        &mut summary.journal,
+                        journal.check_lease(claim, options.lease / 2),
+                    )
+                    .await?;
+                }
+            }
+            _ => return Ok(answer),
+        }
+    }
+}
+
 async fn send<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
@@ -628,32 +569,14 @@ async fn send<T: Transport + Sync>(
     let Work::Send { cards } = &claim.work else {
         return Ok(());
     };
-    let encoded = match claim.kind {
-        RequestKind::Subscription => {
-            let cards = cards
-                .iter()
-                .filter_map(|c| {
-                    let se = c.se_number.clone()?;
-                    Some(SubscriptionCard::new(
-                        se,
-                        c.id.clone(),
-                        c.pan.clone(),
-                        c.exp,
-                    ))
-                })
-                .collect();
-            Subscribe::new(cards).and_then(|s| s.encode(config))
+    let built = rules::create_request(&record_of(claim), cards.clone(), config);
+    let request = match built {
+        Ok(request) => request,
+        Err(e) => {
+            timed(&mut summary.journal, journal.failed(claim, &e.to_string())).await?;
+            summary.failed += 1;
+            return Ok(());
         }
-        _ => CreateBatch::new(
-            cards
-                .iter()
-                .map(|c| BatchCard::new(c.id.clone(), c.pan.clone(), c.exp))
-                .collect(),
-        )
-        .and_then(|b| b.encode(config)),
-    };
-    let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
-        return Ok(());
     };
     // Never start a POST with less than half the lease left: a worker paused here finds its
     // claim gone and sends nothing.
@@ -672,12 +595,34 @@ async fn send<T: Transport + Sync>(
         return Err(e);
     }
     hook("before-post");
-    let answer = call(journal, transport, options, claim, request, summary).await;
+    let idempotency = rules::create_idempotency(claim.kind);
+    let answer = match call_retried(
+        journal,
+        transport,
+        options,
+        claim,
+        request,
+        idempotency,
+        summary,
+    )
+    .await
+    {
+        Ok(answer) => answer,
+        // The lease ran short between tries of a POST that never left: nothing was sent.
+        Err(e) => {
+            let _ = timed(
+                &mut summary.journal,
+                persist(|| journal.not_sent(claim, Duration::ZERO)),
+            )
+            .await;
+            return Err(e);
+        }
+    };
     hook("after-post");
-    let after = after_post(claim.kind, answer);
-    tracing::debug!(job = %claim.job_name, request = claim.seq, answer = ?after, "posted");
-    match after {
-        AfterPost::Created(batch_id) => {
+    let created = rules::read_create(claim.kind, &answer, SystemTime::now());
+    tracing::debug!(job = %claim.job_name, request = claim.seq, answer = ?created, "posted");
+    match created {
+        Created::Batch(batch_id) => {
             timed(
                 &mut summary.journal,
                 persist(|| journal.sent(claim, &batch_id, options.poll_first)),
@@ -685,11 +630,11 @@ async fn send<T: Transport + Sync>(
             .await?;
             summary.sent += 1;
         }
-        AfterPost::Subscribed => {
+        Created::Subscribed => {
             timed(&mut summary.journal, persist(|| journal.subscribed(claim))).await?;
             summary.sent += 1;
         }
-        AfterPost::Refused(message) => {
+        Created::Refused(message) => {
             timed(
                 &mut summary.journal,
                 persist(|| journal.failed(claim, &message)),
@@ -697,7 +642,7 @@ async fn send<T: Transport + Sync>(
             .await?;
             summary.failed += 1;
         }
-        AfterPost::NotSent(_) => {
+        Created::NotSent(_) => {
             timed(
                 &mut summary.journal,
                 persist(|| {
@@ -706,15 +651,27 @@ async fn send<T: Transport + Sync>(
             )
             .await?;
         }
-        AfterPost::Unconfirmed(message, hold_off) => {
+        Created::Unconfirmed {
+            message,
+            retry_after,
+        } => {
             timed(
                 &mut summary.journal,
-                persist(|| journal.unconfirmed(claim, &message, hold_off)),
+                persist(|| journal.unconfirmed(claim, &message, retry_after)),
             )
             .await?;
             if claim.kind == RequestKind::Batch {
                 summary.unconfirmed += 1;
             }
+        }
+        // Future outcomes: treated as the one that may have created something.
+        _ => {
+            timed(
+                &mut summary.journal,
+                persist(|| journal.unconfirmed(claim, "an answer this worker cannot read", None)),
+            )
+            .await?;
+            summary.unconfirmed += 1;
         }
     }
     hook("recorded");
@@ -745,56 +702,82 @@ async fn check<T: Transport + Sync>(
             .min(options.poll_max)
     };
     if !ready {
-        let encoded = GetBatch::new(batch_id.clone()).encode(config);
-        let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
+        let Some(request) = encoded_or_failed(
+            journal,
+            claim,
+            summary,
+            rules::status_request(batch_id, config),
+        )
+        .await?
+        else {
             return Ok(());
         };
-        let answer = call(journal, transport, options, claim, request, summary).await;
-        match after_status(answer) {
-            AfterStatus::Complete => {}
-            AfterStatus::Failed(message) => {
+        let answer = call_retried(
+            journal,
+            transport,
+            options,
+            claim,
+            request,
+            Idempotency::Idempotent,
+            summary,
+        )
+        .await?;
+        match rules::read_status(batch_id, &answer, SystemTime::now()) {
+            Status::Complete => {}
+            Status::Failed(message) => {
                 timed(&mut summary.journal, journal.failed(claim, &message)).await?;
                 summary.failed += 1;
                 return Ok(());
             }
-            AfterStatus::Later(hold_off) => {
+            Status::TryLater {
+                retry_after: Some(hold_off),
+                ..
+            } => {
                 timed(
                     &mut summary.journal,
-                    journal.pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off),
+                    journal.pending(claim, hold_off, Some(hold_off)),
+                )
+                .await?;
+                return Ok(());
+            }
+            _ => {
+                timed(
+                    &mut summary.journal,
+                    journal.pending(claim, later(claim.checks), None),
                 )
                 .await?;
                 return Ok(());
             }
         }
     }
-    let mut get = GetBatchResults::new(batch_id.clone());
-    if let Some(event) = event_id {
-        get = get.with_event_id(event.clone());
-    }
-    let encoded = get.encode(config);
-    let Some(request) = encoded_or_failed(journal, claim, summary, encoded).await? else {
+    let Some(request) = encoded_or_failed(
+        journal,
+        claim,
+        summary,
+        rules::results_request(batch_id, event_id.as_deref(), config),
+    )
+    .await?
+    else {
         return Ok(());
     };
-    let answer = call(journal, transport, options, claim, request, summary).await;
-    // The batch is complete: its results exist, whatever a failed fetch says (a 404 from a
-    // proxy, or while CardSync catches up). A failed fetch is tried again later, with the
-    // status check first; it never fails the request, which would lose its results.
-    let results = match answer.as_ref().map(GetBatchResults::decode) {
-        Ok(Ok(results)) => results,
-        failed => {
-            let error = match failed {
-                Err(e) => e.to_string(),
-                Ok(Err(e)) => e.to_string(),
-                Ok(Ok(_)) => String::new(),
-            };
-            tracing::warn!(
-                job = %claim.job_name,
-                request = claim.seq,
-                batch = %batch_id,
-                %error,
-                "results not fetched; trying again later"
-            );
-            let hold_off = answer.as_ref().ok().and_then(retry_after);
+    let answer = call_retried(
+        journal,
+        transport,
+        options,
+        claim,
+        request,
+        Idempotency::Idempotent,
+        summary,
+    )
+    .await?;
+    let results = match rules::read_results(&format!("batch {batch_id}"), answer, SystemTime::now()) {
+        Ok(results) => results,
+        // The results exist (the batch is complete): tried again later, with the status
+        // check first; never a failed request, whose results would be lost.
+        Err(e) => {
+            tracing::warn!(job = %claim.job_name, request = claim.seq, error = %e,
+                "results not fetched; trying again later");
+            let hold_off = e.retry_after;
             timed(
                 &mut summary.journal,
                 journal.pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off),
@@ -804,34 +787,12 @@ async fn check<T: Transport + Sync>(
         }
     };
     // The old last four digits of changed cards come from the cards as sent.
-    let changed = results.cards.iter().any(|c| {
-        matches!(
-            c.status,
-            Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
-        )
-    });
-    let last4: HashMap<String, String> = if changed {
-        timed(&mut summary.journal, journal.cards(claim))
-            .await?
-            .into_iter()
-            .map(|c| (c.id.clone(), c.last4().as_str().to_owned()))
-            .collect()
+    let sent = if rules::needs_cards(&results) {
+        Some(timed(&mut summary.journal, journal.cards(claim)).await?)
     } else {
-        HashMap::new()
+        None
     };
-    let rows: Vec<ResultRow> = results
-        .cards
-        .into_iter()
-        .map(|card| {
-            let mut row = ResultRow::from(card);
-            row.batch_id = Some(batch_id.clone());
-            row.event_id.clone_from(event_id);
-            if row.is_change() {
-                row.old_last4 = last4.get(&row.id).cloned();
-            }
-            row
-        })
-        .collect();
+    let rows = rules::batch_rows(&record_of(claim), results, sent.as_deref());
     hook("before-results");
     timed(
         &mut summary.journal,
@@ -866,63 +827,6 @@ async fn encoded_or_failed(
             timed(&mut summary.journal, journal.failed(claim, &message)).await?;
             summary.failed += 1;
             Ok(None)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use cardsync_proto::server::{Spelling, failure, respond};
-
-    fn html(status: u16) -> http::Response<Vec<u8>> {
-        http::Response::builder()
-            .status(status)
-            .header("content-type", "text/html")
-            .body(b"<html><body>Not here</body></html>".to_vec())
-            .unwrap()
-    }
-
-    #[test]
-    fn only_cardsyncs_own_refusal_of_a_post_is_a_refusal() {
-        for status in [400, 401, 403, 404, 409, 422] {
-            // A proxy's or CDN's page: the batch may exist.
-            assert!(
-                matches!(
-                    after_post(RequestKind::Batch, Ok(html(status))),
-                    AfterPost::Unconfirmed(..)
-                ),
-                "{status}"
-            );
-            let refused = respond(
-                http::StatusCode::from_u16(status).unwrap(),
-                failure("no", Spelling::Universal),
-            );
-            assert!(
-                matches!(
-                    after_post(RequestKind::Batch, Ok(refused)),
-                    AfterPost::Refused(_)
-                ),
-                "{status}"
-            );
-        }
-        // A status check: only CardSync's own 404 says the batch is unknown.
-        assert!(matches!(after_status(Ok(html(404))), AfterStatus::Later(_)));
-        let unknown = respond(
-            http::StatusCode::NOT_FOUND,
-            failure("no such batch", Spelling::Universal),
-        );
-        assert!(matches!(after_status(Ok(unknown)), AfterStatus::Failed(_)));
-        // "Try again" statuses are never refusals, even in CardSync's words.
-        for status in [408, 429] {
-            let busy = respond(
-                http::StatusCode::from_u16(status).unwrap(),
-                failure("later", Spelling::Universal),
-            );
-            assert!(matches!(
-                after_post(RequestKind::Batch, Ok(busy)),
-                AfterPost::Unconfirmed(..)
-            ));
         }
     }
 }

@@ -283,8 +283,8 @@ async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
     db.drop().await;
 }
 
-fn result_rows(claim: &Claim, n: usize) -> Vec<ResultRow> {
-    (0..n)
+fn result_rows(claim: &Claim, n: usize) -> cardsync_job::rules::Rows {
+    let rows = (0..n)
         .map(|i| {
             let mut row = ResultRow::new(
                 format!("cus-{}-{i}", claim.seq),
@@ -295,7 +295,8 @@ fn result_rows(claim: &Claim, n: usize) -> Vec<ResultRow> {
             row.batch_id = Some(format!("batch-{}", claim.seq));
             row
         })
-        .collect()
+        .collect();
+    cardsync_job::rules::Rows::counted(rows)
 }
 
 #[tokio::test]
@@ -374,7 +375,7 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
     let dump = db.dump().await;
     let returned: Vec<String> = [&check, &last]
         .iter()
-        .flat_map(|c| result_rows(c, 3))
+        .flat_map(|c| result_rows(c, 3).rows)
         .map(|r| r.card.expose().to_owned())
         .collect();
     for n in &returned {
@@ -391,7 +392,7 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
     assert_eq!(rows[4].id, "cus-2-1");
     assert_eq!(
         rows[0].card.expose(),
-        result_rows(&check, 1)[0].card.expose()
+        result_rows(&check, 1).rows[0].card.expose()
     );
     assert_eq!(sink.finished(), 1);
     // Exported: cards and results erased, and no second export.

@@ -37,14 +37,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// How many planned requests are loaded and encoded ahead of a free place to send them.
 const PREPARED_AHEAD: usize = 2;
 
-use cardsync_core::{PlannedRequest, Route, SeNumber, UpdateStatus};
+use cardsync_core::{PlannedRequest, Route};
 use cardsync_proto::retry::{
-    Decision as RetryDecision, Outcome, Reached, RetryPolicy, parse_retry_after,
+    Decision as RetryDecision, RetryPolicy,
 };
 use cardsync_proto::transport::TransportError;
 use cardsync_proto::{
-    BatchCard, BatchState, Config, CreateBatch, DecodeError, Endpoint, GetBatch, GetBatchResults,
-    GetSubscriptionResults, Idempotency, Results, Subscribe, SubscriptionCard, Trigger,
+    Config, Endpoint, GetBatch, GetBatchResults, GetSubscriptionResults, Idempotency, Results,
+    Trigger,
     WebhookEvent,
 };
 
@@ -53,6 +53,7 @@ use crate::model::{
     PHASE_DONE, PHASE_FINISHING, RequestKind, RequestRecord, RequestState, ResultRow, Snapshot,
     StoredCard, Summary,
 };
+use crate::rules::{self, Created, Rows, Status};
 use crate::store::{Change, Changes, RequestUpdate};
 
 /// How the job learns that a batch is complete.
@@ -543,11 +544,7 @@ impl Job {
         match self.loads.remove(&seq) {
             Some(LoadFor::Send) => self.prepare_send(seq, cards),
             Some(LoadFor::Last4(results)) => {
-                let last4: HashMap<String, String> = cards
-                    .iter()
-                    .map(|c| (c.id.clone(), c.last4().as_str().to_owned()))
-                    .collect();
-                self.store_batch_results(seq, *results, Some(&last4));
+                self.store_batch_results(seq, *results, Some(&cards));
             }
             None => {}
         }
@@ -640,24 +637,10 @@ impl Job {
         let Some(pending) = self.calls.remove(&id) else {
             return;
         };
-        let outcome = match &answer {
-            Ok(response) if response.status().is_success() => None,
-            Ok(response) => Some(Outcome::Response {
-                status: response.status(),
-                retry_after: response
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, self.wall())),
-            }),
-            Err(e) => Some(Outcome::Transport {
-                reached: e.reached(),
-            }),
-        };
-        if let Some(outcome) = outcome {
+        if let Some(outcome) = rules::outcome(&answer, self.wall()) {
             let idempotency = match pending.purpose {
-                Purpose::Create(seq) if self.kind(seq) == Some(RequestKind::Batch) => {
-                    Idempotency::NotIdempotent
+                Purpose::Create(seq) => {
+                    rules::create_idempotency(self.kind(seq).unwrap_or(RequestKind::Batch))
                 }
                 _ => Idempotency::Idempotent,
             };
@@ -840,7 +823,7 @@ impl Job {
         let creates = matches!(pending.purpose, Purpose::Create(_));
         self.outputs.push_back(Output::Send(Call {
             id,
-            request: clone_request(&pending.request),
+            request: rules::clone_request(&pending.request),
             creates,
         }));
         self.calls.insert(id, pending);
@@ -887,39 +870,7 @@ impl Job {
         let Some(record) = self.record(seq).cloned() else {
             return;
         };
-        let encoded = match record.kind {
-            RequestKind::Batch => CreateBatch::new(
-                cards
-                    .into_iter()
-                    .map(|c| BatchCard::new(c.id, c.pan, c.exp))
-                    .collect(),
-            )
-            .and_then(|b| b.encode(&self.options.config)),
-            RequestKind::Subscription => {
-                let se = record
-                    .se_number
-                    .as_deref()
-                    .and_then(|s| SeNumber::parse(s).ok());
-                let cards: Option<Vec<SubscriptionCard>> = cards
-                    .into_iter()
-                    .map(|c| {
-                        let se = c.se_number.or_else(|| se.clone())?;
-                        Some(SubscriptionCard::new(se, c.id, c.pan, c.exp))
-                    })
-                    .collect();
-                match cards {
-                    Some(cards) => {
-                        Subscribe::new(cards).and_then(|s| s.encode(&self.options.config))
-                    }
-                    None => {
-                        self.busy.remove(&seq);
-                        self.stop(format!("request {seq} in the journal has no SE number"));
-                        return;
-                    }
-                }
-            }
-        };
-        match encoded {
+        match rules::create_request(&record, cards, &self.options.config) {
             // Ready: it goes out when a place is free (see `advance`).
             Ok(request) => {
                 self.prepared.insert(seq, Box::new(request));
@@ -937,7 +888,6 @@ impl Job {
         pending: Pending,
         answer: Result<http::Response<Vec<u8>>, TransportError>,
     ) {
-        let failure = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
         match pending.purpose {
             Purpose::Create(seq) => self.answered_create(seq, answer),
             Purpose::Status(seq) => {
@@ -945,27 +895,23 @@ impl Job {
                     .record(seq)
                     .and_then(|r| r.batch_id.clone())
                     .unwrap_or_default();
-                match answer.map(|r| GetBatch::decode(&r)) {
-                    Ok(Ok(info)) => match info.status {
-                        // Fetched at once; the request goes from `sent` to `done` with its
-                        // results (a run that stops before asks for the status again).
-                        BatchState::Completed => {
-                            self.polls.remove(&seq);
-                            self.fetch(seq);
-                        }
-                        BatchState::Error => self.batch_failed(
-                            seq,
-                            RequestState::Sent,
-                            "CardSync reported the batch in error",
-                            vec![],
-                        ),
-                        _ => {
-                            self.busy.remove(&seq);
-                            self.schedule_poll(seq, false);
-                        }
-                    },
-                    Ok(Err(e)) => self.call_failed(seq, failure(&format!("batch {batch}"), &e)),
-                    Err(e) => self.call_failed(seq, failure(&format!("batch {batch}"), &e)),
+                match rules::read_status(&batch, &answer, self.wall()) {
+                    // Fetched at once; the request goes from `sent` to `done` with its
+                    // results (a run that stops before asks for the status again).
+                    Status::Complete => {
+                        self.polls.remove(&seq);
+                        self.fetch(seq);
+                    }
+                    Status::Failed(message) => {
+                        self.batch_failed(seq, RequestState::Sent, &message, vec![])
+                    }
+                    Status::Pending => {
+                        self.busy.remove(&seq);
+                        self.schedule_poll(seq, false);
+                    }
+                    // Retried already as the policy allows: this run stops, and the next one
+                    // asks again.
+                    Status::TryLater { message, .. } => self.call_failed(seq, message),
                 }
             }
             Purpose::Results(seq) => {
@@ -973,27 +919,15 @@ impl Job {
                     .record(seq)
                     .and_then(|r| r.batch_id.clone())
                     .unwrap_or_default();
-                match answer.map(|r| GetBatchResults::decode(&r)) {
-                    Ok(Ok(results)) => {
-                        if results.cards.iter().any(|c| {
-                            matches!(
-                                c.status,
-                                Some(UpdateStatus::UpdatedCard | UpdateStatus::UpdatedExpiry)
-                            )
-                        }) {
-                            // The old last 4 of changed cards come from the cards as sent.
-                            self.loads.insert(seq, LoadFor::Last4(Box::new(results)));
-                            self.outputs.push_back(Output::LoadCards(seq));
-                        } else {
-                            self.store_batch_results(seq, results, None);
-                        }
+                match rules::read_results(&format!("batch {batch}"), answer, self.wall()) {
+                    Ok(results) if rules::needs_cards(&results) => {
+                        // The old last 4 of changed cards come from the cards as sent.
+                        self.loads.insert(seq, LoadFor::Last4(Box::new(results)));
+                        self.outputs.push_back(Output::LoadCards(seq));
                     }
-                    Ok(Err(e)) => {
-                        self.call_failed(seq, failure(&format!("results of batch {batch}"), &e))
-                    }
-                    Err(e) => {
-                        self.call_failed(seq, failure(&format!("results of batch {batch}"), &e))
-                    }
+                    Ok(results) => self.store_batch_results(seq, results, None),
+                    // The results exist: this run stops, and the next one fetches them.
+                    Err(e) => self.call_failed(seq, e.message),
                 }
             }
             Purpose::Adopt(seq, batch_id) => match answer.map(|r| GetBatch::decode(&r)) {
@@ -1018,14 +952,14 @@ impl Job {
                     ));
                 }
             },
-            Purpose::AmexResults(event_id) => match answer
-                .map(|r| GetSubscriptionResults::decode(&r))
-            {
-                Ok(Ok(results)) => self.store_amex_results(event_id, results),
-                Ok(Err(e)) => {
-                    self.stop(failure(&format!("American Express update {event_id}"), &e))
-                }
-                Err(e) => self.stop(failure(&format!("American Express update {event_id}"), &e)),
+            Purpose::AmexResults(event_id) => match rules::read_results(
+                &format!("American Express update {event_id}"),
+                answer,
+                self.wall(),
+            ) {
+                Ok(results) => self.store_amex_results(event_id, results),
+                // The event stays recorded: this run stops, and the next one fetches them.
+                Err(e) => self.stop(e.message),
             },
         }
     }
@@ -1044,57 +978,42 @@ impl Job {
             return;
         };
         let what = format!("request {seq} ({} cards)", record.cards);
-        let decoded: Result<Option<String>, DecodeError> = match (&answer, record.kind) {
-            (Ok(r), RequestKind::Batch) => CreateBatch::decode(r).map(|c| Some(c.batch_id)),
-            (Ok(r), RequestKind::Subscription) => Subscribe::decode(r).map(|_| None),
-            (Err(_), _) => Ok(None),
-        };
-        match (answer, decoded) {
-            (Ok(_), Ok(Some(batch_id))) => self.persist_request(
+        match rules::read_create(record.kind, &answer, self.wall()) {
+            Created::Batch(batch_id) => self.persist_request(
                 RequestUpdate::new(seq, RequestState::Sending, RequestState::Sent)
                     .with_batch_id(batch_id),
                 vec![],
                 After::Poll(seq),
             ),
-            (Ok(_), Ok(None)) => self.persist_request(
+            Created::Subscribed => self.persist_request(
                 RequestUpdate::new(seq, RequestState::Sending, RequestState::Done)
                     .with_message("subscribed"),
                 vec![tally("subscribed", record.cards as i64)],
                 After::Nothing,
             ),
-            (Ok(_), Err(e)) if e.is_refusal() => {
-                // CardSync read it and refused it, in its own words: nothing was created.
-                // (Any other answer, a proxy's 4xx page included, proves nothing.)
+            Created::Refused(message) => {
+                // Nothing was created.
                 self.persist_request(
                     RequestUpdate::new(seq, RequestState::Sending, RequestState::Failed)
-                        .with_message(format!("refused: {e}")),
+                        .with_message(message),
                     vec![],
                     After::Nothing,
                 );
             }
-            (Ok(_), Err(e)) => {
-                // Anything else may have created it.
-                self.busy.remove(&seq);
-                self.creating.remove(&seq);
-                self.stop(format!(
-                    "sending {what}; CardSync may or may not have received it: {e}"
-                ));
-            }
-            (Err(e), _) if e.reached() == Reached::No => {
+            Created::NotSent(message) => {
                 // Certainly never left: it can be sent again later without a decision.
                 self.persist_request(
                     RequestUpdate::new(seq, RequestState::Sending, RequestState::Planned),
                     vec![],
                     After::Nothing,
                 );
-                self.stop(format!("sending {what}: no answer from CardSync: {e}"));
+                self.stop(format!("sending {what}: {message}"));
             }
-            (Err(e), _) => {
+            Created::Unconfirmed { message, .. } => {
+                // It may have created a batch.
                 self.busy.remove(&seq);
                 self.creating.remove(&seq);
-                self.stop(format!(
-                    "sending {what}; CardSync may or may not have received it: no answer: {e}"
-                ));
+                self.stop(format!("sending {what}; {message}"));
             }
         }
     }
@@ -1111,38 +1030,11 @@ impl Job {
         );
     }
 
-    fn store_batch_results(
-        &mut self,
-        seq: u64,
-        results: Results,
-        last4: Option<&HashMap<String, String>>,
-    ) {
+    fn store_batch_results(&mut self, seq: u64, results: Results, sent: Option<&[StoredCard]>) {
         let Some(record) = self.record(seq).cloned() else {
             return;
         };
-        let mut counts = count_statuses(&results);
-        let distinct = results
-            .cards
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect::<HashSet<&str>>()
-            .len();
-        let mut rows = Vec::with_capacity(results.cards.len());
-        for card in results.cards {
-            let mut row = ResultRow::from(card);
-            row.batch_id.clone_from(&record.batch_id);
-            row.event_id.clone_from(&record.event_id);
-            if row.is_change() {
-                row.old_last4 = last4.and_then(|m| m.get(&row.id).cloned());
-            }
-            rows.push(row);
-        }
-        // Ids are unique in a request (the plan took duplicates out), so the cards that got
-        // no result are the ones left over.
-        let missing = record.cards.saturating_sub(distinct as u64);
-        if missing > 0 {
-            *counts.entry("no_result".to_owned()).or_default() += missing as i64;
-        }
+        let Rows { rows, tallies } = rules::batch_rows(&record, results, sent);
         self.polls.remove(&seq);
         // Invariant: the rows go to the sink before the persist that records them.
         self.outputs.push_back(Output::Write(rows));
@@ -1152,22 +1044,13 @@ impl Job {
             record.state,
             RequestState::Done,
         ))];
-        changes.extend(counts.into_iter().map(|(s, n)| tally(&s, n)));
+        changes.extend(tallies.into_iter().map(|(s, n)| tally(&s, n)));
         self.persist(changes, true, After::Nothing);
     }
 
     fn store_amex_results(&mut self, event_id: String, results: Results) {
-        let got = results.cards.len() as i64;
-        let counts = count_statuses(&results);
-        let rows: Vec<ResultRow> = results
-            .cards
-            .into_iter()
-            .map(|card| {
-                let mut row = ResultRow::from(card);
-                row.event_id = Some(event_id.clone());
-                row
-            })
-            .collect();
+        let got = results.cards.len() as u64;
+        let Rows { rows, tallies } = rules::update_rows(&event_id, results);
         self.outputs.push_back(Output::Write(rows));
         let before = self.snapshot.meta_u64(META_AMEX_RESULTS);
         let mut changes = vec![
@@ -1177,11 +1060,9 @@ impl Job {
                 None,
                 EventState::Handled,
             )),
-            // These cards were counted as subscribed; now they have a result.
-            tally("subscribed", -got),
-            meta(META_AMEX_RESULTS, &(before + got as u64).to_string()),
+            meta(META_AMEX_RESULTS, &(before + got).to_string()),
         ];
-        changes.extend(counts.into_iter().map(|(s, n)| tally(&s, n)));
+        changes.extend(tallies.into_iter().map(|(s, n)| tally(&s, n)));
         self.persist(changes, true, After::Nothing);
     }
 
@@ -1414,36 +1295,6 @@ impl Job {
     }
 }
 
-fn count_statuses(results: &Results) -> BTreeMap<String, i64> {
-    status_counts(results)
-        .into_iter()
-        .map(|(s, n)| (s, n as i64))
-        .collect()
-}
-
-/// Results per status, by status name (`(none)` for cards CardSync gave no status).
-///
-/// ```
-/// use cardsync_proto::{Endpoint, GetBatchResults};
-/// let response = http::Response::new(br#"{"status":"success","data":{"status":"completed","cards":[
-///     {"id":"a","card":"4457010000000009","exp":"01/50","status":"valid"},
-///     {"id":"b","card":"4457010000000009","exp":"01/50"}]}}"#.to_vec());
-/// let results = GetBatchResults::decode(&response)?;
-/// let counts = cardsync_job::status_counts(&results);
-/// assert_eq!(counts.get("valid"), Some(&1));
-/// assert_eq!(counts.get("(none)"), Some(&1));
-/// # Ok::<(), cardsync_proto::DecodeError>(())
-/// ```
-pub fn status_counts(results: &Results) -> BTreeMap<String, u64> {
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for card in &results.cards {
-        *counts
-            .entry(card.status.as_ref().map_or("(none)", UpdateStatus::as_str))
-            .or_default() += 1;
-    }
-    counts.into_iter().map(|(s, n)| (s.to_owned(), n)).collect()
-}
-
 /// The kinds of call that are bounded separately.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CallKind {
@@ -1475,15 +1326,6 @@ fn touches(changes: &[Change], seq: u64) -> bool {
     changes
         .iter()
         .any(|c| matches!(c, Change::Request(u) if u.seq == seq))
-}
-
-fn clone_request(r: &http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
-    let mut out = http::Request::new(r.body().clone());
-    *out.method_mut() = r.method().clone();
-    *out.uri_mut() = r.uri().clone();
-    *out.headers_mut() = r.headers().clone();
-    *out.version_mut() = r.version();
-    out
 }
 
 fn meta(key: &str, value: &str) -> Change {

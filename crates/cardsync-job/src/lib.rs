@@ -137,13 +137,13 @@
 mod driver;
 mod job;
 mod model;
+pub mod rules;
 mod sink;
 mod store;
 
 pub use driver::{Env, LeaseKeeper, RunError, run};
-pub use job::{
-    Call, CallId, Decision, Job, JobOptions, Output, PlanRecorder, Unconfirmed, Wait, status_counts,
-};
+pub use job::{Call, CallId, Decision, Job, JobOptions, Output, PlanRecorder, Unconfirmed, Wait};
+pub use rules::status_counts;
 pub use model::{
     Checkpoint, EventRecord, EventState, RequestKind, RequestRecord, RequestState, ResultRow,
     Snapshot, StatusCount, StoredCard, Summary,
