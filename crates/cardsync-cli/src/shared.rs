@@ -75,6 +75,27 @@ pub(crate) enum JobCommand {
         #[command(flatten)]
         journal: JournalArgs,
     },
+    /// The URL a `listen --journal` receiver takes this merchant's webhooks at (the receiver's
+    /// URL and the merchant's fingerprint, from CARDSYNC_API_KEY): American Express updates do
+    /// not say whose they are, so each merchant registers its own. With --register, registers
+    /// it for batch available, batch error and American Express update events (replacing the
+    /// merchant's registrations for them).
+    WebhookUrl {
+        /// The receiver's public URL, https://host/webhooks/TOKEN (it holds the secret token:
+        /// better from the environment than on the command line).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "CARDSYNC_RECEIVER_URL",
+            hide_env_values = true
+        )]
+        receiver: String,
+        /// Register it with CardSync for this merchant.
+        #[arg(long)]
+        register: bool,
+        #[command(flatten)]
+        journal: JournalArgs,
+    },
 }
 
 /// `cardsync job create`.
@@ -189,7 +210,21 @@ pub(crate) fn job<W: Write>(
         JobCommand::Export { name, out: path, journal } => runtime.block_on(async {
             let journal = connect(&journal).await?;
             let mut sink = FileSink::new(&path);
+            let waiting = journal
+                .status(&name)
+                .await
+                .map_err(pg)?
+                .results
+                .get("subscribed")
+                .copied()
+                .unwrap_or(0);
             let rows = journal.export(&name, &mut sink).await.map_err(pg)?;
+            if waiting > 0 && !global.quiet {
+                eprintln!(
+                    "{waiting} subscribed American Express cards had no update yet; updates that \
+                     come after this export are not in it (collect them with `cardsync listen --out DIR`)"
+                );
+            }
             say(
                 out,
                 global.output,
@@ -212,6 +247,53 @@ pub(crate) fn job<W: Write>(
                 global.output,
                 &serde_json::json!({"job": name, "state": "abandoned"}),
                 &format!("job {name} abandoned; its cards and results are erased"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }),
+        JobCommand::WebhookUrl {
+            receiver,
+            register,
+            journal,
+        } => runtime.block_on(async {
+            global.remote.need_api_key()?;
+            let journal = connect(&journal).await?;
+            let key = global.remote.api_key.clone().unwrap_or_default();
+            let url = format!(
+                "{}/{}",
+                receiver.trim_end_matches('/'),
+                journal.merchant_fingerprint(&key)
+            );
+            if register {
+                let hooks = cardsync_proto::SetWebhooks::new()
+                    .with(cardsync_proto::Trigger::BatchAvailable, url.clone())
+                    .with(cardsync_proto::Trigger::BatchError, url.clone())
+                    .with(cardsync_proto::Trigger::AmexUpdate, url.clone());
+                global
+                    .remote
+                    .client()?
+                    .set_webhooks(&hooks)
+                    .await
+                    .map_err(|e| crate::remote::remote_error("registering the receiver", e))?;
+            }
+            // Registered: the URL need not be shown, and its token is a secret.
+            let shown = if register {
+                url.rsplit_once("/webhooks/")
+                    .map_or(url.clone(), |(base, rest)| {
+                        let merchant = rest.rsplit('/').next().unwrap_or("");
+                        format!("{base}/webhooks/…/{merchant}")
+                    })
+            } else {
+                url.clone()
+            };
+            say(
+                out,
+                global.output,
+                &serde_json::json!({"url": shown, "registered": register}),
+                &if register {
+                    format!("registered {shown} for batch available (20), batch error (22) and American Express update (23) events; this replaced the merchant's registrations for them")
+                } else {
+                    shown.clone()
+                },
             )?;
             Ok(ExitCode::SUCCESS)
         }),
@@ -435,12 +517,27 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
                 decided += journal.decide(&name, &Decision::Abandon).await.map_err(pg)?;
             }
             if decided > 0 {
-                cardsync_job_postgres::work(&journal, transport, &options, hook())
+                cardsync_job_postgres::work(&journal, transport.clone(), &options, hook())
                     .await
                     .map_err(pg)?;
             }
         }
-        let status = journal.status(&name).await.map_err(pg)?;
+        let mut status = journal.status(&name).await.map_err(pg)?;
+        // With webhooks, American Express updates are waited for as on one machine: until
+        // every subscribed card has one, or --amex-wait passes (receivers record them; this
+        // run's worker fetches them).
+        if args.wait == crate::sync::Wait::Webhook && status.finished() {
+            let deadline = tokio::time::Instant::now() + args.amex_wait;
+            while status.results.get("subscribed").copied().unwrap_or(0) > 0
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                cardsync_job_postgres::work(&journal, transport.clone(), &options, hook())
+                    .await
+                    .map_err(pg)?;
+                status = journal.status(&name).await.map_err(pg)?;
+            }
+        }
         if !status.finished() {
             print_status(reporter.out(), global.output, &status)?;
             eprintln!(
@@ -782,7 +879,7 @@ pub(crate) fn listen<W: Write>(
         let (tx, mut recorded) = tokio::sync::mpsc::unbounded_channel();
         let handler = {
             let journal = journal.clone();
-            move |event: WebhookEvent| {
+            move |merchant: Option<String>, event: WebhookEvent| {
                 let (journal, tx, me) = (journal.clone(), tx.clone(), me.clone());
                 async move {
                     let Some(key) = event.dedup_key() else {
@@ -797,7 +894,7 @@ pub(crate) fn listen<W: Write>(
                     let event_id = event.event_id().map(str::to_owned).unwrap_or(key);
                     let trigger = event.trigger().map(Trigger::id);
                     let new = journal
-                        .record_event(&event_id, trigger, batch_id.as_deref(), &me)
+                        .record_event(&event_id, trigger, batch_id.as_deref(), merchant.as_deref(), &me)
                         .await
                         .map_err(HandlerError::new)?;
                     let _ = tx.send((event_id, trigger, batch_id, new));
@@ -805,7 +902,9 @@ pub(crate) fn listen<W: Write>(
                 }
             }
         };
-        let receiver = WebhookReceiver::start(addr, token, ReceiverOptions::default(), handler)
+        // `/webhooks/TOKEN/MERCHANT`: the merchant whose event it is (American Express
+        // updates do not say); see `cardsync job webhook-url`.
+        let receiver = WebhookReceiver::start_scoped(addr, token, ReceiverOptions::default(), handler)
             .await
             .map_err(|e| CliError::Usage(format!("cannot start the webhook receiver on {addr}: {e}")))?;
         if !global.quiet {

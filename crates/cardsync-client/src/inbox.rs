@@ -112,6 +112,49 @@ impl Inbox {
         }
     }
 
+    /// [`Inbox::check`] for an inbox that takes a scope after its secret path, as
+    /// `/webhooks/TOKEN/SCOPE` (1 to 64 ASCII letters, digits, `-` and `_`): a receiver that
+    /// serves several merchants registers one URL per merchant, and learns from the path
+    /// whose event it is (events such as American Express updates do not say). The secret
+    /// part is compared in constant time; the scope, `None` without one, is returned.
+    ///
+    /// ```
+    /// use cardsync_client::inbox::Inbox;
+    /// let inbox = Inbox::new("/webhooks/0123456789abcdef0123", 10);
+    /// let post = http::Method::POST;
+    /// assert_eq!(inbox.check_scoped(&post, "/webhooks/0123456789abcdef0123/m1"), Ok(Some("m1")));
+    /// assert_eq!(inbox.check_scoped(&post, "/webhooks/0123456789abcdef0123"), Ok(None));
+    /// assert!(inbox.check_scoped(&post, "/webhooks/0123456789abcdef0123/a/b").is_err());
+    /// assert!(inbox.check_scoped(&post, "/webhooks/guess/m1").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The status to refuse the request with, as [`Inbox::check`].
+    pub fn check_scoped<'p>(
+        &self,
+        method: &Method,
+        path: &'p str,
+    ) -> Result<Option<&'p str>, StatusCode> {
+        let (secret, scope) = match path.get(self.path.len()..) {
+            Some(rest) if rest.starts_with('/') => (&path[..self.path.len()], Some(&rest[1..])),
+            _ => (path, None),
+        };
+        if let Some(scope) = scope
+            && (scope.is_empty()
+                || scope.len() > 64
+                || !scope
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(StatusCode::NOT_FOUND);
+        }
+        match self.check(method, secret) {
+            Some(status) => Err(status),
+            None => Ok(scope),
+        }
+    }
+
     /// Reads a delivery's body.
     pub fn accept(&self, body: &[u8]) -> Delivery {
         let Ok(event) = decode_webhook(body) else {

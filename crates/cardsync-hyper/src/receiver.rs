@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
-type Handler = Arc<dyn Fn(WebhookEvent) -> HandlerFuture + Send + Sync>;
+type Handler = Arc<dyn Fn(Option<String>, WebhookEvent) -> HandlerFuture + Send + Sync>;
 
 /// A handler's refusal of an event: the receiver answers 500 (or 503 with `Retry-After` when
 /// the handler is [busy](HandlerError::busy)) and CardSync delivers again.
@@ -182,6 +182,8 @@ struct Shared {
     inbox: Inbox,
     options: ReceiverOptions,
     handler: Handler,
+    /// Whether `/webhooks/TOKEN/SCOPE` is taken too.
+    scoped: bool,
 }
 
 /// A running webhook receiver. Dropping it stops it; [`WebhookReceiver::shutdown`] also lets
@@ -239,6 +241,40 @@ impl WebhookReceiver {
         H: Fn(WebhookEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
+        let handler: Handler = Arc::new(move |_, event| Box::pin(handler(event)) as HandlerFuture);
+        WebhookReceiver::start_with(addr, token, options, handler, false).await
+    }
+
+    /// [`WebhookReceiver::start`], also taking events at `/webhooks/<token>/<scope>` (see
+    /// [`cardsync_client::inbox::Inbox::check_scoped`]): the handler gets the scope (`None`
+    /// at the bare path). A receiver for several merchants registers one such URL per
+    /// merchant, and so learns whose each event is.
+    ///
+    /// # Errors
+    ///
+    /// [`ReceiverError::WeakToken`] or [`ReceiverError::Bind`].
+    pub async fn start_scoped<H, Fut>(
+        addr: SocketAddr,
+        token: &str,
+        options: ReceiverOptions,
+        handler: H,
+    ) -> Result<WebhookReceiver, ReceiverError>
+    where
+        H: Fn(Option<String>, WebhookEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler: Handler =
+            Arc::new(move |scope, event| Box::pin(handler(scope, event)) as HandlerFuture);
+        WebhookReceiver::start_with(addr, token, options, handler, true).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        token: &str,
+        options: ReceiverOptions,
+        handler: Handler,
+        scoped: bool,
+    ) -> Result<WebhookReceiver, ReceiverError> {
         if token.len() < 16
             || !token
                 .bytes()
@@ -249,11 +285,11 @@ impl WebhookReceiver {
         let listener = TcpListener::bind(addr).await.map_err(ReceiverError::Bind)?;
         let addr = listener.local_addr().map_err(ReceiverError::Bind)?;
         let path = format!("/webhooks/{token}");
-        let handler: Handler = Arc::new(move |event| Box::pin(handler(event)) as HandlerFuture);
         let shared = Arc::new(Shared {
             inbox: Inbox::new(path.clone(), options.remember),
             options,
             handler,
+            scoped,
         });
         let (stop, stopped) = watch::channel(false);
         let limits = shared.options.limits;
@@ -312,14 +348,28 @@ async fn receive(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Some(status) = shared.inbox.check(request.method(), request.uri().path()) {
-        let mut r = answer(status);
-        if status == StatusCode::METHOD_NOT_ALLOWED {
-            r.headers_mut()
-                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+    let checked = if shared.scoped {
+        shared
+            .inbox
+            .check_scoped(request.method(), request.uri().path())
+            .map(|scope| scope.map(str::to_owned))
+    } else {
+        match shared.inbox.check(request.method(), request.uri().path()) {
+            Some(status) => Err(status),
+            None => Ok(None),
         }
-        return Ok(r);
-    }
+    };
+    let scope = match checked {
+        Ok(scope) => scope,
+        Err(status) => {
+            let mut r = answer(status);
+            if status == StatusCode::METHOD_NOT_ALLOWED {
+                r.headers_mut()
+                    .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            }
+            return Ok(r);
+        }
+    };
     let options = &shared.options;
     let body = match read_body(request.into_body(), options.max_body, options.body_timeout).await {
         Ok(body) => body,
@@ -333,7 +383,7 @@ async fn receive(
         _ => return Ok(answer(StatusCode::INTERNAL_SERVER_ERROR)),
     };
     let trigger = event.trigger();
-    let result = (shared.handler)(event).await;
+    let result = (shared.handler)(scope, event).await;
     match &result {
         Ok(()) => tracing::debug!(?trigger, "webhook handled"),
         Err(e) => {

@@ -97,6 +97,12 @@ pub enum Work {
         /// Its cards, in row order.
         cards: Vec<StoredCard>,
     },
+    /// The results of an American Express update event for the job's subscriptions (the
+    /// claim's `seq` is 0 and its `kind` a subscription).
+    Update {
+        /// The event.
+        event_id: String,
+    },
     /// Its batch's status, then its results once complete.
     Check {
         /// The batch.
@@ -217,14 +223,20 @@ pub struct JobStatus {
     pub in_flight: u64,
     /// Requests that wait for a decision.
     pub unconfirmed: Vec<Unconfirmed>,
+    /// American Express update events whose results are still to fetch.
+    pub updates_pending: u64,
+    /// American Express update events whose results were fetched.
+    pub updates_done: u64,
 }
 
 impl JobStatus {
-    /// Whether every request is final (done, failed or abandoned).
+    /// Whether every request is final (done, failed or abandoned), and every American
+    /// Express update recorded for the job fetched.
     pub fn finished(&self) -> bool {
-        self.requests
-            .iter()
-            .all(|(state, n)| *n == 0 || RequestState::parse(state).is_some_and(|s| s.is_final()))
+        self.updates_pending == 0
+            && self.requests.iter().all(|(state, n)| {
+                *n == 0 || RequestState::parse(state).is_some_and(|s| s.is_final())
+            })
     }
 }
 
@@ -417,6 +429,27 @@ impl RequestFacts {
 
 /// The columns [`RequestFacts::from_row`] reads.
 const FACTS: &str = "seq, kind, se_number, cards, state, batch_id, version";
+
+/// What authenticates an update's row.
+fn update_fields(job: JobId, event_id: &str, state: &str) -> [Vec<u8>; 4] {
+    [
+        b"update v1".to_vec(),
+        job.0.to_be_bytes().to_vec(),
+        event_id.as_bytes().to_vec(),
+        state.as_bytes().to_vec(),
+    ]
+}
+
+fn update_mac(key: &JournalKey, job: JobId, event_id: &str, state: &str) -> Vec<u8> {
+    let fields = update_fields(job, event_id, state);
+    let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+    key.authenticate(&refs)
+}
+
+/// The associated data of an update's sealed results.
+fn update_aad(job: JobId, event_id: &str) -> Vec<u8> {
+    format!("update/{}/{event_id}", job.0).into_bytes()
+}
 
 /// The associated data of a request's sealed values: its job, its number and its version.
 fn sealed_aad(what: &str, job: JobId, seq: u64, version: i64) -> Vec<u8> {
@@ -1233,7 +1266,19 @@ impl PgJournal {
                 &[&names],
             )
             .await?;
-        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+        let updates: i64 = client
+            .query_one(
+                "SELECT count(*) FROM cardsync_updates u JOIN cardsync_jobs j USING (job_id)
+                 WHERE j.state = 'open' AND ($1::text[] IS NULL OR j.name = ANY($1))
+                   AND u.state = 'pending'",
+                &[&names],
+            )
+            .await?
+            .get(0);
+        Ok((
+            row.get::<_, i64>(0) as u64 + updates as u64,
+            row.get::<_, i64>(1) as u64,
+        ))
     }
 
     /// The cards of a claimed request (opened), in row order: for the last four digits of
@@ -1293,7 +1338,7 @@ impl PgJournal {
             state: state.to_owned(),
             batch_id: match &claim.work {
                 Work::Check { batch_id, .. } => Some(batch_id.clone()),
-                Work::Send { .. } => None,
+                Work::Send { .. } | Work::Update { .. } => None,
             },
             version: claim.version,
         }
@@ -1355,6 +1400,24 @@ impl PgJournal {
     ///
     /// [`PgError::Fenced`] when the claim is no longer current.
     pub async fn renew(&self, claim: &Claim, ttl: Duration) -> Result<(), PgError> {
+        if let Work::Update { event_id } = &claim.work {
+            let client = self.client().await?;
+            let n = client
+                .execute(
+                    "UPDATE cardsync_updates
+                     SET lease_until = now() + $4 * interval '1 millisecond'
+                     WHERE job_id = $1 AND event_id = $2 AND epoch = $3 AND lease_owner IS NOT NULL",
+                    &[&claim.job.0, event_id, &claim.epoch, &millis(ttl)],
+                )
+                .await?;
+            if n == 0 {
+                return Err(PgError::Fenced {
+                    job: claim.job_name.clone(),
+                    seq: 0,
+                });
+            }
+            return Ok(());
+        }
         self.fenced(
             claim,
             "UPDATE cardsync_requests SET lease_until = now() + $4 * interval '1 millisecond'
@@ -1476,13 +1539,21 @@ impl PgJournal {
     ///
     /// [`PgError::Fenced`].
     pub async fn subscribed(&self, claim: &Claim) -> Result<(), PgError> {
+        let cards = i32::try_from(claim.cards).unwrap_or(i32::MAX);
+        // Its cards are counted as `subscribed` (in the same statement): their updates, when
+        // they come, take them off.
         self.fenced_move(
             claim,
             &PgJournal::facts_of(claim, "done"),
-            "UPDATE cardsync_requests SET state = 'done', message = NULL,
-                 lease_owner = NULL, lease_until = NULL, mac = $4
-             WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'",
-            &[],
+            "WITH moved AS (
+                 UPDATE cardsync_requests SET state = 'done', message = NULL,
+                     lease_owner = NULL, lease_until = NULL, mac = $4
+                 WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state = 'sending'
+                 RETURNING job_id, seq)
+             INSERT INTO cardsync_result_counts (job_id, seq, status, n)
+             SELECT job_id, seq, 'subscribed', $5 FROM moved
+             ON CONFLICT (job_id, seq, status) DO UPDATE SET n = excluded.n",
+            &[&cards],
         )
         .await?;
         self.erase_request_cards(claim).await
@@ -1680,17 +1751,21 @@ impl PgJournal {
 
     // ---- events ----
 
-    /// Records a webhook event once, whichever receiver got it, and marks its batch ready for
-    /// fetching in the same transaction: `true` when it was new.
+    /// Records a webhook event once, whichever receiver got it, and in the same transaction
+    /// marks its batch ready for fetching, or, for an American Express update event received
+    /// at a merchant's URL (`merchant`, the merchant's fingerprint), makes it an update to
+    /// fetch for each open job of that merchant with subscriptions: `true` when it was new.
     ///
     /// # Errors
     ///
-    /// [`PgError::Database`].
+    /// [`PgError::Database`]; [`PgError::KeyRotated`] when a job of the merchant is under a
+    /// key this process lacks (the event is not recorded: it comes again).
     pub async fn record_event(
         &self,
         event_id: &str,
         trigger_id: Option<u32>,
         batch_id: Option<&str>,
+        merchant: Option<&str>,
         receiver: &str,
     ) -> Result<bool, PgError> {
         let mut client = self.client().await?;
@@ -1698,9 +1773,9 @@ impl PgJournal {
         let trigger = trigger_id.map(|t| t as i32);
         let new = tx
             .execute(
-                "INSERT INTO cardsync_events (event_id, trigger_id, batch_id, received_by)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-                &[&event_id, &trigger, &batch_id, &receiver],
+                "INSERT INTO cardsync_events (event_id, trigger_id, batch_id, merchant, received_by)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+                &[&event_id, &trigger, &batch_id, &merchant, &receiver],
             )
             .await?
             == 1;
@@ -1712,8 +1787,221 @@ impl PgJournal {
             )
             .await?;
         }
+        if new
+            && trigger_id == Some(cardsync_proto::Trigger::AmexUpdate.id())
+            && let Some(merchant) = merchant
+        {
+            let jobs = tx
+                .query(
+                    "SELECT j.job_id, j.name, j.key_id FROM cardsync_jobs j
+                     WHERE j.merchant = $1 AND j.state = 'open'
+                       AND EXISTS (SELECT 1 FROM cardsync_requests r
+                                   WHERE r.job_id = j.job_id AND r.kind = 'subscription')
+                     ORDER BY j.job_id FOR KEY SHARE",
+                    &[&merchant],
+                )
+                .await?;
+            for j in &jobs {
+                let job = JobId(j.get(0));
+                let key = self.key_for(j.get(1), j.get(2))?;
+                tx.execute(
+                    "INSERT INTO cardsync_updates (job_id, event_id, state, mac)
+                     VALUES ($1, $2, 'pending', $3) ON CONFLICT DO NOTHING",
+                    &[
+                        &job.0,
+                        &event_id,
+                        &update_mac(key, job, event_id, "pending"),
+                    ],
+                )
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(new)
+    }
+
+    /// Claims the next American Express update to fetch in `scope`, as [`PgJournal::claim`]
+    /// claims a request: `None` when there is none now.
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Database`]; [`PgError::Tampered`] when its row, or its job's, was changed
+    /// without the key.
+    pub async fn claim_update(
+        &self,
+        worker: &str,
+        scope: &Scope,
+        ttl: Duration,
+    ) -> Result<Option<Claim>, PgError> {
+        let names = scope.names();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT u.job_id, u.event_id, u.state, u.mac, u.checks,
+                        j.name, j.merchant, j.key_env, j.base_url, j.max_in_flight, j.state,
+                        j.key_id, j.mac
+                 FROM cardsync_updates u
+                 JOIN cardsync_jobs j USING (job_id)
+                 JOIN cardsync_merchants m ON m.merchant = j.merchant
+                 WHERE j.state = 'open' AND ($1::text[] IS NULL OR j.name = ANY($1))
+                   AND u.state = 'pending' AND u.next_check <= now()
+                   AND (u.lease_until IS NULL OR u.lease_until < now())
+                   AND m.not_before <= now()
+                 ORDER BY u.next_check, u.job_id, u.event_id
+                 LIMIT 1
+                 FOR UPDATE OF u SKIP LOCKED
+                 FOR KEY SHARE OF j SKIP LOCKED",
+                &[&names],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = JobId(row.get(0));
+        let event_id: String = row.get(1);
+        let name: String = row.get(5);
+        let merchant: String = row.get(6);
+        let key_env: String = row.get(7);
+        let base_url: String = row.get(8);
+        let key = self.key_for(&name, row.get(11))?;
+        JobFacts {
+            job,
+            name: &name,
+            merchant: &merchant,
+            key_env: &key_env,
+            base_url: &base_url,
+            max_in_flight: row.get(9),
+            state: row.get(10),
+        }
+        .verify(key, row.get(12))?;
+        let state: &str = row.get(2);
+        let fields = update_fields(job, &event_id, state);
+        let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+        if !row
+            .get::<_, Option<&[u8]>>(3)
+            .is_some_and(|tag| key.verify(&refs, tag))
+        {
+            return Err(PgError::Tampered {
+                job: name,
+                what: format!("the update of event {event_id} does not match its authentication"),
+            });
+        }
+        let epoch: i64 = tx
+            .query_one(
+                "UPDATE cardsync_updates SET epoch = epoch + 1, lease_owner = $3,
+                     lease_until = now() + $4 * interval '1 millisecond'
+                 WHERE job_id = $1 AND event_id = $2 RETURNING epoch",
+                &[&job.0, &event_id, &worker, &millis(ttl)],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok(Some(Claim {
+            job,
+            job_name: name,
+            seq: 0,
+            kind: RequestKind::Subscription,
+            se_number: None,
+            epoch,
+            checks: u32::try_from(row.get::<_, i32>(4)).unwrap_or(0),
+            worker: worker.to_owned(),
+            key_env,
+            merchant,
+            base_url,
+            cards: 0,
+            version: 0,
+            work: Work::Update { event_id },
+        }))
+    }
+
+    /// An update's results could not be fetched: tried again after `check_in` (and
+    /// `hold_off`, a `Retry-After`, keeps every worker off the merchant until it passes).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn update_pending(
+        &self,
+        claim: &Claim,
+        check_in: Duration,
+        hold_off: Option<Duration>,
+    ) -> Result<(), PgError> {
+        let Work::Update { event_id } = &claim.work else {
+            return Err(PgError::State("not an update claim".into()));
+        };
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE cardsync_updates SET checks = checks + 1, lease_owner = NULL,
+                     lease_until = NULL, next_check = now() + $4 * interval '1 millisecond'
+                 WHERE job_id = $1 AND event_id = $2 AND epoch = $3 AND state = 'pending'",
+                &[&claim.job.0, event_id, &claim.epoch, &millis(check_in)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: 0,
+            });
+        }
+        if let Some(wait) = hold_off {
+            self.hold_off(&claim.merchant, wait).await?;
+        }
+        Ok(())
+    }
+
+    /// An update's results: written (sealed, under the job's key) in the transaction that
+    /// marks the update done, under the claim, so that they are written once; counted under
+    /// request 0 (and taken off `subscribed`).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`]: nothing was written.
+    pub async fn update_completed(&self, claim: &Claim, rows: &Rows) -> Result<(), PgError> {
+        let Work::Update { event_id } = &claim.work else {
+            return Err(PgError::State("not an update claim".into()));
+        };
+        let Rows { rows, tallies, .. } = rows;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let key = self.job_key_locked(&tx, claim.job).await?;
+        let sealed = key.seal(&codec::encode_rows(rows), &update_aad(claim.job, event_id))?;
+        let count = i32::try_from(rows.len()).unwrap_or(i32::MAX);
+        let n = tx
+            .execute(
+                "UPDATE cardsync_updates SET state = 'done', rows = $4, results = $5, mac = $6,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE job_id = $1 AND event_id = $2 AND epoch = $3 AND state = 'pending'",
+                &[
+                    &claim.job.0,
+                    event_id,
+                    &claim.epoch,
+                    &count,
+                    &sealed,
+                    &update_mac(key, claim.job, event_id, "done"),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: 0,
+            });
+        }
+        let (statuses, ns): (Vec<String>, Vec<i32>) = tallies
+            .iter()
+            .map(|(s, n)| (s.clone(), i32::try_from(*n).unwrap_or(i32::MAX)))
+            .unzip();
+        tx.execute(
+            "INSERT INTO cardsync_result_counts (job_id, seq, status, n)
+             SELECT $1, 0, * FROM unnest($2::text[], $3::integer[])
+             ON CONFLICT (job_id, seq, status) DO UPDATE SET n = cardsync_result_counts.n + excluded.n",
+            &[&claim.job.0, &statuses, &ns],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     // ---- status, decisions, export ----
@@ -1765,13 +2053,25 @@ impl PgJournal {
         for r in client
             .query(
                 "SELECT status, sum(n)::bigint FROM cardsync_result_counts WHERE job_id = $1
-                 GROUP BY 1",
+                 GROUP BY 1 HAVING sum(n) <> 0",
                 &[&id],
             )
             .await?
         {
-            status.results.insert(r.get(0), r.get::<_, i64>(1) as u64);
+            status
+                .results
+                .insert(r.get(0), u64::try_from(r.get::<_, i64>(1)).unwrap_or(0));
         }
+        let updates = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'pending'),
+                        count(*) FILTER (WHERE state = 'done')
+                 FROM cardsync_updates WHERE job_id = $1",
+                &[&id],
+            )
+            .await?;
+        status.updates_pending = updates.get::<_, i64>(0) as u64;
+        status.updates_done = updates.get::<_, i64>(1) as u64;
         for r in client
             .query(
                 "SELECT r.seq, r.cards, r.message,
@@ -1987,6 +2287,21 @@ impl PgJournal {
             sink.append(&rows).map_err(sink_err)?;
             written += rows.len() as u64;
         }
+        // Then the American Express updates, in the order of their event ids.
+        for r in client
+            .query(
+                "SELECT event_id, results FROM cardsync_updates
+                 WHERE job_id = $1 AND state = 'done' ORDER BY event_id",
+                &[&job.0],
+            )
+            .await?
+        {
+            let event_id: String = r.get(0);
+            let plain = self.open(r.get::<_, &[u8]>(1), &update_aad(job, &event_id))?;
+            let rows = codec::decode_rows(&plain).map_err(PgError::Corrupt)?;
+            sink.append(&rows).map_err(sink_err)?;
+            written += rows.len() as u64;
+        }
         sink.checkpoint().map_err(sink_err)?;
         sink.finish().map_err(sink_err)?;
         let tx = client.transaction().await?;
@@ -2141,6 +2456,50 @@ impl PgJournal {
                     count += 1;
                 }
             }
+            // Its American Express updates.
+            let updates = tx
+                .query(
+                    "SELECT event_id, state, mac, results FROM cardsync_updates
+                     WHERE job_id = $1 FOR UPDATE",
+                    &[&job.0],
+                )
+                .await?;
+            for u in &updates {
+                let (event_id, state): (String, String) = (u.get(0), u.get(1));
+                let fields = update_fields(job, &event_id, &state);
+                let refs: Vec<&[u8]> = fields.iter().map(Vec::as_slice).collect();
+                if !u
+                    .get::<_, Option<&[u8]>>(2)
+                    .is_some_and(|tag| old.verify(&refs, tag))
+                {
+                    return Err(PgError::Tampered {
+                        job: name.clone(),
+                        what: format!(
+                            "the update of event {event_id} does not match its authentication"
+                        ),
+                    });
+                }
+                let resealed = match u.get::<_, Option<&[u8]>>(3) {
+                    Some(value) if old.sealed_by(value) => {
+                        let aad = update_aad(job, &event_id);
+                        count += 1;
+                        Some(new.seal(&old.open(value, &aad)?, &aad)?)
+                    }
+                    Some(value) => Some(value.to_vec()),
+                    None => None,
+                };
+                tx.execute(
+                    "UPDATE cardsync_updates SET mac = $3, results = $4
+                     WHERE job_id = $1 AND event_id = $2",
+                    &[
+                        &job.0,
+                        &event_id,
+                        &update_mac(new, job, &event_id, &state),
+                        &resealed,
+                    ],
+                )
+                .await?;
+            }
             tx.execute(
                 "UPDATE cardsync_jobs SET key_id = $2, mac = $3 WHERE job_id = $1",
                 &[&job.0, &new.id(), &facts.mac(new)],
@@ -2215,6 +2574,7 @@ async fn erase(tx: &deadpool_postgres::Transaction<'_>, job: JobId) -> Result<()
         "cardsync_results",
         "cardsync_result_counts",
         "cardsync_late_answers",
+        "cardsync_updates",
     ] {
         tx.execute(&format!("DELETE FROM {table} WHERE job_id = $1"), &[&job.0])
             .await?;

@@ -59,9 +59,7 @@ pub use journal::{
     Claim, Decision, JobId, JobSpec, JobStatus, OpenJob, PgJournal, Scope, Unconfirmed, Work,
 };
 pub use schema::SCHEMA_VERSION;
-pub use worker::{
-    Hook, WorkSummary, WorkerOptions, work,
-};
+pub use worker::{Hook, WorkSummary, WorkerOptions, work};
 
 use std::fmt;
 

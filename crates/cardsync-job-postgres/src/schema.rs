@@ -9,10 +9,10 @@ use crate::PgError;
 const MIGRATION_LOCK: i64 = 0x6361_7264_7379_6e63;
 
 /// The migrations, by version. Never edit one that was released: add the next.
-pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+pub(crate) const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 const V1: &str = "
 CREATE TABLE cardsync_jobs (
@@ -144,6 +144,29 @@ CREATE TABLE cardsync_secrets (
     -- Sealed under the journal key (its id is the value's first 8 bytes).
     sealed bytea NOT NULL
 );
+";
+
+/// American Express update events: each is recorded with the merchant whose receiver URL got
+/// it, and becomes an update to fetch for each open job of that merchant with subscriptions
+/// (fetched by workers under a claim, like a batch's results; its results sealed, and counted
+/// under request 0).
+const V3: &str = "
+ALTER TABLE cardsync_events ADD COLUMN merchant text;
+CREATE TABLE cardsync_updates (
+    job_id      bigint NOT NULL REFERENCES cardsync_jobs ON DELETE CASCADE,
+    event_id    text NOT NULL,
+    state       text NOT NULL CHECK (state IN ('pending', 'done')),
+    epoch       bigint NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_until timestamptz,
+    next_check  timestamptz NOT NULL DEFAULT now(),
+    checks      integer NOT NULL DEFAULT 0,
+    rows        integer,
+    results     bytea,
+    mac         bytea,
+    PRIMARY KEY (job_id, event_id)
+);
+CREATE INDEX cardsync_updates_work ON cardsync_updates (state, next_check);
 ";
 
 /// Applies the migrations this database lacks.

@@ -366,11 +366,22 @@ async fn lane_run<T: Transport + Sync>(
         let claim = match &scope {
             Scope::Jobs(names) if names.is_empty() => None,
             _ => {
-                timed(
+                let request = timed(
                     &mut summary.journal,
                     journal.claim(&options.name, &scope, options.lease),
                 )
-                .await?
+                .await?;
+                match request {
+                    Some(claim) => Some(claim),
+                    // Then American Express updates to fetch.
+                    None => {
+                        timed(
+                            &mut summary.journal,
+                            journal.claim_update(&options.name, &scope, options.lease),
+                        )
+                        .await?
+                    }
+                }
             }
         };
         let Some(claim) = claim else {
@@ -397,10 +408,7 @@ async fn lane_run<T: Transport + Sync>(
         hook("claimed");
         let Some(key) = keys.get(&claim.key_env).cloned() else {
             // Its job's key went away since the scope was read: hand the claim back at once.
-            let handed_back = match claim.work {
-                Work::Send { .. } => journal.not_sent(&claim, Duration::ZERO).await,
-                Work::Check { .. } => journal.pending(&claim, Duration::ZERO, None).await,
-            };
+            let handed_back = hand_back(journal, &claim).await;
             match handed_back {
                 Ok(()) | Err(PgError::Fenced { .. }) => {}
                 Err(e) => return Err(e),
@@ -411,10 +419,7 @@ async fn lane_run<T: Transport + Sync>(
         // Cards go only to this worker's own base URL (the job's, as recorded and checked
         // against its authentication, must be the same).
         if BaseUrl::parse(&claim.base_url).ok().as_ref() != Some(&options.base_url) {
-            let handed_back = match claim.work {
-                Work::Send { .. } => journal.not_sent(&claim, Duration::ZERO).await,
-                Work::Check { .. } => journal.pending(&claim, Duration::ZERO, None).await,
-            };
+            let handed_back = hand_back(journal, &claim).await;
             match handed_back {
                 Ok(()) | Err(PgError::Fenced { .. }) => {}
                 Err(e) => return Err(e),
@@ -429,6 +434,9 @@ async fn lane_run<T: Transport + Sync>(
             }
             Work::Check { .. } => {
                 check(journal, transport, options, &config, &claim, summary, hook).await
+            }
+            Work::Update { .. } => {
+                update(journal, transport, options, &config, &claim, summary, hook).await
             }
         };
         match step {
@@ -499,9 +507,86 @@ async fn call<T: Transport + Sync>(
     }
 }
 
+/// Gives a claim back at once, untouched: another worker may take it now.
+async fn hand_back(journal: &PgJournal, claim: &Claim) -> Result<(), PgError> {
+    match claim.work {
+        Work::Send { .. } => journal.not_sent(claim, Duration::ZERO).await,
+        Work::Check { .. } => journal.pending(claim, Duration::ZERO, None).await,
+        Work::Update { .. } => journal.update_pending(claim, Duration::ZERO, None).await,
+    }
+}
+
+/// Fetches the results of an American Express update event for the job's subscriptions.
+async fn update<T: Transport + Sync>(
+    journal: &PgJournal,
+    transport: &T,
+    options: &WorkerOptions,
+    config: &Config,
+    claim: &Claim,
+    summary: &mut WorkSummary,
+    hook: &Hook,
+) -> Result<(), PgError> {
+    let Work::Update { event_id } = &claim.work else {
+        return Ok(());
+    };
+    let later = options
+        .poll_first
+        .saturating_mul(1u32 << claim.checks.min(20))
+        .min(options.poll_max);
+    let request = match rules::update_results_request(event_id, config) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!(job = %claim.job_name, event = %event_id, error = %e,
+                "cannot build the update's results fetch");
+            timed(
+                &mut summary.journal,
+                journal.update_pending(claim, later, None),
+            )
+            .await?;
+            return Ok(());
+        }
+    };
+    let answer = call_retried(
+        journal,
+        transport,
+        options,
+        claim,
+        request,
+        Idempotency::Idempotent,
+        summary,
+    )
+    .await?;
+    let what = format!("American Express update {event_id}");
+    match rules::read_results(&what, answer, SystemTime::now()) {
+        Ok(results) => {
+            let rows = rules::update_rows(event_id, results);
+            hook("before-results");
+            timed(
+                &mut summary.journal,
+                persist(|| journal.update_completed(claim, &rows)),
+            )
+            .await?;
+            summary.completed += 1;
+            hook("recorded");
+        }
+        // The event stays to fetch: tried again later.
+        Err(e) => {
+            tracing::warn!(job = %claim.job_name, event = %event_id, error = %e,
+                "update results not fetched; trying again later");
+            timed(
+                &mut summary.journal,
+                journal.update_pending(claim, e.retry_after.unwrap_or(later), e.retry_after),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// The request a claim stands for, as the rules take it.
 fn record_of(claim: &Claim) -> RequestRecord {
-    let mut record = RequestRecord::new(claim.seq, claim.kind, claim.se_number.clone(), claim.cards);
+    let mut record =
+        RequestRecord::new(claim.seq, claim.kind, claim.se_number.clone(), claim.cards);
     if let Work::Check {
         batch_id, event_id, ..
     } = &claim.work
@@ -770,7 +855,8 @@ async fn check<T: Transport + Sync>(
         summary,
     )
     .await?;
-    let results = match rules::read_results(&format!("batch {batch_id}"), answer, SystemTime::now()) {
+    let results = match rules::read_results(&format!("batch {batch_id}"), answer, SystemTime::now())
+    {
         Ok(results) => results,
         // The results exist (the batch is complete): tried again later, with the status
         // check first; never a failed request, whose results would be lost.

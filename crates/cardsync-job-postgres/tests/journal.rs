@@ -315,8 +315,8 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
     // Nothing due yet; a webhook (received twice, by two receivers) makes batch 1 ready.
     assert!(claim_all(&journal, "w1").await.is_none());
     let (a, b) = tokio::join!(
-        journal.record_event("ev-1", Some(20), Some("batch-1"), "receiver-a"),
-        journal.record_event("ev-1", Some(20), Some("batch-1"), "receiver-b"),
+        journal.record_event("ev-1", Some(20), Some("batch-1"), None, "receiver-a"),
+        journal.record_event("ev-1", Some(20), Some("batch-1"), None, "receiver-b"),
     );
     assert_eq!(
         u8::from(a.unwrap()) + u8::from(b.unwrap()),
@@ -325,7 +325,7 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
     );
     assert!(
         !journal
-            .record_event("ev-1", Some(20), Some("batch-1"), "receiver-a")
+            .record_event("ev-1", Some(20), Some("batch-1"), None, "receiver-a")
             .await
             .unwrap()
     );

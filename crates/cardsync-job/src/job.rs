@@ -38,14 +38,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const PREPARED_AHEAD: usize = 2;
 
 use cardsync_core::{PlannedRequest, Route};
-use cardsync_proto::retry::{
-    Decision as RetryDecision, RetryPolicy,
-};
+use cardsync_proto::retry::{Decision as RetryDecision, RetryPolicy};
 use cardsync_proto::transport::TransportError;
 use cardsync_proto::{
     Config, Endpoint, GetBatch, GetBatchResults, GetSubscriptionResults, Idempotency, Results,
-    Trigger,
-    WebhookEvent,
+    Trigger, WebhookEvent,
 };
 
 use crate::model::{

@@ -143,11 +143,11 @@ mod store;
 
 pub use driver::{Env, LeaseKeeper, RunError, run};
 pub use job::{Call, CallId, Decision, Job, JobOptions, Output, PlanRecorder, Unconfirmed, Wait};
-pub use rules::status_counts;
 pub use model::{
     Checkpoint, EventRecord, EventState, RequestKind, RequestRecord, RequestState, ResultRow,
     Snapshot, StatusCount, StoredCard, Summary,
 };
+pub use rules::status_counts;
 pub use sink::{
     CHANGE_COLUMNS, FileSink, Format, MemorySink, RESULT_COLUMNS, RowFile, Sink, SinkError,
     create_private, open_private,
