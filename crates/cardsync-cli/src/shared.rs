@@ -504,17 +504,13 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
             cardsync_job_postgres::work(&journal, transport.clone(), &options, hook()).await.map_err(pg)?;
         if summary.waiting_for_decision > 0 {
             let mut decided = 0;
-            for spec in &args.adopt {
-                let (seq, batch_id) = spec
-                    .split_once('=')
-                    .and_then(|(n, b)| Some((n.trim().parse::<u64>().ok()?, b.trim().to_owned())))
-                    .ok_or_else(|| CliError::Usage(format!("--adopt takes N=BATCH_ID, not {spec:?}")))?;
-                decided += journal.decide(&name, &Decision::Adopt { seq, batch_id }).await.map_err(pg)?;
+            for (seq, batch_id) in checked_adoptions(&journal, &name, &args.adopt, global).await? {
+                decided += journal.decide(&name, Some(seq), &Decision::Adopt(batch_id)).await.map_err(pg)?;
             }
             if args.resend_unconfirmed {
-                decided += journal.decide(&name, &Decision::Resend).await.map_err(pg)?;
+                decided += journal.decide(&name, None, &Decision::Resend).await.map_err(pg)?;
             } else if args.abandon_unconfirmed {
-                decided += journal.decide(&name, &Decision::Abandon).await.map_err(pg)?;
+                decided += journal.decide(&name, None, &Decision::Abandon).await.map_err(pg)?;
             }
             if decided > 0 {
                 cardsync_job_postgres::work(&journal, transport.clone(), &options, hook())
@@ -583,6 +579,42 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
     })
 }
 
+/// The `--adopt N=BATCH_ID` decisions, each checked with CardSync first, as `sync --adopt`
+/// does: the request must wait for a decision, and the batch must be one CardSync knows,
+/// holding as many cards as the request (see `cardsync_job::rules::check_adoption`).
+async fn checked_adoptions(
+    journal: &PgJournal,
+    name: &str,
+    specs: &[String],
+    global: &Global,
+) -> Result<Vec<(u64, String)>, CliError> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let status = journal.status(name).await.map_err(pg)?;
+    let client = global.remote.client()?;
+    let mut out = Vec::new();
+    for spec in specs {
+        let (seq, batch_id) = spec
+            .split_once('=')
+            .and_then(|(n, b)| Some((n.trim().parse::<u64>().ok()?, b.trim().to_owned())))
+            .filter(|(_, b)| !b.is_empty())
+            .ok_or_else(|| CliError::Usage(format!("--adopt takes N=BATCH_ID, not {spec:?}")))?;
+        let Some(waiting) = status.unconfirmed.iter().find(|u| u.seq == seq) else {
+            return Err(CliError::Usage(format!(
+                "--adopt {spec}: request {seq} of job {name} does not wait for a decision"
+            )));
+        };
+        let info = client.batch(&batch_id).await.map_err(|e| {
+            crate::remote::remote_error(&format!("--adopt {spec}: batch {batch_id}"), e)
+        })?;
+        cardsync_job::rules::check_adoption(&batch_id, &info, waiting.cards)
+            .map_err(|why| CliError::Usage(format!("--adopt {spec}: {why}")))?;
+        out.push((seq, batch_id));
+    }
+    Ok(out)
+}
+
 async fn decide<W: Write>(args: DecideArgs, global: &Global, out: W) -> Result<ExitCode, CliError> {
     if args.adopt.is_empty() && !args.resend_unconfirmed && !args.abandon_unconfirmed {
         return Err(CliError::Usage(
@@ -592,26 +624,21 @@ async fn decide<W: Write>(args: DecideArgs, global: &Global, out: W) -> Result<E
     }
     let journal = connect(&args.journal).await?;
     let mut changed = 0;
-    for spec in &args.adopt {
-        let (seq, batch_id) = spec
-            .split_once('=')
-            .and_then(|(n, b)| Some((n.trim().parse::<u64>().ok()?, b.trim().to_owned())))
-            .filter(|(_, b)| !b.is_empty())
-            .ok_or_else(|| CliError::Usage(format!("--adopt takes N=BATCH_ID, not {spec:?}")))?;
+    for (seq, batch_id) in checked_adoptions(&journal, &args.name, &args.adopt, global).await? {
         changed += journal
-            .decide(&args.name, &Decision::Adopt { seq, batch_id })
+            .decide(&args.name, Some(seq), &Decision::Adopt(batch_id))
             .await
             .map_err(pg)?;
     }
     if args.resend_unconfirmed {
         changed += journal
-            .decide(&args.name, &Decision::Resend)
+            .decide(&args.name, None, &Decision::Resend)
             .await
             .map_err(pg)?;
     }
     if args.abandon_unconfirmed {
         changed += journal
-            .decide(&args.name, &Decision::Abandon)
+            .decide(&args.name, None, &Decision::Abandon)
             .await
             .map_err(pg)?;
     }

@@ -793,3 +793,51 @@ fn results_and_journal_are_never_written_through_a_link() {
         "nothing is sent before the files are safe"
     );
 }
+
+/// `--adopt` checks the batch with CardSync first: another batch (of another size) is refused,
+/// with the numbers, and the request still waits; the right one is taken.
+#[test]
+fn adopting_a_batch_of_another_size_is_refused() {
+    let dir = Dir::new("adopt-check");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let mut faults = Faults::default();
+    faults.error_rate = 1.0;
+    faults.statuses = vec![502];
+    faults.when = cardsync_sandbox::FaultTiming::After;
+    faults.paths = vec!["/v2/batch".to_owned()];
+    faults.limit = Some(1);
+    emulator.sandbox().set_faults(faults);
+    let output = run(sync_command(&emulator, &cards, &out).args(["--concurrency", "1"]));
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    // Someone else's batch of three cards.
+    let other = dir.0.join("other.csv");
+    std::fs::write(
+        &other,
+        format!(
+            "id,card,exp\nx1,{},01/30\nx2,{},01/30\nx3,{},01/30\n",
+            pan("4", 1),
+            pan("4", 2),
+            pan("4", 3)
+        ),
+    )
+    .unwrap();
+    let submitted = run(Command::new(BIN)
+        .args(["--output", "json", "submit"])
+        .arg(&other)
+        .env("CARDSYNC_BASE_URL", emulator.sandbox().base_url())
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key"));
+    let line: serde_json::Value =
+        serde_json::from_slice(submitted.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let wrong = line["batch_id"].as_str().unwrap().to_owned();
+    let refused =
+        run(sync_command(&emulator, &cards, &out).args(["--adopt", &format!("1={wrong}")]));
+    assert_ne!(refused.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("holds 3 cards"), "{stderr}");
+    // The right batch: found by its first card, as a person would.
+    let decisions = resume_to_end(&emulator, &cards, &out);
+    assert_eq!(decisions, ["adopt 1"]);
+    assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
+}

@@ -10,6 +10,7 @@ use cardsync_job::{
     Change, Changes, Checkpoint, RequestKind, RequestRecord, RequestState, Sink, SinkError,
     StoredCard,
 };
+use cardsync_job::{Decision, Unconfirmed};
 use deadpool_postgres::{Object, Pool};
 use ring::hmac;
 use tokio_postgres::types::ToSql;
@@ -165,38 +166,6 @@ pub struct OpenJob {
     pub base_url: String,
     /// The id of the journal key it is sealed under.
     pub key_id: String,
-}
-
-/// A decision about the requests of a job whose POST may have reached CardSync.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Decision {
-    /// Request `seq` reached CardSync as batch `batch_id` (found in the CardSync dashboard).
-    Adopt {
-        /// The request.
-        seq: u64,
-        /// Its batch.
-        batch_id: String,
-    },
-    /// None of them reached CardSync: send them again.
-    Resend,
-    /// Leave their cards out.
-    Abandon,
-}
-
-/// A request that may have reached CardSync and waits for a decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Unconfirmed {
-    /// The request.
-    pub seq: u64,
-    /// How many cards it holds.
-    pub cards: u64,
-    /// What happened.
-    pub message: Option<String>,
-    /// Batch ids that workers learned after their claim ran out (a strong hint for
-    /// [`Decision::Adopt`]).
-    pub late_batch_ids: Vec<String>,
 }
 
 /// Where a job is.
@@ -2085,33 +2054,39 @@ impl PgJournal {
             )
             .await?
         {
-            status.unconfirmed.push(Unconfirmed {
-                seq: r.get::<_, i32>(0) as u64,
-                cards: r.get::<_, i32>(1) as u64,
-                message: r.get(2),
-                late_batch_ids: r.get(3),
-            });
+            let mut u = Unconfirmed::new(r.get::<_, i32>(0) as u64, r.get::<_, i32>(1) as u64);
+            u.message = r.get(2);
+            u.late_batch_ids = r.get(3);
+            status.unconfirmed.push(u);
         }
         Ok(status)
     }
 
     /// Applies a decision about job `name`'s requests that wait for one (batches in
-    /// `sending` whose claim ran out): how many it changed. Each change bumps the fencing
-    /// token, so a worker that wakes up late with an answer writes nothing.
+    /// `sending` whose claim ran out): request `seq`, or every waiting one when `None`
+    /// ([`Decision::Adopt`] names one request). How many it changed. Each change bumps the
+    /// fencing token, so a worker that wakes up late with an answer writes nothing.
     ///
     /// # Errors
     ///
     /// [`PgError::NoSuchJob`]; [`PgError::State`] when an adopted request does not wait for
     /// a decision.
-    pub async fn decide(&self, name: &str, decision: &Decision) -> Result<u64, PgError> {
+    pub async fn decide(
+        &self,
+        name: &str,
+        seq: Option<u64>,
+        decision: &Decision,
+    ) -> Result<u64, PgError> {
+        if matches!(decision, Decision::Adopt(_)) && seq.is_none() {
+            return Err(PgError::State(
+                "a batch is adopted for one request: say which".into(),
+            ));
+        }
         let mut client = self.client().await?;
         let job = self.job_id(&client, name).await?;
         let tx = client.transaction().await?;
         let key = self.job_key_locked(&tx, job).await?;
-        let only: Option<i32> = match decision {
-            Decision::Adopt { seq, .. } => Some(seq_i32(*seq)),
-            _ => None,
-        };
+        let only: Option<i32> = seq.map(seq_i32);
         let waiting = tx
             .query(
                 &format!(
@@ -2124,7 +2099,7 @@ impl PgJournal {
                 &[&job.0, &only],
             )
             .await?;
-        if let Decision::Adopt { seq, .. } = decision
+        if let Some(seq) = seq
             && waiting.is_empty()
         {
             return Err(PgError::State(format!(
@@ -2142,7 +2117,7 @@ impl PgJournal {
         for f in &facts {
             let seq = seq_i32(f.seq);
             match decision {
-                Decision::Adopt { batch_id, .. } => {
+                Decision::Adopt(batch_id) => {
                     tx.execute(
                         "UPDATE cardsync_requests SET state = 'sent', batch_id = $3,
                              epoch = epoch + 1, message = 'adopted', lease_owner = NULL,
@@ -2167,7 +2142,7 @@ impl PgJournal {
                     )
                     .await?;
                 }
-                Decision::Abandon => {
+                Decision::Abandon | _ => {
                     tx.execute(
                         "UPDATE cardsync_requests SET state = 'abandoned', epoch = epoch + 1,
                              message = 'abandoned by decision', lease_owner = NULL,

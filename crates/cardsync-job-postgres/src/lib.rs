@@ -54,10 +54,10 @@ mod journal;
 mod schema;
 mod worker;
 
+/// The one type of a decision and of a request waiting for one, on one machine and here.
+pub use cardsync_job::{Decision, Unconfirmed};
 pub use crypto::{JournalKey, KEY_ENV, KEY_FILE_ENV, KeyError, OLD_KEY_ENV, OLD_KEY_FILE_ENV};
-pub use journal::{
-    Claim, Decision, JobId, JobSpec, JobStatus, OpenJob, PgJournal, Scope, Unconfirmed, Work,
-};
+pub use journal::{Claim, JobId, JobSpec, JobStatus, OpenJob, PgJournal, Scope, Work};
 pub use schema::SCHEMA_VERSION;
 pub use worker::{Hook, WorkSummary, WorkerOptions, work};
 

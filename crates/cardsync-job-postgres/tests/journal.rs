@@ -231,13 +231,11 @@ async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
         .await
         .unwrap();
     // Decisions bump the fencing token: a late answer after one is refused, and kept.
-    let adopted = Decision::Adopt {
-        seq: claims[2].seq,
-        batch_id: "batch-2".into(),
-    };
-    assert_eq!(journal.decide("nightly", &adopted).await.unwrap(), 1);
+    let adopted = Decision::Adopt("batch-2".into());
+    let seq = Some(claims[2].seq);
+    assert_eq!(journal.decide("nightly", seq, &adopted).await.unwrap(), 1);
     assert!(
-        journal.decide("nightly", &adopted).await.is_err(),
+        journal.decide("nightly", seq, &adopted).await.is_err(),
         "decided once"
     );
     let err = journal
@@ -252,7 +250,10 @@ async fn workers_claim_distinct_requests_and_a_late_worker_writes_nothing() {
     // "Send them again", then a late worker says its batch was created after all: adopted,
     // not sent twice (as long as no worker took it again).
     assert_eq!(
-        journal.decide("nightly", &Decision::Resend).await.unwrap(),
+        journal
+            .decide("nightly", None, &Decision::Resend)
+            .await
+            .unwrap(),
         3
     );
     journal

@@ -153,16 +153,16 @@ async fn decide_as_an_operator(
             .into_iter()
             .find(|b| b.first_card_id.as_ref() == Some(first))
         {
-            let adopt = Decision::Adopt {
-                seq: u.seq,
-                batch_id: batch.batch_id.clone(),
-            };
-            journal.decide(&status.name, &adopt).await.unwrap();
+            let adopt = Decision::Adopt(batch.batch_id.clone());
+            journal
+                .decide(&status.name, Some(u.seq), &adopt)
+                .await
+                .unwrap();
             adopted += 1;
         }
     }
     journal
-        .decide(&status.name, &Decision::Resend)
+        .decide(&status.name, None, &Decision::Resend)
         .await
         .unwrap();
     adopted

@@ -160,7 +160,8 @@ impl JobOptions {
     }
 }
 
-/// What the user decided about a request whose POST may or may not have reached CardSync.
+/// What the user decided about a request whose POST may or may not have reached CardSync: the
+/// one type for it, on one machine and in the shared journal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Decision {
@@ -172,7 +173,8 @@ pub enum Decision {
     Abandon,
 }
 
-/// A request whose fate is unknown, waiting for a [`Decision`].
+/// A request whose fate is unknown, waiting for a [`Decision`]: the one type for it, on one
+/// machine and in the shared journal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Unconfirmed {
@@ -182,6 +184,24 @@ pub struct Unconfirmed {
     pub cards: u64,
     /// Whether an earlier run left it so (rather than this run).
     pub earlier: bool,
+    /// What happened, when the journal says.
+    pub message: Option<String>,
+    /// Batch ids that a runner learned after it lost its hold on the request (a strong hint
+    /// for [`Decision::Adopt`]).
+    pub late_batch_ids: Vec<String>,
+}
+
+impl Unconfirmed {
+    /// Request `seq` of `cards` cards, left unconfirmed by an earlier run.
+    pub fn new(seq: u64, cards: u64) -> Unconfirmed {
+        Unconfirmed {
+            seq,
+            cards,
+            earlier: true,
+            message: None,
+            late_batch_ids: Vec::new(),
+        }
+    }
 }
 
 /// The identity of a call, to give back with its answer.
@@ -435,11 +455,9 @@ impl Job {
                 }
                 (RequestState::Sending, RequestKind::Batch) => {
                     self.undecided.insert(r.seq);
-                    self.outputs.push_back(Output::NeedsDecision(Unconfirmed {
-                        seq: r.seq,
-                        cards: r.cards,
-                        earlier: true,
-                    }));
+                    let mut u = Unconfirmed::new(r.seq, r.cards);
+                    u.message.clone_from(&r.message);
+                    self.outputs.push_back(Output::NeedsDecision(u));
                 }
                 (RequestState::Sent, _) => self.schedule_poll(r.seq, true),
                 _ => {}
@@ -927,28 +945,24 @@ impl Job {
                     Err(e) => self.call_failed(seq, e.message),
                 }
             }
-            Purpose::Adopt(seq, batch_id) => match answer.map(|r| GetBatch::decode(&r)) {
-                Ok(Ok(_)) => self.persist_request(
-                    RequestUpdate::new(seq, RequestState::Sending, RequestState::Sent)
-                        .with_batch_id(batch_id),
-                    vec![],
-                    After::Poll(seq),
-                ),
-                Ok(Err(e)) => {
-                    self.busy.remove(&seq);
-                    self.undecided.insert(seq);
-                    self.stop(format!(
-                        "cannot adopt batch {batch_id} for request {seq}: {e}"
-                    ));
+            Purpose::Adopt(seq, batch_id) => {
+                let cards = self.record(seq).map_or(0, |r| r.cards);
+                match rules::read_adoption(&batch_id, &answer, cards) {
+                    Ok(()) => self.persist_request(
+                        RequestUpdate::new(seq, RequestState::Sending, RequestState::Sent)
+                            .with_batch_id(batch_id),
+                        vec![],
+                        After::Poll(seq),
+                    ),
+                    Err(why) => {
+                        self.busy.remove(&seq);
+                        self.undecided.insert(seq);
+                        self.stop(format!(
+                            "cannot adopt batch {batch_id} for request {seq}: {why}"
+                        ));
+                    }
                 }
-                Err(e) => {
-                    self.busy.remove(&seq);
-                    self.undecided.insert(seq);
-                    self.stop(format!(
-                        "cannot adopt batch {batch_id} for request {seq}: {e}"
-                    ));
-                }
-            },
+            }
             Purpose::AmexResults(event_id) => match rules::read_results(
                 &format!("American Express update {event_id}"),
                 answer,

@@ -310,6 +310,53 @@ pub fn read_status(batch_id: &str, answer: &Answer, wall: SystemTime) -> Status 
     }
 }
 
+/// Whether batch `info` (CardSync's answer about `batch_id`) can be the batch of a request of
+/// `cards` cards whose POST went unanswered: CardSync must know it, and, where it says how
+/// many cards the batch holds, hold as many. Adopting another job's batch would report its
+/// real results as missing.
+///
+/// ```
+/// use cardsync_job::rules::check_adoption;
+/// use cardsync_proto::{BatchInfo, BatchState};
+/// let mut info = BatchInfo::new(BatchState::Pending);
+/// info.stats.stats.number_submitted = 1000;
+/// assert!(check_adoption("b1", &info, 3).is_err());
+/// assert!(check_adoption("b1", &info, 1000).is_ok());
+/// ```
+///
+/// # Errors
+///
+/// Why not, in words for the person deciding.
+pub fn check_adoption(
+    batch_id: &str,
+    info: &cardsync_proto::BatchInfo,
+    cards: u64,
+) -> Result<(), String> {
+    let submitted = info.stats.stats.number_submitted;
+    if submitted > 0 && submitted != cards {
+        return Err(format!(
+            "batch {batch_id} holds {submitted} cards, and the request {cards}: it is not this \
+             request's batch"
+        ));
+    }
+    Ok(())
+}
+
+/// What the answer to an adoption's check (`GET /v2/batch`) says: see [`check_adoption`].
+///
+/// # Errors
+///
+/// Why the batch cannot be adopted.
+pub fn read_adoption(batch_id: &str, answer: &Answer, cards: u64) -> Result<(), String> {
+    match answer {
+        Ok(response) => match GetBatch::decode(response) {
+            Ok(info) => check_adoption(batch_id, &info, cards),
+            Err(e) => Err(format!("CardSync does not confirm batch {batch_id}: {e}")),
+        },
+        Err(e) => Err(format!("batch {batch_id}: no answer: {e}")),
+    }
+}
+
 /// A results fetch that failed: the results exist (the batch is complete, or an update was
 /// announced), so it is tried again later; it never fails the request, whose results would be
 /// lost.
