@@ -524,6 +524,59 @@ fn sandbox_prints_where_it_listens_and_stops_on_ctrl_c() {
     assert_eq!(exit.code(), Some(0));
 }
 
+/// The soft and hard limits on open files of process `pid`, from `/proc/PID/limits`.
+#[cfg(target_os = "linux")]
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Started with a soft limit of 256 open files, the command raises it toward the hard limit
+/// (up to 65,536), so that its servers do not run out of descriptors.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_command_raises_its_open_file_limit() {
+    use std::io::BufRead;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -S -n 256 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_cardsync"))
+        .args(["--output", "json", "sandbox", "--addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let started = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let (soft, hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        started.is_ok_and(|l| l.contains("base_url")),
+        "the sandbox started"
+    );
+    assert_eq!(
+        soft,
+        hard.min(65_536),
+        "soft limit raised toward the hard {hard}"
+    );
+}
+
 #[test]
 fn sandbox_refuses_bad_options() {
     for args in [
