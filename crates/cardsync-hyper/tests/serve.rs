@@ -21,9 +21,13 @@ async fn ok(
     Ok(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
-/// Starts [`serve`] on a free loopback port with `limits`; the sender stops it.
+/// Starts [`serve`] on a free loopback port with `limits`; the sender stops it. Its listen
+/// queue holds 1024 connections (tokio's default, 128, is fewer than some tests keep
+/// waiting).
 async fn start(limits: ServeLimits) -> (SocketAddr, watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(1024).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(serve(listener, limits, stopped, ok));
@@ -235,7 +239,17 @@ fn running_out_of_descriptors_does_not_make_the_accept_loop_spin() {
     use std::sync::mpsc;
 
     let log = std::env::temp_dir().join(format!("cardsync-serve-child-{}.log", std::process::id()));
-    let mut child = Command::new("sh")
+    /// Kills the child if the test fails before it ends it.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            if self.0.try_wait().is_ok_and(|done| done.is_none()) {
+                let _ = self.0.kill();
+            }
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new("sh")
         .arg("-c")
         .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
         .arg(std::env::current_exe().unwrap())
@@ -252,10 +266,11 @@ fn running_out_of_descriptors_does_not_make_the_accept_loop_spin() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let mut commands = child.stdin.take().unwrap();
+    let mut child = Reaped(child);
+    let pid = child.0.id();
+    let mut commands = child.0.stdin.take().unwrap();
     let (lines_tx, lines) = mpsc::channel();
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
             let _ = lines_tx.send(line);
@@ -279,6 +294,24 @@ fn running_out_of_descriptors_does_not_make_the_accept_loop_spin() {
     };
     let port: u16 = expect("port ").trim().parse().unwrap();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    // The child's open descriptors, and a wait (at most 10 s) until they are back to these.
+    let open = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let at_rest = open();
+    let settle = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while open() > at_rest {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child kept {} descriptors open, {at_rest} at rest",
+                open()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
     let spin_bound = Duration::from_millis(500);
     let window = Duration::from_secs(2);
 
@@ -301,7 +334,9 @@ fn running_out_of_descriptors_does_not_make_the_accept_loop_spin() {
         "once the idle connections closed: {answer:?}"
     );
 
-    // Every descriptor taken by the rest of the process: accept itself fails.
+    // Every descriptor taken by the rest of the process (once the server closed all it had
+    // open): accept itself fails.
+    settle();
     writeln!(commands, "hog").unwrap();
     let hogged: usize = expect("hogged ").trim().parse().unwrap();
     assert!(hogged > 0);
@@ -327,14 +362,10 @@ fn running_out_of_descriptors_does_not_make_the_accept_loop_spin() {
 
     drop(commands);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
+    while child.0.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.wait();
+    drop(child);
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_file(&log);
     // One warning a spell of failures, not one a failure: each spell is logged when it starts
