@@ -438,6 +438,11 @@ fn plan_uses_the_default_se_number_and_reports_rejections() {
 
 /// A raw HTTP/1.1 exchange over loopback, bounded in time.
 fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
+    http_get_at(addr, addr, path, key)
+}
+
+/// A raw HTTP/1.1 exchange over loopback with `host` in the `Host` header, bounded in time.
+fn http_get_at(addr: &str, host: &str, path: &str, key: Option<&str>) -> String {
     use std::io::{Read, Write as _};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
@@ -448,7 +453,7 @@ fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
         .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -503,6 +508,18 @@ fn sandbox_prints_where_it_listens_and_stops_on_ctrl_c() {
     assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
     let unknown = http_get(addr, "/v2/batch?batch_id=x", Some("mk"));
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    // Addressed to another name (a DNS-rebound page), the API answers nothing.
+    let port = addr.rsplit(':').next().unwrap();
+    let rebound = http_get_at(
+        addr,
+        &format!("rebound.example:{port}"),
+        "/v2/batch?batch_id=x",
+        Some("mk"),
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let local = http_get_at(addr, &format!("localhost:{port}"), "/_sandbox/clock", None);
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    assert_eq!(info["control_token"].as_str().map(str::len), Some(32));
 
     // Ctrl-C stops it cleanly.
     let status = Command::new("kill")
@@ -583,6 +600,9 @@ fn sandbox_refuses_bad_options() {
         vec!["sandbox", "--complete-after", "soon"],
         vec!["sandbox", "--merchant-key", "sandbox_master_key"],
         vec!["sandbox", "--addr", "not-an-address"],
+        vec!["sandbox", "--allow-host", "http://sandbox.test/"],
+        vec!["sandbox", "--webhook-host", "hooks.test:9000"],
+        vec!["sandbox", "--issuer-token", ""],
     ] {
         let out = cardsync(&args);
         assert_eq!(
@@ -591,6 +611,54 @@ fn sandbox_refuses_bad_options() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// On an address other machines reach, the sandbox needs the names it is reached at and keys
+/// of the user's own; it says so and exits 2 before it listens (so these tests bind nothing
+/// but loopback).
+#[test]
+fn sandbox_on_an_open_address_needs_allowed_hosts_and_keys_of_its_own() {
+    let own_keys = [
+        "--master-key",
+        "own_master",
+        "--merchant-key",
+        "own_merchant",
+        "--issuer-token",
+        "own_issuer",
+    ];
+    let cases: [(&str, Vec<&str>, &[&str]); 4] = [
+        ("0.0.0.0:0", own_keys.to_vec(), &["--allow-host"]),
+        ("[::]:0", own_keys.to_vec(), &["--allow-host"]),
+        (
+            "0.0.0.0:0",
+            vec!["--allow-host", "sandbox.test"],
+            &["--master-key", "--merchant-key", "--issuer-token"],
+        ),
+        (
+            "0.0.0.0:0",
+            vec![
+                "--allow-host",
+                "sandbox.test",
+                "--master-key",
+                "a",
+                "--merchant-key",
+                "b",
+            ],
+            &["--issuer-token"],
+        ),
+    ];
+    for (addr, extra, named) in cases {
+        let mut args = vec!["sandbox", "--addr", addr];
+        args.extend(&extra);
+        let out = cardsync(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains("other machines"), "{args:?}: {said}");
+        for flag in named {
+            assert!(said.contains(flag), "{args:?} should name {flag}: {said}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}: it never started");
     }
 }
 
