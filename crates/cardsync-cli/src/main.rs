@@ -159,6 +159,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    // The receivers and the emulator hold a descriptor per connection: many systems start
+    // processes with a soft limit of 1024 open files although the hard limit allows more.
+    if let Err(e) = cardsync_hyper::server::raise_open_file_limit() {
+        tracing::debug!("the limit on open files stays as it was: {e}");
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -1,4 +1,5 @@
-//! `cardsync sandbox`: the local emulator, until Ctrl-C.
+//! `cardsync sandbox`: the local emulator, until Ctrl-C. On an address other machines reach
+//! it needs the host names it is reached at and keys of the user's own, and warns.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -14,9 +15,23 @@ use crate::error::CliError;
 /// Options of `cardsync sandbox`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Address to listen on; port 0 picks a free port.
+    /// Address to listen on; port 0 picks a free port. On an address that is not loopback
+    /// (0.0.0.0 in a container, say) other machines reach it: --allow-host, and keys and an
+    /// issuer token of your own, are then needed, and the control endpoints and the dashboard
+    /// need the printed token.
     #[arg(long, default_value = "127.0.0.1:8787")]
     addr: SocketAddr,
+    /// A host name (or address) the sandbox may be reached at besides 127.0.0.1, ::1 and
+    /// localhost; repeat for more. Requests addressed to any other name are refused (403), so
+    /// that another site's page cannot use it through DNS rebinding. Needed on an --addr that
+    /// is not loopback.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// A host webhooks may be delivered to besides loopback addresses and localhost; repeat
+    /// for more. Webhooks registered for any other host are not sent (their delivery fails,
+    /// saying why).
+    #[arg(long = "webhook-host", value_name = "NAME")]
+    webhook_hosts: Vec<String>,
     /// How long batches, enrollments and American Express updates take, such as 2s, 500ms, 0.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     complete_after: Duration,
@@ -34,6 +49,9 @@ pub(crate) struct Args {
     /// The key of the pre-enrolled merchant.
     #[arg(long, value_name = "KEY", default_value = "sandbox_merchant_key")]
     merchant_key: String,
+    /// The bearer token of the issuer side (the issuing platform under /v1, the issuer feed).
+    #[arg(long, value_name = "TOKEN", default_value = "sandbox_issuer_token")]
+    issuer_token: String,
     /// Answer every API request this much later, such as 100ms, as a distant server would
     /// (the same as the `latency_ms` fault; the control endpoints answer at once).
     #[arg(long, value_name = "DURATION", default_value = "0", value_parser = parse_duration)]
@@ -45,11 +63,22 @@ pub(crate) fn run(
     format: OutputFormat,
     mut out: impl Write,
 ) -> Result<ExitCode, CliError> {
-    for key in [&args.master_key, &args.merchant_key] {
+    for key in [&args.master_key, &args.merchant_key, &args.issuer_token] {
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(CliError::Usage(
-                "keys must be non-empty visible ASCII".to_owned(),
+                "keys and the issuer token must be non-empty visible ASCII".to_owned(),
             ));
+        }
+    }
+    for host in args.allow_hosts.iter().chain(&args.webhook_hosts) {
+        let plain = host.parse::<std::net::IpAddr>().is_ok()
+            || host
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| a.port().is_none() && !host.contains('@') && !host.is_empty());
+        if !plain {
+            return Err(CliError::Usage(format!(
+                "{host:?} is not a host name or address (give no scheme, port or path)"
+            )));
         }
     }
     if args.master_key == args.merchant_key {
@@ -63,6 +92,28 @@ pub(crate) fn run(
     settings.report_unchanged = args.report_unchanged;
     settings.master_key = args.master_key;
     settings.merchant_key = args.merchant_key;
+    settings.issuer_token = args.issuer_token;
+    settings.allowed_hosts = args.allow_hosts;
+    settings.webhook_hosts = args.webhook_hosts;
+    let exposed = !args.addr.ip().to_canonical().is_loopback();
+    if exposed {
+        if settings.allowed_hosts.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{} can be reached from other machines: name the hosts the sandbox is reached \
+                 at with --allow-host NAME (requests to other names are refused)",
+                args.addr
+            )));
+        }
+        let public = settings.public_secrets();
+        if !public.is_empty() {
+            return Err(CliError::Usage(format!(
+                "{} can be reached from other machines, and the sandbox's default keys are \
+                 public: give {} of your own",
+                args.addr,
+                public.join(", ")
+            )));
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -80,6 +131,20 @@ pub(crate) fn run(
             sandbox.set_faults(faults);
         }
         let s = sandbox.settings();
+        if sandbox.exposed() {
+            eprintln!(
+                "warning: the sandbox listens on {}, where other machines can reach it; it \
+                 answers at {} and loopback names only, its control endpoints and dashboard need \
+                 the control token, and its webhooks go only to loopback{}",
+                sandbox.addr(),
+                s.allowed_hosts.join(", "),
+                if s.webhook_hosts.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and {}", s.webhook_hosts.join(", "))
+                }
+            );
+        }
         match format {
             OutputFormat::Json => {
                 let line = serde_json::json!({
@@ -89,12 +154,20 @@ pub(crate) fn run(
                     "merchant_key": s.merchant_key,
                     "merchant_id": s.merchant_id,
                     "issuer_token": s.issuer_token,
+                    "control_token": sandbox.control_token(),
                 });
                 writeln!(out, "{line}")?;
             }
             OutputFormat::Text => {
                 writeln!(out, "CardSync sandbox listening at {}", sandbox.base_url())?;
                 writeln!(out, "  dashboard           {}", sandbox.dashboard_url())?;
+                if sandbox.exposed() {
+                    writeln!(
+                        out,
+                        "  control token       {} (x-cardsync-sandbox-token or Authorization: Bearer, on /_sandbox/)",
+                        sandbox.control_token()
+                    )?;
+                }
                 writeln!(out, "  partner master key  {}", s.master_key)?;
                 writeln!(out, "  merchant key        {}", s.merchant_key)?;
                 writeln!(out, "  merchant id         {}", s.merchant_id)?;

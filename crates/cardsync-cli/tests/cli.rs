@@ -438,6 +438,11 @@ fn plan_uses_the_default_se_number_and_reports_rejections() {
 
 /// A raw HTTP/1.1 exchange over loopback, bounded in time.
 fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
+    http_get_at(addr, addr, path, key)
+}
+
+/// A raw HTTP/1.1 exchange over loopback with `host` in the `Host` header, bounded in time.
+fn http_get_at(addr: &str, host: &str, path: &str, key: Option<&str>) -> String {
     use std::io::{Read, Write as _};
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
@@ -448,7 +453,7 @@ fn http_get(addr: &str, path: &str, key: Option<&str>) -> String {
         .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut response = String::new();
@@ -503,6 +508,18 @@ fn sandbox_prints_where_it_listens_and_stops_on_ctrl_c() {
     assert!(denied.starts_with("HTTP/1.1 401"), "{denied}");
     let unknown = http_get(addr, "/v2/batch?batch_id=x", Some("mk"));
     assert!(unknown.starts_with("HTTP/1.1 404"), "{unknown}");
+    // Addressed to another name (a DNS-rebound page), the API answers nothing.
+    let port = addr.rsplit(':').next().unwrap();
+    let rebound = http_get_at(
+        addr,
+        &format!("rebound.example:{port}"),
+        "/v2/batch?batch_id=x",
+        Some("mk"),
+    );
+    assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
+    let local = http_get_at(addr, &format!("localhost:{port}"), "/_sandbox/clock", None);
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    assert_eq!(info["control_token"].as_str().map(str::len), Some(32));
 
     // Ctrl-C stops it cleanly.
     let status = Command::new("kill")
@@ -524,12 +541,68 @@ fn sandbox_prints_where_it_listens_and_stops_on_ctrl_c() {
     assert_eq!(exit.code(), Some(0));
 }
 
+/// The soft and hard limits on open files of process `pid`, from `/proc/PID/limits`.
+#[cfg(target_os = "linux")]
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Started with a soft limit of 256 open files, the command raises it toward the hard limit
+/// (up to 65,536), so that its servers do not run out of descriptors.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_command_raises_its_open_file_limit() {
+    use std::io::BufRead;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -S -n 256 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_cardsync"))
+        .args(["--output", "json", "sandbox", "--addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let started = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let (soft, hard) = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        started.is_ok_and(|l| l.contains("base_url")),
+        "the sandbox started"
+    );
+    assert_eq!(
+        soft,
+        hard.min(65_536),
+        "soft limit raised toward the hard {hard}"
+    );
+}
+
 #[test]
 fn sandbox_refuses_bad_options() {
     for args in [
         vec!["sandbox", "--complete-after", "soon"],
         vec!["sandbox", "--merchant-key", "sandbox_master_key"],
         vec!["sandbox", "--addr", "not-an-address"],
+        vec!["sandbox", "--allow-host", "http://sandbox.test/"],
+        vec!["sandbox", "--webhook-host", "hooks.test:9000"],
+        vec!["sandbox", "--issuer-token", ""],
     ] {
         let out = cardsync(&args);
         assert_eq!(
@@ -538,6 +611,54 @@ fn sandbox_refuses_bad_options() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+/// On an address other machines reach, the sandbox needs the names it is reached at and keys
+/// of the user's own; it says so and exits 2 before it listens (so these tests bind nothing
+/// but loopback).
+#[test]
+fn sandbox_on_an_open_address_needs_allowed_hosts_and_keys_of_its_own() {
+    let own_keys = [
+        "--master-key",
+        "own_master",
+        "--merchant-key",
+        "own_merchant",
+        "--issuer-token",
+        "own_issuer",
+    ];
+    let cases: [(&str, Vec<&str>, &[&str]); 4] = [
+        ("0.0.0.0:0", own_keys.to_vec(), &["--allow-host"]),
+        ("[::]:0", own_keys.to_vec(), &["--allow-host"]),
+        (
+            "0.0.0.0:0",
+            vec!["--allow-host", "sandbox.test"],
+            &["--master-key", "--merchant-key", "--issuer-token"],
+        ),
+        (
+            "0.0.0.0:0",
+            vec![
+                "--allow-host",
+                "sandbox.test",
+                "--master-key",
+                "a",
+                "--merchant-key",
+                "b",
+            ],
+            &["--issuer-token"],
+        ),
+    ];
+    for (addr, extra, named) in cases {
+        let mut args = vec!["sandbox", "--addr", addr];
+        args.extend(&extra);
+        let out = cardsync(&args);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains("other machines"), "{args:?}: {said}");
+        for flag in named {
+            assert!(said.contains(flag), "{args:?} should name {flag}: {said}");
+        }
+        assert!(out.stdout.is_empty(), "{args:?}: it never started");
     }
 }
 

@@ -61,6 +61,44 @@ pub struct Settings {
     /// The bearer token of the issuer side (the platform's PATCH, the issuer feed). Default
     /// `sandbox_issuer_token`.
     pub issuer_token: String,
+    /// Host names (or addresses) the server may be reached at besides the loopback ones
+    /// (`127.0.0.1`, `[::1]`, `localhost`, `*.localhost`): a request addressed (`Host`) to any
+    /// other name is refused with 403, on every path, so that a page of another site whose
+    /// name is made to resolve to the emulator's address (DNS rebinding) gets nothing. Needed
+    /// when it listens where other machines reach it. Default none.
+    pub allowed_hosts: Vec<String>,
+    /// Hosts the server may deliver webhooks to besides loopback addresses and `localhost`; a
+    /// webhook for any other host is not sent, and its delivery fails saying why. Default none.
+    pub webhook_hosts: Vec<String>,
+    /// Apply the rules of a server other machines can reach even on a loopback address (they
+    /// apply anyway on any other address): every control request, reads included, and the
+    /// dashboard's page need the run's token ([`Sandbox::control_token`](crate::Sandbox::control_token)),
+    /// and [`Sandbox::start`](crate::Sandbox::start) refuses the public default keys and issuer
+    /// token. For tests of those rules. Default false.
+    pub exposed: bool,
+}
+
+impl Settings {
+    /// The settings that still hold their public default values, of those that let a client
+    /// in: the master key, the merchant key, the issuer token (as their command-line flags
+    /// name them).
+    ///
+    /// ```
+    /// let mut settings = cardsync_sandbox::Settings::default();
+    /// settings.merchant_key = "a key of my own".to_owned();
+    /// assert_eq!(settings.public_secrets(), ["--master-key", "--issuer-token"]);
+    /// ```
+    pub fn public_secrets(&self) -> Vec<&'static str> {
+        let defaults = Settings::default();
+        [
+            ("--master-key", self.master_key == defaults.master_key),
+            ("--merchant-key", self.merchant_key == defaults.merchant_key),
+            ("--issuer-token", self.issuer_token == defaults.issuer_token),
+        ]
+        .into_iter()
+        .filter_map(|(flag, public)| public.then_some(flag))
+        .collect()
+    }
 }
 
 impl Default for Settings {
@@ -74,6 +112,9 @@ impl Default for Settings {
             seed: 0x5eed,
             report_unchanged: false,
             issuer_token: "sandbox_issuer_token".to_owned(),
+            allowed_hosts: Vec::new(),
+            webhook_hosts: Vec::new(),
+            exposed: false,
         }
     }
 }
@@ -247,6 +288,9 @@ impl fmt::Debug for Settings {
             .field("seed", &self.seed)
             .field("report_unchanged", &self.report_unchanged)
             .field("issuer_token", &REDACTED)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("webhook_hosts", &self.webhook_hosts)
+            .field("exposed", &self.exposed)
             .finish()
     }
 }

@@ -31,17 +31,35 @@
 //!   `error` and webhook 22 fires. Subscription requests are checked at once (the documents
 //!   describe no asynchronous validation for them).
 //! - Webhooks go to the merchant's registration for the trigger, else the partner's. They are
-//!   sent over plain HTTP, five attempts at most, 100 ms apart doubling to 2 s.
+//!   sent over plain HTTP, five attempts at most, 100 ms apart doubling to 2 s, and only to
+//!   loopback addresses, `localhost` and the hosts of [`Settings::webhook_hosts`] (a webhook
+//!   for another host fails at once, saying why).
+//!
+//! # Who it answers
+//!
+//! The server answers only requests addressed (`Host`) to a loopback name (`127.0.0.1` and
+//! the rest of `127.0.0.0/8`, `[::1]`, `[::ffff:127.0.0.1]`, `localhost`, `*.localhost`, any
+//! port) or to a name of [`Settings::allowed_hosts`], on every path, the API included; any
+//! other gets 403 before anything is read. A page of another site whose name is made to
+//! resolve to 127.0.0.1 (DNS rebinding) thus cannot use the public default keys to read card
+//! numbers or register webhooks.
+//!
+//! On an address that is not loopback (where other machines reach it), or with
+//! [`Settings::exposed`], every control request, reads included, and the dashboard's page need
+//! the run's token ([`Sandbox::control_token`], in `x-cardsync-sandbox-token` or as
+//! `Authorization: Bearer TOKEN`; 401 without it), and [`Sandbox::start`] refuses the public
+//! default keys and issuer token.
 //!
 //! # Control endpoints
 //!
-//! Under `/_sandbox/`, with no key:
+//! Under `/_sandbox/`, with no API key (with the run's token where the emulator can be reached
+//! from other machines, see above):
 //!
 //! | request | what it does |
 //! |---|---|
 //! | `GET /_sandbox/clock` | the emulator time and how far it was advanced, in milliseconds |
 //! | `POST /_sandbox/clock/advance` `{"seconds": N}` | moves the emulator clock forward, firing whatever falls due |
-//! | `GET /_sandbox/deliveries` | the webhook delivery log: id, trigger, event, URL, attempts, state, last status or error |
+//! | `GET /_sandbox/deliveries` | the webhook delivery log: id, trigger, event, URL (masked: no secret path), attempts, state, last status or error |
 //! | `GET /_sandbox/counters` | per endpoint: requests, cards received, distinct cards, repeats |
 //! | `POST /_sandbox/issuer/cards` `{"card": …, "exp": "MM/YY"}` | registers a card with the issuing platform; answers its `card_id`, `bin`, `last_four` |
 //! | `GET`, `POST`, `DELETE /_sandbox/faults` | read, set or clear fault injection ([`Faults`]): a share of answers replaced by error statuses (with `Retry-After`), before or after the request is handled; added latency; connections dropped mid-body |
@@ -56,10 +74,10 @@
 //! its injected faults, the counters, merchants and webhook registrations, American Express
 //! subscriptions and events, the issuer cards; clock, faults and issuer events from forms.
 //! A control request that comes from a browser (with an `Origin` or `Sec-Fetch-Site` header)
-//! must carry the page's per-run token in `x-cardsync-sandbox-token` to change anything, and,
-//! when the emulator listens on loopback, be addressed to a loopback host name: another site
-//! open in the same browser can neither steer the emulator nor read the page. Other clients are
-//! not asked for the token.
+//! must carry the page's per-run token in `x-cardsync-sandbox-token` to change anything: another
+//! site open in the same browser can neither steer the emulator nor read the page. On loopback,
+//! other clients are not asked for the token; where other machines reach the emulator, every
+//! client is, and the page is at [`Sandbox::dashboard_url`] (`/?token=TOKEN`).
 //!
 //! # The issuer side: the card network in a box
 //!
@@ -98,6 +116,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod dashboard;
 mod emulator;
 pub mod fixtures;

@@ -207,8 +207,9 @@ pub struct IssuerCardView {
     pub merchants_get: Option<ResultView>,
 }
 
-/// A webhook URL as the dashboard shows it: scheme, host and port, and the path with every
-/// segment of 16 characters or more (a secret token, as `cardsync listen` puts there) hidden;
+/// A webhook URL as the dashboard and the delivery log show it: scheme, host and port, the
+/// first path segment when it is shorter than 16 characters, and `…` for the rest of the path
+/// (where a receiver puts its secret token, as `cardsync listen` does); no user information,
 /// no query.
 pub(crate) fn display_url(url: &str) -> String {
     let Ok(uri) = url.parse::<http::Uri>() else {
@@ -223,12 +224,18 @@ pub(crate) fn display_url(url: &str) -> String {
         // No user information.
         out.push_str(authority.as_str().rsplit('@').next().unwrap_or(""));
     }
-    let path: Vec<&str> = uri
-        .path()
-        .split('/')
-        .map(|segment| if segment.len() >= 16 { "…" } else { segment })
-        .collect();
-    out.push_str(&cardsync_core::redact_digit_runs(&path.join("/")));
+    let mut segments = uri.path().trim_start_matches('/').splitn(2, '/');
+    let first = segments.next().unwrap_or("");
+    let rest = segments.next();
+    out.push('/');
+    if first.len() >= 16 {
+        out.push('…');
+    } else {
+        out.push_str(&cardsync_core::redact_digit_runs(first));
+        if rest.is_some() {
+            out.push_str("/…");
+        }
+    }
     out
 }
 
@@ -247,5 +254,19 @@ mod tests {
             "https://example.com/cardsync"
         );
         assert_eq!(display_url("not a url"), "(not a valid URL)");
+        // Only a short first segment is shown: a shorter secret further on is hidden too.
+        assert_eq!(
+            display_url("http://127.0.0.1:9/cardsync/hooks/s3cr3t"),
+            "http://127.0.0.1:9/cardsync/…"
+        );
+        assert_eq!(
+            display_url("http://127.0.0.1:9/0123456789abcdefSECRET"),
+            "http://127.0.0.1:9/…"
+        );
+        assert_eq!(
+            display_url("http://127.0.0.1:9/enrolled"),
+            "http://127.0.0.1:9/enrolled"
+        );
+        assert_eq!(display_url("http://127.0.0.1:9"), "http://127.0.0.1:9/");
     }
 }

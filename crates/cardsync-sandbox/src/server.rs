@@ -26,8 +26,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access::{self, Access, Refusal};
 use crate::dashboard;
-use crate::overview::Overview;
+use crate::overview::{Overview, display_url};
 use crate::{Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, Settings};
 
 /// How long a request body may take to arrive.
@@ -52,7 +53,8 @@ pub struct Delivery {
     pub trigger_id: u32,
     /// The event id, if the event has one.
     pub event_id: Option<String>,
-    /// Where it was sent.
+    /// Where it was sent, masked as the dashboard shows it: scheme, host and port, the first
+    /// path segment when it is short; no secret path segment, no query.
     pub url: String,
     /// Attempts made so far.
     pub attempts: u32,
@@ -207,11 +209,9 @@ impl Inner {
 struct Shared {
     inner: Mutex<Inner>,
     client: Client<HttpConnector, Full<Bytes>>,
-    /// The dashboard's per-run token, required on steering requests from a browser.
-    token: String,
-    /// Whether the emulator listens on a loopback address only (then the dashboard answers
-    /// only requests addressed to a loopback host name).
-    loopback: bool,
+    /// Which host names it answers at, who may use the control endpoints, and where webhooks
+    /// may go.
+    access: Access,
 }
 
 impl Shared {
@@ -257,10 +257,30 @@ impl Sandbox {
     /// Binds `addr` (use port 0 for any free port) and starts serving. Must be called within a
     /// Tokio runtime.
     ///
+    /// It answers requests addressed to loopback host names and to
+    /// [`Settings::allowed_hosts`] only, on every path. On an address other machines reach
+    /// (one that is not loopback; IPv4-mapped loopback counts as loopback), or with
+    /// [`Settings::exposed`], every control request and the dashboard's page need
+    /// [`Sandbox::control_token`], and the public default keys are refused.
+    ///
     /// # Errors
     ///
-    /// The I/O error when the address cannot be bound.
+    /// The I/O error when the address cannot be bound; [`std::io::ErrorKind::InvalidInput`]
+    /// when other machines could reach it and a key or the issuer token is still the public
+    /// default ([`Settings::public_secrets`]).
     pub async fn start(settings: Settings, addr: SocketAddr) -> std::io::Result<Sandbox> {
+        let exposed = settings.exposed || !access::loopback_ip(addr.ip());
+        let public = settings.public_secrets();
+        if exposed && !public.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{addr} can be reached from other machines, and the sandbox's default keys \
+                     are public: give {} of your own",
+                    public.join(", ")
+                ),
+            ));
+        }
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -276,8 +296,12 @@ impl Sandbox {
                 requests_seen: 0,
             }),
             client: Client::builder(TokioExecutor::new()).build_http(),
-            token: cardsync_hyper::random_token().map_err(std::io::Error::other)?,
-            loopback: addr.ip().is_loopback(),
+            access: Access::new(
+                cardsync_hyper::random_token().map_err(std::io::Error::other)?,
+                exposed,
+                &settings.allowed_hosts,
+                &settings.webhook_hosts,
+            ),
         });
         let (stop, stopped) = watch::channel(false);
         let tasks = vec![
@@ -312,9 +336,39 @@ impl Sandbox {
         self.addr
     }
 
-    /// The dashboard's address: the base URL with a trailing `/`.
+    /// The dashboard's address: the base URL with a trailing `/`, and `?token=TOKEN` when
+    /// other machines can reach the emulator ([`Sandbox::exposed`]).
     pub fn dashboard_url(&self) -> String {
-        format!("{}/", self.base_url)
+        if self.shared.access.exposed() {
+            format!("{}/?token={}", self.base_url, self.shared.access.token())
+        } else {
+            format!("{}/", self.base_url)
+        }
+    }
+
+    /// This run's token, for the control endpoints (`/_sandbox/…`): sent in
+    /// `x-cardsync-sandbox-token` or as `Authorization: Bearer TOKEN`. Every control request
+    /// needs it when the emulator can be reached from other machines; on loopback only those
+    /// from a browser that change something do (the dashboard's page carries it).
+    ///
+    /// ```no_run
+    /// # async fn run() -> std::io::Result<()> {
+    /// use cardsync_sandbox::{Sandbox, Settings};
+    ///
+    /// let sandbox = Sandbox::start(Settings::default(), "127.0.0.1:0".parse().unwrap()).await?;
+    /// let token = sandbox.control_token();
+    /// println!("curl -H 'authorization: Bearer {token}' {}/_sandbox/clock", sandbox.base_url());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn control_token(&self) -> &str {
+        self.shared.access.token()
+    }
+
+    /// Whether the emulator applies the rules of a server other machines can reach: it
+    /// listens on an address that is not loopback, or [`Settings::exposed`] is set.
+    pub fn exposed(&self) -> bool {
+        self.shared.access.exposed()
     }
 
     /// The API requests received, oldest first (the newest [`REQUEST_LOG`]).
@@ -338,7 +392,7 @@ impl Sandbox {
         advance_clock(&self.shared, by);
     }
 
-    /// The webhook delivery log.
+    /// The webhook delivery log (URLs masked, as `GET /_sandbox/deliveries` shows them).
     pub fn deliveries(&self) -> Vec<Delivery> {
         self.shared.lock().deliveries.clone()
     }
@@ -446,7 +500,7 @@ fn deliver(shared: &Arc<Shared>, out: Vec<Outgoing>) {
             delivery_id: o.delivery_id.clone(),
             trigger_id: o.trigger.id(),
             event_id: o.event_id.clone(),
-            url: o.url.clone(),
+            url: display_url(&o.url),
             attempts: 0,
             state: "pending",
             last_status: None,
@@ -521,6 +575,9 @@ async fn deliver_one(shared: Arc<Shared>, o: Outgoing) {
             );
         }
     };
+    if let Err(why) = shared.access.may_deliver_to(&uri) {
+        return record(&shared, &o.delivery_id, 1, &Err(why), "failed", None);
+    }
     let body = Bytes::from(o.body);
     let mut backoff = Duration::from_millis(100);
     for attempt in 1..=DELIVERY_ATTEMPTS {
@@ -617,11 +674,38 @@ impl Body for HalfThenFail {
     }
 }
 
+/// A refusal of [`Access`], in the API's envelope (a 401 says how to authenticate).
+fn refused(refusal: Refusal, spelling: Spelling) -> Response<ResponseBody> {
+    let mut answer = failed(refusal.status, refusal.message, spelling);
+    if refusal.status == StatusCode::UNAUTHORIZED {
+        answer.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"cardsync-sandbox\""),
+        );
+    }
+    answer
+}
+
 async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let (parts, body) = request.into_parts();
+    // Before anything is read or done: a request addressed to another name (DNS rebinding)
+    // gets nothing, on any path.
+    if let Err(refusal) = shared.access.check_host(&parts.headers, &parts.uri) {
+        let spelling = if parts.uri.path().starts_with("/v2/") {
+            spelling(&shared)
+        } else {
+            Spelling::Universal
+        };
+        return Ok(refused(refusal, spelling));
+    }
+    if parts.uri.path().starts_with("/_sandbox/")
+        && let Err(refusal) = shared.access.check_control(&parts.method, &parts.headers)
+    {
+        return Ok(refused(refusal, Spelling::Universal));
+    }
     let body = match read_body(body, MAX_REQUEST_BODY, BODY_TIMEOUT).await {
         Ok(body) => body.to_vec(),
         Err(BodyError::TooSlow) => {
@@ -641,12 +725,9 @@ async fn handle(
     };
     let request = Request::from_parts(parts, body);
     if request.uri().path().starts_with("/_sandbox/") {
-        if let Some(refused) = dashboard::guard(&shared.token, shared.loopback, &request) {
-            return Ok(boxed(refused));
-        }
         return Ok(control(&shared, &request));
     }
-    if let Some(answer) = dashboard::asset(&shared.token, shared.loopback, &request) {
+    if let Some(answer) = dashboard::asset(&shared.access, &request) {
         return Ok(boxed(answer));
     }
 
@@ -835,11 +916,7 @@ fn dashboard_state(inner: &Inner) -> DashboardState<'_> {
         .iter()
         .rev()
         .take(DASHBOARD_LOG)
-        .map(|d| {
-            let mut d = d.clone();
-            d.url = crate::overview::display_url(&d.url);
-            d
-        })
+        .cloned()
         .collect();
     let reasons = StatusReason::WORDS
         .iter()

@@ -351,7 +351,11 @@
     clearTimeout(timer);
     const live = document.getElementById("live");
     try {
-      const answer = await fetch("/_sandbox/overview", { cache: "no-store" });
+      // The token is needed to read as well when the sandbox can be reached from other machines.
+      const answer = await fetch("/_sandbox/overview", {
+        cache: "no-store",
+        headers: { "x-cardsync-sandbox-token": TOKEN },
+      });
       if (!answer.ok) throw new Error("status " + answer.status);
       state = await answer.json();
       lastUpdate = Date.now();
