@@ -1447,7 +1447,12 @@ impl PgJournal {
                 &moved,
                 "UPDATE cardsync_requests SET state = 'sent', batch_id = $5, message = NULL,
                      lease_owner = NULL, lease_until = NULL, mac = $4,
-                     next_check = now() + $6 * interval '1 millisecond'
+                     next_check = now() + $6 * interval '1 millisecond',
+                     -- A receiver may have recorded the batch's event before this answer was.
+                     event_id = (SELECT e.event_id FROM cardsync_events e
+                                 WHERE e.batch_id = $5 AND e.trigger_id = 20 LIMIT 1),
+                     ready = EXISTS (SELECT 1 FROM cardsync_events e
+                                     WHERE e.batch_id = $5 AND e.trigger_id = 20)
                  WHERE job_id = $1 AND seq = $2 AND epoch = $3
                    AND (state = 'sending' OR (state = 'sent' AND batch_id = $5))",
                 &[&batch_id, &millis(check_in)],

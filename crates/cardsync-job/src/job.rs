@@ -1094,6 +1094,12 @@ impl Job {
                 deferred.push_back(noted);
                 continue;
             }
+            if request.is_none() && noted.batch_id.is_some() && !self.creating.is_empty() {
+                // A batch's event can come before its POST's answer is recorded (a fast
+                // batch): it may be one of the batches being created; decided once they are.
+                deferred.push_back(noted);
+                continue;
+            }
             let batch_available = Some(Trigger::BatchAvailable.id());
             let batch_error = Some(Trigger::BatchError.id());
             let amex = Some(Trigger::AmexUpdate.id());

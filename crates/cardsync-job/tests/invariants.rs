@@ -338,3 +338,79 @@ fn an_event_is_acknowledged_only_once_recorded_and_a_restart_acts_on_it() {
     );
     assert!(!again.iter().any(|o| matches!(o, Output::Persist(_))));
 }
+
+/// A batch's event can come before the answer to its POST is recorded (a fast batch): it is
+/// kept until the batches being created are, then acted on (the results fetched), not ignored.
+#[test]
+fn an_event_that_comes_before_its_batch_is_recorded_is_acted_on() {
+    use cardsync_job::Wait;
+    use cardsync_proto::server::{Spelling, batch_created, respond};
+    use cardsync_proto::{BatchCreated, BatchState};
+    let (mut store, lease) = planned();
+    let options = JobOptions::new(config())
+        .with_wait(Wait::Webhook)
+        .with_poll_max(Duration::from_secs(3600));
+    let now = Instant::now();
+    let mut job = Job::new(store.load().unwrap(), options, now);
+    let event =
+        cardsync_proto::decode_webhook(br#"{"trigger_id":20,"batch_id":"b-fast","event_id":"e9"}"#)
+            .unwrap();
+    let mut post = None;
+    let mut fetched = None;
+    let mut event_given = false;
+    for _ in 0..200 {
+        let Some(output) = job.poll_output() else {
+            if let Some(call) = post.take() {
+                // The event first, then the POST's answer.
+                if !event_given {
+                    job.handle_event(event.clone(), now);
+                    event_given = true;
+                    post = Some(call);
+                    continue;
+                }
+                let created = respond(
+                    http::StatusCode::OK,
+                    batch_created(
+                        &BatchCreated::new("b-fast", BatchState::Pending),
+                        Spelling::Universal,
+                    ),
+                );
+                job.handle_response(call, Ok(created), now);
+                continue;
+            }
+            break;
+        };
+        match output {
+            Output::Persist(c) => {
+                store.apply(&lease, &c).unwrap();
+                job.handle_persisted(c.id(), now);
+            }
+            Output::LoadCards(seq) => {
+                let cards = store.cards(seq).unwrap();
+                job.handle_cards(seq, cards, now);
+            }
+            Output::Send(call) if call.creates && post.is_none() && !event_given => {
+                post = Some(call.id);
+            }
+            Output::Send(call) if call.request.uri().path() == "/v2/batch/results" => {
+                fetched = Some(call.request.uri().query().unwrap_or("").to_owned());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let query = fetched.expect("the results announced by the early event were fetched");
+    assert!(
+        query.contains("batch_id=b-fast") && query.contains("event_id=e9"),
+        "{query}"
+    );
+    let snapshot = store.load().unwrap();
+    assert!(
+        snapshot
+            .events
+            .iter()
+            .any(|e| e.event_id == "e9" && e.state == cardsync_job::EventState::Handled),
+        "{:?}",
+        snapshot.events
+    );
+}
