@@ -12,7 +12,7 @@ use cardsync_core::Planner;
 use cardsync_hyper::{HyperTransport, Options};
 use cardsync_job::{FileSink, PlanRecorder, Snapshot};
 use cardsync_job_postgres::{
-    Decision, Hook, JobSpec, JobStatus, JournalKey, PgError, PgJournal, Scope, WorkerOptions,
+    Decision, JobSpec, JobStatus, JournalKey, PgError, PgJournal, Scope, WorkerOptions,
 };
 use serde::Serialize;
 
@@ -501,7 +501,7 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
                 .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?,
         );
         let summary =
-            cardsync_job_postgres::work(&journal, transport.clone(), &options, hook()).await.map_err(pg)?;
+            cardsync_job_postgres::work(&journal, transport.clone(), &options).await.map_err(pg)?;
         if summary.waiting_for_decision > 0 {
             let mut decided = 0;
             for (seq, batch_id) in checked_adoptions(&journal, &name, &args.adopt, global).await? {
@@ -513,7 +513,7 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
                 decided += journal.decide(&name, None, &Decision::Abandon).await.map_err(pg)?;
             }
             if decided > 0 {
-                cardsync_job_postgres::work(&journal, transport.clone(), &options, hook())
+                cardsync_job_postgres::work(&journal, transport.clone(), &options)
                     .await
                     .map_err(pg)?;
             }
@@ -528,7 +528,7 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                cardsync_job_postgres::work(&journal, transport.clone(), &options, hook())
+                cardsync_job_postgres::work(&journal, transport.clone(), &options)
                     .await
                     .map_err(pg)?;
                 status = journal.status(&name).await.map_err(pg)?;
@@ -785,45 +785,6 @@ fn worker_name() -> String {
     )
 }
 
-/// The crash hook: `CARDSYNC_CRASH_AT=POINT:N` aborts the process the Nth time a worker lane
-/// reaches POINT (`claimed`, `before-post`, `after-post`, `before-results`, `recorded`), and
-/// `CARDSYNC_FREEZE_AT=POINT:N` stops it there with SIGSTOP, for the kill and freeze tests.
-fn hook() -> Arc<Hook> {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let crash = std::env::var("CARDSYNC_CRASH_AT").ok();
-    let freeze = std::env::var("CARDSYNC_FREEZE_AT").ok();
-    if crash.is_none() && freeze.is_none() {
-        return Arc::new(|_: &str| {});
-    }
-    let counts: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>> = Arc::default();
-    let parse = |spec: &Option<String>| {
-        spec.as_deref().and_then(|s| {
-            let (point, n) = s.split_once(':').unwrap_or((s, "1"));
-            Some((point.to_owned(), n.parse::<u32>().ok()?))
-        })
-    };
-    let (crash, freeze) = (parse(&crash), parse(&freeze));
-    let frozen = Arc::new(AtomicU32::new(0));
-    Arc::new(move |at: &str| {
-        let n = {
-            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
-            let n = counts.entry(at.to_owned()).or_default();
-            *n += 1;
-            *n
-        };
-        if crash.as_ref().is_some_and(|(p, k)| p == at && *k == n) {
-            std::process::abort();
-        }
-        if freeze.as_ref().is_some_and(|(p, k)| p == at && *k == n)
-            && frozen.fetch_add(1, Ordering::SeqCst) == 0
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-STOP", &std::process::id().to_string()])
-                .status();
-        }
-    })
-}
-
 /// `cardsync worker`.
 pub(crate) fn worker<W: Write>(
     args: WorkerArgs,
@@ -849,7 +810,7 @@ pub(crate) fn worker<W: Write>(
             HyperTransport::new(Options::loopback())
                 .map_err(|e| CliError::Usage(format!("cannot set up TLS: {e}")))?,
         );
-        let work = cardsync_job_postgres::work(&journal, transport, &options, hook());
+        let work = cardsync_job_postgres::work(&journal, transport, &options);
         let summary = tokio::select! {
             s = work => s.map_err(pg)?,
             _ = tokio::signal::ctrl_c() => {

@@ -235,52 +235,10 @@ fn meaning(status: &str) -> &'static str {
     }
 }
 
-/// Hooks for the crash and overlap tests: `CARDSYNC_CRASH_AT=point:n` makes the process kill
-/// itself with SIGKILL the n-th time it reaches `point`, and `CARDSYNC_PAUSE_AT=point:n` stops
-/// it with SIGSTOP there (until someone sends SIGCONT). The points: `planned`, `sending`,
-/// `answered`, `sent`, `fetched`, `finishing` (every result recorded, the results file not yet
-/// renamed), `renamed` (renamed, the job not yet recorded as done), `done`, `apply` (every
-/// change committed to the journal), and `recording` (a webhook event about to be committed:
-/// its delivery is not acknowledged yet); each is reached outside any journal transaction.
+/// The crash and freeze points of the process tests (`cardsync_job::hooks`: compiled only for
+/// the tests; nothing in a release build).
 fn crash_point(point: &str) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static COUNTS: [AtomicU32; 10] = [const { AtomicU32::new(0) }; 10];
-    const POINTS: [&str; 10] = [
-        "planned",
-        "sending",
-        "answered",
-        "sent",
-        "fetched",
-        "finishing",
-        "renamed",
-        "done",
-        "apply",
-        "recording",
-    ];
-    let Some(i) = POINTS.iter().position(|p| *p == point) else {
-        return;
-    };
-    let count = COUNTS[i].fetch_add(1, Ordering::SeqCst) + 1;
-    let at = |var: &str| {
-        std::env::var(var).ok().is_some_and(|spec| {
-            spec.split_once(':')
-                .is_some_and(|(name, n)| name == point && n.parse() == Ok(count))
-        })
-    };
-    let signal = |sig: &str| {
-        let pid = std::process::id().to_string();
-        let _ = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status();
-    };
-    if at("CARDSYNC_PAUSE_AT") {
-        signal("-STOP");
-    }
-    if at("CARDSYNC_CRASH_AT") {
-        signal("-KILL");
-        std::thread::sleep(Duration::from_secs(60));
-        std::process::abort();
-    }
+    cardsync_job::hooks::reached(point);
 }
 
 /// The journal, with the crash test's hook after each commit.

@@ -326,6 +326,9 @@ fn four_workers_one_killed_at_a_random_moment_and_another_started() {
 #[cfg(unix)]
 #[test]
 fn a_worker_aborted_at_each_step_repeats_nothing() {
+    if !common::hooks_compiled() {
+        return;
+    }
     let Some(base) = database() else { return };
     for point in [
         "claimed:1",
@@ -354,6 +357,9 @@ fn a_worker_aborted_at_each_step_repeats_nothing() {
 #[cfg(unix)]
 #[test]
 fn a_worker_frozen_past_its_lease_writes_nothing_twice() {
+    if !common::hooks_compiled() {
+        return;
+    }
     let Some(base) = database() else { return };
     for point in ["claimed:1", "after-post:1", "before-results:1"] {
         let tag = format!(

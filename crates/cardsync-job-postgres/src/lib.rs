@@ -59,7 +59,7 @@ pub use cardsync_job::{Decision, Unconfirmed};
 pub use crypto::{JournalKey, KEY_ENV, KEY_FILE_ENV, KeyError, OLD_KEY_ENV, OLD_KEY_FILE_ENV};
 pub use journal::{Claim, JobId, JobSpec, JobStatus, OpenJob, PgJournal, Scope, Work};
 pub use schema::SCHEMA_VERSION;
-pub use worker::{Hook, WorkSummary, WorkerOptions, work};
+pub use worker::{WorkSummary, WorkerOptions, work};
 
 use std::fmt;
 

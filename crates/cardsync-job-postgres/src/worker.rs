@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use cardsync_job::RequestKind;
 use cardsync_job::RequestRecord;
+use cardsync_job::hooks;
 use cardsync_job::rules::{self, Answer, Created, Status};
 use cardsync_proto::Idempotency;
 use cardsync_proto::retry::{Decision as RetryDecision, RetryPolicy};
@@ -151,9 +152,6 @@ pub struct WorkSummary {
     pub skipped: std::collections::BTreeSet<String>,
 }
 
-/// Where the worker is, for crash tests: called at each step with its name.
-pub type Hook = dyn Fn(&str) + Send + Sync;
-
 /// The jobs a worker can work on, and the merchant keys it holds for them (by environment
 /// variable): a job must be for the worker's own base URL, under a journal key it holds, and
 /// its merchant's fingerprint must match the key (so that a wrong key is never used). The
@@ -213,7 +211,6 @@ pub async fn work<T>(
     journal: &PgJournal,
     transport: Arc<T>,
     options: &WorkerOptions,
-    hook: Arc<Hook>,
 ) -> Result<WorkSummary, PgError>
 where
     T: Transport + Send + Sync + 'static,
@@ -224,8 +221,7 @@ where
         let transport = transport.clone();
         let mut options = options.clone();
         options.name = format!("{}/{lane}", options.name);
-        let hook = hook.clone();
-        tasks.spawn(async move { lane_loop(&journal, &*transport, &options, &*hook).await });
+        tasks.spawn(async move { lane_loop(&journal, &*transport, &options).await });
     }
     let mut summary = WorkSummary::default();
     let mut first_error = None;
@@ -306,7 +302,6 @@ async fn lane_loop<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
     options: &WorkerOptions,
-    hook: &Hook,
 ) -> Result<WorkSummary, PgError> {
     let started = tokio::time::Instant::now();
     let mut summary = WorkSummary::default();
@@ -314,7 +309,7 @@ async fn lane_loop<T: Transport + Sync>(
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         let claims = summary.claims;
-        match lane_run(journal, transport, options, hook, &mut summary).await {
+        match lane_run(journal, transport, options, &mut summary).await {
             Ok(()) => {
                 summary.busy = started.elapsed();
                 return Ok(summary);
@@ -342,7 +337,6 @@ async fn lane_run<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
     options: &WorkerOptions,
-    hook: &Hook,
     summary: &mut WorkSummary,
 ) -> Result<(), PgError> {
     let mut keys = HashMap::new();
@@ -405,7 +399,7 @@ async fn lane_run<T: Transport + Sync>(
             send = matches!(claim.work, Work::Send { .. }),
             "claimed"
         );
-        hook("claimed");
+        hooks::reached_by(&options.name, "claimed");
         let Some(key) = keys.get(&claim.key_env).cloned() else {
             // Its job's key went away since the scope was read: hand the claim back at once.
             let handed_back = hand_back(journal, &claim).await;
@@ -429,14 +423,12 @@ async fn lane_run<T: Transport + Sync>(
         }
         let config = Config::new(options.base_url.clone()).with_merchant_key(key);
         let step = match &claim.work {
-            Work::Send { .. } => {
-                send(journal, transport, options, &config, &claim, summary, hook).await
-            }
+            Work::Send { .. } => send(journal, transport, options, &config, &claim, summary).await,
             Work::Check { .. } => {
-                check(journal, transport, options, &config, &claim, summary, hook).await
+                check(journal, transport, options, &config, &claim, summary).await
             }
             Work::Update { .. } => {
-                update(journal, transport, options, &config, &claim, summary, hook).await
+                update(journal, transport, options, &config, &claim, summary).await
             }
         };
         match step {
@@ -524,7 +516,6 @@ async fn update<T: Transport + Sync>(
     config: &Config,
     claim: &Claim,
     summary: &mut WorkSummary,
-    hook: &Hook,
 ) -> Result<(), PgError> {
     let Work::Update { event_id } = &claim.work else {
         return Ok(());
@@ -560,14 +551,14 @@ async fn update<T: Transport + Sync>(
     match rules::read_results(&what, answer, SystemTime::now()) {
         Ok(results) => {
             let rows = rules::update_rows(event_id, results);
-            hook("before-results");
+            hooks::reached_by(&options.name, "before-results");
             timed(
                 &mut summary.journal,
                 persist(|| journal.update_completed(claim, &rows)),
             )
             .await?;
             summary.completed += 1;
-            hook("recorded");
+            hooks::reached_by(&options.name, "recorded");
         }
         // The event stays to fetch: tried again later.
         Err(e) => {
@@ -649,7 +640,6 @@ async fn send<T: Transport + Sync>(
     config: &Config,
     claim: &Claim,
     summary: &mut WorkSummary,
-    hook: &Hook,
 ) -> Result<(), PgError> {
     let Work::Send { cards } = &claim.work else {
         return Ok(());
@@ -679,7 +669,7 @@ async fn send<T: Transport + Sync>(
         .await;
         return Err(e);
     }
-    hook("before-post");
+    hooks::reached_by(&options.name, "before-post");
     let idempotency = rules::create_idempotency(claim.kind);
     let answer = match call_retried(
         journal,
@@ -703,7 +693,7 @@ async fn send<T: Transport + Sync>(
             return Err(e);
         }
     };
-    hook("after-post");
+    hooks::reached_by(&options.name, "after-post");
     let created = rules::read_create(claim.kind, &answer, SystemTime::now());
     tracing::debug!(job = %claim.job_name, request = claim.seq, answer = ?created, "posted");
     match created {
@@ -759,7 +749,7 @@ async fn send<T: Transport + Sync>(
             summary.unconfirmed += 1;
         }
     }
-    hook("recorded");
+    hooks::reached_by(&options.name, "recorded");
     Ok(())
 }
 
@@ -770,7 +760,6 @@ async fn check<T: Transport + Sync>(
     config: &Config,
     claim: &Claim,
     summary: &mut WorkSummary,
-    hook: &Hook,
 ) -> Result<(), PgError> {
     let Work::Check {
         batch_id,
@@ -879,14 +868,14 @@ async fn check<T: Transport + Sync>(
         None
     };
     let rows = rules::batch_rows(&record_of(claim), results, sent.as_deref());
-    hook("before-results");
+    hooks::reached_by(&options.name, "before-results");
     timed(
         &mut summary.journal,
         persist(|| journal.completed(claim, &rows)),
     )
     .await?;
     summary.completed += 1;
-    hook("recorded");
+    hooks::reached_by(&options.name, "recorded");
     Ok(())
 }
 

@@ -755,9 +755,12 @@ impl Job {
     fn release_changed(&mut self, changes: &[Change]) {
         for change in changes {
             if let Change::Request(u) = change {
+                // A call waiting for its place among the `concurrency` of its kind is under
+                // way too: forgetting it would start the same fetch a second time.
                 let still = self
                     .calls
                     .values()
+                    .chain(self.queued.iter())
                     .any(|p| purpose_seq(&p.purpose) == Some(u.seq))
                     || self
                         .retries
@@ -1045,6 +1048,12 @@ impl Job {
         let Some(record) = self.record(seq).cloned() else {
             return;
         };
+        if record.state.is_final() {
+            // Recorded already (a second answer for one request): written once, counted once.
+            debug_assert!(false, "request {seq}'s results came twice");
+            self.busy.remove(&seq);
+            return;
+        }
         let Rows { rows, tallies } = rules::batch_rows(&record, results, sent);
         self.polls.remove(&seq);
         // Invariant: the rows go to the sink before the persist that records them.

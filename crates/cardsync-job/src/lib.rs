@@ -135,6 +135,7 @@
 #![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 mod driver;
+pub mod hooks;
 mod job;
 mod model;
 pub mod rules;

@@ -194,3 +194,20 @@ pub(crate) fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bo
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The tests that stop `cardsync` at one of its steps (`CARDSYNC_CRASH_AT`,
+/// `CARDSYNC_FREEZE_AT`) need the crash points compiled in: skipped without the `test-hooks`
+/// feature (which the README's test command turns on), except under `CI=true`.
+pub(crate) fn hooks_compiled() -> bool {
+    if cfg!(feature = "test-hooks") {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: run the tests with --features cardsync-cli/test-hooks (README)"
+    );
+    eprintln!(
+        "skipped: the crash points are compiled only with --features cardsync-cli/test-hooks"
+    );
+    false
+}
