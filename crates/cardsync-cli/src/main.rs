@@ -21,6 +21,7 @@ mod remote;
 mod report;
 mod sandbox;
 mod shared;
+mod show;
 mod sync;
 
 use std::io::{self, IsTerminal};
@@ -164,7 +165,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let (exit, say) = e.exit();
             if say {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", show::message(&e.to_string()));
             }
             exit.into()
         }
