@@ -22,6 +22,7 @@ use crate::files::{Format, RowFile};
 use crate::pipeline::{check_rows, plan_options, runtime};
 use crate::remote::remote_error;
 use crate::report::Reporter;
+use crate::show;
 use crate::sync::{self, RESULT_COLUMNS, Wait};
 
 /// Plans a file and returns its requests, reporting invalid rows. Returns the number of
@@ -40,13 +41,14 @@ fn plan_file<W: Write>(
         file,
         &mut Planner::new(options),
         &mut reporter,
-        false,
+        crate::pipeline::ShowValid::None,
         |_, request| {
             requests.push(request);
             Ok(())
         },
     )?;
     reporter.rejects_note()?;
+    reporter.warnings_note()?;
     let invalid = reporter.summary().invalid;
     Ok((requests, invalid, reporter.into_inner()))
 }
@@ -102,12 +104,13 @@ pub(crate) fn submit<W: Write>(
                             out,
                             "{}",
                             json!({"request": seq, "route": "batch", "batch_id": created.batch_id,
-                                   "status": created.status.as_str(), "cards": cards})
+                                   "status": show::json(created.status.as_str()), "cards": cards})
                         )?,
                         OutputFormat::Text => writeln!(
                             out,
                             "request {seq}: batch {} created ({cards} cards, {})",
-                            created.batch_id, created.status
+                            show::plain(&created.batch_id),
+                            show::text(created.status.as_str())
                         )?,
                     }
                 }
@@ -137,19 +140,24 @@ pub(crate) fn status<W: Write>(
             "{}",
             json!({
                 "batch_id": info.batch_id.as_deref().unwrap_or(batch_id),
-                "status": info.status.as_str(),
-                "created_at": info.created_at,
-                "updated_at": info.updated_at,
+                "status": show::json(info.status.as_str()),
+                "created_at": info.created_at.as_deref().map(show::json),
+                "updated_at": info.updated_at.as_deref().map(show::json),
                 "stats": stats_rows(stats).into_iter().collect::<std::collections::BTreeMap<_, _>>(),
             })
         )?,
         OutputFormat::Text => {
-            writeln!(out, "batch {batch_id}: {}", info.status)?;
+            writeln!(
+                out,
+                "batch {}: {}",
+                show::plain(batch_id),
+                show::text(info.status.as_str())
+            )?;
             if let Some(t) = &info.created_at {
-                writeln!(out, "  created  {t}")?;
+                writeln!(out, "  created  {}", show::text(t))?;
             }
             if let Some(t) = &info.updated_at {
-                writeln!(out, "  updated  {t}")?;
+                writeln!(out, "  updated  {}", show::text(t))?;
             }
             for (name, n) in stats_rows(stats) {
                 if n > 0 {
@@ -266,25 +274,32 @@ fn print_results<W: Write>(
     results: &Results,
     rows: bool,
 ) -> Result<(), CliError> {
-    let counts: Vec<(String, u64)> = cardsync_job::status_counts(results).into_iter().collect();
+    // Every text here is CardSync's: the ids are the merchant's as echoed back, the rest free
+    // text; all of it is masked (and escaped on the terminal).
+    let counts: Vec<(String, u64)> = cardsync_job::status_counts(results)
+        .into_iter()
+        .map(|(s, n)| (show::json(&s).into_owned(), n))
+        .collect();
     for card in results.cards.iter().filter(|_| rows) {
         let status = card.status.as_ref().map_or("(none)", UpdateStatus::as_str);
         let masked = card.card.masked();
+        let (exp, se) = (card.exp.as_deref(), card.se_number.as_deref());
         match global.output {
             OutputFormat::Json => writeln!(
                 out,
                 "{}",
-                json!({"id": card.id, "status": status, "card": masked.as_str(),
-                       "exp": card.exp, "se_number": card.se_number})
+                json!({"id": show::json(&card.id), "status": show::json(status),
+                       "card": masked.as_str(), "exp": exp.map(show::json),
+                       "se_number": se.map(show::json)})
             )?,
             OutputFormat::Text => writeln!(
                 out,
                 "{:<20} {:<16} {:<20} {:<7} {}",
-                card.id,
-                status,
+                show::text(&card.id),
+                show::text(status),
                 masked,
-                card.exp.as_deref().unwrap_or(""),
-                card.se_number.as_deref().unwrap_or("")
+                show::text(exp.unwrap_or("")),
+                show::text(se.unwrap_or(""))
             )?,
         }
     }
@@ -292,15 +307,19 @@ fn print_results<W: Write>(
         OutputFormat::Json => writeln!(
             out,
             "{}",
-            json!({"status": results.status.as_str(), "results": results.cards.len(), "by_status": counts})
+            json!({"status": show::json(results.status.as_str()), "results": results.cards.len(),
+                   "by_status": counts})
         )?,
         OutputFormat::Text => {
-            let by: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            let by: Vec<String> = counts
+                .iter()
+                .map(|(s, n)| format!("{} {n}", show::text(s)))
+                .collect();
             writeln!(
                 out,
                 "{} results ({}): {}",
                 results.cards.len(),
-                results.status,
+                show::text(results.status.as_str()),
                 by.join(", ")
             )?;
         }
@@ -471,7 +490,7 @@ pub(crate) fn merchant<W: Write>(
             let enrollment: MerchantEnrollment =
                 serde_json::from_slice(&text).map_err(|e| CliError::Input {
                     path: file.clone(),
-                    message: format!("not a merchant enrollment: {e}"),
+                    message: format!("not a merchant enrollment: {}", show::json(&e.to_string())),
                 })?;
             let enrolled = runtime()?
                 .block_on(client.enroll_merchant(&cardsync_proto::EnrollMerchant::new(enrollment)))
@@ -482,13 +501,18 @@ pub(crate) fn merchant<W: Write>(
                     out,
                     "{}",
                     json!({"merchant_id": enrolled.merchant_id, "api_key": key,
-                           "created_at": enrolled.created_at})
+                           "created_at": enrolled.created_at.as_deref().map(show::json)})
                 )?,
                 OutputFormat::Text => {
-                    writeln!(out, "merchant {} enrolled", enrolled.merchant_id)?;
                     writeln!(
                         out,
-                        "api key: {key}\n(store it in your secret store now; it is not shown again)"
+                        "merchant {} enrolled",
+                        show::plain(&enrolled.merchant_id)
+                    )?;
+                    writeln!(
+                        out,
+                        "api key: {}\n(store it in your secret store now; it is not shown again)",
+                        show::plain(key)
                     )?;
                 }
             }
@@ -502,17 +526,21 @@ pub(crate) fn merchant<W: Write>(
                     out,
                     "{}",
                     json!({"merchant_id": status.merchant_id.as_deref().unwrap_or(&merchant_id),
-                           "enrollment": status.enrollment, "status": status.status,
-                           "message": status.message})
+                           "enrollment": status.enrollment.as_deref().map(show::json),
+                           "status": status.status.as_deref().map(show::json),
+                           "message": status.message.as_deref().map(show::json)})
                 )?,
                 OutputFormat::Text => writeln!(
                     out,
-                    "merchant {merchant_id}: {}",
-                    status
-                        .enrollment
-                        .as_deref()
-                        .or(status.message.as_deref())
-                        .unwrap_or("(no status given)")
+                    "merchant {}: {}",
+                    show::plain(&merchant_id),
+                    show::text(
+                        status
+                            .enrollment
+                            .as_deref()
+                            .or(status.message.as_deref())
+                            .unwrap_or("(no status given)")
+                    )
                 )?,
             }
         }
@@ -734,10 +762,10 @@ fn print_demo_cards(results: &Path) -> Result<(), CliError> {
         writeln!(
             out,
             "{:<14} {:<20} {:<16} {:<7} {route}",
-            row.get(0).unwrap_or(""),
+            show::text(row.get(0).unwrap_or("")),
             card.as_str(),
-            row.get(1).unwrap_or(""),
-            row.get(3).unwrap_or(""),
+            show::text(row.get(1).unwrap_or("")),
+            show::text(row.get(3).unwrap_or("")),
         )?;
     }
     out.flush()?;

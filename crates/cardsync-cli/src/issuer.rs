@@ -247,9 +247,10 @@ pub(crate) fn run<W: Write>(
                 )?,
                 OutputFormat::Text => writeln!(
                     out,
-                    "card {} ({}, {exp}) registered as {card_id}",
+                    "card {} ({}, {exp}) registered as {}",
                     pan.masked(),
-                    pan.brand()
+                    pan.brand(),
+                    crate::show::plain(card_id)
                 )?,
             }
         }
@@ -347,8 +348,9 @@ pub(crate) fn run<W: Write>(
                 )?,
                 OutputFormat::Text => writeln!(
                     out,
-                    "{count} card{} of account {account} sent to the issuer feed (request {id})",
-                    if count == 1 { "" } else { "s" }
+                    "{count} card{} of account {account} sent to the issuer feed (request {})",
+                    if count == 1 { "" } else { "s" },
+                    crate::show::plain(&id)
                 )?,
             }
         }
@@ -377,17 +379,17 @@ fn print_card<W: Write>(
             writeln!(
                 out,
                 "card {} ({}…{}) is {}{}",
-                d.id.as_deref().unwrap_or("?"),
-                d.bin.as_deref().unwrap_or(""),
-                d.last_four.as_deref().unwrap_or(""),
-                status.as_deref().unwrap_or("?"),
+                crate::show::plain(d.id.as_deref().unwrap_or("?")),
+                crate::show::text(d.bin.as_deref().unwrap_or("")),
+                crate::show::text(d.last_four.as_deref().unwrap_or("")),
+                crate::show::text(status.as_deref().unwrap_or("?")),
                 d.status_reason
                     .as_ref()
-                    .map(|r| format!(" ({}: {})", r.as_str(), r.description()))
+                    .map(|r| format!(" ({}: {})", crate::show::text(r.as_str()), r.description()))
                     .unwrap_or_default()
             )?;
             if let Some(to) = &d.reissued_to_id {
-                writeln!(out, "reissued as card {to}")?;
+                writeln!(out, "reissued as card {}", crate::show::plain(to))?;
             }
         }
     }

@@ -662,7 +662,11 @@ fn finish_fetch<W: Write>(
                 .due
                 .insert(key.clone(), (Instant::now() + pause, tries));
             // Not handled: nothing is written to events.jsonl, and the event stays recorded.
-            tracing::warn!(event = %key, error = %error, "results not fetched; trying again");
+            tracing::warn!(
+                event = %crate::show::plain(&key),
+                error = %crate::show::plain(&error),
+                "results not fetched; trying again"
+            );
             let record = json!({
                 "trigger_id": noted.trigger,
                 "event_id": event_id_of(&key),
@@ -675,8 +679,9 @@ fn finish_fetch<W: Write>(
                 OutputFormat::Json => writeln!(out, "{record}")?,
                 OutputFormat::Text => writeln!(
                     out,
-                    "event {}: not handled yet: {error}; trying again in {} s",
-                    event_id_of(&key).unwrap_or(&key),
+                    "event {}: not handled yet: {}; trying again in {} s",
+                    crate::show::plain(event_id_of(&key).unwrap_or(&key)),
+                    crate::show::plain(&error),
                     pause.as_secs()
                 )?,
             }
@@ -713,21 +718,19 @@ fn done<W: Write>(
         record["note"] = json!(note);
     }
     lock(book).handled(key, &record.to_string())?;
+    // Event ids, batch ids and errors are the sender's text: escaped on the terminal.
+    let event = crate::show::plain(event_id_of(key).unwrap_or(key));
     match global.output {
         OutputFormat::Json => writeln!(out, "{record}")?,
         OutputFormat::Text => match (file, error) {
-            (Some(f), _) if note.is_some() => writeln!(
-                out,
-                "event {}: results already in {}",
-                event_id_of(key).unwrap_or(key),
-                f.display()
-            )?,
+            (Some(f), _) if note.is_some() => {
+                writeln!(out, "event {event}: results already in {}", f.display())?
+            }
             (Some(f), _) => writeln!(out, "results written to {}", f.display())?,
-            (None, Some(e)) => writeln!(out, "event {}: {e}", event_id_of(key).unwrap_or(key))?,
+            (None, Some(e)) => writeln!(out, "event {event}: {}", crate::show::plain(e))?,
             (None, None) => writeln!(
                 out,
-                "event {}: {}",
-                event_id_of(key).unwrap_or(key),
+                "event {event}: {}",
                 noted
                     .trigger
                     .and_then(Trigger::from_id)

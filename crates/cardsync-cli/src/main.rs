@@ -21,6 +21,7 @@ mod remote;
 mod report;
 mod sandbox;
 mod shared;
+mod show;
 mod sync;
 
 use std::io::{self, IsTerminal};
@@ -63,15 +64,16 @@ enum Command {
     ///
     /// FILE is CSV with a header naming the columns id, card, exp and (for American Express)
     /// se_number, in any order and case; or JSON Lines (.jsonl) with the same keys; or - for
-    /// CSV on standard input. Exits 0 when every row is valid, 1 when any is not.
+    /// CSV on standard input. Exits 0 when every row is valid, 1 when any is not (warnings,
+    /// such as an id that looks like a card number, do not count).
     Validate {
         /// The card file.
         file: PathBuf,
         /// SE number for American Express rows that have none.
         #[arg(long, value_name = "SE")]
         se_number: Option<String>,
-        /// Show every row on a terminal too (there, only the problem rows are shown by
-        /// default; piped or with --output json, every row always is).
+        /// Show every row on a terminal too (there, only the rows with problems or warnings
+        /// are shown by default; piped or with --output json, every row always is).
         #[arg(long)]
         all: bool,
     },
@@ -169,7 +171,7 @@ fn main() -> ExitCode {
         Err(e) => {
             let (exit, say) = e.exit();
             if say {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", show::message(&e.to_string()));
             }
             exit.into()
         }

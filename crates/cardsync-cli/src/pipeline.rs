@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use cardsync_core::{
-    AcceptedRow, PlanOptions, PlannedRequest, Planner, Record, RowVerdict, SeNumber, mask_card_text,
+    AcceptedRow, PlanOptions, PlannedRequest, Planner, Record, RowVerdict, RowWarnings, SeNumber,
+    mask_card_text,
 };
 
 use crate::error::{CliError, Exit};
@@ -39,8 +40,19 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
         .map_err(CliError::Runtime)
 }
 
-/// Feeds every row of `file` to `planner` and reports it; `print_valid` says whether valid rows
-/// are printed or only counted. Requests are handed to `on_request` as they become ready, and
+/// Which valid rows [`check_rows`] prints (invalid rows are always reported).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ShowValid {
+    /// Every one.
+    Every,
+    /// Those with a warning (`validate` on a terminal).
+    Warned,
+    /// None: they are only counted.
+    None,
+}
+
+/// Feeds every row of `file` to `planner` and reports it; `show` says which valid rows are
+/// printed (the others are only counted). Requests are handed to `on_request` as they become ready, and
 /// the partly filled ones at the end.
 ///
 /// Rows are read and checked on a second thread, which also prepares the line of every row
@@ -50,19 +62,21 @@ pub(crate) fn check_rows<W: Write>(
     file: &Path,
     planner: &mut Planner,
     reporter: &mut Reporter<W>,
-    print_valid: bool,
+    show: ShowValid,
     mut on_request: impl FnMut(&mut Reporter<W>, PlannedRequest) -> Result<(), CliError>,
 ) -> Result<(), CliError> {
     let mut estimate = input::estimate_rows(file);
     let checker = planner.checker();
     let format = reporter.format();
     let render = move |record: &Record<'_>, a: &AcceptedRow, out: &mut Vec<u8>| {
-        report::render_valid(format, out, record.id, a);
+        if show == ShowValid::Every || !a.warnings.is_empty() {
+            report::render_valid(format, out, record.id, a);
+        }
     };
     let ahead = input::Ahead {
         checker: &checker,
         first_row: planner.rows() + 1,
-        render: print_valid.then_some(&render as input::Render<'_>),
+        render: (show != ShowValid::None).then_some(&render as input::Render<'_>),
     };
     input::for_each_block(file, &ahead, |prepared| {
         // Make room for the duplicate check once the reader is under way, so that the two
@@ -115,6 +129,7 @@ pub(crate) fn check_rows<W: Write>(
                 card: mask_card_text(&row.card),
                 brand: None,
                 reasons: vec![(row.code, row.message.clone())],
+                warnings: RowWarnings::of_id(&row.id),
             })?;
             at += 1;
         }
@@ -127,8 +142,8 @@ pub(crate) fn check_rows<W: Write>(
     Ok(())
 }
 
-/// `validate`: every row's verdict, or (`every_row` false) only the problem rows, then the
-/// summary.
+/// `validate`: every row's verdict, or (`every_row` false) only the rows with problems or
+/// warnings, then the summary.
 pub(crate) fn validate<W: Write>(
     file: &Path,
     options: PlanOptions,
@@ -140,7 +155,11 @@ pub(crate) fn validate<W: Write>(
         file,
         &mut Planner::new(options.with_requests(false)),
         &mut reporter,
-        every_row,
+        if every_row {
+            ShowValid::Every
+        } else {
+            ShowValid::Warned
+        },
         |_, _| Ok(()),
     )?;
     Ok(Exit::for_invalid(reporter.finish()?.invalid).into())
@@ -155,7 +174,7 @@ pub(crate) fn plan<W: Write>(
         file,
         &mut Planner::new(options),
         &mut reporter,
-        false,
+        ShowValid::None,
         |reporter, request| Ok(reporter.request(&request)?),
     )?;
     Ok(Exit::for_invalid(reporter.finish()?.invalid).into())

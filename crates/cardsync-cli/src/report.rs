@@ -1,14 +1,16 @@
 //! What `validate` and `plan` print: a readable table, or one JSON object per line.
 //!
-//! Card numbers reach this module only masked ([`PanFragment`]), and ids are printed with any
-//! run of twelve or more digits masked, in case a card number sits in the id column.
+//! Card numbers reach this module only masked ([`PanFragment`]); ids go through
+//! [`crate::show`] (anything that looks like a card number masked, control characters escaped
+//! on the terminal), on the terminal, in JSON output and in the rejects file.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use cardsync_core::{
-    AcceptedRow, Brand, PanFragment, PlannedRequest, RejectedRow, RouteKind, redact_digit_runs,
+    AcceptedRow, Brand, PanFragment, PlannedRequest, RejectedRow, RouteKind, RowWarning,
+    RowWarnings,
 };
 use serde::Serialize;
 
@@ -24,6 +26,7 @@ pub(crate) struct Problem<'a> {
     pub(crate) brand: Option<Brand>,
     /// (code, message) pairs.
     pub(crate) reasons: Vec<(&'static str, String)>,
+    pub(crate) warnings: RowWarnings,
 }
 
 impl<'a> From<&'a RejectedRow> for Problem<'a> {
@@ -38,6 +41,7 @@ impl<'a> From<&'a RejectedRow> for Problem<'a> {
                 .iter()
                 .map(|reason| (reason.code(), reason.to_string()))
                 .collect(),
+            warnings: r.warnings,
         }
     }
 }
@@ -54,6 +58,9 @@ pub(crate) struct Summary {
     #[serde(serialize_with = "brand_map")]
     pub(crate) brands: [u64; Brand::ALL.len()],
     pub(crate) errors: BTreeMap<&'static str, u64>,
+    /// Rows (valid or not) per warning code.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) warnings: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) requests: Option<RequestCounts>,
 }
@@ -83,7 +90,14 @@ pub(crate) struct RequestCounts {
 }
 
 impl Summary {
-    fn count_valid(&mut self, brand: Brand, route: RouteKind) {
+    fn count_warnings(&mut self, warnings: RowWarnings) {
+        for w in warnings.iter() {
+            *self.warnings.entry(w.code()).or_default() += 1;
+        }
+    }
+
+    fn count_valid(&mut self, brand: Brand, route: RouteKind, warnings: RowWarnings) {
+        self.count_warnings(warnings);
         self.rows += 1;
         self.valid += 1;
         match route {
@@ -101,6 +115,7 @@ impl Summary {
     }
 
     fn count_invalid(&mut self, problem: &Problem<'_>) {
+        self.count_warnings(problem.warnings);
         self.rows += 1;
         self.invalid += 1;
         for (code, _) in &problem.reasons {
@@ -119,6 +134,8 @@ struct InvalidJson<'a> {
     card: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     brand: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -144,9 +161,10 @@ struct SummaryJson<'a> {
 /// be prepared on the thread that checks rows (see [`Reporter::valid`]).
 ///
 /// The JSON line is written by hand: it is the one line printed for nearly every row of a
-/// large file, and its fields are known. Only the id can need escaping.
+/// large file, and its fields are known. Only the id can need escaping. The id is masked when
+/// the row has the `id_card_number` warning (the checker ran the rule on it already).
 pub(crate) fn render_valid(format: OutputFormat, out: &mut Vec<u8>, id: &str, a: &AcceptedRow) {
-    let id = redact_digit_runs(id);
+    let id = crate::show::checked_id(id, a.warnings, format);
     match format {
         OutputFormat::Json => {
             out.extend_from_slice(b"{\"row\":");
@@ -163,17 +181,39 @@ pub(crate) fn render_valid(format: OutputFormat, out: &mut Vec<u8>, id: &str, a:
             push_two_digits(out, a.exp.year() % 100);
             out.extend_from_slice(b"\",\"route\":\"");
             out.extend_from_slice(a.route.as_str().as_bytes());
-            out.extend_from_slice(b"\"}\n");
+            out.push(b'"');
+            for (i, w) in a.warnings.iter().enumerate() {
+                out.extend_from_slice(if i == 0 { b",\"warnings\":[\"" } else { b",\"" });
+                out.extend_from_slice(w.code().as_bytes());
+                out.push(b'"');
+            }
+            if !a.warnings.is_empty() {
+                out.push(b']');
+            }
+            out.extend_from_slice(b"}\n");
         }
         OutputFormat::Text => {
             // Writing to a Vec cannot fail.
             let _ = writeln!(
                 out,
-                "{:>7}  {id:<20} {:<20} {}  {:<16} {:<12} ok",
-                a.row, a.card, a.exp, a.brand, a.route
+                "{:>7}  {id:<20} {:<20} {}  {:<16} {:<12} ok{}",
+                a.row,
+                a.card,
+                a.exp,
+                a.brand,
+                a.route,
+                warning_text(a.warnings)
             );
         }
     }
+}
+
+/// The warnings of a row for the RESULT column: `; code: message` each.
+fn warning_text(warnings: RowWarnings) -> String {
+    warnings
+        .iter()
+        .map(|w: RowWarning| format!("; {}: {w}", w.code()))
+        .collect()
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
@@ -349,6 +389,39 @@ impl<W: Write> Reporter<W> {
         }
     }
 
+    /// After the rows, for the commands that do not print valid rows (`sync`, `submit`, `job
+    /// create`): how many rows had each warning (text), or one JSON line with the same;
+    /// nothing when none had any.
+    pub(crate) fn warnings_note(&mut self) -> io::Result<()> {
+        let warnings = &self.summary.warnings;
+        if warnings.is_empty() {
+            return Ok(());
+        }
+        match self.format {
+            OutputFormat::Json => {
+                serde_json::to_writer(&mut self.out, &serde_json::json!({ "warnings": warnings }))?;
+                self.out.write_all(b"\n")
+            }
+            OutputFormat::Text => {
+                for w in RowWarning::ALL {
+                    let Some(n) = warnings.get(w.code()) else {
+                        continue;
+                    };
+                    let what = match w {
+                        RowWarning::IdCardNumber => {
+                            "the id looks like a card number. Such ids are masked wherever \
+                             cardsync shows or writes them except the results file, which keeps \
+                             them as given; valid rows are planned all the same"
+                        }
+                        _ => "",
+                    };
+                    writeln!(self.out, "\n{n} rows warned of ({}): {what}", w.code())?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn json(&mut self, value: &impl Serialize) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")
@@ -369,7 +442,7 @@ impl<W: Write> Reporter<W> {
     /// A valid row, with the line [`render_valid`] prepared for it: `validate` prints these;
     /// `plan` only counts them, and passes an empty line.
     pub(crate) fn valid(&mut self, a: &AcceptedRow, line: &[u8]) -> io::Result<()> {
-        self.summary.count_valid(a.brand, a.route);
+        self.summary.count_valid(a.brand, a.route, a.warnings);
         if line.is_empty() {
             return Ok(());
         }
@@ -380,7 +453,8 @@ impl<W: Write> Reporter<W> {
     /// A row that could not be used.
     pub(crate) fn invalid(&mut self, problem: &Problem<'_>) -> io::Result<()> {
         self.summary.count_invalid(problem);
-        let id = redact_digit_runs(problem.id);
+        // The rejects file and JSON output: masked; the terminal: escaped as well.
+        let id = crate::show::json(problem.id);
         self.write_reject(problem, &id);
         if self.format == OutputFormat::Text
             && let Some(r) = &self.rejects
@@ -397,6 +471,7 @@ impl<W: Write> Reporter<W> {
                 messages: problem.reasons.iter().map(|(_, m)| m.as_str()).collect(),
                 card: problem.card.as_str(),
                 brand: problem.brand.map(Brand::as_str),
+                warnings: problem.warnings.iter().map(RowWarning::code).collect(),
             }),
             OutputFormat::Text => {
                 self.table_header()?;
@@ -407,10 +482,15 @@ impl<W: Write> Reporter<W> {
                     .map(|(code, message)| format!("{code}: {message}"))
                     .collect::<Vec<_>>()
                     .join("; ");
+                let id = crate::show::text(&id);
                 writeln!(
                     self.out,
-                    "{:>7}  {id:<20} {:<20} {:<5}  {brand:<16} {:<12} {result}",
-                    problem.row, problem.card, "", ""
+                    "{:>7}  {id:<20} {:<20} {:<5}  {brand:<16} {:<12} {result}{}",
+                    problem.row,
+                    problem.card,
+                    "",
+                    "",
+                    warning_text(problem.warnings)
                 )
             }
         }
@@ -521,6 +601,11 @@ impl<W: Write> Reporter<W> {
                     let errors: Vec<String> =
                         s.errors.iter().map(|(c, n)| format!("{c} {n}")).collect();
                     writeln!(self.out, "problems: {}", errors.join(", "))?;
+                }
+                if !s.warnings.is_empty() {
+                    let warnings: Vec<String> =
+                        s.warnings.iter().map(|(c, n)| format!("{c} {n}")).collect();
+                    writeln!(self.out, "warnings: {}", warnings.join(", "))?;
                 }
                 if let Some(r) = &s.requests {
                     writeln!(

@@ -364,16 +364,23 @@ async fn plan_job<W: Write>(
     let mut requests = 0u64;
     // Reading and planning is blocking work; each planned request is stored as it comes.
     tokio::task::block_in_place(|| {
-        crate::pipeline::check_rows(input.file, &mut planner, reporter, false, |_, request| {
-            requests += 1;
-            let changes = recorder.request(request);
-            let left_out = handle
-                .block_on(journal.apply_plan(job, &changes))
-                .map_err(pg)?;
-            duplicates += left_out.len() as u64;
-            Ok(())
-        })
+        crate::pipeline::check_rows(
+            input.file,
+            &mut planner,
+            reporter,
+            crate::pipeline::ShowValid::None,
+            |_, request| {
+                requests += 1;
+                let changes = recorder.request(request);
+                let left_out = handle
+                    .block_on(journal.apply_plan(job, &changes))
+                    .map_err(pg)?;
+                duplicates += left_out.len() as u64;
+                Ok(())
+            },
+        )
     })?;
+    reporter.warnings_note()?;
     let invalid = reporter.summary().invalid;
     journal
         .finish_plan(job, planner.rows(), invalid, duplicates)
@@ -661,7 +668,8 @@ struct StatusOut<'a> {
     duplicates: u64,
     requests: &'a std::collections::BTreeMap<String, u64>,
     cards: &'a std::collections::BTreeMap<String, u64>,
-    results: &'a std::collections::BTreeMap<String, u64>,
+    /// By status word: CardSync's text, masked as any outside text is.
+    results: std::collections::BTreeMap<String, u64>,
     in_flight: u64,
     finished: bool,
     unconfirmed: Vec<serde_json::Value>,
@@ -678,7 +686,11 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
                 duplicates: s.duplicates,
                 requests: &s.requests,
                 cards: &s.cards,
-                results: &s.results,
+                results: s
+                    .results
+                    .iter()
+                    .map(|(k, n)| (crate::show::json(k).into_owned(), *n))
+                    .collect(),
                 in_flight: s.in_flight,
                 finished: s.finished(),
                 unconfirmed: s
@@ -721,7 +733,11 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
                     requests.join(", ")
                 }
             )?;
-            let results: Vec<String> = s.results.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let results: Vec<String> = s
+                .results
+                .iter()
+                .map(|(k, n)| format!("{} {n}", crate::show::text(k)))
+                .collect();
             writeln!(
                 out,
                 "results: {}",
@@ -745,14 +761,14 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
                     u.cards,
                     u.message
                         .as_deref()
-                        .map(|m| format!(": {m}"))
+                        .map(|m| format!(": {}", crate::show::plain(m)))
                         .unwrap_or_default()
                 )?;
                 if !u.late_batch_ids.is_empty() {
                     write!(
                         out,
                         "; a worker reported batch {} after its claim ran out",
-                        u.late_batch_ids.join(", ")
+                        crate::show::plain(&u.late_batch_ids.join(", "))
                     )?;
                 }
                 writeln!(out)?;
@@ -924,10 +940,17 @@ pub(crate) fn listen<W: Write>(
                 )?,
                 OutputFormat::Text if new => writeln!(
                     out,
-                    "event {event_id} recorded{}",
-                    batch_id.map(|b| format!(": batch {b} is ready")).unwrap_or_default()
+                    "event {} recorded{}",
+                    crate::show::plain(&event_id),
+                    batch_id
+                        .map(|b| format!(": batch {} is ready", crate::show::plain(&b)))
+                        .unwrap_or_default()
                 )?,
-                OutputFormat::Text => writeln!(out, "event {event_id}: recorded already")?,
+                OutputFormat::Text => writeln!(
+                    out,
+                    "event {}: recorded already",
+                    crate::show::plain(&event_id)
+                )?,
             }
             out.flush()?;
         }

@@ -202,7 +202,8 @@ struct SyncSummary {
 }
 
 /// A request whose POST was interrupted, described so that it can be looked up: how many
-/// cards it holds and the merchant's ids of its first and last card (digit runs masked).
+/// cards it holds and the merchant's ids of its first and last card (masked, see
+/// [`crate::show`]).
 #[derive(Debug, Serialize)]
 struct UnconfirmedRequest {
     request: u64,
@@ -623,6 +624,7 @@ async fn run_with_lease(
             .with_rejects(crate::report::rejects_path(&args.out), SHOWN_REJECTS);
         plan(args, journal, &lease, identity, &mut reporter)?;
         reporter.rejects_note()?;
+        reporter.warnings_note()?;
         reporter.flush()?;
     } else if !global.quiet {
         eprintln!(
@@ -693,7 +695,7 @@ async fn run_with_lease(
                     &sync_summary(Summary::of(&snapshot), &files, journal),
                 )?;
             }
-            eprintln!("error: {e}");
+            eprintln!("error: {}", crate::show::message(&e.to_string()));
             eprintln!(
                 "nothing is lost: run the same command again to resume from the journal {}",
                 journal.path().display()
@@ -706,7 +708,7 @@ async fn run_with_lease(
         let path = summary_path(&args.out);
         files::write_json(&path, &summary).map_err(io_err(&path))?;
     } else if let Some(e) = &summary.error {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", crate::show::message(e));
         eprintln!(
             "nothing is lost: run the same command again to resume from the journal {}",
             journal.path().display()
@@ -831,13 +833,18 @@ fn plan<W: Write>(
                 Ok::<(), CliError>(())
             })
         };
-        let planned =
-            crate::pipeline::check_rows(&args.file, &mut planner, reporter, false, |_, request| {
+        let planned = crate::pipeline::check_rows(
+            &args.file,
+            &mut planner,
+            reporter,
+            crate::pipeline::ShowValid::None,
+            |_, request| {
                 // A closed channel means the writer stopped on an error, which it returns.
                 to_writer
                     .send(recorder.request(request))
                     .map_err(|_| CliError::Usage("the journal writer stopped".to_owned()))
-            });
+            },
+        );
         drop(to_writer);
         let written = writer
             .join()
@@ -888,6 +895,8 @@ fn report_duplicates<W: Write>(
             card: card.pan.masked(),
             brand: Some(card.pan.brand()),
             reasons: r.iter().map(|r| (r.code(), r.to_string())).collect(),
+            // Counted when the row was planned.
+            warnings: cardsync_core::RowWarnings::NONE,
         })?;
     }
     Ok(())
@@ -906,7 +915,7 @@ fn sync_summary(
             // A journal that cannot be read here still gives the request number.
             let cards = journal.cards(seq).unwrap_or_default();
             let id = |c: Option<&cardsync_job::StoredCard>| {
-                c.map(|c| cardsync_core::redact_digit_runs(&c.id).into_owned())
+                c.map(|c| crate::show::json(&c.id).into_owned())
             };
             UnconfirmedRequest {
                 request: seq,
@@ -930,11 +939,13 @@ fn sync_summary(
             .into_iter()
             .map(|s| StatusCount {
                 meaning: meaning(&s.status),
-                status: s.status,
+                // A status word is CardSync's: kept as it came, so shown as any outside text.
+                status: crate::show::json(&s.status).into_owned(),
                 cards: s.cards,
             })
             .collect(),
         unconfirmed: summary.unconfirmed,
+        // Messages: what CardSync said in them is masked already (`cardsync_proto`).
         failed: summary.failed,
         results_file: done.then(|| files.0.display().to_string()),
         changes_file: done.then(|| files.1.display().to_string()),
@@ -973,7 +984,8 @@ fn print_summary<W: Write>(
             if !summary.statuses.is_empty() {
                 writeln!(out, "\n{:<16} {:>9}  MEANING", "STATUS", "CARDS")?;
                 for s in &summary.statuses {
-                    writeln!(out, "{:<16} {:>9}  {}", s.status, s.cards, s.meaning)?;
+                    let status = crate::show::text(&s.status);
+                    writeln!(out, "{status:<16} {:>9}  {}", s.cards, s.meaning)?;
                 }
             }
             if let (Some(results), Some(changes)) = (&summary.results_file, &summary.changes_file) {
@@ -986,7 +998,10 @@ fn print_summary<W: Write>(
             }
             for r in &summary.unconfirmed_requests {
                 let seq = r.request;
-                let ids = match (&r.first_id, &r.last_id) {
+                let ids = match (
+                    r.first_id.as_deref().map(crate::show::text),
+                    r.last_id.as_deref().map(crate::show::text),
+                ) {
                     (Some(first), Some(last)) if first != last => {
                         format!(" ({} cards, ids {first} to {last})", r.cards)
                     }
@@ -1007,7 +1022,8 @@ fn print_summary<W: Write>(
             for (seq, message) in &summary.failed {
                 writeln!(
                     out,
-                    "\nrequest {seq} failed, and its cards have no results: {message}"
+                    "\nrequest {seq} failed, and its cards have no results: {}",
+                    crate::show::plain(message)
                 )?;
             }
             if summary.statuses.iter().any(|s| s.status == "subscribed") {

@@ -36,6 +36,7 @@ pub mod fuzzing;
 mod generated;
 mod pan;
 mod plan;
+mod redact;
 mod stats;
 mod status;
 mod test_cards;
@@ -44,13 +45,15 @@ pub use brand::{Brand, UnknownBrandName};
 pub use expiry::{Expiry, ExpiryError, YearMonth};
 pub use pan::{
     ExposedPan, MAX_PAN_LEN, MIN_PAN_LEN, Pan, PanError, PanFragment, luhn_check_digit,
-    mask_card_text, redact_digit_runs,
+    mask_card_text,
 };
 pub use plan::{
     AcceptedRow, AsRecord, CheckedRecord, Checker, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan,
     PlanEvent, PlanOptions, PlannedCard, PlannedRequest, Planner, Record, RecordBuf, RejectReason,
-    RejectedRow, Route, RouteKind, RowVerdict, SeNumber, SeNumberError, SeenKind, SeenStore, plan,
+    RejectedRow, Route, RouteKind, RowVerdict, RowWarning, RowWarnings, SeNumber, SeNumberError,
+    SeenKind, SeenStore, plan,
 };
+pub use redact::redact_digit_runs;
 pub use stats::Stats;
 pub use status::UpdateStatus;
 pub use test_cards::{SANDBOX_TEST_CARDS, TestCard, test_card};

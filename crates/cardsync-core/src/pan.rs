@@ -370,7 +370,7 @@ fn byte_sum(x: u64) -> u32 {
 
 /// Masks a run of ASCII digits: the first six and last four shown at most, at least five hidden,
 /// nothing shown under nine digits, and at most 24 characters in all.
-fn mask_digits(digits: &[u8]) -> PanFragment {
+pub(crate) fn mask_digits(digits: &[u8]) -> PanFragment {
     let n = digits.len();
     let tail = if n >= 9 { 4 } else { 0 };
     let head = n.saturating_sub(9).min(6);
@@ -436,42 +436,6 @@ pub fn luhn_check_digit(body: &str) -> Option<u8> {
         })
         .sum();
     Some(b'0' + ((10 - sum % 10) % 10) as u8)
-}
-
-/// Masks every run of twelve or more ASCII digits in free text (an id, a server's message),
-/// since such a run may be a card number. Text without such a run is borrowed unchanged.
-///
-/// ```
-/// use cardsync_core::redact_digit_runs;
-///
-/// assert_eq!(redact_digit_runs("customer 42"), "customer 42");
-/// assert_eq!(redact_digit_runs("card 4457010000000009 closed"), "card 445701******0009 closed");
-/// ```
-pub fn redact_digit_runs(text: &str) -> std::borrow::Cow<'_, str> {
-    let b = text.as_bytes();
-    let mut out = String::new();
-    let mut copied = 0;
-    let mut i = 0;
-    while i < b.len() {
-        if !b[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i - start >= MIN_PAN_LEN {
-            out.push_str(&text[copied..start]);
-            out.push_str(mask_digits(&b[start..i]).as_str());
-            copied = i;
-        }
-    }
-    if copied == 0 {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    out.push_str(&text[copied..]);
-    std::borrow::Cow::Owned(out)
 }
 
 /// Why a card number was rejected. Never holds the number's digits.

@@ -164,7 +164,8 @@ impl RequestRecord {
 
 /// A planned card, as a store keeps it: structured, never as an encoded request body.
 ///
-/// `Debug` is masked, like [`Pan`]'s.
+/// `Debug` is masked, like [`Pan`]'s, and so is anything in the id that looks like a card
+/// number.
 ///
 /// ```
 /// use cardsync_core::{Expiry, Pan};
@@ -172,9 +173,11 @@ impl RequestRecord {
 /// let card = StoredCard::new(7, "sub-7", Pan::parse("4457010000000009")?, Expiry::parse("01/50")?, None);
 /// assert_eq!(card.last4().as_str(), "0009");
 /// assert!(!format!("{card:?}").contains("4457010000000009"));
+/// let card = StoredCard::new(8, "4532 0151 1283 0366", Pan::parse("4457010000000009")?, Expiry::parse("01/50")?, None);
+/// assert!(format!("{card:?}").contains(r#"id: "453201******0366""#));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StoredCard {
     /// The input row it came from (from 1, header not counted).
@@ -187,6 +190,18 @@ pub struct StoredCard {
     pub exp: Expiry,
     /// The SE number (American Express).
     pub se_number: Option<SeNumber>,
+}
+
+impl fmt::Debug for StoredCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredCard")
+            .field("row", &self.row)
+            .field("id", &cardsync_core::redact_digit_runs(&self.id))
+            .field("pan", &self.pan)
+            .field("exp", &self.exp)
+            .field("se_number", &self.se_number)
+            .finish()
+    }
 }
 
 impl StoredCard {
@@ -376,8 +391,9 @@ pub(crate) const PHASE_DONE: &str = "done";
 
 /// One result, as it goes to the sink.
 ///
-/// `Debug` is masked: the card is a [`ReturnedCard`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` is masked: the card is a [`ReturnedCard`], and anything in the id or the expiry
+/// text that looks like a card number is masked.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResultRow {
     /// The merchant's id for the card.
@@ -406,6 +422,22 @@ impl From<cardsync_proto::ResultCard> for ResultRow {
         row.exp = card.exp;
         row.se_number = card.se_number;
         row
+    }
+}
+
+impl fmt::Debug for ResultRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = cardsync_core::redact_digit_runs;
+        f.debug_struct("ResultRow")
+            .field("id", &redact(&self.id))
+            .field("status", &self.status)
+            .field("card", &self.card)
+            .field("exp", &self.exp.as_deref().map(redact))
+            .field("se_number", &self.se_number.as_deref().map(redact))
+            .field("batch_id", &self.batch_id)
+            .field("event_id", &self.event_id)
+            .field("old_last4", &self.old_last4)
+            .finish()
     }
 }
 

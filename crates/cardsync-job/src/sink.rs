@@ -11,7 +11,7 @@ use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cardsync_core::UpdateStatus;
+use cardsync_core::{UpdateStatus, redact_digit_runs};
 
 use crate::model::{Checkpoint, ResultRow};
 
@@ -98,7 +98,8 @@ pub const RESULT_COLUMNS: &[&str] = &[
     "event_id",
 ];
 
-/// The columns of the changes file: what a billing system applies, with no full card numbers.
+/// The columns of the changes file: what a billing system applies, with no full card numbers
+/// (an id that holds one is masked, see [`RowFile::change`]).
 pub const CHANGE_COLUMNS: &[&str] = &[
     "id",
     "status",
@@ -391,7 +392,28 @@ impl RowFile {
     }
 
     /// Writes a change row in [`CHANGE_COLUMNS`] order (only for [`ResultRow::is_change`]
-    /// rows).
+    /// rows). No full card number goes in: the new card is its last four digits, and the id
+    /// and an expiry that did not parse (the merchant's and CardSync's text) go through
+    /// [`redact_digit_runs`], so that an id that is, or holds, a card number is masked
+    /// (`4532 0151 1283 0366` is written `453201******0366`). Batch and event ids are
+    /// CardSync's handles, written as they are.
+    ///
+    /// ```
+    /// use cardsync_core::{UpdateStatus, redact_digit_runs};
+    /// use cardsync_job::{Format, ResultRow, RowFile, CHANGE_COLUMNS};
+    /// use cardsync_proto::ReturnedCard;
+    ///
+    /// let path = std::env::temp_dir().join(format!("cardsync-change-doc-{}.csv", std::process::id()));
+    /// let mut file = RowFile::open(&path, Format::Csv, CHANGE_COLUMNS, 0)?;
+    /// let mut row = ResultRow::new("4532-0151-1283-0366", Some(UpdateStatus::UpdatedCard), ReturnedCard::new("4457010000000009"));
+    /// row.exp = Some("01/53".to_owned());
+    /// file.change(&row)?;
+    /// file.checkpoint()?;
+    /// let text = std::fs::read_to_string(&path)?;
+    /// assert_eq!(text.lines().nth(1), Some("453201******0366,updated_card,visa,,0009,01/53,,"));
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -401,13 +423,15 @@ impl RowFile {
         let new = masked.as_str();
         let new = &new[new.len().saturating_sub(4)..];
         let exp = row.expiry().map(|e| e.to_string());
+        let id = redact_digit_runs(&row.id);
+        let raw_exp = row.exp.as_deref().map(redact_digit_runs);
         self.row(&[
-            Some(&row.id),
+            Some(&id),
             row.status.as_ref().map(UpdateStatus::as_str),
             Some(row.brand().as_str()),
             row.old_last4.as_deref(),
             Some(new),
-            exp.as_deref().or(row.exp.as_deref()),
+            exp.as_deref().or(raw_exp.as_deref()),
             row.batch_id.as_deref(),
             row.event_id.as_deref(),
         ])
@@ -429,7 +453,9 @@ impl RowFile {
 ///
 /// Results are written to `OUT.partial` and renamed to `OUT` by [`Sink::finish`]; beside them,
 /// `STEM.changes.csv` lists the `updated_card` and `updated_expiry` rows without full numbers.
-/// Both are created with mode 0600.
+/// Both are created with mode 0600. The results file holds full card numbers, and the ids as
+/// CardSync returned them (the merchant's own, to join the results back to their records); the
+/// changes file masks an id that holds a card number (see [`RowFile::change`]).
 ///
 /// ```
 /// use cardsync_job::{FileSink, Sink, ResultRow, Checkpoint};

@@ -309,8 +309,9 @@ fn results<B: AsRef<[u8]>>(response: &Response<B>) -> Result<Results, DecodeErro
 // ---------------------------------------------------------------------------------------------
 // Cards in request bodies.
 
-/// A card for a batch request: Visa, Mastercard or Discover.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A card for a batch request: Visa, Mastercard or Discover. `Debug` masks the card, and
+/// anything in the id that looks like a card number.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BatchCard {
     /// The merchant's id for the card.
@@ -319,6 +320,16 @@ pub struct BatchCard {
     pub pan: Pan,
     /// The expiry date.
     pub exp: Expiry,
+}
+
+impl fmt::Debug for BatchCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchCard")
+            .field("id", &cardsync_core::redact_digit_runs(&self.id))
+            .field("pan", &self.pan)
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 impl BatchCard {
@@ -332,8 +343,9 @@ impl BatchCard {
     }
 }
 
-/// A card for a subscription request: American Express, with its SE number.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A card for a subscription request: American Express, with its SE number. `Debug` masks
+/// the card, and anything in the id that looks like a card number.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SubscriptionCard {
     /// The SE number the subscription belongs to.
@@ -344,6 +356,17 @@ pub struct SubscriptionCard {
     pub pan: Pan,
     /// The expiry date.
     pub exp: Expiry,
+}
+
+impl fmt::Debug for SubscriptionCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubscriptionCard")
+            .field("se_number", &self.se_number)
+            .field("id", &cardsync_core::redact_digit_runs(&self.id))
+            .field("pan", &self.pan)
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 impl SubscriptionCard {

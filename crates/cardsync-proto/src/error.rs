@@ -2,8 +2,9 @@
 //!
 //! A response body may hold card numbers, so no error keeps it. A decoding error keeps the HTTP
 //! status, the content type and the body's length, the server's own message (at most
-//! [`MAX_MESSAGE_LEN`] characters, with every run of twelve or more digits masked), and for JSON
-//! that does not fit, the JSON path and position of the problem.
+//! [`MAX_MESSAGE_LEN`] characters, with anything that looks like a card number masked by
+//! [`redact_digit_runs`]), and for JSON that does not fit, the JSON path and position of the
+//! problem.
 
 use std::fmt;
 
@@ -15,8 +16,9 @@ use crate::KeyScope;
 /// The most characters of a server message an error keeps.
 pub const MAX_MESSAGE_LEN: usize = 200;
 
-/// Makes server-provided text safe to keep: control characters become spaces, runs of twelve or
-/// more digits are masked, and the result is cut to [`MAX_MESSAGE_LEN`] characters.
+/// Makes server-provided text safe to keep: control characters become spaces, anything that
+/// looks like a card number (a run of twelve or more digits, grouped or not) is masked, and the
+/// result is cut to [`MAX_MESSAGE_LEN`] characters.
 pub(crate) fn safe_message(text: &str) -> String {
     let cleaned: String = text
         .chars()
@@ -408,6 +410,17 @@ mod tests {
             safe_message(" card 4457010000000009\ndeclined "),
             "card 445701******0009 declined"
         );
+        // Grouped, or split by control characters (which become spaces): masked all the same.
+        for grouped in [
+            "4457 0100 0000 0009",
+            "4457-0100-0000-0009",
+            "4457\n0100\r0000\t0009",
+        ] {
+            assert_eq!(
+                safe_message(&format!("card {grouped} declined")),
+                "card 445701******0009 declined"
+            );
+        }
         let long = "x".repeat(500);
         assert_eq!(safe_message(&long).chars().count(), MAX_MESSAGE_LEN + 1);
     }

@@ -315,8 +315,9 @@ impl<'de> Deserialize<'de> for CardStats {
     }
 }
 
-/// One card of a results set.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One card of a results set. `Debug` masks the card, and anything in the id and the expiry
+/// text that looks like a card number.
+#[derive(Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResultCard {
     /// The merchant's id, as submitted.
@@ -330,6 +331,19 @@ pub struct ResultCard {
     pub status: Option<UpdateStatus>,
     /// The SE number, for American Express results (`se_number`, or `se`).
     pub se_number: Option<String>,
+}
+
+impl fmt::Debug for ResultCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = cardsync_core::redact_digit_runs;
+        f.debug_struct("ResultCard")
+            .field("id", &redact(&self.id))
+            .field("card", &self.card)
+            .field("exp", &self.exp.as_deref().map(redact))
+            .field("status", &self.status)
+            .field("se_number", &self.se_number.as_deref().map(redact))
+            .finish()
+    }
 }
 
 impl ResultCard {

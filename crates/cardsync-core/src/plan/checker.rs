@@ -48,6 +48,7 @@ pub struct CheckedRecord {
     pub(super) planner: u64,
     /// Reasons found so far (the duplicate check adds to them).
     pub(super) reasons: Vec<RejectReason>,
+    pub(super) warnings: RowWarnings,
     pub(super) pan: Option<Pan>,
     /// The card number masked, worked out once.
     pub(super) masked: Option<PanFragment>,
@@ -65,12 +66,14 @@ pub(super) fn accepted_row(
     masked: PanFragment,
     exp: Expiry,
     se: Option<&SeNumber>,
+    warnings: RowWarnings,
 ) -> AcceptedRow {
     AcceptedRow {
         row,
         brand: pan.brand(),
         card: masked,
         exp,
+        warnings,
         route: if se.is_some() {
             RouteKind::Subscription
         } else {
@@ -95,9 +98,14 @@ impl CheckedRecord {
     /// ```
     pub fn accepted(&self, row: u64) -> Option<AcceptedRow> {
         match (&self.pan, self.masked, self.exp) {
-            (Some(pan), Some(masked), Some(exp)) if self.reasons.is_empty() => {
-                Some(accepted_row(row, pan, masked, exp, self.se.as_ref()))
-            }
+            (Some(pan), Some(masked), Some(exp)) if self.reasons.is_empty() => Some(accepted_row(
+                row,
+                pan,
+                masked,
+                exp,
+                self.se.as_ref(),
+                self.warnings,
+            )),
             _ => None,
         }
     }
@@ -107,6 +115,7 @@ impl Checker {
     /// Everything that can be told of a record on its own.
     pub fn check(&self, record: &Record<'_>) -> CheckedRecord {
         let mut reasons = Vec::new();
+        let warnings = RowWarnings::of_id(record.id);
         let mut id_fingerprint = None;
         if record.id.is_empty() {
             reasons.push(RejectReason::MissingId);
@@ -148,6 +157,7 @@ impl Checker {
         CheckedRecord {
             planner: self.planner,
             reasons,
+            warnings,
             masked: pan.as_ref().map(Pan::masked),
             pan,
             exp,

@@ -204,6 +204,7 @@ impl Planner {
         let CheckedRecord {
             planner: _,
             mut reasons,
+            warnings,
             pan,
             masked,
             exp,
@@ -227,7 +228,7 @@ impl Planner {
         // `masked` is there exactly when `pan` is.
         match (pan, masked, exp) {
             (Some(pan), Some(masked), Some(exp)) if reasons.is_empty() => {
-                let accepted = accepted_row(row, &pan, masked, exp, se.as_ref());
+                let accepted = accepted_row(row, &pan, masked, exp, se.as_ref(), warnings);
                 if self.options.build_requests {
                     let card = PlannedCard {
                         row,
@@ -245,6 +246,7 @@ impl Planner {
                 card: masked.unwrap_or_else(|| mask_card_text(record.card)),
                 brand: pan.as_ref().map(Pan::brand),
                 reasons,
+                warnings,
             }),
         }
     }

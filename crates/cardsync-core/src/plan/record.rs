@@ -3,7 +3,8 @@
 use super::*;
 
 /// One input row: an id chosen by the merchant, the card number and expiry as text, and the SE
-/// number for an American Express card.
+/// number for an American Express card. `Debug` masks the card, and anything that looks like a
+/// card number in the other fields.
 ///
 /// ```
 /// let record = cardsync_core::Record::new("c1", "342132335566772", "01/50")
@@ -43,11 +44,14 @@ impl<'a> Record<'a> {
 
 impl fmt::Debug for Record<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every field but the card is free text, and may hold a card number typed in the
+        // wrong column.
+        let redact = crate::redact_digit_runs;
         f.debug_struct("Record")
-            .field("id", &self.id)
+            .field("id", &redact(self.id))
             .field("card", &mask_card_text(self.card))
-            .field("exp", &self.exp)
-            .field("se_number", &self.se_number)
+            .field("exp", &redact(self.exp))
+            .field("se_number", &self.se_number.map(redact))
             .finish()
     }
 }

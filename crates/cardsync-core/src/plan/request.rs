@@ -62,8 +62,9 @@ impl Route {
     }
 }
 
-/// A card accepted into a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A card accepted into a request. `Debug` masks the card, and anything in the id that looks
+/// like a card number.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PlannedCard {
     /// 1-based number of the input record (header not counted).
@@ -74,6 +75,17 @@ pub struct PlannedCard {
     pub pan: Pan,
     /// The expiry date.
     pub exp: Expiry,
+}
+
+impl fmt::Debug for PlannedCard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlannedCard")
+            .field("row", &self.row)
+            .field("id", &crate::redact_digit_runs(&self.id))
+            .field("pan", &self.pan)
+            .field("exp", &self.exp)
+            .finish()
+    }
 }
 
 /// A request ready to be sent: up to the request size of cards for one route.
