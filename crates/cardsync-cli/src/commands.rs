@@ -19,11 +19,12 @@ use cardsync_job::ResultRow;
 use crate::cli::{Global, OutputFormat};
 use crate::error::{CliError, Exit, io_err};
 use crate::files::{Format, RowFile};
+use crate::job::local::{self as sync, RESULT_COLUMNS};
+use crate::job::{Args as SyncArgs, Wait};
 use crate::pipeline::{check_rows, plan_options, runtime};
 use crate::remote::remote_error;
 use crate::report::Reporter;
 use crate::show;
-use crate::sync::{self, RESULT_COLUMNS, Wait};
 
 /// Plans a file and returns its requests, reporting invalid rows. Returns the number of
 /// invalid rows too.
@@ -606,7 +607,7 @@ pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError
         global.remote.base_url = base;
         global.remote.api_key = Some(key);
         global.remote.partner_key = None;
-        let mut sync_args = sync::Args::new(cards.clone(), out.clone());
+        let mut sync_args = SyncArgs::new(cards.clone(), out.clone());
         sync_args.wait = Wait::Webhook;
         // The demo's own emulator: its merchant has no receiver of its own to replace.
         sync_args.register_webhooks = true;
@@ -718,7 +719,7 @@ async fn issuer_story(
     if text {
         println!("\nThe merchant's next sync ({}):", cards.display());
     }
-    let mut sync_args = sync::Args::new(cards, out.clone());
+    let mut sync_args = SyncArgs::new(cards, out.clone());
     sync_args.wait = Wait::Webhook;
     sync_args.register_webhooks = true;
     sync_args.own_emulator = true;

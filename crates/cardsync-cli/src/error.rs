@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 when everything is fine, 1 when the job found problems (invalid rows, failed
 //! batches), 2 on usage or I/O errors (and when another run holds the job), 3 when CardSync
-//! answered with an error or not at all, or a request's fate needs the user's decision.
+//! answered with an error or not at all, or a request's fate needs the user's decision, 4 when
+//! the shared journal's database failed (unreachable, or holding what it should not).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,9 @@ pub(crate) enum Exit {
     Usage,
     /// CardSync answered with an error or not at all, or a request needs a decision.
     Remote,
+    /// The shared journal's database failed: unreachable, refused the connection, or holds a
+    /// row changed without the journal key.
+    Database,
 }
 
 impl From<Exit> for ExitCode {
@@ -28,6 +32,7 @@ impl From<Exit> for ExitCode {
             Exit::Problems => 1,
             Exit::Usage => 2,
             Exit::Remote => 3,
+            Exit::Database => 4,
         })
     }
 }
@@ -63,6 +68,8 @@ pub(crate) enum CliError {
     },
     /// The results files could not be written.
     Results(cardsync_job::SinkError),
+    /// The shared journal failed.
+    Shared(cardsync_job_postgres::PgError),
     /// CardSync answered with an error, or did not answer: what was being done, a hint, and
     /// the error.
     Remote {
@@ -82,6 +89,7 @@ impl std::fmt::Display for CliError {
             CliError::Runtime(e) => write!(f, "cannot start the async runtime: {e}"),
             CliError::Journal { path, source } => write!(f, "journal {}: {source}", path.display()),
             CliError::Results(e) => write!(f, "results: {e}"),
+            CliError::Shared(e) => e.fmt(f),
             CliError::Remote { what, hint, source } => write!(f, "{what}: {source}{hint}"),
         }
     }
@@ -95,6 +103,7 @@ impl std::error::Error for CliError {
             }
             CliError::Journal { source, .. } => Some(source),
             CliError::Results(e) => Some(e),
+            CliError::Shared(e) => Some(e),
             CliError::Remote { source, .. } => Some(&**source),
             CliError::Usage(_) | CliError::Input { .. } => None,
         }
@@ -115,6 +124,18 @@ impl CliError {
         match self {
             CliError::Stdout(e) if e.kind() == io::ErrorKind::BrokenPipe => (Exit::Ok, false),
             CliError::Remote { .. } => (Exit::Remote, true),
+            CliError::Shared(e) => {
+                use cardsync_job_postgres::PgError;
+                match e {
+                    // The database, not the command, failed.
+                    PgError::Database(_)
+                    | PgError::Pool(_)
+                    | PgError::Tampered { .. }
+                    | PgError::Corrupt(_)
+                    | PgError::NewerSchema { .. } => (Exit::Database, true),
+                    _ => (Exit::Usage, true),
+                }
+            }
             _ => (Exit::Usage, true),
         }
     }

@@ -8,21 +8,17 @@
 mod cli;
 mod commands;
 mod csvread;
-mod dedupe;
 mod duration;
 mod error;
 mod files;
 mod input;
 mod issuer;
-mod lease;
-mod listen;
+mod job;
 mod pipeline;
 mod remote;
 mod report;
 mod sandbox;
-mod shared;
 mod show;
-mod sync;
 
 use std::io::{self, IsTerminal};
 use std::path::PathBuf;
@@ -106,7 +102,7 @@ enum Command {
     /// same command again resumes without sending any request twice. The results file holds
     /// full card numbers and is created with mode 0600; OUT's stem .changes.csv lists what
     /// changed per id, and .summary.json the counts per status.
-    Sync(sync::Args),
+    Sync(job::Args),
     /// Run `sync` on the documented test cards against an emulator started in-process.
     ///
     /// Needs no key and no network. Writes its files to a temporary directory (or --dir).
@@ -143,7 +139,7 @@ enum Command {
     #[command(subcommand)]
     Merchant(commands::MerchantCommand),
     /// Run a webhook receiver: fetch and save results as their events arrive.
-    Listen(listen::ListenArgs),
+    Listen(job::listen::ListenArgs),
     /// The issuer side of the card network: register cards with the issuing platform, change
     /// their status, send issuer feed files (against the local emulator by default).
     #[command(subcommand)]
@@ -151,11 +147,11 @@ enum Command {
     /// Jobs in a shared PostgreSQL journal, worked on by any number of `cardsync worker`s on
     /// any number of machines: create, status, export, decide, abandon, rotate-key.
     #[command(subcommand)]
-    Job(shared::JobCommand),
+    Job(job::shared::JobCommand),
     /// Claim requests of the open jobs in the shared journal (or of those named), send them,
     /// wait for and fetch their results, until every job is done (or forever with --follow).
     /// Run as many as you like, anywhere: every card is sent once.
-    Worker(shared::WorkerArgs),
+    Worker(job::shared::WorkerArgs),
 }
 
 fn main() -> ExitCode {
@@ -228,7 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Sandbox(args) => sandbox::run(args, cli.output, out),
         Command::Sync(args) => {
             drop(out);
-            sync::run(args, &global)
+            job::sync(args, &global)
         }
         Command::Demo(args) => {
             drop(out);
@@ -242,9 +238,9 @@ fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Webhooks(c) => commands::webhooks(c, &global, out),
         Command::Merchant(c) => commands::merchant(c, &global, out),
-        Command::Listen(args) => listen::listen(args, &global, out),
+        Command::Listen(args) => job::listen::listen(args, &global, out),
         Command::Issuer(c) => issuer::run(c, &global, out),
-        Command::Job(c) => shared::job(c, &global, out),
-        Command::Worker(args) => shared::worker(args, &global, out),
+        Command::Job(c) => job::shared::job(c, &global, out),
+        Command::Worker(args) => job::shared::worker(args, &global, out),
     }
 }

@@ -777,3 +777,20 @@ fn a_failed_results_fetch_is_tried_again_not_failed() {
         let _ = receiver.wait();
     }
 }
+
+/// A database that cannot be reached ends the command with its own exit code (4), not as a
+/// usage error.
+#[test]
+fn an_unreachable_journal_database_exits_4() {
+    let dead = common::free_addr();
+    let out = Command::new(BIN)
+        .args(["job", "status", "nightly", "--journal"])
+        .arg(format!("postgres://cardsync@{dead}/cardsync"))
+        .env("CARDSYNC_JOURNAL_KEY", KEY)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("journal"), "{stderr}");
+}

@@ -168,14 +168,65 @@ pub struct OpenJob {
     pub key_id: String,
 }
 
+/// Where a job is in its life.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobState {
+    /// Being planned: no worker takes its requests yet.
+    #[default]
+    Planning,
+    /// Planned: workers work on it.
+    Open,
+    /// Its results were exported, and its cards and results erased.
+    Exported,
+    /// Abandoned, its cards and results erased.
+    Abandoned,
+}
+
+impl JobState {
+    /// The state's word, as the journal keeps it.
+    ///
+    /// ```
+    /// use cardsync_job_postgres::JobState;
+    /// assert_eq!(JobState::parse("open"), Some(JobState::Open));
+    /// assert_eq!(JobState::Open.as_str(), "open");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Planning => "planning",
+            JobState::Open => "open",
+            JobState::Exported => "exported",
+            JobState::Abandoned => "abandoned",
+        }
+    }
+
+    /// The state named by [`JobState::as_str`].
+    pub fn parse(word: &str) -> Option<JobState> {
+        [
+            JobState::Planning,
+            JobState::Open,
+            JobState::Exported,
+            JobState::Abandoned,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == word)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where a job is.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct JobStatus {
     /// The job's name.
     pub name: String,
-    /// `planning`, `open`, `exported` or `abandoned`.
-    pub state: String,
+    /// Where it is in its life.
+    pub state: JobState,
     /// Input rows read.
     pub rows: u64,
     /// Rows rejected.
@@ -2002,7 +2053,8 @@ impl PgJournal {
         let id: i64 = job.get(0);
         let mut status = JobStatus {
             name: name.to_owned(),
-            state: job.get(1),
+            state: JobState::parse(job.get(1))
+                .ok_or_else(|| PgError::Corrupt("a job in an unknown state".into()))?,
             rows: job.get::<_, i64>(2) as u64,
             invalid: job.get::<_, i64>(3) as u64,
             duplicates: job.get::<_, i64>(4) as u64,
@@ -2178,11 +2230,14 @@ impl PgJournal {
     /// then: run the export again).
     pub async fn export(&self, name: &str, sink: &mut dyn Sink) -> Result<u64, PgError> {
         let status = self.status(name).await?;
-        if status.state != "open" {
-            return Err(PgError::State(format!(
-                "job {name:?} is {}: nothing to export",
-                status.state
-            )));
+        match status.state {
+            JobState::Open => {}
+            JobState::Exported => return Err(PgError::Exported(name.to_owned())),
+            other => {
+                return Err(PgError::State(format!(
+                    "job {name:?} is {other}: nothing to export"
+                )));
+            }
         }
         if !status.finished() {
             let busy: Vec<String> = status
@@ -2208,9 +2263,7 @@ impl PgJournal {
             .await?
             .get(0);
         if !locked {
-            return Err(PgError::State(format!(
-                "job {name:?} is being exported by another process"
-            )));
+            return Err(PgError::ExportRunning(name.to_owned()));
         }
         let exported = self.export_locked(&mut client, name, job, sink).await;
         let _ = client
@@ -2237,7 +2290,10 @@ impl PgJournal {
             )
             .await?
             .get(0);
-        if state != "open" {
+        if state == JobState::Exported.as_str() {
+            return Err(PgError::Exported(name.to_owned()));
+        }
+        if state != JobState::Open.as_str() {
             return Err(PgError::State(format!(
                 "job {name:?} is {state}: nothing to export"
             )));

@@ -57,7 +57,7 @@ mod worker;
 /// The one type of a decision and of a request waiting for one, on one machine and here.
 pub use cardsync_job::{Decision, Unconfirmed};
 pub use crypto::{JournalKey, KEY_ENV, KEY_FILE_ENV, KeyError, OLD_KEY_ENV, OLD_KEY_FILE_ENV};
-pub use journal::{Claim, JobId, JobSpec, JobStatus, OpenJob, PgJournal, Scope, Work};
+pub use journal::{Claim, JobId, JobSpec, JobState, JobStatus, OpenJob, PgJournal, Scope, Work};
 pub use schema::SCHEMA_VERSION;
 pub use worker::{WorkSummary, WorkerOptions, work};
 
@@ -96,6 +96,10 @@ pub enum PgError {
     },
     /// The job is not in a state that allows this (with what it is in).
     State(String),
+    /// The job's results were exported already (by this process or another).
+    Exported(String),
+    /// Another process is exporting the job's results right now.
+    ExportRunning(String),
     /// The journal holds something this version cannot read.
     Corrupt(String),
     /// A row that decides where or what is sent was changed by someone without the journal
@@ -138,6 +142,10 @@ impl fmt::Display for PgError {
                 "request {seq} of job {job:?} was taken over by another worker or a decision: this worker's claim ran out"
             ),
             PgError::State(what) => f.write_str(what),
+            PgError::Exported(name) => write!(f, "job {name:?} is exported: nothing to export"),
+            PgError::ExportRunning(name) => {
+                write!(f, "job {name:?} is being exported by another process")
+            }
             PgError::Corrupt(what) => write!(f, "the journal is damaged: {what}"),
             PgError::Tampered { job, what } => write!(
                 f,

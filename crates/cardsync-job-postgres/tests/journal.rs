@@ -416,7 +416,10 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
             .await
             .is_err()
     );
-    assert_eq!(journal.status("nightly").await.unwrap().state, "exported");
+    assert_eq!(
+        journal.status("nightly").await.unwrap().state,
+        cardsync_job_postgres::JobState::Exported
+    );
     db.drop().await;
 }
 

@@ -33,9 +33,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::lease;
 use crate::cli::{Global, OutputFormat};
 use crate::error::{CliError, io_err};
-use crate::lease;
 use crate::pipeline::runtime;
 use crate::remote::remote_error;
 
@@ -100,10 +100,10 @@ pub(crate) fn listen<W: Write>(
     out: W,
 ) -> Result<ExitCode, CliError> {
     let Some(dir) = args.out.clone() else {
-        let journal = crate::shared::JournalArgs {
+        let journal = super::shared::JournalArgs {
             journal: args.journal.clone().unwrap_or_default(),
         };
-        return crate::shared::listen(
+        return super::shared::listen(
             args.addr,
             &args.token,
             args.stop_after,

@@ -12,7 +12,7 @@ use cardsync_core::Planner;
 use cardsync_hyper::{HyperTransport, Options};
 use cardsync_job::{FileSink, PlanRecorder, Snapshot};
 use cardsync_job_postgres::{
-    Decision, JobSpec, JobStatus, JournalKey, PgError, PgJournal, Scope, WorkerOptions,
+    Decision, JobSpec, JobState, JobStatus, JournalKey, PgError, PgJournal, Scope, WorkerOptions,
 };
 use serde::Serialize;
 
@@ -166,7 +166,7 @@ pub(crate) struct WorkerArgs {
 }
 
 fn pg(e: PgError) -> CliError {
-    CliError::Usage(e.to_string())
+    CliError::Shared(e)
 }
 
 /// Connects to the journal with the key from the environment.
@@ -430,7 +430,7 @@ async fn create<W: Write>(args: CreateArgs, global: &Global, out: W) -> Result<E
 /// `cardsync sync FILE --out FILE --journal postgres://…`: create the job (unless a run
 /// before created it), work on it in this process (other workers may help), apply the
 /// decisions given, and export.
-pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode, CliError> {
+pub(crate) fn sync(args: super::args::Args, global: &Global) -> Result<ExitCode, CliError> {
     let merchant_key = global.remote.api_key.clone().unwrap_or_default();
     let name = args.job.clone().unwrap_or_else(|| {
         args.out.file_name().map_or_else(
@@ -448,12 +448,12 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
         let mut reporter = Reporter::new(std::io::BufWriter::new(stdout), global.output);
         let invalid;
         let existing = match journal.status(&name).await {
-            Ok(s) if s.state != "planning" => Some(s),
+            Ok(s) if s.state != JobState::Planning => Some(s),
             Ok(_) | Err(PgError::NoSuchJob(_)) => None,
             Err(e) => return Err(pg(e)),
         };
         match &existing {
-            Some(s) if s.state == "exported" => {
+            Some(s) if s.state == JobState::Exported => {
                 if !global.quiet {
                     eprintln!(
                         "job {name} is already complete: its results were exported (to {} unless another run wrote them elsewhere); give another --job name to run it again",
@@ -462,7 +462,7 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
                 }
                 return Ok(ExitCode::SUCCESS);
             }
-            Some(s) if s.state != "open" => {
+            Some(s) if s.state != JobState::Open => {
                 return Err(CliError::Usage(format!(
                     "job {name} in the journal is {}: give another --job name to run it again",
                     s.state
@@ -487,7 +487,7 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
                 invalid = match plan_job(&journal, &input, global, &mut reporter).await {
                     Ok(planned) => planned.1,
                     // Another run is planning it: work on it once it is planned.
-                    Err(_) if wait_until(&journal, &name, |s| s != "planning").await? => {
+                    Err(_) if wait_until(&journal, &name, |s| s != JobState::Planning).await? => {
                         journal.status(&name).await.map_err(pg)?.invalid
                     }
                     Err(e) => return Err(e),
@@ -529,7 +529,7 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
         // With webhooks, American Express updates are waited for as on one machine: until
         // every subscribed card has one, or --amex-wait passes (receivers record them; this
         // run's worker fetches them).
-        if args.wait == crate::sync::Wait::Webhook && status.finished() {
+        if args.wait == super::args::Wait::Webhook && status.finished() {
             let deadline = tokio::time::Instant::now() + args.amex_wait;
             while status.results.get("subscribed").copied().unwrap_or(0) > 0
                 && tokio::time::Instant::now() < deadline
@@ -552,12 +552,11 @@ pub(crate) fn sync(args: crate::sync::Args, global: &Global) -> Result<ExitCode,
         let rows = match journal.export(&name, &mut sink).await {
             Ok(rows) => rows,
             // Another run of the same job exports it (or did).
-            Err(PgError::State(why))
-                if (why.contains("being exported") || why.contains("is exported"))
-                    && wait_until(&journal, &name, |s| s == "exported").await? =>
+            Err(e @ (PgError::ExportRunning(_) | PgError::Exported(_)))
+                if wait_until(&journal, &name, |s| s == JobState::Exported).await? =>
             {
                 if !global.quiet {
-                    eprintln!("job {name} was exported by another run: {why}");
+                    eprintln!("job {name} was exported by another run: {e}");
                 }
                 return Ok(ExitCode::SUCCESS);
             }
@@ -680,7 +679,7 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
         OutputFormat::Json => {
             let status = StatusOut {
                 job: &s.name,
-                state: &s.state,
+                state: s.state.as_str(),
                 rows: s.rows,
                 invalid: s.invalid,
                 duplicates: s.duplicates,
@@ -742,7 +741,7 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
                 out,
                 "results: {}",
                 if results.is_empty() {
-                    if s.state == "open" {
+                    if s.state == JobState::Open {
                         "none yet"
                     } else {
                         "erased with the job"
@@ -779,7 +778,7 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
                     "look each up in the CardSync dashboard by its first card's id, then: cardsync job decide {} --adopt N=BATCH_ID for those CardSync has, and --resend-unconfirmed (or --abandon-unconfirmed) for the rest",
                     s.name
                 )?;
-            } else if s.finished() && s.state == "open" {
+            } else if s.finished() && s.state == JobState::Open {
                 writeln!(
                     out,
                     "every request is final: cardsync job export {} --out FILE",
@@ -796,7 +795,7 @@ fn print_status<W: Write>(mut out: W, format: OutputFormat, s: &JobStatus) -> Re
 fn worker_name() -> String {
     format!(
         "{}:{}",
-        crate::lease::this_holder().host,
+        super::lease::this_holder().host,
         std::process::id()
     )
 }
@@ -963,12 +962,12 @@ pub(crate) fn listen<W: Write>(
 async fn wait_until(
     journal: &PgJournal,
     name: &str,
-    done: impl Fn(&str) -> bool,
+    done: impl Fn(JobState) -> bool,
 ) -> Result<bool, CliError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     while tokio::time::Instant::now() < deadline {
         match journal.status(name).await {
-            Ok(s) if done(&s.state) => return Ok(true),
+            Ok(s) if done(s.state) => return Ok(true),
             Ok(_) => {}
             Err(PgError::NoSuchJob(_)) => return Ok(false),
             Err(e) => return Err(pg(e)),
