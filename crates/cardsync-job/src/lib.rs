@@ -20,106 +20,63 @@
 //! # Embedding
 //!
 //! A billing system feeds cards from its own tables, drives the job with its own HTTP client
-//! (here a closure that hands each request to the in-process emulator), and applies the
-//! results as they arrive:
+//! (here a closure that hands each request to the in-process emulator), and applies the results
+//! as they arrive; [`sync`] does the rest (plan, lease, run, resume), on tokio with [`TokioEnv`]
+//! (the `tokio` feature):
 //!
 //! ```
-//! use std::sync::{Arc, Mutex};
-//! use std::time::{Duration, Instant, SystemTime};
-//!
-//! use cardsync_core::{PlanOptions, Planner, Record, UpdateStatus};
-//! use cardsync_job::{
-//!     Acquired, Checkpoint, Env, Holder, Job, JobOptions, LeaseKeeper, MemoryStore, PlanRecorder,
-//!     ResultRow, Sink, SinkError, Store, run,
-//! };
-//! use cardsync_proto::transport::TransportError;
-//! use cardsync_proto::{BaseUrl, Config, MerchantKey, WebhookEvent};
-//! use cardsync_sandbox::{Emulator, Settings};
-//!
+//! # #[cfg(feature = "tokio")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The billing system's own cards (two documented sandbox test cards).
-//! let stored = [("cus_1", "4457010000000009", "01/50"), ("cus_2", "5112010000000003", "02/50")];
+//! use cardsync_core::{Record, UpdateStatus};
+//! use cardsync_job::{JobOptions, MemorySink, MemoryStore, SyncOptions, TokioEnv, sync};
+//! use cardsync_proto::{BaseUrl, Config, MerchantKey};
+//! # use std::sync::{Arc, Mutex};
+//! # use cardsync_sandbox::{Emulator, Settings};
+//! # let mut settings = Settings::default();
+//! # settings.complete_after = std::time::Duration::ZERO;
+//! # let emulator = Arc::new(Mutex::new(Emulator::new(settings, std::time::SystemTime::now())));
+//! # let started = std::time::Instant::now();
+//! # // Your HTTP client (`cardsync_hyper::HyperTransport` in production): here, the emulator.
+//! # let transport = move |r: http::Request<Vec<u8>>| {
+//! #     let answer = emulator.lock().unwrap().handle(&r, started.elapsed());
+//! #     async move { Ok::<_, cardsync_proto::transport::TransportError>(answer) }
+//! # };
 //!
-//! // Its own HTTP client: here, the emulator in-process.
-//! let mut settings = Settings::default();
-//! settings.complete_after = Duration::ZERO;
-//! let emulator = Arc::new(Mutex::new(Emulator::new(settings, SystemTime::now())));
-//! let started = Instant::now();
-//! let transport = move |request: http::Request<Vec<u8>>| {
-//!     let answer = emulator.lock().unwrap().handle(&request, started.elapsed());
-//!     async move { Ok::<_, TransportError>(answer) }
-//! };
-//!
-//! // The journal (use cardsync-job-sqlite or your own database in production).
-//! let mut store = MemoryStore::new();
-//! let holder = Holder::new("billing-1", std::process::id(), 0);
-//! let Acquired::Taken(lease) = store.acquire(&holder, 0, 30_000, &|_| false)? else {
-//!     panic!("another runner holds the job");
-//! };
-//!
-//! // Plan: validate, route and group the cards, and record the plan.
-//! let mut planner = Planner::new(PlanOptions::default());
-//! let mut recorder = PlanRecorder::new(&store.load()?);
-//! for (id, card, exp) in stored {
-//!     planner.handle_record(Record::new(id, card, exp));
-//! }
-//! planner.finish();
-//! while let Some(request) = planner.poll_request() {
-//!     store.apply(&lease, &recorder.request(request))?;
-//! }
-//! store.apply(&lease, &recorder.finish(planner.rows(), 0, vec![]))?;
-//!
-//! // The results go straight into the billing system's own tables, as they arrive. (A real
-//! // sink writes them in a transaction of its own; `checkpoint` says how far it has
-//! // committed, and `rewind` rolls back to that after a crash.)
-//! #[derive(Default)]
-//! struct Billing { cards: Vec<String>, durable: usize }
-//! impl Sink for Billing {
-//!     fn rewind(&mut self, to: &Checkpoint) -> Result<(), SinkError> {
-//!         self.cards.truncate(to.positions().first().copied().unwrap_or(0) as usize);
-//!         Ok(())
-//!     }
-//!     fn append(&mut self, rows: &[ResultRow]) -> Result<(), SinkError> {
-//!         for row in rows {
-//!             let change = match row.status {
-//!                 Some(UpdateStatus::UpdatedCard) => format!("{}: new card ending {}", row.id, row.card.masked().as_str().split_at(12).1),
-//!                 Some(UpdateStatus::UpdatedExpiry) => format!("{}: new expiry {}", row.id, row.exp.as_deref().unwrap_or("")),
-//!                 Some(UpdateStatus::Closed) => format!("{}: closed, stop billing", row.id),
-//!                 _ => continue,
-//!             };
-//!             self.cards.push(change);
-//!         }
-//!         Ok(())
-//!     }
-//!     fn checkpoint(&mut self) -> Result<Checkpoint, SinkError> {
-//!         self.durable = self.cards.len();
-//!         Ok(Checkpoint::new(vec![self.durable as u64]))
-//!     }
-//!     fn finish(&mut self) -> Result<(), SinkError> { Ok(()) }
-//! }
-//!
-//! // Run.
-//! struct Tokio;
-//! impl Env for Tokio {
-//!     fn now(&self) -> Instant { Instant::now() }
-//!     fn unix_ms(&self) -> u64 { 0 }
-//!     async fn wait(&mut self, deadline: Option<Instant>) -> Option<WebhookEvent> {
-//!         if let Some(d) = deadline { tokio::time::sleep_until(d.into()).await; }
-//!         None
-//!     }
-//! }
+//! // The cards on file (from your own tables), and where CardSync is.
+//! let cards = [("cus_1", "4457010000000009", "01/50"), ("cus_2", "5112010000000003", "02/50")];
 //! let config = Config::new(BaseUrl::parse("http://127.0.0.1:1/")?)
 //!     .with_merchant_key(MerchantKey::new("sandbox_merchant_key")?);
-//! let mut job = Job::new(store.load()?, JobOptions::new(config), Instant::now());
-//! let mut billing = Billing::default();
-//! let mut keeper = LeaseKeeper::new(lease, Duration::from_secs(30));
-//! let summary = run(&mut job, &transport, &mut store, &mut billing, &mut keeper, &mut Tokio).await?;
+//!
+//! // The journal and the results' destination: your database in production (a `Store` and
+//! // a `Sink`); rows reach the sink as each batch's results arrive.
+//! let mut journal = MemoryStore::new();
+//! let mut results = MemorySink::new();
+//! let summary = sync(
+//!     cards.iter().map(|(id, card, exp)| Record::new(id, card, exp)),
+//!     &transport,
+//!     &mut journal,
+//!     &mut results,
+//!     &mut TokioEnv::default(),
+//!     &SyncOptions::new(JobOptions::new(config)),
+//!     |rejected| eprintln!("row {} rejected", rejected.row),
+//! )
+//! .await?;
 //! assert!(summary.done);
-//! assert_eq!(billing.cards, ["cus_1: new card ending 1115", "cus_2: new expiry 02/53"]);
+//! for row in results.rows() {
+//!     if row.status == Some(UpdateStatus::UpdatedCard) {
+//!         println!("{}: a new card ending {}", row.id, &row.card.masked().as_str()[12..]);
+//!     }
+//! }
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "tokio"))]
+//! # fn main() {}
 //! ```
+//!
+//! The pieces [`sync`] is made of stay public: [`PlanRecorder`] to plan into a store,
+//! [`Store::acquire`] and [`LeaseKeeper`] for the lease, [`Job`] and [`run`] to drive the job
+//! with an [`Env`] of your own (webhook events, decisions about unconfirmed requests, progress).
 //!
 //! # Overlapping runs
 //!
@@ -135,6 +92,7 @@
 #![warn(clippy::exhaustive_enums, clippy::exhaustive_structs)]
 
 mod driver;
+mod embed;
 pub mod hooks;
 mod job;
 mod model;
@@ -143,6 +101,9 @@ mod sink;
 mod store;
 
 pub use driver::{Env, LeaseKeeper, RunError, run};
+#[cfg(feature = "tokio")]
+pub use embed::TokioEnv;
+pub use embed::{SyncError, SyncOptions, sync};
 pub use job::{Call, CallId, Decision, Job, JobOptions, Output, PlanRecorder, Unconfirmed, Wait};
 pub use model::{
     Checkpoint, EventRecord, EventState, RequestKind, RequestRecord, RequestState, ResultRow,
