@@ -247,6 +247,34 @@ pub struct JobStatus {
     pub updates_pending: u64,
     /// American Express update events whose results were fetched.
     pub updates_done: u64,
+    /// Batch requests.
+    pub batches: u64,
+    /// Subscription requests.
+    pub subscriptions: u64,
+    /// Requests that failed, with why.
+    pub failed: Vec<(u64, String)>,
+}
+
+impl JobStatus {
+    /// The job's summary, in the words and shape of the single-machine job's
+    /// ([`cardsync_job::Summary`]): one machine or many, the same summary.
+    pub fn summary(&self) -> cardsync_job::Summary {
+        let tally: BTreeMap<String, i64> = self
+            .results
+            .iter()
+            .map(|(s, n)| (s.clone(), i64::try_from(*n).unwrap_or(i64::MAX)))
+            .collect();
+        let mut summary = cardsync_job::Summary::of_tally(&tally);
+        summary.done = self.state == JobState::Exported;
+        summary.rows = self.rows;
+        summary.invalid_rows = self.invalid;
+        summary.requests = usize::try_from(self.batches + self.subscriptions).unwrap_or(usize::MAX);
+        summary.batches = usize::try_from(self.batches).unwrap_or(usize::MAX);
+        summary.subscriptions = usize::try_from(self.subscriptions).unwrap_or(usize::MAX);
+        summary.unconfirmed = self.unconfirmed.iter().map(|u| u.seq).collect();
+        summary.failed.clone_from(&self.failed);
+        summary
+    }
 }
 
 impl JobStatus {
@@ -1620,6 +1648,31 @@ impl PgJournal {
         self.erase_request_cards(claim).await
     }
 
+    /// CardSync reported the batch in error: `failed`, with why, and its cards counted as
+    /// `batch_error` (as on one machine).
+    ///
+    /// # Errors
+    ///
+    /// [`PgError::Fenced`].
+    pub async fn batch_failed(&self, claim: &Claim, message: &str) -> Result<(), PgError> {
+        let cards = i32::try_from(claim.cards).unwrap_or(i32::MAX);
+        self.fenced_move(
+            claim,
+            &PgJournal::facts_of(claim, "failed"),
+            "WITH moved AS (
+                 UPDATE cardsync_requests SET state = 'failed', message = $5, mac = $4,
+                     lease_owner = NULL, lease_until = NULL
+                 WHERE job_id = $1 AND seq = $2 AND epoch = $3 AND state IN ('sending', 'sent')
+                 RETURNING job_id, seq)
+             INSERT INTO cardsync_result_counts (job_id, seq, status, n)
+             SELECT job_id, seq, 'batch_error', $6 FROM moved
+             ON CONFLICT (job_id, seq, status) DO UPDATE SET n = excluded.n",
+            &[&message, &cards],
+        )
+        .await?;
+        self.erase_request_cards(claim).await
+    }
+
     /// The POST may have reached CardSync and no answer says so: a batch waits for a decision
     /// (it stays `sending`, with no lease); a subscription, idempotent, goes back to `planned`.
     /// `hold_off` (a `Retry-After`) keeps every worker off the merchant until it passes.
@@ -2098,6 +2151,30 @@ impl PgJournal {
             .await?;
         status.updates_pending = updates.get::<_, i64>(0) as u64;
         status.updates_done = updates.get::<_, i64>(1) as u64;
+        for r in client
+            .query(
+                "SELECT kind, count(*) FROM cardsync_requests WHERE job_id = $1 GROUP BY kind",
+                &[&id],
+            )
+            .await?
+        {
+            let n = r.get::<_, i64>(1) as u64;
+            match RequestKind::parse(r.get(0)) {
+                Some(RequestKind::Batch) => status.batches = n,
+                Some(RequestKind::Subscription) => status.subscriptions = n,
+                _ => {}
+            }
+        }
+        status.failed = client
+            .query(
+                "SELECT seq, coalesce(message, '') FROM cardsync_requests
+                 WHERE job_id = $1 AND state = 'failed' ORDER BY seq",
+                &[&id],
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.get::<_, i32>(0) as u64, r.get(1)))
+            .collect();
         for r in client
             .query(
                 "SELECT r.seq, r.cards, r.message,

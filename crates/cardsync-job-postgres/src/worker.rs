@@ -799,7 +799,7 @@ async fn check<T: Transport + Sync>(
         match rules::read_status(batch_id, &answer, SystemTime::now()) {
             Status::Complete => {}
             Status::Failed(message) => {
-                timed(&mut summary.journal, journal.failed(claim, &message)).await?;
+                timed(&mut summary.journal, journal.batch_failed(claim, &message)).await?;
                 summary.failed += 1;
                 return Ok(());
             }

@@ -521,8 +521,45 @@ impl Summary {
     /// The summary of what a store holds.
     pub fn of(snapshot: &Snapshot) -> Summary {
         let requests = &snapshot.requests;
-        let mut statuses: Vec<StatusCount> = snapshot
-            .tally
+        let mut summary = Summary::of_tally(&snapshot.tally);
+        summary.done = snapshot.is_done();
+        summary.rows = snapshot.meta_u64(META_ROWS);
+        summary.invalid_rows = snapshot.meta_u64(META_INVALID);
+        summary.requests = requests.len();
+        summary.batches = requests
+            .iter()
+            .filter(|r| r.kind == RequestKind::Batch)
+            .count();
+        summary.subscriptions = requests
+            .iter()
+            .filter(|r| r.kind == RequestKind::Subscription)
+            .count();
+        summary.unconfirmed = requests
+            .iter()
+            .filter(|r| r.state == RequestState::Sending)
+            .map(|r| r.seq)
+            .collect();
+        summary.failed = requests
+            .iter()
+            .filter(|r| r.state == RequestState::Failed)
+            .map(|r| (r.seq, r.message.clone().unwrap_or_default()))
+            .collect();
+        summary
+    }
+
+    /// A summary of the cards per status (any store's tallies, such as the shared journal's):
+    /// the statuses most common first, and the results among them; everything else empty, for
+    /// the caller to fill in.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// let tally = BTreeMap::from([("valid".to_owned(), 3), ("no_result".to_owned(), 2)]);
+    /// let summary = cardsync_job::Summary::of_tally(&tally);
+    /// assert_eq!(summary.results, 3);
+    /// assert_eq!(summary.statuses[0].status, "valid");
+    /// ```
+    pub fn of_tally(tally: &BTreeMap<String, i64>) -> Summary {
+        let mut statuses: Vec<StatusCount> = tally
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(s, n)| StatusCount {
@@ -532,18 +569,12 @@ impl Summary {
             .collect();
         statuses.sort_by(|a, b| b.cards.cmp(&a.cards).then_with(|| a.status.cmp(&b.status)));
         Summary {
-            done: snapshot.is_done(),
-            rows: snapshot.meta_u64(META_ROWS),
-            invalid_rows: snapshot.meta_u64(META_INVALID),
-            requests: requests.len(),
-            batches: requests
-                .iter()
-                .filter(|r| r.kind == RequestKind::Batch)
-                .count(),
-            subscriptions: requests
-                .iter()
-                .filter(|r| r.kind == RequestKind::Subscription)
-                .count(),
+            done: false,
+            rows: 0,
+            invalid_rows: 0,
+            requests: 0,
+            batches: 0,
+            subscriptions: 0,
             results: statuses
                 .iter()
                 .filter(|s| {
@@ -555,16 +586,8 @@ impl Summary {
                 .map(|s| s.cards)
                 .sum(),
             statuses,
-            unconfirmed: requests
-                .iter()
-                .filter(|r| r.state == RequestState::Sending)
-                .map(|r| r.seq)
-                .collect(),
-            failed: requests
-                .iter()
-                .filter(|r| r.state == RequestState::Failed)
-                .map(|r| (r.seq, r.message.clone().unwrap_or_default()))
-                .collect(),
+            unconfirmed: Vec::new(),
+            failed: Vec::new(),
             error: None,
         }
     }

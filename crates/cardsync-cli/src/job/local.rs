@@ -23,78 +23,23 @@ use cardsync_job_sqlite::SqliteStore;
 use cardsync_proto::transport::{Transport, TransportError};
 use cardsync_proto::{SetWebhooks, Trigger, WebhookEvent};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::args::{Args, Wait};
 use super::dedupe::SpillSeen;
 use super::lease::{holder_gone, now_ms, this_holder};
-use crate::cli::{Global, OutputFormat};
+use crate::cli::Global;
 use crate::error::{CliError, Exit, io_err};
 use crate::files;
 use crate::remote::{Delivered, receiver_channel, remote_error};
 use crate::report::{Problem, Reporter};
 
+use super::summary::{SyncSummary, UnconfirmedRequest, exit_for, print_summary, summary_path};
+
 pub(crate) use cardsync_job::RESULT_COLUMNS;
 
 /// How many invalid rows `sync` shows on the terminal; the rejects file has every one.
 const SHOWN_REJECTS: u64 = 5;
-
-/// What `sync` tells the user at the end, and writes to `<stem>.summary.json`.
-#[derive(Debug, Default, Serialize)]
-struct SyncSummary {
-    done: bool,
-    rows: u64,
-    invalid_rows: u64,
-    requests: usize,
-    batches: usize,
-    subscriptions: usize,
-    results: u64,
-    statuses: Vec<StatusCount>,
-    unconfirmed: Vec<u64>,
-    /// What each unconfirmed request holds, to look it up at CardSync.
-    unconfirmed_requests: Vec<UnconfirmedRequest>,
-    failed: Vec<(u64, String)>,
-    results_file: Option<String>,
-    changes_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// A request whose POST was interrupted, described so that it can be looked up: how many
-/// cards it holds and the merchant's ids of its first and last card (masked, see
-/// [`crate::show`]).
-#[derive(Debug, Serialize)]
-struct UnconfirmedRequest {
-    request: u64,
-    cards: usize,
-    first_id: Option<String>,
-    last_id: Option<String>,
-}
-
-/// How many results have one status.
-#[derive(Debug, Serialize)]
-struct StatusCount {
-    status: String,
-    cards: u64,
-    meaning: &'static str,
-}
-
-/// What a status means for the billing system.
-fn meaning(status: &str) -> &'static str {
-    match status {
-        "updated_card" => "new card number: replace the stored card",
-        "updated_expiry" => "new expiry date: update the stored expiry",
-        "closed" => "account closed: stop billing, ask for a new card",
-        "contact" | "contact_closed" => "contact the cardholder",
-        "no_match" | "unknown" => "no update from the issuer",
-        "valid" | "no_change" => "card is current",
-        "no_result" => "no news: CardSync returns only cards with an update",
-        "subscribed" => "American Express: subscribed, updates come by webhook",
-        "batch_error" => "the batch failed: these cards have no results",
-        _ => "",
-    }
-}
 
 /// The crash and freeze points of the process tests (`cardsync_job::hooks`: compiled only for
 /// the tests; nothing in a release build).
@@ -355,11 +300,29 @@ fn journal_path(args: &Args) -> PathBuf {
     })
 }
 
-fn summary_path(out: &Path) -> PathBuf {
-    let stem = out
-        .file_stem()
-        .map_or_else(|| "results".into(), |s| s.to_string_lossy().into_owned());
-    out.with_file_name(format!("{stem}.summary.json"))
+fn sync_summary(
+    summary: Summary,
+    files: &(PathBuf, PathBuf),
+    journal: &mut Journal,
+) -> SyncSummary {
+    let unconfirmed_requests = summary
+        .unconfirmed
+        .iter()
+        .map(|&seq| {
+            // A journal that cannot be read here still gives the request number.
+            let cards = journal.cards(seq).unwrap_or_default();
+            let id = |c: Option<&cardsync_job::StoredCard>| {
+                c.map(|c| crate::show::json(&c.id).into_owned())
+            };
+            UnconfirmedRequest {
+                request: seq,
+                cards: cards.len(),
+                first_id: id(cards.first()),
+                last_id: id(cards.last()),
+            }
+        })
+        .collect();
+    SyncSummary::new(summary, files, unconfirmed_requests)
 }
 
 /// Takes the job's lease, waiting for it as long as `--wait-for-lock` says.
@@ -750,142 +713,5 @@ fn report_duplicates<W: Write>(
             warnings: cardsync_core::RowWarnings::NONE,
         })?;
     }
-    Ok(())
-}
-
-fn sync_summary(
-    summary: Summary,
-    files: &(PathBuf, PathBuf),
-    journal: &mut Journal,
-) -> SyncSummary {
-    let done = summary.done;
-    let unconfirmed_requests = summary
-        .unconfirmed
-        .iter()
-        .map(|&seq| {
-            // A journal that cannot be read here still gives the request number.
-            let cards = journal.cards(seq).unwrap_or_default();
-            let id = |c: Option<&cardsync_job::StoredCard>| {
-                c.map(|c| crate::show::json(&c.id).into_owned())
-            };
-            UnconfirmedRequest {
-                request: seq,
-                cards: cards.len(),
-                first_id: id(cards.first()),
-                last_id: id(cards.last()),
-            }
-        })
-        .collect();
-    SyncSummary {
-        unconfirmed_requests,
-        done,
-        rows: summary.rows,
-        invalid_rows: summary.invalid_rows,
-        requests: summary.requests,
-        batches: summary.batches,
-        subscriptions: summary.subscriptions,
-        results: summary.results,
-        statuses: summary
-            .statuses
-            .into_iter()
-            .map(|s| StatusCount {
-                meaning: meaning(&s.status),
-                // A status word is CardSync's: kept as it came, so shown as any outside text.
-                status: crate::show::json(&s.status).into_owned(),
-                cards: s.cards,
-            })
-            .collect(),
-        unconfirmed: summary.unconfirmed,
-        // Messages: what CardSync said in them is masked already (`cardsync_proto`).
-        failed: summary.failed,
-        results_file: done.then(|| files.0.display().to_string()),
-        changes_file: done.then(|| files.1.display().to_string()),
-        error: summary.error,
-    }
-}
-
-fn exit_for(summary: &SyncSummary) -> ExitCode {
-    if !summary.unconfirmed.is_empty() || !summary.done {
-        Exit::Remote
-    } else if summary.invalid_rows > 0 || !summary.failed.is_empty() {
-        Exit::Problems
-    } else {
-        Exit::Ok
-    }
-    .into()
-}
-
-fn print_summary<W: Write>(
-    reporter: &mut Reporter<W>,
-    summary: &SyncSummary,
-) -> Result<(), CliError> {
-    match reporter.format() {
-        OutputFormat::Json => reporter.json_line(&serde_json::json!({ "sync": summary }))?,
-        OutputFormat::Text => {
-            let out = reporter.out();
-            writeln!(
-                out,
-                "\n{} rows: {} invalid; {} requests (batches: {}, subscriptions: {})",
-                summary.rows,
-                summary.invalid_rows,
-                summary.requests,
-                summary.batches,
-                summary.subscriptions
-            )?;
-            if !summary.statuses.is_empty() {
-                writeln!(out, "\n{:<16} {:>9}  MEANING", "STATUS", "CARDS")?;
-                for s in &summary.statuses {
-                    let status = crate::show::text(&s.status);
-                    writeln!(out, "{status:<16} {:>9}  {}", s.cards, s.meaning)?;
-                }
-            }
-            if let (Some(results), Some(changes)) = (&summary.results_file, &summary.changes_file) {
-                writeln!(
-                    out,
-                    "\nresults: {results} (mode 0600: it holds full card numbers; keep it safe \
-                     and delete it once applied)"
-                )?;
-                writeln!(out, "what changed, per id: {changes}")?;
-            }
-            for r in &summary.unconfirmed_requests {
-                let seq = r.request;
-                let ids = match (
-                    r.first_id.as_deref().map(crate::show::text),
-                    r.last_id.as_deref().map(crate::show::text),
-                ) {
-                    (Some(first), Some(last)) if first != last => {
-                        format!(" ({} cards, ids {first} to {last})", r.cards)
-                    }
-                    (Some(first), _) => format!(" ({} card, id {first})", r.cards),
-                    _ => String::new(),
-                };
-                writeln!(
-                    out,
-                    "\nrequest {seq}{ids} was being sent when a run stopped: CardSync may have \
-                     created it, and a batch sent twice is billed twice. Find out whether it \
-                     arrived (the CardSync dashboard, or a batch-available webhook for a \
-                     batch id this job does not know), then run the same command with one of:\n  \
-                     --adopt {seq}=BATCH_ID     it arrived, as batch BATCH_ID\n  \
-                     --resend-unconfirmed   it did not arrive: send it again\n  \
-                     --abandon-unconfirmed  leave its cards out of this job"
-                )?;
-            }
-            for (seq, message) in &summary.failed {
-                writeln!(
-                    out,
-                    "\nrequest {seq} failed, and its cards have no results: {}",
-                    crate::show::plain(message)
-                )?;
-            }
-            if summary.statuses.iter().any(|s| s.status == "subscribed") {
-                writeln!(
-                    out,
-                    "\nAmerican Express cards are subscribed: their updates arrive as webhooks. \
-                     Run `cardsync listen` (or sync with --wait webhook) to collect them."
-                )?;
-            }
-        }
-    }
-    reporter.flush()?;
     Ok(())
 }

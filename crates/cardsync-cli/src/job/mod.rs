@@ -10,6 +10,7 @@ pub(crate) mod lease;
 pub(crate) mod listen;
 pub(crate) mod local;
 pub(crate) mod shared;
+pub(crate) mod summary;
 
 use std::process::ExitCode;
 

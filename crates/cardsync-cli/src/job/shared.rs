@@ -218,7 +218,13 @@ pub(crate) fn job<W: Write>(
                 .get("subscribed")
                 .copied()
                 .unwrap_or(0);
+            let before = journal.status(&name).await.map_err(pg)?;
             let rows = journal.export(&name, &mut sink).await.map_err(pg)?;
+            // The summary file, as `sync` writes it.
+            let summary = exported_summary(&before, &path, &sink);
+            let summary_file = super::summary::summary_path(&path);
+            crate::files::write_json(&summary_file, &summary)
+                .map_err(crate::error::io_err(&summary_file))?;
             if waiting > 0 && !global.quiet {
                 eprintln!(
                     "{waiting} subscribed American Express cards had no update yet; updates that \
@@ -562,27 +568,29 @@ pub(crate) fn sync(args: super::args::Args, global: &Global) -> Result<ExitCode,
             }
             Err(e) => return Err(pg(e)),
         };
-        let failed = status.requests.get("failed").copied().unwrap_or(0);
-        let results: Vec<String> = status.results.iter().map(|(k, n)| format!("{k} {n}")).collect();
-        say(
-            reporter.out(),
-            global.output,
-            &serde_json::json!({"job": name, "done": true, "results": rows, "by_status": status.results,
-                "failed_requests": failed, "invalid": invalid, "out": args.out.display().to_string(),
-                "changes": sink.changes_path().display().to_string()}),
-            &format!(
-                "job {name} done: {rows} results ({}) written to {}; changes in {}",
-                if results.is_empty() { "none".to_owned() } else { results.join(", ") },
-                args.out.display(),
-                sink.changes_path().display()
-            ),
-        )?;
-        Ok(if invalid > 0 || failed > 0 {
-            crate::error::Exit::Problems.into()
-        } else {
-            ExitCode::SUCCESS
-        })
+        let _ = (rows, invalid);
+        // The same summary as on one machine: printed, and written beside the results.
+        let summary = exported_summary(&status, &args.out, &sink);
+        let path = super::summary::summary_path(&args.out);
+        crate::files::write_json(&path, &summary).map_err(crate::error::io_err(&path))?;
+        super::summary::print_summary(&mut reporter, &summary)?;
+        Ok(super::summary::exit_for(&summary))
     })
+}
+
+/// The summary of a job just exported (its counts as they were before the export erased them).
+fn exported_summary(
+    status: &JobStatus,
+    out: &std::path::Path,
+    sink: &FileSink,
+) -> super::summary::SyncSummary {
+    let mut summary = status.summary();
+    summary.done = true;
+    super::summary::SyncSummary::new(
+        summary,
+        &(out.to_owned(), sink.changes_path().to_owned()),
+        Vec::new(),
+    )
 }
 
 /// The `--adopt N=BATCH_ID` decisions, each checked with CardSync first, as `sync --adopt`
