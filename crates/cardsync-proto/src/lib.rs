@@ -60,6 +60,7 @@ pub mod issuer;
 mod lenient;
 mod merchant;
 mod model;
+pub mod paths;
 pub mod retry;
 mod scan;
 pub mod server;
