@@ -20,8 +20,8 @@ use cardsync_job::{
     Unconfirmed, Wait as JobWait, run as run_job,
 };
 use cardsync_job_sqlite::SqliteStore;
+use cardsync_proto::WebhookEvent;
 use cardsync_proto::transport::{Transport, TransportError};
-use cardsync_proto::{SetWebhooks, Trigger, WebhookEvent};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -628,12 +628,8 @@ async fn start_receiver(
         return Ok((receiver, events, false));
     }
     let url = args.public_url.clone().unwrap_or_else(|| receiver.url());
-    let hooks = SetWebhooks::new()
-        .with(Trigger::BatchAvailable, url.clone())
-        .with(Trigger::BatchError, url.clone())
-        .with(Trigger::AmexUpdate, url.clone());
     client
-        .set_webhooks(&hooks)
+        .register_receiver(&url)
         .await
         .map_err(|e| remote_error("registering the webhook receiver", e))?;
     if !quiet && !args.own_emulator {
