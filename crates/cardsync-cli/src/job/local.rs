@@ -20,8 +20,8 @@ use cardsync_job::{
     Unconfirmed, Wait as JobWait, run as run_job,
 };
 use cardsync_job_sqlite::SqliteStore;
-use cardsync_proto::WebhookEvent;
 use cardsync_proto::transport::{Transport, TransportError};
+use cardsync_proto::{WebhookEvent, paths};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -215,7 +215,8 @@ impl Transport for Hooked<'_> {
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, TransportError> {
-        let creates = request.method() == http::Method::POST && request.uri().path() == "/v2/batch";
+        let creates =
+            request.method() == http::Method::POST && request.uri().path() == paths::BATCH;
         let answer = self.0.send(request).await;
         if creates {
             crash_point("answered");
