@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, SystemTime};
 
 use cardsync_core::{
-    Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
+    Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, mask_card_text,
     redact_digit_runs, test_card,
 };
 use cardsync_proto::issuer::feed::{accepted_body, decode_update_cards_body};
@@ -23,13 +23,13 @@ use cardsync_proto::{
     Results, ReturnedCard, SubmittedCard, Trigger, WebhookEvent, decode_cards_body, paths,
 };
 use http::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 
 use crate::network::{Network, Refused};
 use crate::overview::{
-    AmexEventView, AmexPendingView, BatchView, MerchantView, OVERVIEW_BATCHES, OVERVIEW_ITEMS,
-    OVERVIEW_ROWS, Overview, ResultView, SubscriptionView, WebhookView,
+    AmexEventView, AmexPendingView, BatchView, EndpointCounts, MerchantView, OVERVIEW_BATCHES,
+    OVERVIEW_ITEMS, OVERVIEW_ROWS, Overview, ResultView, SubscriptionView, WebhookView, row_view,
 };
+use crate::replacement::{replacement_card, replacement_expiry};
 
 /// How long results stay available after completion (or after the webhook).
 pub const RESULTS_KEPT_FOR: Duration = Duration::from_secs(10 * 24 * 3600);
@@ -226,25 +226,6 @@ struct PendingAmex {
     pairs: Vec<(String, String, String, String)>,
 }
 
-/// What one endpoint received, as `GET /_sandbox/counters` reports it.
-///
-/// ```
-/// let counts = cardsync_sandbox::EndpointCounts::default();
-/// assert_eq!(counts.repeats, 0);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-#[non_exhaustive]
-pub struct EndpointCounts {
-    /// Requests.
-    pub requests: u64,
-    /// Cards in them.
-    pub cards: u64,
-    /// Distinct cards (with their SE numbers) among them.
-    pub distinct_cards: u64,
-    /// Cards received again: `cards - distinct_cards`.
-    pub repeats: u64,
-}
-
 /// Counts of what one endpoint received.
 #[derive(Debug, Default)]
 struct Counter {
@@ -356,31 +337,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         rem % 60,
         d.subsec_micros()
     )
-}
-
-/// The new card number an `updated_card` result carries: the same first six digits (so the
-/// same brand), every digit between them and the check digit moved up by one (9 becomes 0), and
-/// a new check digit.
-pub fn replacement_card(card: &str) -> String {
-    let body = &card[..card.len() - 1];
-    let mut out: String = body
-        .char_indices()
-        .map(|(i, c)| {
-            if i < 6 {
-                c
-            } else {
-                char::from(b'0' + (c as u8 - b'0' + 1) % 10)
-            }
-        })
-        .collect();
-    out.push(char::from(luhn_check_digit(&out).expect("digits")));
-    out
-}
-
-/// The new expiry an `updated_card` or `updated_expiry` result carries: three years later,
-/// same month, at most December 2099.
-pub fn replacement_expiry(exp: Expiry) -> Expiry {
-    Expiry::new((exp.year() + 3).min(2099), exp.month()).expect("a valid month")
 }
 
 fn brand_index(brand: Brand) -> Option<usize> {
@@ -1579,15 +1535,4 @@ fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
 /// Result rows, masked, at most [`OVERVIEW_ROWS`].
 fn rows_view(rows: &[ResultCard]) -> Vec<ResultView> {
     rows.iter().take(OVERVIEW_ROWS).map(row_view).collect()
-}
-
-/// One result row, masked.
-pub(crate) fn row_view(row: &ResultCard) -> ResultView {
-    ResultView {
-        id: redact_digit_runs(&row.id).into_owned(),
-        card: row.card.masked().as_str().to_owned(),
-        exp: row.exp.clone(),
-        status: row.status.as_ref().map(|s| s.as_str().to_owned()),
-        se_number: row.se_number.clone(),
-    }
 }
