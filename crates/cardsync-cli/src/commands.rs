@@ -657,8 +657,12 @@ async fn issuer_story(
     use cardsync_proto::issuer::{IssuerConfig, IssuerEndpoint};
     let text = !global.quiet && global.output == OutputFormat::Text;
     let exp = cardsync_core::Expiry::parse("05/27").expect("a valid expiry");
-    let platform = cardsync_proto::BaseUrl::parse(&format!("{}/v1", sandbox.base_url()))
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let platform = cardsync_proto::BaseUrl::parse(&format!(
+        "{}{}",
+        sandbox.base_url(),
+        cardsync_proto::paths::PLATFORM_BASE
+    ))
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     let token = cardsync_proto::IssuerToken::new(&sandbox.settings().issuer_token)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     let config = IssuerConfig::new(platform).with_token(token);
@@ -691,8 +695,9 @@ async fn issuer_story(
             .map_err(|e| crate::issuer::remote_error(&format!("card {card_id}"), e))?;
         if text {
             println!(
-                "  the issuer of {} {what}: PATCH /v1/cards/{card_id} TERMINATED ({}: {}){}",
+                "  the issuer of {} {what}: PATCH {}{card_id} TERMINATED ({}: {}){}",
                 pan.masked(),
+                cardsync_proto::paths::PLATFORM_CARD_AT_ROOT,
                 reason.as_str(),
                 reason.description(),
                 issued

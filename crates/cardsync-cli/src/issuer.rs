@@ -17,7 +17,7 @@ use cardsync_proto::issuer::platform::{
 use cardsync_proto::issuer::{IssuerConfig, IssuerEndpoint};
 use cardsync_proto::retry::{Decision, Outcome, RetryPolicy};
 use cardsync_proto::transport::Transport;
-use cardsync_proto::{BaseUrl, Idempotency, IssuerToken};
+use cardsync_proto::{BaseUrl, Idempotency, IssuerToken, paths};
 use serde_json::{Value, json};
 
 use crate::cli::{Global, OutputFormat};
@@ -282,7 +282,7 @@ pub(crate) fn run<W: Write>(
                 .ok()
                 .and_then(|k| IdempotencyKey::new(&k))
                 .ok_or_else(|| CliError::Usage("the system's random generator failed".into()))?;
-            let platform = BaseUrl::parse(&format!("{}/v1", base.as_str()))
+            let platform = BaseUrl::parse(&format!("{}{}", base.as_str(), paths::PLATFORM_BASE))
                 .map_err(|e| CliError::Usage(e.to_string()))?;
             let config = IssuerConfig::new(platform).with_token(need_token(token)?);
             let patch = UpdateCard::new(card_id.clone(), edits, key)

@@ -12,6 +12,7 @@ use cardsync_core::{
     AcceptedRow, Brand, PanFragment, PlannedRequest, RejectedRow, RouteKind, RowWarning,
     RowWarnings,
 };
+use cardsync_proto::paths;
 use serde::Serialize;
 
 use crate::cli::OutputFormat;
@@ -502,11 +503,11 @@ impl<W: Write> Reporter<W> {
         let (method, path) = match request.route.kind() {
             RouteKind::Subscription => {
                 counts.subscription += 1;
-                ("POST", "/v2/subscribe")
+                ("POST", paths::SUBSCRIBE)
             }
             _ => {
                 counts.batch += 1;
-                ("POST", "/v2/batch")
+                ("POST", paths::BATCH)
             }
         };
         let brands: BTreeMap<&'static str, usize> = request

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cardsync_proto::paths;
 use cardsync_sandbox::{Faults, Sandbox, Settings};
 
 use crate::cli::OutputFormat;
@@ -173,8 +174,10 @@ pub(crate) fn run(
                 writeln!(out, "  merchant id         {}", s.merchant_id)?;
                 writeln!(
                     out,
-                    "  issuer token        {} (issuing platform under /v1, issuer feed under /v2/data)",
-                    s.issuer_token
+                    "  issuer token        {} (issuing platform under {}, issuer feed under {})",
+                    s.issuer_token,
+                    paths::PLATFORM_BASE,
+                    paths::FEED_CUSTOMERS
                 )?;
                 writeln!(
                     out,

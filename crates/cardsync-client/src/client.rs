@@ -11,7 +11,7 @@ use cardsync_proto::transport::{Transport, TransportError};
 use cardsync_proto::{
     Ack, BatchCreated, BatchInfo, Config, CreateBatch, DecodeError, EncodeError, Endpoint,
     EnrollMerchant, GetBatch, GetBatchResults, GetMerchant, GetSubscriptionResults,
-    MerchantEnrolled, MerchantStatus, Results, SetWebhooks, Subscribe, Unsubscribe,
+    MerchantEnrolled, MerchantStatus, Results, SetWebhooks, Subscribe, Trigger, Unsubscribe,
 };
 use http::StatusCode;
 
@@ -283,6 +283,46 @@ impl<T: Transport + Sync, S: Sleep + Sync> Client<T, S> {
     /// [`CallError`].
     pub async fn set_webhooks(&self, request: &SetWebhooks) -> Result<Ack, CallError> {
         self.call(request).await
+    }
+
+    /// Registers one URL, a webhook receiver's, for the three events a job waits for: batch
+    /// available (trigger 20), batch error (22) and American Express update (23), in one
+    /// `POST /v2/webhooks` signed with the merchant key. This replaces the merchant's
+    /// registrations for those triggers, which CardSync cannot show.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cardsync_client::Client;
+    /// use cardsync_proto::transport::TransportError;
+    /// use cardsync_proto::{BaseUrl, Config, MerchantKey, paths};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let transport = |request: http::Request<Vec<u8>>| async move {
+    ///     assert_eq!(request.uri().path(), paths::WEBHOOKS);
+    ///     assert_eq!(
+    ///         request.body().as_slice(),
+    ///         br#"{"webhooks":[{"trigger_id":20,"url":"https://hooks.example/w/t"},{"trigger_id":22,"url":"https://hooks.example/w/t"},{"trigger_id":23,"url":"https://hooks.example/w/t"}]}"#
+    ///     );
+    ///     Ok::<_, TransportError>(http::Response::new(br#"{"status":"success"}"#.to_vec()))
+    /// };
+    /// let sleep = |d: Duration| async move { tokio::time::sleep(d).await };
+    /// let config = Config::new(BaseUrl::sandbox()).with_merchant_key(MerchantKey::new("api_key")?);
+    /// let client = Client::with_sleep(transport, config, sleep);
+    /// client.register_receiver("https://hooks.example/w/t").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CallError`]; [`EncodeError::EmptyField`] (as [`CallError::Encode`]) for an empty URL.
+    pub async fn register_receiver(&self, url: &str) -> Result<Ack, CallError> {
+        let hooks = SetWebhooks::new()
+            .with(Trigger::BatchAvailable, url)
+            .with(Trigger::BatchError, url)
+            .with(Trigger::AmexUpdate, url);
+        self.call(&hooks).await
     }
 
     /// `POST /v2/merchant`, with the partner master key. Never resent after an answer.

@@ -34,6 +34,7 @@ mod expiry;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 mod generated;
+mod iin;
 mod pan;
 mod plan;
 mod redact;
@@ -41,7 +42,7 @@ mod stats;
 mod status;
 mod test_cards;
 
-pub use brand::{Brand, UnknownBrandName};
+pub use brand::{Brand, RouteKind, UnknownBrandName};
 pub use expiry::{Expiry, ExpiryError, YearMonth};
 pub use pan::{
     ExposedPan, MAX_PAN_LEN, MIN_PAN_LEN, Pan, PanError, PanFragment, luhn_check_digit,
@@ -50,8 +51,8 @@ pub use pan::{
 pub use plan::{
     AcceptedRow, AsRecord, CheckedRecord, Checker, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan,
     PlanEvent, PlanOptions, PlannedCard, PlannedRequest, Planner, Record, RecordBuf, RejectReason,
-    RejectedRow, Route, RouteKind, RowVerdict, RowWarning, RowWarnings, SeNumber, SeNumberError,
-    SeenKind, SeenStore, plan,
+    RejectedRow, Route, RowVerdict, RowWarning, RowWarnings, SeNumber, SeNumberError, SeenKind,
+    SeenStore, plan,
 };
 pub use redact::redact_digit_runs;
 pub use stats::Stats;

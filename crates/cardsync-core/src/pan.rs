@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::brand::{self, Brand};
+use crate::brand::Brand;
+use crate::iin;
 
 /// The fewest digits a card number may have.
 pub const MIN_PAN_LEN: usize = 12;
@@ -100,7 +101,7 @@ impl Pan {
         // bytes, to keep the shift in range) to the low end of one word.
         let at = (BUF - len) * 8;
         let head = (digits[at / 64] >> (at % 64)) | (digits[at / 64 + 1] << 1 << (63 - at % 64));
-        let entry = brand::entry(first4(head), || first6(head));
+        let entry = iin::entry(first4(head), || first6(head));
         if !entry.allows_len(len) {
             return Err(PanError::BrandLength {
                 brand: entry.brand(),

@@ -5,6 +5,8 @@ use std::fmt;
 use http::HeaderValue;
 use zeroize::Zeroize;
 
+use crate::KeyScope;
+
 /// The root every endpoint path is appended to: the CardSync sandbox, production, or any other
 /// server speaking the same API (a local emulator, a proxy).
 ///
@@ -321,25 +323,6 @@ impl IssuerToken {
 impl fmt::Debug for IssuerToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("IssuerToken([redacted])")
-    }
-}
-
-/// Which kind of key an endpoint needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum KeyScope {
-    /// The partner master key.
-    Partner,
-    /// A merchant key.
-    Merchant,
-}
-
-impl fmt::Display for KeyScope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            KeyScope::Partner => "partner master key",
-            KeyScope::Merchant => "merchant key",
-        })
     }
 }
 

@@ -13,6 +13,7 @@ use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Vi
 use crate::error::{JsonError, Violation, safe_message};
 use crate::lenient::{Key, skip, write_json_str};
 use crate::model::{BatchData, Envelope, Ignored, MerchantData};
+use crate::paths;
 use crate::webhook::Trigger;
 use crate::{
     Ack, BatchCreated, BatchInfo, BatchState, Config, DecodeError, EncodeError, KeyScope,
@@ -584,7 +585,7 @@ impl CreateBatch {
 impl Endpoint for CreateBatch {
     type Output = BatchCreated;
     const METHOD: Method = Method::POST;
-    const PATH: &'static str = "/v2/batch";
+    const PATH: &'static str = paths::BATCH;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::NotIdempotent;
 
@@ -631,7 +632,7 @@ impl GetBatch {
 impl Endpoint for GetBatch {
     type Output = BatchInfo;
     const METHOD: Method = Method::GET;
-    const PATH: &'static str = "/v2/batch";
+    const PATH: &'static str = paths::BATCH;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -676,7 +677,7 @@ impl GetBatchResults {
 impl Endpoint for GetBatchResults {
     type Output = Results;
     const METHOD: Method = Method::GET;
-    const PATH: &'static str = "/v2/batch/results";
+    const PATH: &'static str = paths::BATCH_RESULTS;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -758,7 +759,7 @@ macro_rules! subscription_endpoint {
         impl Endpoint for $name {
             type Output = Ack;
             const METHOD: Method = $method;
-            const PATH: &'static str = "/v2/subscribe";
+            const PATH: &'static str = paths::SUBSCRIBE;
             const SCOPE: KeyScope = KeyScope::Merchant;
             const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -794,7 +795,7 @@ impl GetSubscriptionResults {
 impl Endpoint for GetSubscriptionResults {
     type Output = Results;
     const METHOD: Method = Method::GET;
-    const PATH: &'static str = "/v2/subscription/results";
+    const PATH: &'static str = paths::SUBSCRIPTION_RESULTS;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -824,7 +825,7 @@ impl EnrollMerchant {
 impl Endpoint for EnrollMerchant {
     type Output = MerchantEnrolled;
     const METHOD: Method = Method::POST;
-    const PATH: &'static str = "/v2/merchant";
+    const PATH: &'static str = paths::MERCHANT;
     const SCOPE: KeyScope = KeyScope::Partner;
     const IDEMPOTENCY: Idempotency = Idempotency::NotIdempotent;
 
@@ -875,7 +876,7 @@ impl GetMerchant {
 impl Endpoint for GetMerchant {
     type Output = MerchantStatus;
     const METHOD: Method = Method::GET;
-    const PATH: &'static str = "/v2/merchant";
+    const PATH: &'static str = paths::MERCHANT;
     const SCOPE: KeyScope = KeyScope::Partner;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -957,7 +958,7 @@ fn webhook_body(pairs: &[(Trigger, String)]) -> Vec<u8> {
 impl Endpoint for SetWebhooks {
     type Output = Ack;
     const METHOD: Method = Method::POST;
-    const PATH: &'static str = "/v2/webhooks";
+    const PATH: &'static str = paths::WEBHOOKS;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -999,7 +1000,7 @@ pub struct SetWebhooksFlat {
 impl Endpoint for SetWebhooksFlat {
     type Output = Ack;
     const METHOD: Method = Method::POST;
-    const PATH: &'static str = "/v2/webhooks";
+    const PATH: &'static str = paths::WEBHOOKS;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 
@@ -1029,7 +1030,7 @@ impl SetAmexWebhook {
 impl Endpoint for SetAmexWebhook {
     type Output = Ack;
     const METHOD: Method = Method::POST;
-    const PATH: &'static str = "/v2/webhook";
+    const PATH: &'static str = paths::WEBHOOK;
     const SCOPE: KeyScope = KeyScope::Merchant;
     const IDEMPOTENCY: Idempotency = Idempotency::Idempotent;
 

@@ -60,14 +60,16 @@ pub mod issuer;
 mod lenient;
 mod merchant;
 mod model;
+pub mod paths;
 pub mod retry;
 mod scan;
+mod scope;
 pub mod server;
 pub mod transport;
 mod webhook;
 
 pub use config::{
-    BaseUrl, Config, InvalidApiKey, InvalidBaseUrl, IssuerToken, KeyScope, MerchantKey, PartnerKey,
+    BaseUrl, Config, InvalidApiKey, InvalidBaseUrl, IssuerToken, MerchantKey, PartnerKey,
 };
 pub use endpoints::{
     BatchCard, CreateBatch, Endpoint, EnrollMerchant, GetBatch, GetBatchResults, GetMerchant,
@@ -80,6 +82,7 @@ pub use model::{
     Ack, BatchCreated, BatchInfo, BatchState, CardStats, MerchantEnrolled, MerchantStatus,
     ReportedStats, ResultCard, Results, ReturnedCard,
 };
+pub use scope::KeyScope;
 pub use transport::MAX_RESPONSE_BODY;
 pub use webhook::{
     AmexUpdate, BatchAvailable, BatchError, EnrollmentComplete, Trigger, UnknownEvent,

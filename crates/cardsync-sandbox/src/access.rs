@@ -246,6 +246,8 @@ impl Access {
 
 #[cfg(test)]
 mod tests {
+    use cardsync_proto::paths;
+
     use super::*;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -273,7 +275,7 @@ mod tests {
     }
 
     fn host_ok(a: &Access, host: &str) -> bool {
-        a.check_host(&headers(&[("host", host)]), &Uri::from_static("/v2/batch"))
+        a.check_host(&headers(&[("host", host)]), &Uri::from_static(paths::BATCH))
             .is_ok()
     }
 
@@ -318,10 +320,16 @@ mod tests {
         // No Host at all: the URI's authority, else refused.
         let none = HeaderMap::new();
         assert!(
-            a.check_host(&none, &Uri::from_static("http://localhost:1/v2/batch"))
-                .is_ok()
+            a.check_host(
+                &none,
+                &Uri::try_from(format!("http://localhost:1{}", paths::BATCH)).unwrap()
+            )
+            .is_ok()
         );
-        assert!(a.check_host(&none, &Uri::from_static("/v2/batch")).is_err());
+        assert!(
+            a.check_host(&none, &Uri::from_static(paths::BATCH))
+                .is_err()
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod tests {
                 .contains("content=\"abc123\"")
         );
         assert_eq!(page.headers()[header::X_FRAME_OPTIONS], "DENY");
-        let api = Request::get("/v2/batch").body(()).unwrap();
+        let api = Request::get(cardsync_proto::paths::BATCH).body(()).unwrap();
         assert!(asset(&access(false), &api).is_none());
     }
 

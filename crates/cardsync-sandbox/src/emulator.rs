@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::time::{Duration, SystemTime};
 
 use cardsync_core::{
-    Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, luhn_check_digit, mask_card_text,
+    Brand, Expiry, Pan, RouteKind, SeNumber, Stats, UpdateStatus, mask_card_text,
     redact_digit_runs, test_card,
 };
 use cardsync_proto::issuer::feed::{accepted_body, decode_update_cards_body};
@@ -20,16 +20,16 @@ use cardsync_proto::server::{self, Spelling};
 use cardsync_proto::{
     Ack, AmexUpdate, BatchAvailable, BatchCreated, BatchError, BatchInfo, BatchState,
     EnrollmentComplete, MerchantEnrolled, MerchantKey, MerchantStatus, ReportedStats, ResultCard,
-    Results, ReturnedCard, SubmittedCard, Trigger, WebhookEvent, decode_cards_body,
+    Results, ReturnedCard, SubmittedCard, Trigger, WebhookEvent, decode_cards_body, paths,
 };
 use http::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 
 use crate::network::{Network, Refused};
 use crate::overview::{
-    AmexEventView, AmexPendingView, BatchView, MerchantView, OVERVIEW_BATCHES, OVERVIEW_ITEMS,
-    OVERVIEW_ROWS, Overview, ResultView, SubscriptionView, WebhookView,
+    AmexEventView, AmexPendingView, BatchView, EndpointCounts, MerchantView, OVERVIEW_BATCHES,
+    OVERVIEW_ITEMS, OVERVIEW_ROWS, Overview, ResultView, SubscriptionView, WebhookView, row_view,
 };
+use crate::replacement::{replacement_card, replacement_expiry};
 
 /// How long results stay available after completion (or after the webhook).
 pub const RESULTS_KEPT_FOR: Duration = Duration::from_secs(10 * 24 * 3600);
@@ -226,25 +226,6 @@ struct PendingAmex {
     pairs: Vec<(String, String, String, String)>,
 }
 
-/// What one endpoint received, as `GET /_sandbox/counters` reports it.
-///
-/// ```
-/// let counts = cardsync_sandbox::EndpointCounts::default();
-/// assert_eq!(counts.repeats, 0);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
-#[non_exhaustive]
-pub struct EndpointCounts {
-    /// Requests.
-    pub requests: u64,
-    /// Cards in them.
-    pub cards: u64,
-    /// Distinct cards (with their SE numbers) among them.
-    pub distinct_cards: u64,
-    /// Cards received again: `cards - distinct_cards`.
-    pub repeats: u64,
-}
-
 /// Counts of what one endpoint received.
 #[derive(Debug, Default)]
 struct Counter {
@@ -270,7 +251,8 @@ pub struct Emulator {
     pending_amex: Vec<PendingAmex>,
     batches_created: u64,
     amex_events: HashMap<String, AmexEvent>,
-    counters: BTreeMap<&'static str, Counter>,
+    /// By method and path.
+    counters: BTreeMap<(&'static str, &'static str), Counter>,
     outbox: VecDeque<Outgoing>,
 }
 
@@ -355,31 +337,6 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
         rem % 60,
         d.subsec_micros()
     )
-}
-
-/// The new card number an `updated_card` result carries: the same first six digits (so the
-/// same brand), every digit between them and the check digit moved up by one (9 becomes 0), and
-/// a new check digit.
-pub fn replacement_card(card: &str) -> String {
-    let body = &card[..card.len() - 1];
-    let mut out: String = body
-        .char_indices()
-        .map(|(i, c)| {
-            if i < 6 {
-                c
-            } else {
-                char::from(b'0' + (c as u8 - b'0' + 1) % 10)
-            }
-        })
-        .collect();
-    out.push(char::from(luhn_check_digit(&out).expect("digits")));
-    out
-}
-
-/// The new expiry an `updated_card` or `updated_expiry` result carries: three years later,
-/// same month, at most December 2099.
-pub fn replacement_expiry(exp: Expiry) -> Expiry {
-    Expiry::new((exp.year() + 3).min(2099), exp.month()).expect("a valid month")
 }
 
 fn brand_index(brand: Brand) -> Option<usize> {
@@ -497,9 +454,9 @@ impl Emulator {
         server::respond(status, server::failure(&message.into(), self.spelling()))
     }
 
-    fn count(&mut self, endpoint: &'static str, cards: &[SubmittedCard]) {
+    fn count(&mut self, method: &'static str, path: &'static str, cards: &[SubmittedCard]) {
         let keys = self.keys.clone();
-        let counter = self.counters.entry(endpoint).or_default();
+        let counter = self.counters.entry((method, path)).or_default();
         counter.requests += 1;
         for c in cards {
             counter.cards += 1;
@@ -535,16 +492,16 @@ impl Emulator {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
         let known = [
-            "/v2/webhooks",
-            "/v2/webhook",
-            "/v2/merchant",
-            "/v2/batch",
-            "/v2/batch/results",
-            "/v2/subscribe",
-            "/v2/subscription/results",
+            paths::WEBHOOKS,
+            paths::WEBHOOK,
+            paths::MERCHANT,
+            paths::BATCH,
+            paths::BATCH_RESULTS,
+            paths::SUBSCRIBE,
+            paths::SUBSCRIPTION_RESULTS,
         ];
         if let Some(id) = path
-            .strip_prefix("/v1/cards/")
+            .strip_prefix(paths::PLATFORM_CARD_AT_ROOT)
             .filter(|id| !id.contains('/'))
         {
             let id = server::query_value(&format!("/?id={id}").parse().unwrap_or_default(), "id")
@@ -567,7 +524,9 @@ impl Emulator {
             );
         }
         let merchant = match (&caller, path.as_str(), &method) {
-            (_, "/v2/webhooks" | "/v2/webhook", _) | (Caller::Partner, "/v2/merchant", _) => None,
+            (_, paths::WEBHOOKS | paths::WEBHOOK, _) | (Caller::Partner, paths::MERCHANT, _) => {
+                None
+            }
             (Caller::Merchant(m), _, _) => Some(m.clone()),
             (Caller::Partner, _, _) => {
                 return self.error(
@@ -577,27 +536,27 @@ impl Emulator {
             }
         };
         match (method, path.as_str(), merchant) {
-            (Method::POST, "/v2/webhooks", _) => self.set_webhooks(&caller, request.body()),
-            (Method::POST, "/v2/webhook", _) => self.set_amex_webhook(&caller, request.body()),
-            (Method::POST, "/v2/merchant", None) => self.enroll(request.body(), now),
-            (Method::GET, "/v2/merchant", None) => self.merchant_status(request),
-            (Method::POST, "/v2/batch", Some(m)) => self.create_batch(&m, request.body(), now),
-            (Method::GET, "/v2/batch", Some(m)) => self.batch_status(&m, request),
-            (Method::GET, "/v2/batch/results", Some(m)) => self.batch_results(&m, request),
-            (Method::POST, "/v2/subscribe", Some(m)) => self.subscribe(&m, request.body(), now),
-            (Method::DELETE, "/v2/subscribe", Some(m)) => self.unsubscribe(&m, request.body()),
-            (Method::GET, "/v2/subscription/results", Some(m)) => {
+            (Method::POST, paths::WEBHOOKS, _) => self.set_webhooks(&caller, request.body()),
+            (Method::POST, paths::WEBHOOK, _) => self.set_amex_webhook(&caller, request.body()),
+            (Method::POST, paths::MERCHANT, None) => self.enroll(request.body(), now),
+            (Method::GET, paths::MERCHANT, None) => self.merchant_status(request),
+            (Method::POST, paths::BATCH, Some(m)) => self.create_batch(&m, request.body(), now),
+            (Method::GET, paths::BATCH, Some(m)) => self.batch_status(&m, request),
+            (Method::GET, paths::BATCH_RESULTS, Some(m)) => self.batch_results(&m, request),
+            (Method::POST, paths::SUBSCRIBE, Some(m)) => self.subscribe(&m, request.body(), now),
+            (Method::DELETE, paths::SUBSCRIBE, Some(m)) => self.unsubscribe(&m, request.body()),
+            (Method::GET, paths::SUBSCRIPTION_RESULTS, Some(m)) => {
                 self.subscription_results(&m, request)
             }
-            (Method::POST | Method::GET, "/v2/merchant", Some(_)) => self.error(
+            (Method::POST | Method::GET, paths::MERCHANT, Some(_)) => self.error(
                 StatusCode::FORBIDDEN,
                 "merchant enrollment needs the partner master key",
             ),
             (method, path, _) => {
                 let allow = match path {
-                    "/v2/merchant" | "/v2/batch" => "GET, POST",
-                    "/v2/subscribe" => "POST, DELETE",
-                    "/v2/webhooks" | "/v2/webhook" => "POST",
+                    paths::MERCHANT | paths::BATCH => "GET, POST",
+                    paths::SUBSCRIBE => "POST, DELETE",
+                    paths::WEBHOOKS | paths::WEBHOOK => "POST",
                     _ => "GET",
                 };
                 self.not_allowed(&method, path, allow)
@@ -742,7 +701,7 @@ impl Emulator {
             Ok(c) => c,
             Err(Refusal(status, message)) => return self.error(status, message),
         };
-        self.count("POST /v2/batch", &cards);
+        self.count("POST", paths::BATCH, &cards);
         let id = self.new_id("b");
         let mut results = Results::new(BatchState::Pending);
         results.batch_id = Some(id.clone());
@@ -868,7 +827,7 @@ impl Emulator {
                 );
             }
             _ => {
-                return self.error(StatusCode::CONFLICT, format!("batch {id} is not complete yet; wait for the batch-available webhook or poll GET /v2/batch"));
+                return self.error(StatusCode::CONFLICT, format!("batch {id} is not complete yet; wait for the batch-available webhook or poll GET {}", paths::BATCH));
             }
         }
         self.answer(server::results(&b.results, self.spelling()))
@@ -920,7 +879,7 @@ impl Emulator {
 
     fn subscribe(&mut self, merchant: &str, body: &[u8], now: Duration) -> Answer {
         if let Ok(cards) = decode_cards_body(body) {
-            self.count("POST /v2/subscribe", &cards);
+            self.count("POST", paths::SUBSCRIBE, &cards);
         }
         let pairs = match self.subscription_cards(body) {
             Ok(p) => p,
@@ -954,7 +913,7 @@ impl Emulator {
 
     fn unsubscribe(&mut self, merchant: &str, body: &[u8]) -> Answer {
         if let Ok(cards) = decode_cards_body(body) {
-            self.count("DELETE /v2/subscribe", &cards);
+            self.count("DELETE", paths::SUBSCRIBE, &cards);
         }
         let pairs = match self.subscription_cards(body) {
             Ok(p) => p,
@@ -1494,7 +1453,7 @@ impl Emulator {
     pub fn counters(&self) -> BTreeMap<String, EndpointCounts> {
         self.counters
             .iter()
-            .map(|(endpoint, c)| {
+            .map(|((method, path), c)| {
                 let distinct = c.distinct.len() as u64;
                 let counts = EndpointCounts {
                     requests: c.requests,
@@ -1502,7 +1461,7 @@ impl Emulator {
                     distinct_cards: distinct,
                     repeats: c.cards - distinct,
                 };
-                ((*endpoint).to_owned(), counts)
+                (format!("{method} {path}"), counts)
             })
             .collect()
     }
@@ -1511,9 +1470,9 @@ impl Emulator {
 /// The customer and account of an issuer feed path,
 /// `/v2/data/customers/{sourceCustomerId}/accounts/{sourceAccountId}/cards`, percent-decoded.
 fn feed_account(path: &str) -> Option<(String, String)> {
-    let rest = path.strip_prefix("/v2/data/customers/")?;
-    let (customer, rest) = rest.split_once("/accounts/")?;
-    let account = rest.strip_suffix("/cards")?;
+    let rest = path.strip_prefix(paths::FEED_CUSTOMERS)?;
+    let (customer, rest) = rest.split_once(paths::FEED_ACCOUNTS)?;
+    let account = rest.strip_suffix(paths::FEED_CARDS)?;
     if customer.is_empty() || account.is_empty() || customer.contains('/') || account.contains('/')
     {
         return None;
@@ -1576,15 +1535,4 @@ fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
 /// Result rows, masked, at most [`OVERVIEW_ROWS`].
 fn rows_view(rows: &[ResultCard]) -> Vec<ResultView> {
     rows.iter().take(OVERVIEW_ROWS).map(row_view).collect()
-}
-
-/// One result row, masked.
-pub(crate) fn row_view(row: &ResultCard) -> ResultView {
-    ResultView {
-        id: redact_digit_runs(&row.id).into_owned(),
-        card: row.card.masked().as_str().to_owned(),
-        exp: row.exp.clone(),
-        status: row.status.as_ref().map(|s| s.as_str().to_owned()),
-        se_number: row.se_number.clone(),
-    }
 }

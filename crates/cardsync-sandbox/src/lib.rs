@@ -122,12 +122,14 @@ mod emulator;
 pub mod fixtures;
 mod network;
 pub mod overview;
+mod replacement;
 mod server;
 
 pub use emulator::{
-    BatchOverview, Emulator, EndpointCounts, MAX_REQUEST_BODY, Outgoing, RESULTS_KEPT_FOR,
-    Settings, replacement_card, replacement_expiry,
+    BatchOverview, Emulator, MAX_REQUEST_BODY, Outgoing, RESULTS_KEPT_FOR, Settings,
 };
+pub use overview::EndpointCounts;
+pub use replacement::{replacement_card, replacement_expiry};
 pub use server::{
     Delivery, DeliveryAttempt, FaultTiming, Faults, REQUEST_LOG, RequestRecord, Sandbox,
 };

@@ -28,9 +28,8 @@ use cardsync_proto::issuer::platform::{
 };
 use cardsync_proto::{ResultCard, ReturnedCard};
 
-use crate::emulator::row_view;
-use crate::overview::IssuerCardView;
-use crate::{replacement_card, replacement_expiry};
+use crate::overview::{IssuerCardView, row_view};
+use crate::replacement::{replacement_card, replacement_expiry};
 
 /// What the network reports to merchants holding a card.
 #[derive(Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use cardsync_core::redact_digit_runs;
+use cardsync_proto::ResultCard;
 use serde::Serialize;
-
-use crate::EndpointCounts;
 
 /// How many of the newest batches an overview lists.
 pub const OVERVIEW_BATCHES: usize = 100;
@@ -231,12 +231,42 @@ pub(crate) fn display_url(url: &str) -> String {
     if first.len() >= 16 {
         out.push('…');
     } else {
-        out.push_str(&cardsync_core::redact_digit_runs(first));
+        out.push_str(&redact_digit_runs(first));
         if rest.is_some() {
             out.push_str("/…");
         }
     }
     out
+}
+
+/// What one endpoint received, as `GET /_sandbox/counters` reports it.
+///
+/// ```
+/// let counts = cardsync_sandbox::EndpointCounts::default();
+/// assert_eq!(counts.repeats, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[non_exhaustive]
+pub struct EndpointCounts {
+    /// Requests.
+    pub requests: u64,
+    /// Cards in them.
+    pub cards: u64,
+    /// Distinct cards (with their SE numbers) among them.
+    pub distinct_cards: u64,
+    /// Cards received again: `cards - distinct_cards`.
+    pub repeats: u64,
+}
+
+/// One result row, masked.
+pub(crate) fn row_view(row: &ResultCard) -> ResultView {
+    ResultView {
+        id: redact_digit_runs(&row.id).into_owned(),
+        card: row.card.masked().as_str().to_owned(),
+        exp: row.exp.clone(),
+        status: row.status.as_ref().map(|s| s.as_str().to_owned()),
+        se_number: row.se_number.clone(),
+    }
 }
 
 #[cfg(test)]

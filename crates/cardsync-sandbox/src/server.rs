@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use cardsync_hyper::server::{BodyError, ServeLimits, read_body};
+use cardsync_proto::paths;
 use cardsync_proto::server::{Spelling, failure};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame};
@@ -694,7 +695,7 @@ async fn handle(
     // Before anything is read or done: a request addressed to another name (DNS rebinding)
     // gets nothing, on any path.
     if let Err(refusal) = shared.access.check_host(&parts.headers, &parts.uri) {
-        let spelling = if parts.uri.path().starts_with("/v2/") {
+        let spelling = if parts.uri.path().starts_with(paths::API_PREFIX) {
             spelling(&shared)
         } else {
             Spelling::Universal

@@ -21,7 +21,7 @@ use cardsync_job::{
 };
 use cardsync_job_sqlite::SqliteStore;
 use cardsync_proto::transport::{Transport, TransportError};
-use cardsync_proto::{SetWebhooks, Trigger, WebhookEvent};
+use cardsync_proto::{WebhookEvent, paths};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
@@ -160,7 +160,8 @@ impl Transport for Hooked<'_> {
         &self,
         request: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, TransportError> {
-        let creates = request.method() == http::Method::POST && request.uri().path() == "/v2/batch";
+        let creates =
+            request.method() == http::Method::POST && request.uri().path() == paths::BATCH;
         let answer = self.0.send(request).await;
         if creates {
             crash_point("answered");
@@ -591,12 +592,8 @@ async fn start_receiver(
         return Ok((receiver, events, false));
     }
     let url = args.public_url.clone().unwrap_or_else(|| receiver.url());
-    let hooks = SetWebhooks::new()
-        .with(Trigger::BatchAvailable, url.clone())
-        .with(Trigger::BatchError, url.clone())
-        .with(Trigger::AmexUpdate, url.clone());
     client
-        .set_webhooks(&hooks)
+        .register_receiver(&url)
         .await
         .map_err(|e| remote_error("registering the webhook receiver", e))?;
     if !quiet && !args.own_emulator {

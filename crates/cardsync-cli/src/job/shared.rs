@@ -270,14 +270,10 @@ pub(crate) fn job<W: Write>(
                 journal.merchant_fingerprint(&key)
             );
             if register {
-                let hooks = cardsync_proto::SetWebhooks::new()
-                    .with(cardsync_proto::Trigger::BatchAvailable, url.clone())
-                    .with(cardsync_proto::Trigger::BatchError, url.clone())
-                    .with(cardsync_proto::Trigger::AmexUpdate, url.clone());
                 global
                     .remote
                     .client()?
-                    .set_webhooks(&hooks)
+                    .register_receiver(&url)
                     .await
                     .map_err(|e| crate::remote::remote_error("registering the receiver", e))?;
             }

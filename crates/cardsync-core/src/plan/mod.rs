@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher};
 
-use crate::{Brand, Expiry, ExpiryError, Pan, PanError, PanFragment, mask_card_text};
+use crate::{Brand, Expiry, ExpiryError, Pan, PanError, PanFragment, RouteKind, mask_card_text};
 
 /// The most cards CardSync takes in one batch or subscription request.
 pub const MAX_CARDS_PER_REQUEST: usize = 10_000;

@@ -2,38 +2,6 @@
 
 use super::*;
 
-/// Where an accepted card goes.
-///
-/// ```
-/// use cardsync_core::RouteKind;
-///
-/// assert_eq!(RouteKind::Subscription.as_str(), "subscription");
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum RouteKind {
-    /// A batch request (`POST /v2/batch`): Visa, Mastercard and Discover.
-    Batch,
-    /// A subscription request (`POST /v2/subscribe`): American Express, with an SE number.
-    Subscription,
-}
-
-impl RouteKind {
-    /// `"batch"` or `"subscription"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteKind::Batch => "batch",
-            RouteKind::Subscription => "subscription",
-        }
-    }
-}
-
-impl fmt::Display for RouteKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 /// The request a group of cards goes in.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]

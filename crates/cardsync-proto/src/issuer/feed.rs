@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::{IssuerConfig, IssuerEndpoint, build, path_segment, text_of};
 use crate::endpoints::{Idempotency, decode_plain};
 use crate::lenient::write_json_str;
+use crate::paths;
 use crate::server::RequestError;
 use crate::{DecodeError, EncodeError};
 
@@ -471,9 +472,12 @@ impl IssuerEndpoint for UpdateCards {
 
     fn encode(&self, config: &IssuerConfig) -> Result<Request<Vec<u8>>, EncodeError> {
         let path = format!(
-            "/v2/data/customers/{}/accounts/{}/cards",
+            "{}{}{}{}{}",
+            paths::FEED_CUSTOMERS,
             path_segment(&self.customer_id),
-            path_segment(&self.account_id)
+            paths::FEED_ACCOUNTS,
+            path_segment(&self.account_id),
+            paths::FEED_CARDS
         );
         build(Self::METHOD, config, &path, self.body(), None)
     }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use super::feed::{CardType, word_enum};
 use super::{IssuerConfig, IssuerEndpoint, build, path_segment, text_of};
 use crate::endpoints::{Idempotency, decode_plain};
+use crate::paths;
 use crate::server::RequestError;
 use crate::{DecodeError, EncodeError};
 
@@ -374,7 +375,7 @@ impl IssuerEndpoint for UpdateCard {
                 field: "Idempotency-Key",
                 expected: "visible ASCII",
             })?;
-        let path = format!("/cards/{}", path_segment(&self.card_id));
+        let path = format!("{}{}", paths::PLATFORM_CARD, path_segment(&self.card_id));
         build(
             Self::METHOD,
             config,
