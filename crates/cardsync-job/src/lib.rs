@@ -21,7 +21,7 @@
 //!
 //! A billing system feeds cards from its own tables, drives the job with its own HTTP client
 //! (here a closure that hands each request to the in-process emulator), and applies the results
-//! as they arrive; [`sync`] does the rest (plan, lease, run, resume), on tokio with [`TokioEnv`]
+//! as they arrive; [`sync`] does the rest (plan, lease, run, resume), on tokio with `TokioEnv`
 //! (the `tokio` feature):
 //!
 //! ```
