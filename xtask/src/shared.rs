@@ -1,4 +1,4 @@
-//! `cargo xtask bench shared [--rows N] [--latency D] [--rounds R]`: the shared PostgreSQL
+//! `cargo xtask bench shared [--rows N] [--latency D] [--rounds R] [--baseline BIN]`: the shared PostgreSQL
 //! journal with 1, 2 and 4 `cardsync worker` processes (one lane each) on one job of N cards
 //! (default 1,000,000, 10,000 a request) against an emulator that answers every API request
 //! after D (default 100ms). Each configuration gets a fresh emulator and a fresh schema; the
@@ -6,6 +6,11 @@
 //! last one's exit, the speed-up over one worker, and per request, with one worker, the time
 //! spent waiting for PostgreSQL (every claim and write, as the worker measures it) and the
 //! worker's own work besides (encoding requests, decoding results, sealing).
+//!
+//! With `--baseline BIN` (another build of `cardsync`, say of an earlier commit), every
+//! configuration also runs with that binary's `job create`, workers and `job export`, right
+//! after this tree's, against this tree's emulator; the table adds the baseline's time and the
+//! ratio of the two.
 //!
 //! PostgreSQL: the server `CARDSYNC_TEST_POSTGRES` names, else a throwaway one that
 //! `.ci/postgres.sh` starts and this stops.
@@ -117,7 +122,7 @@ fn summary(child: Child) -> Result<(u64, u64, u64, u64), String> {
             .unwrap_or(0)
     };
     Ok((
-        field("claims"),
+        field("journal_ms"),
         field("http_ms"),
         field("idle_ms"),
         field("busy_ms"),
@@ -125,6 +130,8 @@ fn summary(child: Child) -> Result<(u64, u64, u64, u64), String> {
 }
 
 struct Round {
+    /// 0: the binary under test; 1: the baseline (`--baseline`).
+    side: usize,
     workers: usize,
     plan: Duration,
     work: Duration,
@@ -134,8 +141,11 @@ struct Round {
     overhead_ms: Option<(f64, f64)>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn one_round(
+    side: usize,
     bin: &Path,
+    emulator_bin: &Path,
     db: &Database,
     cards: &Path,
     rows: u64,
@@ -143,7 +153,7 @@ fn one_round(
     workers: usize,
     out_dir: &Path,
 ) -> Result<Round, String> {
-    let emulator = super::bench::Emulator::start(bin, latency)?;
+    let emulator = super::bench::Emulator::start(emulator_bin, latency)?;
     let journal = db.schema(&format!("bench_{workers}"))?;
     let started = Instant::now();
     let status = cardsync(bin, &emulator.base_url, &journal)
@@ -211,6 +221,7 @@ fn one_round(
         )
     });
     Ok(Round {
+        side,
         workers,
         plan,
         work,
@@ -221,24 +232,36 @@ fn one_round(
 
 /// Runs the benchmark.
 pub(crate) fn run(args: &[&str]) -> Result<(), String> {
+    const USAGE: &str =
+        "usage: cargo xtask bench shared [--rows N] [--latency D] [--rounds R] [--baseline BIN]";
     let mut rows: u64 = 1_000_000;
     let mut latency = "100ms".to_owned();
     let mut rounds = 2usize;
+    let mut baseline: Option<PathBuf> = None;
     let mut rest = args;
     while let [flag, value, tail @ ..] = rest {
         match *flag {
             "--rows" => rows = value.parse().map_err(|_| format!("--rows {value:?}"))?,
             "--latency" => latency = (*value).to_owned(),
             "--rounds" => rounds = value.parse().map_err(|_| format!("--rounds {value:?}"))?,
-            _ => return Err(format!("unknown option {flag}")),
+            "--baseline" => baseline = Some(PathBuf::from(value)),
+            _ => return Err(format!("unknown option {flag}\n{USAGE}")),
         }
         rest = tail;
     }
     if !rest.is_empty() {
-        return Err("usage: cargo xtask bench shared [--rows N] [--latency D] [--rounds R]".into());
+        return Err(USAGE.into());
     }
     let root = crate::project_root();
     let bin = super::bench::build_release(&root)?;
+    if let Some(b) = baseline.as_ref().filter(|b| !b.is_file()) {
+        return Err(format!("--baseline {}: no such file", b.display()));
+    }
+    // The binary under test, then the baseline; both against this tree's emulator, so that
+    // only the journal and the worker differ.
+    let sides: Vec<&Path> = std::iter::once(bin.as_path())
+        .chain(baseline.as_deref())
+        .collect();
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let cards = dir.join(format!("shared-cards-{rows}.csv"));
@@ -247,49 +270,84 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
     let mut all: Vec<Round> = Vec::new();
     for round in 1..=rounds {
         for workers in [1, 2, 4] {
-            eprintln!(
-                "round {round} of {rounds}: {workers} workers, {rows} cards, latency {latency}..."
-            );
-            all.push(one_round(&bin, &db, &cards, rows, &latency, workers, &dir)?);
+            for (side, side_bin) in sides.iter().enumerate() {
+                eprintln!(
+                    "round {round} of {rounds}: {} with {workers} workers, {rows} cards, latency {latency}...",
+                    if side == 0 {
+                        "this tree"
+                    } else {
+                        "the baseline"
+                    }
+                );
+                all.push(one_round(
+                    side, side_bin, &bin, &db, &cards, rows, &latency, workers, &dir,
+                )?);
+            }
         }
     }
-    let median = |w: usize, f: &dyn Fn(&Round) -> Duration| {
-        let mut v: Vec<Duration> = all.iter().filter(|r| r.workers == w).map(f).collect();
+    let median = |side: usize, w: usize, f: &dyn Fn(&Round) -> Duration| {
+        let mut v: Vec<Duration> = all
+            .iter()
+            .filter(|r| r.side == side && r.workers == w)
+            .map(f)
+            .collect();
         v.sort();
         v[v.len() / 2]
     };
-    let one = median(1, &|r| r.work);
-    let mut journal: Vec<f64> = all
-        .iter()
-        .filter_map(|r| r.overhead_ms.map(|o| o.0))
-        .collect();
-    journal.sort_by(f64::total_cmp);
-    let mut own: Vec<f64> = all
-        .iter()
-        .filter_map(|r| r.overhead_ms.map(|o| o.1))
-        .collect();
-    own.sort_by(f64::total_cmp);
-    let (journal, own) = (journal[journal.len() / 2], own[own.len() / 2]);
+    let overhead = |side: usize, pick: &dyn Fn((f64, f64)) -> f64| {
+        let mut v: Vec<f64> = all
+            .iter()
+            .filter(|r| r.side == side)
+            .filter_map(|r| r.overhead_ms.map(pick))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let mut table = format!(
-        "| workers | work (median of {rounds}) | cards/s | vs 1 worker | plan | export |\n|---|---|---|---|---|---|\n"
+        "| workers | work (median of {rounds}) | cards/s | vs 1 worker | plan | export |{}\n|---|---|---|---|---|---|{}\n",
+        if sides.len() > 1 {
+            " baseline work | this ÷ baseline |"
+        } else {
+            ""
+        },
+        if sides.len() > 1 { "---|---|" } else { "" },
     );
+    let one = median(0, 1, &|r| r.work);
     for w in [1, 2, 4] {
-        let work = median(w, &|r| r.work);
+        let work = median(0, w, &|r| r.work);
         table.push_str(&format!(
-            "| {w} | {:.2} s | {:.0} | {:.2}× | {:.2} s | {:.2} s |\n",
+            "| {w} | {:.2} s | {:.0} | {:.2}× | {:.2} s | {:.2} s |",
             work.as_secs_f64(),
             rows as f64 / work.as_secs_f64(),
             one.as_secs_f64() / work.as_secs_f64(),
-            median(w, &|r| r.plan).as_secs_f64(),
-            median(w, &|r| r.export).as_secs_f64(),
+            median(0, w, &|r| r.plan).as_secs_f64(),
+            median(0, w, &|r| r.export).as_secs_f64(),
+        ));
+        if sides.len() > 1 {
+            let base = median(1, w, &|r| r.work);
+            table.push_str(&format!(
+                " {:.2} s | {:.2}× |",
+                base.as_secs_f64(),
+                work.as_secs_f64() / base.as_secs_f64()
+            ));
+        }
+        table.push('\n');
+    }
+    for (side, name) in sides
+        .iter()
+        .enumerate()
+        .map(|(i, _)| (i, ["this tree", "the baseline"][i]))
+    {
+        table.push_str(&format!(
+            "\n{name}, per request of {per} cards, one worker (median): waiting for PostgreSQL \
+             {journal:.1} ms (goal ≤ 5 ms); the worker's own work besides (encoding, decoding, \
+             sealing) {own:.1} ms",
+            per = 10_000,
+            journal = overhead(side, &|o| o.0),
+            own = overhead(side, &|o| o.1),
         ));
     }
-    table.push_str(&format!(
-        "\nper request of {per} cards, one worker (median): waiting for PostgreSQL {journal:.1} ms \
-         (goal ≤ 5 ms); the worker's own work besides (encoding, decoding, sealing) {own:.1} ms; \
-         the 4-worker goal: ≥ 3.50× one worker\n",
-        per = 10_000
-    ));
+    table.push_str("\nthe 4-worker goal: ≥ 3.50× one worker\n");
     println!("{table}");
     Ok(())
 }
