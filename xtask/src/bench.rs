@@ -1,4 +1,5 @@
-//! `cargo xtask bench [--rows N]`: the `cardsync` command against plain Python, side by side.
+//! `cargo xtask bench [--rows N] [--baseline BIN]`: the `cardsync` command against plain Python,
+//! side by side.
 //!
 //! 1. Generates a card file of N rows (default 1,000,000): Visa, Mastercard and Discover,
 //!    about 1% with a bad check digit.
@@ -9,6 +10,9 @@
 //!    (`cardsync sandbox --complete-after 0 --report-unchanged`, so that every card has a
 //!    result row) of its own, on the valid rows, three times alternately; with each client's
 //!    peak resident memory (VmHWM, read from /proc while it runs).
+//! 4. With `--baseline BIN` (another build of `cardsync`, say of an earlier commit), each sync
+//!    round also runs that binary's `sync`, against this tree's emulator, and a second table
+//!    gives the median times of the two builds and their ratio.
 //!
 //! Prints a table. Timings are of whole commands, wall clock, on a shared machine: read the
 //! ratios, not the absolute times. Both the median and the best run of each side are shown:
@@ -257,11 +261,24 @@ fn secs(d: Duration) -> String {
 
 /// Runs the benchmark.
 pub(crate) fn run(args: &[&str]) -> Result<(), String> {
-    let rows: u64 = match args {
-        [] => 1_000_000,
-        ["--rows", n] => n.parse().map_err(|_| format!("--rows {n:?}"))?,
-        _ => return Err("usage: cargo xtask bench [--rows N]".to_owned()),
-    };
+    const USAGE: &str = "usage: cargo xtask bench [--rows N] [--baseline BIN]";
+    let mut rows: u64 = 1_000_000;
+    let mut baseline: Option<std::path::PathBuf> = None;
+    let mut rest = args;
+    while let [flag, value, tail @ ..] = rest {
+        match *flag {
+            "--rows" => rows = value.parse().map_err(|_| format!("--rows {value:?}"))?,
+            "--baseline" => baseline = Some(value.into()),
+            _ => return Err(USAGE.to_owned()),
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(USAGE.to_owned());
+    }
+    if let Some(b) = baseline.as_ref().filter(|b| !b.is_file()) {
+        return Err(format!("--baseline {}: no such file", b.display()));
+    }
     let root = project_root();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let scripts = root.join("xtask/bench");
@@ -311,8 +328,9 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
 
     // sync: each client against a fresh emulator, alternately; at once, then 100 ms away.
     const SYNC_ROUNDS: usize = 3;
-    let rounds = |latency: &str| -> Result<[Vec<(Duration, u64)>; 2], String> {
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut baseline_runs: Vec<(String, Duration, Duration)> = Vec::new();
+    let mut rounds = |latency: &str| -> Result<[Vec<(Duration, u64)>; 2], String> {
+        let (mut ours, mut theirs, mut base) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=SYNC_ROUNDS {
             eprintln!("sync, server latency {latency}, round {round} of {SYNC_ROUNDS}...");
             let out = dir.join("results.csv");
@@ -340,6 +358,29 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
                 &py_out,
                 valid,
             )?);
+            if let Some(baseline) = &baseline {
+                let base_out = dir.join("results-baseline.csv");
+                for stale in ["", ".journal", ".partial"] {
+                    let _ = std::fs::remove_file(dir.join(format!("results-baseline.csv{stale}")));
+                }
+                base.push(
+                    sync_run(
+                        (&cardsync, latency),
+                        "the baseline",
+                        Command::new(baseline)
+                            .args(["-q", "sync", "--poll-max", "1s", "--out"])
+                            .arg(&base_out)
+                            .arg(&clean),
+                        &base_out,
+                        valid,
+                    )?
+                    .0,
+                );
+            }
+        }
+        if !base.is_empty() {
+            let this: Vec<Duration> = ours.iter().map(|r: &(Duration, u64)| r.0).collect();
+            baseline_runs.push((latency.to_owned(), median(this), median(base)));
         }
         Ok([ours, theirs])
     };
@@ -421,6 +462,21 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         slow_m_ours / 1024,
         slow_m_theirs / 1024
     );
+    if !baseline_runs.is_empty() {
+        let _ = writeln!(
+            table,
+            "\n| sync, median of {SYNC_ROUNDS}, server latency | this tree | baseline | this ÷ baseline |\n|---|---|---|---|"
+        );
+        for (latency, this, base) in &baseline_runs {
+            let _ = writeln!(
+                table,
+                "| {latency} | {} | {} | {:.2}x |",
+                secs(*this),
+                secs(*base),
+                this.as_secs_f64() / base.as_secs_f64()
+            );
+        }
+    }
     println!("{table}");
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! - `cargo xtask codegen [--check]` regenerates the tables in `crates/*/src/generated/` from the
 //!   data files beside them (`--check` only reports stale files).
 //! - `cargo xtask tidy` checks the architecture invariants of `docs/ARCHITECTURE.md`.
-//! - `cargo xtask bench [--rows N]` times `cardsync validate` and `cardsync sync` against plain
+//! - `cargo xtask bench [--rows N] [--baseline BIN]` times `cardsync validate` and `cardsync sync` against plain
 //!   Python scripts (`xtask/bench/`), side by side.
 //! - `cargo xtask bench shared [--rows N] [--latency D] [--rounds R] [--baseline BIN]` times 1, 2 and 4
 //!   `cardsync worker`s on one job in the shared PostgreSQL journal, side by side.
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         ["bench", rest @ ..] => bench::run(rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask <codegen [--check] | tidy | bench [--rows N] | bench shared [--rows N] [--latency D] [--rounds R] [--baseline BIN]>"
+                "usage: cargo xtask <codegen [--check] | tidy | bench [--rows N] [--baseline BIN] | bench shared [--rows N] [--latency D] [--rounds R] [--baseline BIN]>"
             );
             return ExitCode::from(2);
         }
