@@ -5,7 +5,8 @@
 //! rounds alternate between configurations. Reported: the time from the workers' start to the
 //! last one's exit, the speed-up over one worker, and per request, with one worker, the time
 //! spent waiting for PostgreSQL (every claim and write, as the worker measures it) and the
-//! worker's own work besides (encoding requests, decoding results, sealing).
+//! worker's own work besides (encoding requests, decoding results, sealing); and the workers'
+//! CPU time per request (user and system, read from `/proc` while they run).
 //!
 //! With `--baseline BIN` (another build of `cardsync`, say of an earlier commit), every
 //! configuration also runs with that binary's `job create`, workers and `job export`, right
@@ -139,6 +140,8 @@ struct Round {
     /// Per request, with one worker: the time spent waiting for the journal (ms), and the
     /// worker's own time besides (ms).
     overhead_ms: Option<(f64, f64)>,
+    /// The workers' CPU time (user and system, all of them together) per request, in ms.
+    cpu_ms: f64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -186,11 +189,13 @@ fn one_round(
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<_, _>>()?;
+    let cpu: Vec<CpuWatch> = children.iter().map(|c| CpuWatch::start(c.id())).collect();
     let mut summaries = Vec::new();
     for child in children {
         summaries.push(summary(child)?);
     }
     let work = started.elapsed();
+    let cpu_ticks: u64 = cpu.into_iter().map(CpuWatch::finish).sum();
     let out = out_dir.join("shared-results.csv");
     let started = Instant::now();
     let status = cardsync(bin, &emulator.base_url, &journal)
@@ -213,6 +218,7 @@ fn one_round(
         ));
     }
     let requests = rows.div_ceil(10_000) as f64;
+    let cpu_ms = cpu_ticks as f64 * 1000.0 / clock_ticks() as f64 / requests;
     let overhead_ms = (workers == 1).then(|| {
         let (journal, http, idle, busy) = summaries[0];
         (
@@ -227,7 +233,61 @@ fn one_round(
         work,
         export,
         overhead_ms,
+        cpu_ms,
     })
+}
+
+/// A process's CPU time (user and system, in clock ticks), read from `/proc/PID/stat` every
+/// 20 ms while it runs: the last reading before it exits.
+struct CpuWatch {
+    last: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl CpuWatch {
+    fn start(pid: u32) -> CpuWatch {
+        let last = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let last = last.clone();
+            std::thread::spawn(move || {
+                let path = format!("/proc/{pid}/stat");
+                // Until the process is reaped (its stat can no longer be read), at most an hour.
+                for _ in 0..180_000 {
+                    let Ok(text) = std::fs::read_to_string(&path) else {
+                        return;
+                    };
+                    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+                    let fields: Vec<&str> = text
+                        .rsplit_once(')')
+                        .map(|(_, rest)| rest.split_whitespace().collect())
+                        .unwrap_or_default();
+                    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+                    if let (Some(user), Some(system)) = (tick(11), tick(12)) {
+                        last.store(user + system, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        CpuWatch { last, thread }
+    }
+
+    /// The last reading, once the process is gone.
+    fn finish(self) -> u64 {
+        let _ = self.thread.join();
+        self.last.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
+fn clock_ticks() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
 }
 
 /// Runs the benchmark.
@@ -294,6 +354,15 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         v.sort();
         v[v.len() / 2]
     };
+    let cpu = |side: usize, w: usize| {
+        let mut v: Vec<f64> = all
+            .iter()
+            .filter(|r| r.side == side && r.workers == w)
+            .map(|r| r.cpu_ms)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     let overhead = |side: usize, pick: &dyn Fn((f64, f64)) -> f64| {
         let mut v: Vec<f64> = all
             .iter()
@@ -323,12 +392,14 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
             median(0, w, &|r| r.plan).as_secs_f64(),
             median(0, w, &|r| r.export).as_secs_f64(),
         ));
+        table.push_str(&format!(" {:.1} ms |", cpu(0, w)));
         if sides.len() > 1 {
             let base = median(1, w, &|r| r.work);
             table.push_str(&format!(
-                " {:.2} s | {:.2}× |",
+                " {:.2} s | {:.2}× | {:.1} ms |",
                 base.as_secs_f64(),
-                work.as_secs_f64() / base.as_secs_f64()
+                work.as_secs_f64() / base.as_secs_f64(),
+                cpu(1, w),
             ));
         }
         table.push('\n');
