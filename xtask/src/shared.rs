@@ -373,13 +373,13 @@ pub(crate) fn run(args: &[&str]) -> Result<(), String> {
         v[v.len() / 2]
     };
     let mut table = format!(
-        "| workers | work (median of {rounds}) | cards/s | vs 1 worker | plan | export |{}\n|---|---|---|---|---|---|{}\n",
+        "| workers | work (median of {rounds}) | cards/s | vs 1 worker | plan | export | workers' CPU per request |{}\n|---|---|---|---|---|---|---|{}\n",
         if sides.len() > 1 {
-            " baseline work | this ÷ baseline |"
+            " baseline work | this ÷ baseline | baseline CPU per request |"
         } else {
             ""
         },
-        if sides.len() > 1 { "---|---|" } else { "" },
+        if sides.len() > 1 { "---|---|---|" } else { "" },
     );
     let one = median(0, 1, &|r| r.work);
     for w in [1, 2, 4] {
