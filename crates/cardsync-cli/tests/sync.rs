@@ -850,3 +850,49 @@ fn adopting_a_batch_of_another_size_is_refused() {
     assert_eq!(decisions, ["adopt 1"]);
     assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
 }
+
+/// A wrong API key costs one request: CardSync's 401 stops the run at once with exit 3, the
+/// refused request stays planned (nothing was created), and the same command with the right
+/// key sends every card once.
+#[test]
+fn a_wrong_key_sends_one_request_and_the_right_one_goes_on() {
+    let dir = Dir::new("wrong-key");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let output = run(sync_command(&emulator, &cards, &out)
+        .args(["--concurrency", "4"])
+        .env("CARDSYNC_API_KEY", "not_the_merchant_key"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("check the API key"), "{stderr}");
+    assert!(stderr.contains("with the right API key"), "{stderr}");
+    let s = summary(&output);
+    assert_eq!(s["done"], false, "{s}");
+    assert_eq!(s["failed"].as_array().map_or(0, Vec::len), 0, "{s}");
+    assert_eq!(
+        s["unconfirmed_requests"].as_array().map_or(0, Vec::len),
+        0,
+        "{s}"
+    );
+    let posts: Vec<_> = emulator
+        .sandbox()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1, "{posts:?}");
+    assert_eq!(posts[0].status, 401);
+    assert!(!out.exists(), "no results file for an unfinished job");
+
+    // The same command with the right key goes on, and finishes.
+    let output = run(sync_command(&emulator, &cards, &out).args(["--concurrency", "4"]));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(summary(&output)["done"], true);
+    check_exactly_once(&emulator, &out);
+}

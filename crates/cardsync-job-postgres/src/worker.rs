@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use cardsync_job::RequestKind;
@@ -150,6 +151,10 @@ pub struct WorkSummary {
     /// key (by the environment variable the job names), they were created for another base
     /// URL, or they are sealed under a journal key it does not hold.
     pub skipped: std::collections::BTreeSet<String>,
+    /// CardSync refused the worker's API key (401 or 403, in its own words), and why: the
+    /// worker stopped claiming (its lanes finished what they held), and the request it was
+    /// sending went back to the others, unsent.
+    pub key_refused: Option<String>,
 }
 
 /// The jobs a worker can work on, and the merchant keys it holds for them (by environment
@@ -216,12 +221,15 @@ where
     T: Transport + Send + Sync + 'static,
 {
     let mut tasks = tokio::task::JoinSet::new();
+    // Set by a lane whose key CardSync refused: the others stop claiming.
+    let stop = Arc::new(AtomicBool::new(false));
     for lane in 0..options.concurrency {
         let journal = journal.clone();
         let transport = transport.clone();
         let mut options = options.clone();
+        let stop = stop.clone();
         options.name = format!("{}/{lane}", options.name);
-        tasks.spawn(async move { lane_loop(&journal, &*transport, &options).await });
+        tasks.spawn(async move { lane_loop(&journal, &*transport, &options, &stop).await });
     }
     let mut summary = WorkSummary::default();
     let mut first_error = None;
@@ -239,6 +247,9 @@ where
                 summary.idle += s.idle;
                 summary.busy += s.busy;
                 summary.skipped.extend(s.skipped);
+                if summary.key_refused.is_none() {
+                    summary.key_refused = s.key_refused;
+                }
             }
             Ok(Err(e)) => {
                 first_error.get_or_insert(e);
@@ -302,6 +313,7 @@ async fn lane_loop<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
     options: &WorkerOptions,
+    stop: &AtomicBool,
 ) -> Result<WorkSummary, PgError> {
     let started = tokio::time::Instant::now();
     let mut summary = WorkSummary::default();
@@ -309,7 +321,7 @@ async fn lane_loop<T: Transport + Sync>(
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
         let claims = summary.claims;
-        match lane_run(journal, transport, options, &mut summary).await {
+        match lane_run(journal, transport, options, stop, &mut summary).await {
             Ok(()) => {
                 summary.busy = started.elapsed();
                 return Ok(summary);
@@ -337,12 +349,20 @@ async fn lane_run<T: Transport + Sync>(
     journal: &PgJournal,
     transport: &T,
     options: &WorkerOptions,
+    stop: &AtomicBool,
     summary: &mut WorkSummary,
 ) -> Result<(), PgError> {
     let mut keys = HashMap::new();
     let mut scope = Scope::Jobs(Vec::new());
     let mut refreshed: Option<tokio::time::Instant> = None;
     loop {
+        // CardSync refused the key (here or in another lane): no more claims.
+        if summary.key_refused.is_some() {
+            stop.store(true, Ordering::SeqCst);
+        }
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         // Which jobs this worker can work on (refreshed every few seconds, and when idle).
         if refreshed.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
             let jobs = timed(&mut summary.journal, journal.open_jobs(&options.scope)).await?;
@@ -564,11 +584,19 @@ async fn update<T: Transport + Sync>(
         Err(e) => {
             tracing::warn!(job = %claim.job_name, event = %event_id, error = %e,
                 "update results not fetched; trying again later");
+            let next = if e.key_refused {
+                Duration::ZERO
+            } else {
+                e.retry_after.unwrap_or(later)
+            };
             timed(
                 &mut summary.journal,
-                journal.update_pending(claim, e.retry_after.unwrap_or(later), e.retry_after),
+                journal.update_pending(claim, next, e.retry_after),
             )
             .await?;
+            if e.key_refused {
+                summary.key_refused = Some(e.message);
+            }
         }
     }
     Ok(())
@@ -717,6 +745,17 @@ async fn send<T: Transport + Sync>(
             .await?;
             summary.failed += 1;
         }
+        Created::KeyRefused(message) => {
+            // Nothing was created: the request goes back, unsent, and this worker stops.
+            tracing::error!(job = %claim.job_name, request = claim.seq, error = %message,
+                "the API key was refused; stopping");
+            timed(
+                &mut summary.journal,
+                persist(|| journal.not_sent(claim, Duration::ZERO)),
+            )
+            .await?;
+            summary.key_refused = Some(message);
+        }
         Created::NotSent(_) => {
             timed(
                 &mut summary.journal,
@@ -803,6 +842,17 @@ async fn check<T: Transport + Sync>(
                 summary.failed += 1;
                 return Ok(());
             }
+            Status::KeyRefused(message) => {
+                tracing::error!(job = %claim.job_name, request = claim.seq, error = %message,
+                    "the API key was refused; stopping");
+                timed(
+                    &mut summary.journal,
+                    journal.pending(claim, Duration::ZERO, None),
+                )
+                .await?;
+                summary.key_refused = Some(message);
+                return Ok(());
+            }
             Status::TryLater {
                 retry_after: Some(hold_off),
                 ..
@@ -853,11 +903,15 @@ async fn check<T: Transport + Sync>(
             tracing::warn!(job = %claim.job_name, request = claim.seq, error = %e,
                 "results not fetched; trying again later");
             let hold_off = e.retry_after;
-            timed(
-                &mut summary.journal,
-                journal.pending(claim, hold_off.unwrap_or(later(claim.checks)), hold_off),
-            )
-            .await?;
+            let next = if e.key_refused {
+                Duration::ZERO
+            } else {
+                hold_off.unwrap_or(later(claim.checks))
+            };
+            timed(&mut summary.journal, journal.pending(claim, next, hold_off)).await?;
+            if e.key_refused {
+                summary.key_refused = Some(e.message);
+            }
             return Ok(());
         }
     };

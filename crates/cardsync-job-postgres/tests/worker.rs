@@ -660,3 +660,63 @@ async fn an_older_card_set_put_back_is_refused() {
     sandbox.shutdown().await;
     db.drop().await;
 }
+
+/// A key CardSync refuses (revoked since the job was created) stops the worker: the requests it
+/// was sending go back unsent, nothing fails, nothing waits for a decision, and a worker whose
+/// key CardSync accepts finishes the job with every card once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_stops_the_worker_and_fails_nothing() {
+    use cardsync_proto::transport::Transport;
+    let Some(base) = database() else { return };
+    let db = TestDb::new(&base).await;
+    let journal = db.journal("01").await;
+    let sandbox = start_sandbox().await;
+    plan(&journal, &sandbox, "nightly", 100, 10).await;
+    // What CardSync sees from a worker whose key was revoked: another key.
+    let refused = {
+        let inner = transport();
+        Arc::new(move |mut request: http::Request<Vec<u8>>| {
+            let inner = inner.clone();
+            async move {
+                request.headers_mut().insert(
+                    http::header::AUTHORIZATION,
+                    http::HeaderValue::from_static("revoked_key"),
+                );
+                inner.send(request).await
+            }
+        })
+    };
+    let summary = tokio::time::timeout(
+        Duration::from_secs(60),
+        work(&journal, refused, &options("revoked", &sandbox)),
+    )
+    .await
+    .expect("the worker stops")
+    .unwrap();
+    let why = summary.key_refused.as_deref().expect("the key was refused");
+    assert!(why.contains("check the API key"), "{why}");
+    assert_eq!(
+        (summary.sent, summary.failed, summary.unconfirmed),
+        (0, 0, 0),
+        "{summary:?}"
+    );
+    // Each lane sent at most one POST before the worker stopped.
+    let posts = sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .count();
+    assert!((1..=2).contains(&posts), "{posts} POSTs");
+    let status = journal.status("nightly").await.unwrap();
+    assert!(
+        status.failed.is_empty() && status.unconfirmed.is_empty(),
+        "{status:?}"
+    );
+
+    let summary = work_once(&journal, &sandbox, "w").await.unwrap();
+    assert_eq!(summary.key_refused, None);
+    assert!(journal.status("nightly").await.unwrap().finished());
+    assert_exactly_once(&journal, &sandbox, "nightly", 100).await;
+    sandbox.shutdown().await;
+    db.drop().await;
+}

@@ -23,7 +23,11 @@
 //! - Invariant: at most `concurrency` creating requests (`POST`s) are under way at once, at
 //!   most `concurrency` status checks, and at most `concurrency` results fetches: the rest
 //!   wait their turn, so that the server sees a bounded load and memory holds at most
-//!   `concurrency` results bodies however many batches are done.
+//!   `concurrency` results bodies however many batches are done. Until CardSync has answered
+//!   a call of the run with success, one POST at a time: a wrong key costs one request.
+//! - Invariant: a POST whose key CardSync refused (401 or 403, in its own words) goes back to
+//!   `planned`, and the run stops ([`Summary::key_refused`]): nothing was created, and the
+//!   same run with the right key goes on.
 //! - Invariant: the job finishes in two persisted steps (`finishing`, then `done` with the
 //!   cards erased) around the sink's `finish`, each safe to repeat after a crash.
 //! - Invariant: a webhook event is recorded (state `received`) before anything is done about
@@ -389,6 +393,11 @@ pub struct Job {
     recording: HashMap<String, Vec<String>>,
     amex_deadline: Option<Instant>,
     error: Option<String>,
+    /// CardSync refused the API key: the run stops.
+    key_refused: bool,
+    /// CardSync answered a call of this run with success, so the key is good: until then,
+    /// one POST at a time (a wrong key costs one request, not `concurrency`).
+    key_accepted: bool,
     rng: u64,
 }
 
@@ -421,6 +430,8 @@ impl Job {
             recording: HashMap::new(),
             amex_deadline: None,
             error: None,
+            key_refused: false,
+            key_accepted: false,
             rng,
         };
         job.start();
@@ -681,6 +692,7 @@ impl Job {
     pub fn summary(&self) -> Summary {
         let mut s = Summary::of(&self.snapshot);
         s.error.clone_from(&self.error);
+        s.key_refused = self.key_refused;
         s
     }
 
@@ -906,6 +918,9 @@ impl Job {
         pending: Pending,
         answer: Result<http::Response<Vec<u8>>, TransportError>,
     ) {
+        if answer.as_ref().is_ok_and(|r| r.status().is_success()) {
+            self.key_accepted = true;
+        }
         match pending.purpose {
             Purpose::Create(seq) => self.answered_create(seq, answer),
             Purpose::Status(seq) => {
@@ -927,6 +942,10 @@ impl Job {
                         self.busy.remove(&seq);
                         self.schedule_poll(seq, false);
                     }
+                    Status::KeyRefused(message) => {
+                        self.key_refused = true;
+                        self.call_failed(seq, message);
+                    }
                     // Retried already as the policy allows: this run stops, and the next one
                     // asks again.
                     Status::TryLater { message, .. } => self.call_failed(seq, message),
@@ -945,7 +964,10 @@ impl Job {
                     }
                     Ok(results) => self.store_batch_results(seq, results, None),
                     // The results exist: this run stops, and the next one fetches them.
-                    Err(e) => self.call_failed(seq, e.message),
+                    Err(e) => {
+                        self.key_refused |= e.key_refused;
+                        self.call_failed(seq, e.message);
+                    }
                 }
             }
             Purpose::Adopt(seq, batch_id) => {
@@ -973,7 +995,10 @@ impl Job {
             ) {
                 Ok(results) => self.store_amex_results(event_id, results),
                 // The event stays recorded: this run stops, and the next one fetches them.
-                Err(e) => self.stop(e.message),
+                Err(e) => {
+                    self.key_refused |= e.key_refused;
+                    self.stop(e.message);
+                }
             },
         }
     }
@@ -1013,6 +1038,17 @@ impl Job {
                     vec![],
                     After::Nothing,
                 );
+            }
+            Created::KeyRefused(message) => {
+                // Nothing was created, and no other request would fare better: the request
+                // goes back to planned, and the run stops (a run with the right key goes on).
+                self.key_refused = true;
+                self.persist_request(
+                    RequestUpdate::new(seq, RequestState::Sending, RequestState::Planned),
+                    vec![],
+                    After::Nothing,
+                );
+                self.stop(format!("sending {what}: {message}"));
             }
             Created::NotSent(message) => {
                 // Certainly never left: it can be sent again later without a decision.
@@ -1231,8 +1267,14 @@ impl Job {
                 self.fetch(seq);
             }
             // Requests ready to go are marked `sending` (and then sent) in order, while
-            // fewer than `concurrency` POSTs are under way.
-            while self.creating.len() < self.options.concurrency
+            // fewer than `concurrency` POSTs are under way (one, until CardSync has accepted
+            // the key in this run).
+            let window = if self.key_accepted {
+                self.options.concurrency
+            } else {
+                1
+            };
+            while self.creating.len() < window
                 && let Some((seq, request)) = self.prepared.pop_first()
             {
                 self.creating.insert(seq);

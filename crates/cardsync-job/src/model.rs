@@ -515,6 +515,9 @@ pub struct Summary {
     pub failed: Vec<(u64, String)>,
     /// Why the run stopped early, if it did.
     pub error: Option<String>,
+    /// The run stopped because CardSync refused the API key: the requests it refused stay
+    /// planned, and a run with the right key goes on.
+    pub key_refused: bool,
 }
 
 impl Summary {
@@ -589,6 +592,7 @@ impl Summary {
             unconfirmed: Vec::new(),
             failed: Vec::new(),
             error: None,
+            key_refused: false,
         }
     }
 

@@ -207,6 +207,10 @@ pub enum Created {
     Subscribed,
     /// CardSync read the request and refused it in its own words: nothing was created.
     Refused(String),
+    /// CardSync refused the API key (401 or 403, in its own words): nothing was created, and
+    /// no other request will fare better. The request stays planned, and the run stops, so that
+    /// the same command with the right key goes on.
+    KeyRefused(String),
     /// The request certainly never left: it may be sent again.
     NotSent(String),
     /// It may have reached CardSync: a batch waits for a decision (a subscription, idempotent,
@@ -245,6 +249,9 @@ pub fn read_create(kind: RequestKind, answer: &Answer, wall: SystemTime) -> Crea
                 Ok(None) => Created::Subscribed,
                 // Only CardSync's own refusal proves that nothing was created; a proxy's 4xx
                 // page proves nothing.
+                Err(e) if e.is_refusal() && is_key_status(e.status()) => {
+                    Created::KeyRefused(key_refused_message(&e))
+                }
                 Err(e) if e.is_refusal() => Created::Refused(format!("refused: {e}")),
                 Err(e) => Created::Unconfirmed {
                     message: format!("CardSync may or may not have received it: {e}"),
@@ -262,6 +269,18 @@ pub fn read_create(kind: RequestKind, answer: &Answer, wall: SystemTime) -> Crea
     }
 }
 
+/// 401 or 403: the key is not accepted.
+fn is_key_status(status: Option<http::StatusCode>) -> bool {
+    matches!(
+        status,
+        Some(http::StatusCode::UNAUTHORIZED | http::StatusCode::FORBIDDEN)
+    )
+}
+
+fn key_refused_message(e: &cardsync_proto::DecodeError) -> String {
+    format!("CardSync refused the API key: {e}; check the API key (nothing was created)")
+}
+
 /// What a status check's answer means.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -273,6 +292,9 @@ pub enum Status {
     Failed(String),
     /// Not complete yet.
     Pending,
+    /// CardSync refused the API key (401 or 403, in its own words): the batch stays as it
+    /// is, and the run stops.
+    KeyRefused(String),
     /// The check failed in a way worth trying again later (a 5xx, a proxy's page, no answer):
     /// with what happened and the `Retry-After`, if any.
     TryLater {
@@ -294,6 +316,9 @@ pub fn read_status(batch_id: &str, answer: &Answer, wall: SystemTime) -> Status 
                 }
                 _ => Status::Pending,
             },
+            Err(e) if e.is_refusal() && is_key_status(e.status()) => {
+                Status::KeyRefused(key_refused_message(&e))
+            }
             // CardSync's own "not found" (a proxy's 404 page proves nothing).
             Err(e) if e.status() == Some(http::StatusCode::NOT_FOUND) && e.is_refusal() => {
                 Status::Failed(format!("CardSync does not know batch {batch_id}: {e}"))
@@ -367,6 +392,9 @@ pub struct TryLater {
     pub message: String,
     /// How long CardSync asked to be left alone.
     pub retry_after: Option<Duration>,
+    /// CardSync refused the API key (401 or 403, in its own words): trying again with the
+    /// same key is pointless; the run stops.
+    pub key_refused: bool,
 }
 
 impl fmt::Display for TryLater {
@@ -384,14 +412,23 @@ pub fn read_results(what: &str, answer: Answer, wall: SystemTime) -> Result<Resu
     match answer {
         Ok(response) => {
             // One decoder for both: a batch's results and an update's are one shape.
-            GetBatchResults::decode(&response).map_err(|e| TryLater {
-                message: format!("results of {what}: {e}"),
-                retry_after: retry_after(&response, wall),
+            GetBatchResults::decode(&response).map_err(|e| {
+                let key_refused = e.is_refusal() && is_key_status(e.status());
+                TryLater {
+                    message: if key_refused {
+                        format!("results of {what}: {}", key_refused_message(&e))
+                    } else {
+                        format!("results of {what}: {e}")
+                    },
+                    retry_after: retry_after(&response, wall),
+                    key_refused,
+                }
             })
         }
         Err(e) => Err(TryLater {
             message: format!("results of {what}: no answer: {e}"),
             retry_after: None,
+            key_refused: false,
         }),
     }
 }
@@ -550,6 +587,40 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_key_stops_every_kind_of_call_and_fails_nothing() {
+        for status in [401u16, 403] {
+            let refused = || {
+                respond(
+                    http::StatusCode::from_u16(status).unwrap(),
+                    failure("unauthorized", Spelling::Universal),
+                )
+            };
+            let Created::KeyRefused(message) =
+                read_create(RequestKind::Subscription, &Ok(refused()), now())
+            else {
+                panic!("{status}");
+            };
+            assert!(message.contains("check the API key"), "{message}");
+            assert!(matches!(
+                read_status("b1", &Ok(refused()), now()),
+                Status::KeyRefused(_)
+            ));
+            let e = read_results("batch b1", Ok(refused()), now()).unwrap_err();
+            assert!(e.key_refused, "{status}");
+            // A proxy's page with the same status proves nothing about the key.
+            assert!(matches!(
+                read_status("b1", &Ok(html(status)), now()),
+                Status::TryLater { .. }
+            ));
+            assert!(
+                !read_results("batch b1", Ok(html(status)), now())
+                    .unwrap_err()
+                    .key_refused
+            );
+        }
+    }
+
+    #[test]
     fn only_cardsyncs_own_refusal_of_a_post_is_a_refusal() {
         for status in [400, 401, 403, 404, 409, 422] {
             assert!(
@@ -563,13 +634,12 @@ mod tests {
                 http::StatusCode::from_u16(status).unwrap(),
                 failure("no", Spelling::Universal),
             );
-            assert!(
-                matches!(
-                    read_create(RequestKind::Batch, &Ok(refused), now()),
-                    Created::Refused(_)
-                ),
-                "{status}"
-            );
+            let read = read_create(RequestKind::Batch, &Ok(refused), now());
+            if matches!(status, 401 | 403) {
+                assert!(matches!(read, Created::KeyRefused(_)), "{status}");
+            } else {
+                assert!(matches!(read, Created::Refused(_)), "{status}");
+            }
         }
         for status in [408, 429] {
             let busy = respond(

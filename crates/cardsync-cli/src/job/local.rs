@@ -518,16 +518,24 @@ async fn run_with_lease(
             return Ok(Exit::Usage.into());
         }
     };
+    let key_refused = summary.key_refused;
     let summary = sync_summary(summary, &files, journal);
     if summary.done {
         let path = summary_path(&args.out);
         files::write_json(&path, &summary).map_err(io_err(&path))?;
     } else if let Some(e) = &summary.error {
         eprintln!("error: {}", crate::show::message(e));
-        eprintln!(
-            "nothing is lost: run the same command again to resume from the journal {}",
-            journal.path().display()
-        );
+        if key_refused {
+            eprintln!(
+                "nothing is lost: the refused request was not created; run the same command with the right API key to go on from the journal {}",
+                journal.path().display()
+            );
+        } else {
+            eprintln!(
+                "nothing is lost: run the same command again to resume from the journal {}",
+                journal.path().display()
+            );
+        }
     }
     print_summary(&mut reporter, &summary)?;
     Ok(exit_for(&summary))

@@ -511,6 +511,13 @@ pub(crate) fn sync(args: super::args::Args, global: &Global) -> Result<ExitCode,
         );
         let summary =
             cardsync_job_postgres::work(&journal, transport.clone(), &options).await.map_err(pg)?;
+        if let Some(why) = &summary.key_refused {
+            eprintln!("error: {}", crate::show::message(why));
+            eprintln!(
+                "nothing is lost: the refused request was not created and is sent again; run the same command with the right API key"
+            );
+            return Ok(crate::error::Exit::Remote.into());
+        }
         if summary.waiting_for_decision > 0 {
             let mut decided = 0;
             for (seq, batch_id) in checked_adoptions(&journal, &name, &args.adopt, global).await? {
@@ -852,13 +859,17 @@ pub(crate) fn worker<W: Write>(
                 "claims": summary.claims, "http_ms": summary.http.as_millis() as u64,
                 "journal_ms": summary.journal.as_millis() as u64,
                 "idle_ms": summary.idle.as_millis() as u64, "busy_ms": summary.busy.as_millis() as u64,
-                "skipped_jobs": summary.skipped}),
+                "skipped_jobs": summary.skipped, "key_refused": summary.key_refused}),
             &format!(
                 "sent {}, completed {}, failed {}, lost to other workers {}; {} requests wait for a decision",
                 summary.sent, summary.completed, summary.failed, summary.fenced, summary.waiting_for_decision
             ),
         )?;
-        Ok(if summary.waiting_for_decision > 0 {
+        if let Some(why) = &summary.key_refused {
+            eprintln!("error: {}", crate::show::message(why));
+            eprintln!("this worker stopped; what it was sending goes to other workers, unsent");
+        }
+        Ok(if summary.waiting_for_decision > 0 || summary.key_refused.is_some() {
             crate::error::Exit::Remote.into()
         } else {
             ExitCode::SUCCESS
