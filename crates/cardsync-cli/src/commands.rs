@@ -199,6 +199,9 @@ pub(crate) struct ResultsArgs {
     /// .jsonl; mode 0600). Without it, results are printed with masked numbers.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Write over an existing --out file.
+    #[arg(long, requires = "out")]
+    force: bool,
 }
 
 /// `cardsync results`.
@@ -208,6 +211,9 @@ pub(crate) fn results<W: Write>(
     mut out: W,
 ) -> Result<ExitCode, CliError> {
     global.remote.need_api_key()?;
+    if let Some(path) = &args.out {
+        crate::files::check_outputs(None, &[], &[path], false, args.force)?;
+    }
     let client = global.remote.client()?;
     let results = runtime()?.block_on(async {
         match (&args.batch, &args.event) {
@@ -608,6 +614,8 @@ pub(crate) fn demo(args: DemoArgs, global: &Global) -> Result<ExitCode, CliError
         global.remote.api_key = Some(key);
         global.remote.partner_key = None;
         let mut sync_args = SyncArgs::new(cards.clone(), out.clone());
+        // The demo's own folder, emptied of its last run's files above.
+        sync_args.force = true;
         sync_args.wait = Wait::Webhook;
         // The demo's own emulator: its merchant has no receiver of its own to replace.
         sync_args.register_webhooks = true;
@@ -725,6 +733,8 @@ async fn issuer_story(
         println!("\nThe merchant's next sync ({}):", cards.display());
     }
     let mut sync_args = SyncArgs::new(cards, out.clone());
+    // The demo's own folder, emptied of its last run's files above.
+    sync_args.force = true;
     sync_args.wait = Wait::Webhook;
     sync_args.register_webhooks = true;
     sync_args.own_emulator = true;

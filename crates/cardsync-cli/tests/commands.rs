@@ -65,6 +65,19 @@ fn submit_status_results_unsubscribe_webhooks_and_merchant() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
+    // The file exists now: written over only with --force.
+    let out = cardsync(
+        &emulator,
+        &["results", "--batch", &batch_id, "--out", &file],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    let out = cardsync(
+        &emulator,
+        &["results", "--batch", &batch_id, "--out", &file, "--force"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 
     // An unknown batch is a remote error: exit 3.
     let out = cardsync(&emulator, &["status", "no-such-batch"]);

@@ -896,3 +896,63 @@ fn a_wrong_key_sends_one_request_and_the_right_one_goes_on() {
     assert_eq!(summary(&output)["done"], true);
     check_exactly_once(&emulator, &out);
 }
+
+/// `--out` naming the card file itself is refused, `--force` or not, and the card file is left
+/// as it was; nothing is sent.
+#[test]
+fn the_card_file_is_never_written_over() {
+    let dir = Dir::new("clobber-input");
+    let cards = write_cards(&dir.0);
+    let before = std::fs::read(&cards).unwrap();
+    let emulator = Emulator::start(instant);
+    // The same file, also by another spelling of its path.
+    let other_spelling = dir.0.join(".").join("cards.csv");
+    for out in [&cards, &other_spelling] {
+        for force in [false, true] {
+            let mut command = sync_command(&emulator, &cards, out);
+            if force {
+                command.arg("--force");
+            }
+            let output = run(&mut command);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("card file"), "{stderr}");
+        }
+    }
+    assert_eq!(std::fs::read(&cards).unwrap(), before);
+    assert!(emulator.sandbox().requests().is_empty());
+}
+
+/// An existing results file that is not this job's own is written over only with `--force`; a
+/// finished job's own results file is its own (the rerun finds the job complete).
+#[test]
+fn an_existing_results_file_is_written_over_only_with_force() {
+    let dir = Dir::new("clobber-out");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    std::fs::write(&out, "last month's results\n").unwrap();
+    let emulator = Emulator::start(instant);
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "last month's results\n");
+    assert!(emulator.sandbox().requests().is_empty());
+
+    let output = run(sync_command(&emulator, &cards, &out).arg("--force"));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check_exactly_once(&emulator, &out);
+    // The rerun: the job's own files, no --force needed.
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -111,6 +111,10 @@ pub(crate) struct Args {
     /// (the request number from the message, the batch id from CardSync).
     #[arg(long, value_name = "REQUEST=BATCH_ID")]
     pub(crate) adopt: Vec<String>,
+    /// Write over an existing results file (and its changes file) that is not this job's own.
+    /// Never over the card file.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 impl Args {
@@ -138,6 +142,7 @@ impl Args {
             resend_unconfirmed: false,
             abandon_unconfirmed: false,
             adopt: Vec::new(),
+            force: false,
         }
     }
 }

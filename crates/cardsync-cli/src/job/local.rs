@@ -301,6 +301,26 @@ fn journal_path(args: &Args) -> PathBuf {
     })
 }
 
+/// No file `sync` writes may be the card file; an existing results or changes file is written
+/// over only with `--force`, or when it is this job's own (its journal exists: a resumed or a
+/// finished run).
+pub(crate) fn check_files(args: &Args, journal: &Path) -> Result<(), CliError> {
+    let sink = FileSink::new(&args.out);
+    let input = (args.file.as_os_str() != "-").then_some(args.file.as_path());
+    let summary = summary_path(&args.out);
+    let rejects = crate::report::rejects_path(&args.out);
+    let mut partial = args.out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    files::check_outputs(
+        input,
+        &[journal, &summary, &rejects, &partial],
+        &[sink.path(), sink.changes_path()],
+        journal.exists(),
+        args.force,
+    )
+}
+
 fn sync_summary(
     summary: Summary,
     files: &(PathBuf, PathBuf),
@@ -375,6 +395,7 @@ async fn take_lease(journal: &mut Journal, args: &Args, quiet: bool) -> Result<L
 pub(crate) async fn run_async(args: &Args, global: &Global) -> Result<ExitCode, CliError> {
     let (transport, config) = global.remote.parts()?;
     let journal_path = journal_path(args);
+    check_files(args, &journal_path)?;
     let mut journal = Journal {
         store: SqliteStore::open(&journal_path).map_err(|source| CliError::Journal {
             path: journal_path.clone(),

@@ -56,6 +56,9 @@ pub(crate) enum JobCommand {
         /// The results file (.csv or .jsonl).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Write over an existing results file (and its changes file).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         journal: JournalArgs,
     },
@@ -207,9 +210,16 @@ pub(crate) fn job<W: Write>(
             print_status(out, global.output, &status)?;
             Ok(ExitCode::SUCCESS)
         }),
-        JobCommand::Export { name, out: path, journal } => runtime.block_on(async {
-            let journal = connect(&journal).await?;
+        JobCommand::Export { name, out: path, force, journal } => runtime.block_on(async {
             let mut sink = FileSink::new(&path);
+            crate::files::check_outputs(
+                None,
+                &[],
+                &[sink.path(), sink.changes_path()],
+                false,
+                force,
+            )?;
+            let journal = connect(&journal).await?;
             let waiting = journal
                 .status(&name)
                 .await
@@ -449,11 +459,22 @@ pub(crate) fn sync(args: super::args::Args, global: &Global) -> Result<ExitCode,
         let stdout = std::io::stdout().lock();
         let mut reporter = Reporter::new(std::io::BufWriter::new(stdout), global.output);
         let invalid;
-        let existing = match journal.status(&name).await {
-            Ok(s) if s.state != JobState::Planning => Some(s),
-            Ok(_) | Err(PgError::NoSuchJob(_)) => None,
+        let (existing, known) = match journal.status(&name).await {
+            Ok(s) if s.state != JobState::Planning => (Some(s), true),
+            Ok(_) => (None, true),
+            Err(PgError::NoSuchJob(_)) => (None, false),
             Err(e) => return Err(pg(e)),
         };
+        // The results and changes files are this job's own once it exists in the journal.
+        let sink = FileSink::new(&args.out);
+        let input = (args.file.as_os_str() != "-").then_some(args.file.as_path());
+        crate::files::check_outputs(
+            input,
+            &[&super::summary::summary_path(&args.out), &crate::report::rejects_path(&args.out)],
+            &[sink.path(), sink.changes_path()],
+            known,
+            args.force,
+        )?;
         match &existing {
             Some(s) if s.state == JobState::Exported => {
                 if !global.quiet {
