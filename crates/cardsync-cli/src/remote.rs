@@ -7,6 +7,14 @@ use crate::error::CliError;
 
 /// The HTTPS transport for a base URL: plain HTTP allowed only when it is a loopback address.
 pub(crate) fn transport_for(base: &BaseUrl) -> Result<HyperTransport, CliError> {
+    // Refused here, before anything is planned or sent: the transport would refuse every call.
+    if !base.is_loopback() && !base.as_str().starts_with("https://") {
+        return Err(CliError::Usage(format!(
+            "--base-url {}: plain http:// goes only to this machine (an emulator on a loopback \
+             address); CardSync is reached over https://",
+            base.as_str()
+        )));
+    }
     let options = if base.is_loopback() {
         Options::loopback()
     } else {

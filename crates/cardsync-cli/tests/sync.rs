@@ -936,7 +936,10 @@ fn an_existing_results_file_is_written_over_only_with_force() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--force"), "{stderr}");
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "last month's results\n");
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "last month's results\n"
+    );
     assert!(emulator.sandbox().requests().is_empty());
 
     let output = run(sync_command(&emulator, &cards, &out).arg("--force"));
@@ -955,4 +958,26 @@ fn an_existing_results_file_is_written_over_only_with_force() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// Plain http:// to another machine is refused before anything is planned: the transport
+/// would refuse every call, and "run the same command again" could never help.
+#[test]
+fn plain_http_to_another_host_is_refused_before_planning() {
+    let dir = Dir::new("plain-http");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let output = run(Command::new(BIN)
+        .args(["sync", "--out"])
+        .arg(&out)
+        .arg(&cards)
+        .env("CARDSYNC_BASE_URL", "http://cardsync.example/")
+        .env("CARDSYNC_API_KEY", "sandbox_merchant_key")
+        .stdin(Stdio::null()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("https://"), "{stderr}");
+    assert!(!stderr.contains("run the same command"), "{stderr}");
+    let journal = dir.0.join("results.csv.journal");
+    assert!(!journal.exists(), "nothing planned");
 }
