@@ -416,7 +416,36 @@ fn a_journal_of_another_input_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("belongs to another job"), "{stderr}");
+    // It says what differs, in words: no raw file times.
+    assert!(stderr.contains("the card file changed since it was planned"), "{stderr}");
+    assert!(!stderr.contains("input_size"), "{stderr}");
     assert_eq!(emulator.counts("POST /v2/batch").requests, sent);
+}
+
+/// The base URL with and without its final `/` is one job: the run resumes.
+#[test]
+fn a_base_url_with_or_without_its_slash_is_one_job() {
+    if !common::hooks_compiled() {
+        return;
+    }
+    let dir = Dir::new("slash");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let bare = emulator.url().trim_end_matches('/').to_owned();
+    let base = format!("{bare}/");
+    let crashed = run(sync_command(&emulator, &cards, &out)
+        .env("CARDSYNC_BASE_URL", &bare)
+        .env("CARDSYNC_CRASH_AT", "sent:1"));
+    assert!(!crashed.status.success());
+    let output = run(sync_command(&emulator, &cards, &out).env("CARDSYNC_BASE_URL", &base));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    check_exactly_once(&emulator, &out);
 }
 
 #[test]

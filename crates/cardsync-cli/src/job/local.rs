@@ -21,7 +21,7 @@ use cardsync_job::{
 };
 use cardsync_job_sqlite::SqliteStore;
 use cardsync_proto::transport::{Transport, TransportError};
-use cardsync_proto::{WebhookEvent, paths};
+use cardsync_proto::{BaseUrl, WebhookEvent, paths};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
@@ -288,6 +288,50 @@ fn identity(args: &Args, base_url: &str) -> Result<Vec<(String, String)>, CliErr
     .collect())
 }
 
+/// Whether a recorded setting of the journal's job is the same as now: base URLs compared as
+/// parsed (`http://h:1` is `http://h:1/`), the rest as written.
+fn same_setting(key: &str, recorded: &str, now: &str) -> bool {
+    if key == "base_url" {
+        let parsed = |s: &str| BaseUrl::parse(s).map(|b| b.as_str().to_owned());
+        if let (Ok(a), Ok(b)) = (parsed(recorded), parsed(now)) {
+            return a == b;
+        }
+    }
+    recorded == now
+}
+
+/// What differs, in words.
+fn differs(key: &str, recorded: &str, now: &str) -> String {
+    match key {
+        "input" => format!("it was planned from {recorded}, and this run reads {now}"),
+        "input_size" => {
+            format!("the card file changed since it was planned ({recorded} bytes then, {now} now)")
+        }
+        "input_mtime" => {
+            let when = |ns: &str| {
+                ns.parse::<u128>()
+                    .ok()
+                    .map(|ns| crate::show::utc_time((ns / 1_000_000_000) as u64))
+                    .unwrap_or_else(|| ns.to_owned())
+            };
+            format!(
+                "the card file was modified since it was planned (at {} then, {} now)",
+                when(recorded),
+                when(now)
+            )
+        }
+        "base_url" => format!("it sends to {recorded}, and this run to {now}"),
+        "se_number" => format!(
+            "its --se-number was {:?}, and this run's is {:?}",
+            recorded, now
+        ),
+        "max_per_request" => {
+            format!("its --max-per-request was {recorded}, and this run's is {now}")
+        }
+        _ => format!("{key} was {recorded:?}, now {now:?}"),
+    }
+}
+
 /// Runs `sync` on the single-machine journal.
 pub(crate) fn run(args: Args, global: &Global) -> Result<ExitCode, CliError> {
     crate::pipeline::runtime()?.block_on(run_async(&args, global))
@@ -427,17 +471,18 @@ async fn run_with_lease(
     sink.0.check().map_err(CliError::Results)?;
 
     // The journal must belong to this job.
-    let identity = identity(args, &global.remote.base_url)?;
+    let identity = identity(args, config.base_url().as_str())?;
     let snapshot = journal.load().map_err(journal.err())?;
     if snapshot.is_planned() {
         for (key, value) in &identity {
             let recorded = snapshot.meta(key).unwrap_or_default();
-            if recorded != value {
+            if !same_setting(key, recorded, value) {
                 return Err(CliError::Usage(format!(
-                    "the journal {} belongs to another job ({key} was {recorded:?}, now {value:?}). \
-                     Run the same command as before to finish that job, or pass --state with a \
-                     new file to start another",
-                    journal.path().display()
+                    "the journal {} belongs to another job: {}. Run the command that started \
+                     that job to finish it, or pass --state with a new file (or another --out) \
+                     to start another",
+                    journal.path().display(),
+                    differs(key, recorded, value)
                 )));
             }
         }
