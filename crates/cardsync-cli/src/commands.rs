@@ -409,6 +409,16 @@ pub(crate) enum WebhooksCommand {
     },
 }
 
+/// The `webhooks set` option of a trigger.
+fn trigger_flag(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::BatchAvailable => "batch-available",
+        Trigger::EnrollmentComplete => "enrollment-complete",
+        Trigger::BatchError => "batch-error",
+        _ => "amex-update",
+    }
+}
+
 /// `cardsync webhooks set`.
 pub(crate) fn webhooks<W: Write>(
     command: WebhooksCommand,
@@ -436,6 +446,13 @@ pub(crate) fn webhooks<W: Write>(
         (Trigger::AmexUpdate, amex_update),
     ] {
         if let Some(url) = url {
+            cardsync_proto::webhook_url::check(&url).map_err(|e| {
+                CliError::Usage(format!(
+                    "--{} {}: {e}",
+                    trigger_flag(trigger),
+                    cardsync_proto::webhook_url::display(&url)
+                ))
+            })?;
             set.push((trigger, url.clone()));
             request = request.with(trigger, url);
         }
@@ -454,14 +471,16 @@ pub(crate) fn webhooks<W: Write>(
     runtime()?
         .block_on(client.set_webhooks(&request))
         .map_err(|e| remote_error("setting webhooks", e))?;
+    // The URLs are shown without their secret paths: whoever knows one can post events.
     for (trigger, url) in set {
+        let shown = cardsync_proto::webhook_url::display(&url);
         match global.output {
             OutputFormat::Json => writeln!(
                 out,
                 "{}",
-                json!({"trigger_id": trigger.id(), "url": url, "set": true})
+                json!({"trigger_id": trigger.id(), "url": shown, "set": true})
             )?,
-            OutputFormat::Text => writeln!(out, "{trigger}: {url}")?,
+            OutputFormat::Text => writeln!(out, "{trigger}: {shown}")?,
         }
     }
     out.flush()?;

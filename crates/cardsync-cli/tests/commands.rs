@@ -92,19 +92,36 @@ fn submit_status_results_unsubscribe_webhooks_and_merchant() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 cards unsubscribed"));
 
-    // webhooks set.
+    // webhooks set: shown without the secret path.
     let out = cardsync(
         &emulator,
         &[
             "webhooks",
             "set",
             "--batch-available",
-            "http://127.0.0.1:9/webhooks/t",
+            "http://127.0.0.1:9/webhooks/s3cr3t-t0ken",
         ],
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("http://127.0.0.1:9/webhooks/…"), "{shown}");
+    assert!(!shown.contains("s3cr3t"), "{shown}");
     let out = cardsync(&emulator, &["webhooks", "set"]);
     assert_eq!(out.status.code(), Some(2));
+    // URLs CardSync could not or should not call are refused before anything is sent.
+    let before = emulator.sandbox().requests().len();
+    for bad in [
+        "not-a-url",
+        "http://billing.example/webhooks/s3cr3t-t0ken",
+        "ftp://billing.example/hook",
+    ] {
+        let out = cardsync(&emulator, &["webhooks", "set", "--batch-error", bad]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("--batch-error"), "{stderr}");
+        assert!(!stderr.contains("s3cr3t"), "{stderr}");
+    }
+    assert_eq!(emulator.sandbox().requests().len(), before);
 
     // merchant enroll (the documents' example) and status.
     let enrollment = std::fs::read_to_string(

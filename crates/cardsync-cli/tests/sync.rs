@@ -417,7 +417,10 @@ fn a_journal_of_another_input_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("belongs to another job"), "{stderr}");
     // It says what differs, in words: no raw file times.
-    assert!(stderr.contains("the card file changed since it was planned"), "{stderr}");
+    assert!(
+        stderr.contains("the card file changed since it was planned"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("input_size"), "{stderr}");
     assert_eq!(emulator.counts("POST /v2/batch").requests, sent);
 }
@@ -1009,4 +1012,36 @@ fn plain_http_to_another_host_is_refused_before_planning() {
     assert!(!stderr.contains("run the same command"), "{stderr}");
     let journal = dir.0.join("results.csv.journal");
     assert!(!journal.exists(), "nothing planned");
+}
+
+/// `--public-url` must end with `/webhooks/TOKEN` for the receiver's token: otherwise the run
+/// would wait the whole `--poll-max` for events that can never arrive. Refused before planning.
+#[test]
+fn a_public_url_that_misses_the_receiver_is_refused() {
+    let dir = Dir::new("public-url");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    for (url, token) in [
+        ("https://billing.example/webhooks/other", "mine"),
+        ("https://billing.example/hooks/mine", "mine"),
+        ("http://billing.example/webhooks/mine", "mine"),
+    ] {
+        let output = run(sync_command(&emulator, &cards, &out).args([
+            "--wait",
+            "webhook",
+            "--public-url",
+            url,
+            "--token",
+            token,
+        ]));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(stderr.contains("--public-url"), "{stderr}");
+    }
+    assert!(
+        !dir.0.join("results.csv.journal").exists(),
+        "nothing planned"
+    );
+    assert!(emulator.sandbox().requests().is_empty());
 }

@@ -67,6 +67,7 @@ mod scope;
 pub mod server;
 pub mod transport;
 mod webhook;
+pub mod webhook_url;
 
 pub use config::{
     BaseUrl, Config, InvalidApiKey, InvalidBaseUrl, IssuerToken, MerchantKey, PartnerKey,

@@ -207,36 +207,10 @@ pub struct IssuerCardView {
     pub merchants_get: Option<ResultView>,
 }
 
-/// A webhook URL as the dashboard and the delivery log show it: scheme, host and port, the
-/// first path segment when it is shorter than 16 characters, and `…` for the rest of the path
-/// (where a receiver puts its secret token, as `cardsync listen` does); no user information,
-/// no query.
+/// A webhook URL as the dashboard and the delivery log show it: without its secret path
+/// ([`cardsync_proto::webhook_url::display`]).
 pub(crate) fn display_url(url: &str) -> String {
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return "(not a valid URL)".to_owned();
-    };
-    let mut out = String::new();
-    if let Some(scheme) = uri.scheme_str() {
-        out.push_str(scheme);
-        out.push_str("://");
-    }
-    if let Some(authority) = uri.authority() {
-        // No user information.
-        out.push_str(authority.as_str().rsplit('@').next().unwrap_or(""));
-    }
-    let mut segments = uri.path().trim_start_matches('/').splitn(2, '/');
-    let first = segments.next().unwrap_or("");
-    let rest = segments.next();
-    out.push('/');
-    if first.len() >= 16 {
-        out.push('…');
-    } else {
-        out.push_str(&redact_digit_runs(first));
-        if rest.is_some() {
-            out.push_str("/…");
-        }
-    }
-    out
+    cardsync_proto::webhook_url::display(url)
 }
 
 /// What one endpoint received, as `GET /_sandbox/counters` reports it.
@@ -266,37 +240,5 @@ pub(crate) fn row_view(row: &ResultCard) -> ResultView {
         exp: row.exp.clone(),
         status: row.status.as_ref().map(|s| s.as_str().to_owned()),
         se_number: row.se_number.clone(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn webhook_urls_hide_their_secret_path_and_query() {
-        assert_eq!(
-            display_url("http://127.0.0.1:9000/hooks/0123456789abcdef0123?token=x"),
-            "http://127.0.0.1:9000/hooks/…"
-        );
-        assert_eq!(
-            display_url("https://user:pw@example.com/cardsync"),
-            "https://example.com/cardsync"
-        );
-        assert_eq!(display_url("not a url"), "(not a valid URL)");
-        // Only a short first segment is shown: a shorter secret further on is hidden too.
-        assert_eq!(
-            display_url("http://127.0.0.1:9/cardsync/hooks/s3cr3t"),
-            "http://127.0.0.1:9/cardsync/…"
-        );
-        assert_eq!(
-            display_url("http://127.0.0.1:9/0123456789abcdefSECRET"),
-            "http://127.0.0.1:9/…"
-        );
-        assert_eq!(
-            display_url("http://127.0.0.1:9/enrolled"),
-            "http://127.0.0.1:9/enrolled"
-        );
-        assert_eq!(display_url("http://127.0.0.1:9"), "http://127.0.0.1:9/");
     }
 }

@@ -288,6 +288,30 @@ fn identity(args: &Args, base_url: &str) -> Result<Vec<(String, String)>, CliErr
     .collect())
 }
 
+/// `--public-url` must be a URL CardSync may call, ending in `/webhooks/TOKEN` with `--token`'s
+/// value: otherwise every webhook would miss the receiver, and the run would wait the whole
+/// `--poll-max` for each batch. Checked before anything is planned.
+fn check_public_url(args: &Args) -> Result<(), CliError> {
+    let Some(url) = &args.public_url else {
+        return Ok(());
+    };
+    let shown = cardsync_proto::webhook_url::display(url);
+    cardsync_proto::webhook_url::check(url)
+        .map_err(|e| CliError::Usage(format!("--public-url {shown}: {e}")))?;
+    let path = url
+        .parse::<http::Uri>()
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    let token = args.token.as_deref().unwrap_or_default();
+    if token.is_empty() || !path.ends_with(&format!("/webhooks/{token}")) {
+        return Err(CliError::Usage(format!(
+            "--public-url {shown}: its path must end with /webhooks/TOKEN, with the receiver's \
+             --token (CARDSYNC_WEBHOOK_TOKEN), or CardSync's events would never reach it"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a recorded setting of the journal's job is the same as now: base URLs compared as
 /// parsed (`http://h:1` is `http://h:1/`), the rest as written.
 fn same_setting(key: &str, recorded: &str, now: &str) -> bool {
@@ -440,6 +464,7 @@ pub(crate) async fn run_async(args: &Args, global: &Global) -> Result<ExitCode, 
     let (transport, config) = global.remote.parts()?;
     let journal_path = journal_path(args);
     check_files(args, &journal_path)?;
+    check_public_url(args)?;
     let mut journal = Journal {
         store: SqliteStore::open(&journal_path).map_err(|source| CliError::Journal {
             path: journal_path.clone(),
