@@ -1045,3 +1045,72 @@ fn a_public_url_that_misses_the_receiver_is_refused() {
     );
     assert!(emulator.sandbox().requests().is_empty());
 }
+
+/// Ctrl-C (or SIGTERM) while batches are being sent: no new POST starts, those under way are
+/// answered and recorded, and the run exits 130 (143) with nothing waiting for a decision;
+/// the same command then finishes, every card sent once.
+#[cfg(unix)]
+#[test]
+fn interrupted_while_sending_leaves_nothing_unconfirmed() {
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let dir = Dir::new(&format!("interrupt{signal}"));
+        let cards = write_cards(&dir.0);
+        let out = dir.0.join("results.csv");
+        let emulator = Emulator::start(instant);
+        let mut faults = Faults::default();
+        faults.latency_ms = 400;
+        emulator.sandbox().set_faults(faults);
+        let mut child = sync_command(&emulator, &cards, &out)
+            .args(["--concurrency", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cardsync");
+        // Once the first POST is answered, four more are under way.
+        let start = Instant::now();
+        while !emulator
+            .sandbox()
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no POST answered"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        let answered_before = emulator.counts("POST /v2/batch").requests;
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = wait_for_exit(&mut child, Duration::from_secs(30));
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(status.code(), Some(code), "{signal}: {stderr}");
+        let s = summary(&output);
+        assert_eq!(s["done"], false, "{s}");
+        assert_eq!(
+            s["unconfirmed_requests"].as_array().map_or(0, Vec::len),
+            0,
+            "{signal}: {s}"
+        );
+        // Only the POSTs under way at the signal went (at most four), none after it.
+        let sent = emulator.counts("POST /v2/batch").requests;
+        assert!(
+            sent > answered_before,
+            "{signal}: the POSTs under way were answered"
+        );
+        assert!(sent <= answered_before + 4, "{signal}: {sent} POSTs");
+        let output = run(&mut sync_command(&emulator, &cards, &out));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        check_exactly_once(&emulator, &out);
+    }
+}

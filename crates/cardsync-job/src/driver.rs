@@ -69,6 +69,14 @@ pub trait Env {
     fn progress(&mut self, job: &Job) {
         let _ = job;
     }
+
+    /// Whether the run was asked to stop (a Ctrl-C, a SIGTERM), and why: then it starts no
+    /// call any more and ends once what is under way is answered and recorded
+    /// ([`Job::drain`]). Asked after every round and every wake-up; [`Env::wait`] should
+    /// return early when a stop is asked. The default is never.
+    fn stop_requested(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// Why a run stopped before the job did.
@@ -381,6 +389,9 @@ where
     E: Env,
 {
     loop {
+        if let Some(why) = env.stop_requested() {
+            job.drain(&why, env.now());
+        }
         for (id, answer) in answered.drain(..) {
             job.handle_response(id, answer, env.now());
         }

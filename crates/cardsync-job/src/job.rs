@@ -395,6 +395,8 @@ pub struct Job {
     error: Option<String>,
     /// CardSync refused the API key: the run stops.
     key_refused: bool,
+    /// Asked to stop ([`Job::drain`]): nothing new is sent.
+    draining: bool,
     /// CardSync answered a call of this run with success, so the key is good: until then,
     /// one POST at a time (a wrong key costs one request, not `concurrency`).
     key_accepted: bool,
@@ -431,6 +433,7 @@ impl Job {
             amex_deadline: None,
             error: None,
             key_refused: false,
+            draining: false,
             key_accepted: false,
             rng,
         };
@@ -529,6 +532,7 @@ impl Job {
         }
         match after {
             After::Nothing => {}
+            After::Send(seq, _) if self.draining => self.unsend(seq),
             After::Send(seq, request) => {
                 // Invariant: the request is `sending` in the store before it is sent.
                 debug_assert_eq!(self.state(seq), Some(RequestState::Sending));
@@ -686,6 +690,54 @@ impl Job {
         }
         self.answered(pending, answer);
         self.advance();
+    }
+
+    /// Stops the run as soon as what is under way is answered and recorded (a user's Ctrl-C, a
+    /// deploy's SIGTERM): no call is started any more, and the run ends with
+    /// [`Summary::error`] saying `why`. A POST whose `sending` is persisted but not sent yet,
+    /// or that waits to be tried again (a POST is tried again only when it certainly never
+    /// left), goes back to `planned`: the stop leaves nothing waiting for a decision that the
+    /// run could have avoided. Reads waiting to be tried again are left to the next run.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use cardsync_job::{Job, JobOptions, Snapshot};
+    /// use cardsync_proto::{BaseUrl, Config};
+    /// let config = Config::new(BaseUrl::parse("https://sandbox.cardsync.io/").unwrap());
+    /// let mut snapshot = Snapshot::default();
+    /// snapshot.meta.insert("planned".into(), "1".into());
+    /// let mut job = Job::new(snapshot, JobOptions::new(config), Instant::now());
+    /// job.drain("interrupted", Instant::now());
+    /// assert_eq!(job.summary().error.as_deref(), Some("interrupted"));
+    /// ```
+    pub fn drain(&mut self, why: &str, now: Instant) {
+        self.now = now;
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        self.stop(why.to_owned());
+        for (_, pending) in std::mem::take(&mut self.retries) {
+            match pending.purpose {
+                Purpose::Create(seq) => self.unsend(seq),
+                other => {
+                    if let Some(seq) = purpose_seq(&other) {
+                        self.busy.remove(&seq);
+                    }
+                }
+            }
+        }
+        self.advance();
+        self.maybe_finish();
+    }
+
+    /// A POST that never left goes back to `planned`.
+    fn unsend(&mut self, seq: u64) {
+        self.persist_request(
+            RequestUpdate::new(seq, RequestState::Sending, RequestState::Planned),
+            vec![],
+            After::Nothing,
+        );
     }
 
     /// Where the job stands.

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cardsync_core::{Planner, RejectReason};
@@ -188,6 +190,8 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 /// acknowledged once the job recorded it), the decisions given on the command line, the
 /// progress bar.
 struct CliEnv {
+    /// Set by the first Ctrl-C or SIGTERM.
+    interrupt: Interrupt,
     events: Option<mpsc::Receiver<Delivered>>,
     /// Deliveries waiting for their event to be recorded, by the event's key.
     acks: HashMap<String, Vec<tokio::sync::oneshot::Sender<()>>>,
@@ -207,10 +211,17 @@ impl Env for CliEnv {
     }
 
     async fn wait(&mut self, deadline: Option<Instant>) -> Option<WebhookEvent> {
+        let interrupted = self.interrupt.notify.clone();
         let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
+            tokio::select! {
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                // A stop is asked: back to the driver, which asks `stop_requested`.
+                () = interrupted.notified() => {}
             }
         };
         let Some(events) = &mut self.events else {
@@ -257,12 +268,91 @@ impl Env for CliEnv {
         }
     }
 
+    fn stop_requested(&mut self) -> Option<String> {
+        let signal = self.interrupt.signal.load(Ordering::SeqCst);
+        (signal != 0).then(|| {
+            format!(
+                "stopped by {} before the job was done; what was under way was answered and \
+                 recorded",
+                if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "Ctrl-C"
+                }
+            )
+        })
+    }
+
     fn progress(&mut self, job: &Job) {
         let requests = job.requests();
         self.bar.set_length(requests.len() as u64);
         self.bar
             .set_position(requests.iter().filter(|r| r.state.is_final()).count() as u64);
         self.bar.set_message("requests");
+    }
+}
+
+const SIGINT: u8 = 2;
+const SIGTERM: u8 = 15;
+
+/// Ctrl-C and SIGTERM while the job runs: the first asks the run to stop once what is under
+/// way is answered and recorded (the job then starts no call); a second one stops the process
+/// at once.
+struct Interrupt {
+    /// The signal that asked for the stop (`SIGINT` or `SIGTERM`), 0 for none.
+    signal: Arc<AtomicU8>,
+    notify: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Interrupt {
+    fn listen(quiet: bool) -> Result<Interrupt, CliError> {
+        let signal = Arc::new(AtomicU8::new(0));
+        let notify = Arc::new(tokio::sync::Notify::new());
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| CliError::Usage(format!("cannot listen for SIGTERM: {e}")))?;
+        let task = {
+            let (signal, notify) = (signal.clone(), notify.clone());
+            tokio::spawn(async move {
+                loop {
+                    #[cfg(unix)]
+                    let which = tokio::select! {
+                        r = tokio::signal::ctrl_c() => { if r.is_err() { return; } SIGINT }
+                        _ = term.recv() => SIGTERM,
+                    };
+                    #[cfg(not(unix))]
+                    let which = match tokio::signal::ctrl_c().await {
+                        Ok(()) => SIGINT,
+                        Err(_) => return,
+                    };
+                    if signal.swap(which, Ordering::SeqCst) != 0 {
+                        eprintln!(
+                            "\nstopped at once; requests that were being sent may need a decision"
+                        );
+                        std::process::exit(128 + i32::from(which));
+                    }
+                    if !quiet {
+                        eprintln!(
+                            "\nstopping: no new request is sent; waiting for the answers under way \
+                             to be recorded (again to stop at once)"
+                        );
+                    }
+                    notify.notify_one();
+                }
+            })
+        };
+        Ok(Interrupt {
+            signal,
+            notify,
+            task,
+        })
+    }
+}
+
+impl Drop for Interrupt {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -567,6 +657,7 @@ async fn run_with_lease(
         (None, None)
     };
     let mut env = CliEnv {
+        interrupt: Interrupt::listen(global.quiet)?,
         events,
         acks: HashMap::new(),
         adopt,
@@ -578,6 +669,7 @@ async fn run_with_lease(
     let hooked = Hooked(&transport);
     let outcome = run_job(&mut job, &hooked, journal, &mut sink, &mut keeper, &mut env).await;
     env.bar.finish_and_clear();
+    let interrupted = env.interrupt.signal.load(Ordering::SeqCst);
     // Events not recorded are answered 500 (CardSync delivers them again), at once.
     env.events = None;
     env.acks.clear();
@@ -629,6 +721,10 @@ async fn run_with_lease(
         }
     }
     print_summary(&mut reporter, &summary)?;
+    if interrupted != 0 && !summary.done {
+        // 130 for Ctrl-C, 143 for SIGTERM, as a shell reports a process stopped by them.
+        return Ok(ExitCode::from(128 + interrupted));
+    }
     Ok(exit_for(&summary))
 }
 
