@@ -1114,3 +1114,60 @@ fn interrupted_while_sending_leaves_nothing_unconfirmed() {
         check_exactly_once(&emulator, &out);
     }
 }
+
+/// The changes file holds every result a billing system must act on, with what to do:
+/// `closed` and `contact` too (the card on file named by its last four digits), not only new
+/// numbers and expiries; and never a full card number.
+#[test]
+fn the_changes_file_holds_every_actionable_result() {
+    let dir = Dir::new("changes");
+    let cards = dir.0.join("cards.csv");
+    std::fs::write(
+        &cards,
+        "id,card,exp\n\
+         new-number,4457010000000009,01/50\n\
+         new-expiry,4457000300000007,01/50\n\
+         current,4100200300011001,05/50\n\
+         unknown,4457010200000247,08/50\n\
+         ask,4457010140000141,09/50\n\
+         gone,4457000900000001,08/50\n",
+    )
+    .unwrap();
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let changes = std::fs::read_to_string(dir.0.join("results.changes.csv")).unwrap();
+    let mut lines: Vec<&str> = changes.lines().collect();
+    assert_eq!(
+        lines.remove(0),
+        "id,status,brand,old_last4,new_last4,new_exp,batch_id,event_id,action"
+    );
+    let row = |id: &str| -> Vec<String> {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("no {id} in {changes}"));
+        line.split(',').map(str::to_owned).collect()
+    };
+    assert_eq!(lines.len(), 4, "{changes}");
+    let ask = row("ask");
+    assert_eq!(
+        (ask[1].as_str(), ask[3].as_str(), ask[4].as_str()),
+        ("contact", "0141", "")
+    );
+    assert!(ask[8].contains("ask the customer"), "{ask:?}");
+    let gone = row("gone");
+    assert_eq!((gone[1].as_str(), gone[3].as_str()), ("closed", "0001"));
+    assert!(gone[8].contains("stop charging"), "{gone:?}");
+    assert_eq!(row("new-number")[1], "updated_card");
+    assert_eq!(row("new-expiry")[1], "updated_expiry");
+    for pan in ["4457010140000141", "4457000900000001", "4457010000000009"] {
+        assert!(!changes.contains(pan), "{changes}");
+    }
+}

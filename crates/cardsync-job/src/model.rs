@@ -465,6 +465,32 @@ impl ResultRow {
         )
     }
 
+    /// What a billing system must do about this result, in words, if anything: the rows of
+    /// the changes file (`updated_card`, `updated_expiry`, `closed`, `contact`).
+    ///
+    /// ```
+    /// use cardsync_core::UpdateStatus;
+    /// use cardsync_job::ResultRow;
+    /// use cardsync_proto::ReturnedCard;
+    /// let mut row = ResultRow::new("c1", Some(UpdateStatus::Closed), ReturnedCard::new("4457000900000001"));
+    /// assert!(row.action().unwrap().contains("stop charging"));
+    /// row.status = Some(UpdateStatus::Valid);
+    /// assert_eq!(row.action(), None);
+    /// ```
+    pub fn action(&self) -> Option<&'static str> {
+        Some(match self.status.as_ref()? {
+            UpdateStatus::UpdatedCard => "replace the card number and expiry on file",
+            UpdateStatus::UpdatedExpiry => "replace the expiry on file",
+            UpdateStatus::Closed => {
+                "stop charging this card: the account is closed; ask the customer for another"
+            }
+            UpdateStatus::Contact => {
+                "ask the customer for their new card: the issuer does not pass the update on"
+            }
+            _ => return None,
+        })
+    }
+
     /// The returned card's brand, when it parses.
     pub fn brand(&self) -> Brand {
         self.card

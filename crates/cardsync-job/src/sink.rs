@@ -98,8 +98,9 @@ pub const RESULT_COLUMNS: &[&str] = &[
     "event_id",
 ];
 
-/// The columns of the changes file: what a billing system applies, with no full card numbers
-/// (an id that holds one is masked, see [`RowFile::change`]).
+/// The columns of the changes file: what a billing system acts on, with no full card numbers
+/// (an id that holds one is masked, see [`RowFile::change`]), and what to do
+/// ([`ResultRow::action`]).
 pub const CHANGE_COLUMNS: &[&str] = &[
     "id",
     "status",
@@ -109,6 +110,7 @@ pub const CHANGE_COLUMNS: &[&str] = &[
     "new_exp",
     "batch_id",
     "event_id",
+    "action",
 ];
 
 /// Creates `path` (or truncates it) readable and writable by its owner only; see
@@ -391,8 +393,10 @@ impl RowFile {
         ])
     }
 
-    /// Writes a change row in [`CHANGE_COLUMNS`] order (only for [`ResultRow::is_change`]
-    /// rows). No full card number goes in: the new card is its last four digits, and the id
+    /// Writes a change row in [`CHANGE_COLUMNS`] order (for rows with a
+    /// [`ResultRow::action`]; a `closed` or `contact` row names the card on file by its last
+    /// four digits, with nothing new). No full card number goes in: the new card is its last
+    /// four digits, and the id
     /// and an expiry that did not parse (the merchant's and CardSync's text) go through
     /// [`redact_digit_runs`], so that an id that is, or holds, a card number is masked
     /// (`4532 0151 1283 0366` is written `453201******0366`). Batch and event ids are
@@ -410,7 +414,10 @@ impl RowFile {
     /// file.change(&row)?;
     /// file.checkpoint()?;
     /// let text = std::fs::read_to_string(&path)?;
-    /// assert_eq!(text.lines().nth(1), Some("453201******0366,updated_card,visa,,0009,01/53,,"));
+    /// assert_eq!(
+    ///     text.lines().nth(1),
+    ///     Some("453201******0366,updated_card,visa,,0009,01/53,,,replace the card number and expiry on file")
+    /// );
     /// # std::fs::remove_file(&path)?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
@@ -420,20 +427,33 @@ impl RowFile {
     /// The I/O error.
     pub fn change(&mut self, row: &ResultRow) -> io::Result<()> {
         let masked = row.card.masked();
-        let new = masked.as_str();
-        let new = &new[new.len().saturating_sub(4)..];
+        let last4 = masked.as_str();
+        let last4 = &last4[last4.len().saturating_sub(4)..];
         let exp = row.expiry().map(|e| e.to_string());
         let id = redact_digit_runs(&row.id);
         let raw_exp = row.exp.as_deref().map(redact_digit_runs);
+        // A closed account or a customer to contact: the card named is the one on file, and
+        // there is nothing new.
+        let changed = row.is_change();
+        let (old, new, new_exp) = if changed {
+            (
+                row.old_last4.as_deref(),
+                Some(last4),
+                exp.as_deref().or(raw_exp.as_deref()),
+            )
+        } else {
+            (row.old_last4.as_deref().or(Some(last4)), None, None)
+        };
         self.row(&[
             Some(&id),
             row.status.as_ref().map(UpdateStatus::as_str),
             Some(row.brand().as_str()),
-            row.old_last4.as_deref(),
-            Some(new),
-            exp.as_deref().or(raw_exp.as_deref()),
+            old,
+            new,
+            new_exp,
             row.batch_id.as_deref(),
             row.event_id.as_deref(),
+            row.action(),
         ])
     }
 
@@ -452,7 +472,8 @@ impl RowFile {
 /// The results file and the changes file of `cardsync sync`.
 ///
 /// Results are written to `OUT.partial` and renamed to `OUT` by [`Sink::finish`]; beside them,
-/// `STEM.changes.csv` lists the `updated_card` and `updated_expiry` rows without full numbers.
+/// `STEM.changes.csv` lists the rows a billing system acts on (`updated_card`,
+/// `updated_expiry`, `closed`, `contact`), with what to do and without full numbers.
 /// Both are created with mode 0600. The results file holds full card numbers, and the ids as
 /// CardSync returned them (the merchant's own, to join the results back to their records); the
 /// changes file masks an id that holds a card number (see [`RowFile::change`]).
@@ -576,7 +597,7 @@ impl Sink for FileSink {
         for row in rows {
             results.result(row).map_err(Self::io(&partial))?;
         }
-        for row in rows.iter().filter(|r| r.is_change()) {
+        for row in rows.iter().filter(|r| r.action().is_some()) {
             changes.change(row).map_err(Self::io(&changes_path))?;
         }
         Ok(())
