@@ -268,33 +268,141 @@ struct Columns {
 }
 
 impl Columns {
+    /// The columns of `header` (the first record's fields; `raw` its bytes). A missing column
+    /// is explained: what the file looks like instead (another delimiter, UTF-16, gzip, JSON,
+    /// not text), or the columns found. A column given twice is refused.
     fn find<'h>(
         path: &Path,
+        raw: &[u8],
         header: impl Iterator<Item = &'h [u8]> + Clone,
     ) -> Result<Columns, CliError> {
-        let find = |name: &str| {
-            header.clone().position(|h| {
-                let h = h.trim_ascii();
-                let h = h.strip_prefix("\u{feff}".as_bytes()).unwrap_or(h);
-                h.eq_ignore_ascii_case(name.as_bytes())
-            })
+        let input_error = |message: String| CliError::Input {
+            path: path.to_path_buf(),
+            message,
         };
-        let need = |name: &'static str| {
-            find(name).ok_or_else(|| CliError::Input {
-                path: path.to_path_buf(),
-                message: format!(
-                    "the header has no `{name}` column (columns: id, card, exp, and se_number for \
-                     American Express; any order, any case)"
-                ),
+        let is = |h: &[u8], name: &str| {
+            let h = h.trim_ascii();
+            let h = h.strip_prefix("\u{feff}".as_bytes()).unwrap_or(h);
+            h.eq_ignore_ascii_case(name.as_bytes())
+        };
+        let find = |name: &'static str| -> Result<Option<usize>, CliError> {
+            let mut at = header
+                .clone()
+                .enumerate()
+                .filter(|(_, h)| is(h, name))
+                .map(|(i, _)| i);
+            match (at.next(), at.next()) {
+                (Some(a), Some(b)) => Err(input_error(format!(
+                    "the header has two `{name}` columns (the {} and the {}): keep one",
+                    ordinal(a + 1),
+                    ordinal(b + 1)
+                ))),
+                (first, _) => Ok(first),
+            }
+        };
+        let need = |name: &'static str| -> Result<usize, CliError> {
+            find(name)?.ok_or_else(|| {
+                input_error(format!(
+                    "the header has no `{name}` column: {}",
+                    missing_column(raw, header.clone())
+                ))
             })
         };
         Ok(Columns {
             id: need("id")?,
             card: need("card")?,
             exp: need("exp")?,
-            se_number: find("se_number"),
+            se_number: find("se_number")?,
         })
     }
+}
+
+/// "1st", "2nd", "3rd", "4th"…
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
+/// Why a header lacks a needed column, as far as its bytes tell: the file is gzip, UTF-16,
+/// JSON or not text, or uses another delimiter; else the columns it has.
+fn missing_column<'h>(raw: &[u8], header: impl Iterator<Item = &'h [u8]>) -> String {
+    const NEEDED: &str = "the columns are id, card, exp, and se_number for American Express, in \
+                          any order and any case, separated by commas";
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        return format!("the file is gzip-compressed; decompress it first (gunzip). {NEEDED}");
+    }
+    let head = &raw[..raw.len().min(256)];
+    // UTF-16: a byte order mark, or ASCII text with a zero byte beside each character.
+    let zeros_at = |parity: usize| {
+        head.iter()
+            .skip(parity)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let half = head.len() / 2;
+    let utf16 = half >= 4 && (zeros_at(0) * 10 >= half * 8 || zeros_at(1) * 10 >= half * 8);
+    if raw.starts_with(&[0xff, 0xfe]) || raw.starts_with(&[0xfe, 0xff]) || utf16 {
+        return format!(
+            "the file is UTF-16 text (what spreadsheets save as \"Unicode text\"); save it as \
+             \"CSV UTF-8\" instead. {NEEDED}"
+        );
+    }
+    let Ok(text) = std::str::from_utf8(head).or_else(|e| {
+        // A cut in the middle of a character at the end of the first 256 bytes is fine.
+        std::str::from_utf8(&head[..e.valid_up_to()]).map_err(|_| e)
+    }) else {
+        return format!("the file is not text (not UTF-8). {NEEDED}");
+    };
+    if text.len() < head.len().saturating_sub(3)
+        || text
+            .chars()
+            .any(|c| c.is_control() && c != '\t' && c != '\r')
+    {
+        return format!("the file is not text. {NEEDED}");
+    }
+    let trimmed = text.trim_start_matches('\u{feff}').trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        return format!(
+            "the file looks like JSON; JSON Lines (one object per line, such as \
+             {{\"id\":\"c1\",\"card\":\"4111…\",\"exp\":\"12/30\"}}) is read from a file \
+             named .jsonl or .ndjson. {NEEDED}"
+        );
+    }
+    let fields: Vec<String> = header
+        .map(|h| String::from_utf8_lossy(h.trim_ascii()).into_owned())
+        .collect();
+    if fields.len() == 1 {
+        for (delimiter, name) in [(';', "semicolons (;)"), ('\t', "tabs"), ('|', "bars (|)")] {
+            if fields[0].contains(delimiter) {
+                return format!(
+                    "its columns are separated by {name}, not commas; save the file as CSV with \
+                     commas (in a spreadsheet: \"CSV (comma delimited)\"). {NEEDED}"
+                );
+            }
+        }
+    }
+    let found: Vec<String> = fields
+        .iter()
+        .take(12)
+        .map(|f| {
+            format!(
+                "{:?}",
+                crate::show::message(&cardsync_core::redact_digit_runs(f))
+            )
+        })
+        .collect();
+    format!(
+        "the columns found are {}{}; {NEEDED}",
+        found.join(", "),
+        if fields.len() > 12 { ", …" } else { "" }
+    )
 }
 
 fn text(b: &[u8]) -> Option<&str> {
@@ -324,6 +432,7 @@ fn read_csv(
     let header = csv.bytes();
     let cols = Columns::find(
         path,
+        header,
         (0..)
             .map_while(|i| csv.field(i))
             .map(|(a, b)| &header[a..b]),

@@ -836,3 +836,66 @@ fn validate_on_a_terminal_shows_the_problem_rows_and_the_summary() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A header without the needed columns is explained by what the file is instead: another
+/// delimiter, UTF-16, gzip, JSON, not text, or other column names (listed); a column given
+/// twice is refused rather than resolved to the first.
+#[test]
+fn input_format_errors_say_what_the_file_is() {
+    let utf16: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain(
+            "id,card,exp\r\na,4457010000000009,01/50\r\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "semicolons.csv",
+            b"id;card;exp\na;4457010000000009;01/50\n".to_vec(),
+            "separated by semicolons",
+        ),
+        (
+            "tabs.csv",
+            b"id\tcard\texp\na\t4457010000000009\t01/50\n".to_vec(),
+            "separated by tabs",
+        ),
+        ("utf16.csv", utf16, "UTF-16"),
+        (
+            "cards.csv.gz",
+            vec![
+                0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, b'\n',
+            ],
+            "gzip",
+        ),
+        (
+            "cards.json",
+            br#"[{"id":"a","card":"4457010000000009","exp":"01/50"}]"#.to_vec(),
+            "looks like JSON",
+        ),
+        (
+            "binary.csv",
+            vec![0x7f, b'E', b'L', b'F', 0x02, 0x01, 0x01, 0x00, b'\n'],
+            "not text",
+        ),
+        (
+            "names.csv",
+            b"CustomerRef,Number,Expiry\na,4457010000000009,01/50\n".to_vec(),
+            "the columns found are \"CustomerRef\", \"Number\", \"Expiry\"",
+        ),
+        (
+            "twice.csv",
+            b"id,card,exp,card\na,4457010000000009,01/50,4111111111111111\n".to_vec(),
+            "two `card` columns (the 2nd and the 4th)",
+        ),
+    ];
+    for (name, bytes, message) in cases {
+        let file = TempFile::new(name, &bytes);
+        let out = cardsync(&["validate", file.path()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+        assert!(!stderr.contains("4457010000000009"), "{name}: {stderr}");
+    }
+}
