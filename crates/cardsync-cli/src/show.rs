@@ -22,14 +22,30 @@ use std::fmt::Write;
 
 use cardsync_core::redact_digit_runs;
 
-/// For text output: masked, and every control character escaped.
+/// For text output: masked, cut short ([`SHOWN`]), and every control character escaped.
 pub(crate) fn text(s: &str) -> Cow<'_, str> {
-    escape(redact_digit_runs(s), false)
+    escape(cap(redact_digit_runs(s)), false)
 }
 
-/// For JSON output and files other than the results file: masked.
+/// For JSON output and files other than the results file: masked, and cut short ([`SHOWN`]).
 pub(crate) fn json(s: &str) -> Cow<'_, str> {
-    redact_digit_runs(s)
+    cap(redact_digit_runs(s))
+}
+
+/// The most of one text from outside (an id, a status word) that is shown or written beside
+/// the results file, in bytes: a longer one (a 50 MB id) is cut there, with its length said.
+/// Always after masking, so that no cut leaves more of a card number than the mask shows.
+const SHOWN: usize = 256;
+
+fn cap(s: Cow<'_, str>) -> Cow<'_, str> {
+    if s.len() <= SHOWN {
+        return s;
+    }
+    let mut end = SHOWN - 32;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &s[..end], s.len()))
 }
 
 /// For a handle (a batch id, an event id) on the terminal: every control character escaped,
@@ -51,11 +67,13 @@ pub(crate) fn checked_id(
     warnings: cardsync_core::RowWarnings,
     format: crate::cli::OutputFormat,
 ) -> Cow<'_, str> {
-    let id = if warnings.contains(cardsync_core::RowWarning::IdCardNumber) {
-        redact_digit_runs(id)
-    } else {
-        Cow::Borrowed(id)
-    };
+    let id = cap(
+        if warnings.contains(cardsync_core::RowWarning::IdCardNumber) {
+            redact_digit_runs(id)
+        } else {
+            Cow::Borrowed(id)
+        },
+    );
     match format {
         crate::cli::OutputFormat::Json => id,
         _ => escape(id, false),
@@ -111,6 +129,18 @@ mod tests {
         );
         assert_eq!(text("4532 0151 1283 0366\u{1b}"), "453201******0366\\u{1b}");
         assert_eq!(json("4532-0151-1283-0366\u{1b}"), "453201******0366\u{1b}");
+        // A long text is cut, after masking.
+        let long = format!(
+            "{}4532015112830366{}",
+            "x".repeat(220),
+            "y".repeat(1_000_000)
+        );
+        let shown = text(&long);
+        assert!(
+            shown.len() < 300 && shown.ends_with("(1000236 bytes)"),
+            "{shown}"
+        );
+        assert!(!shown.contains("45320151"), "{shown}");
         // Escaping adds no digits that could join into a card number.
         let masked = text("4532\u{1}0151\u{1}1283\u{1}0366");
         assert!(!masked.chars().any(|c| c.is_control()), "{masked}");

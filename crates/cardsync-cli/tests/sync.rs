@@ -1171,3 +1171,45 @@ fn the_changes_file_holds_every_actionable_result() {
         assert!(!changes.contains(pan), "{changes}");
     }
 }
+
+/// One row with an id too long for a request (a 1 MB id) is rejected at validation, shown cut
+/// short, and the rest of its request goes: one bad row cannot sink a batch.
+#[test]
+fn a_row_that_would_sink_its_request_is_rejected_alone() {
+    let dir = Dir::new("long-id");
+    let cards = write_cards(&dir.0);
+    let mut text = std::fs::read_to_string(&cards).unwrap();
+    text.push_str(&format!(
+        "{},{},01/31,\n",
+        "x".repeat(1 << 20),
+        pan("4", 77_777)
+    ));
+    std::fs::write(&cards, text).unwrap();
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let output = run(&mut sync_command(&emulator, &cards, &out));
+    // Exit 1: the job is done, with an invalid row.
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stdout.len() + output.stderr.len() < 64 * 1024,
+        "the id is shown cut short"
+    );
+    let s = summary(&output);
+    assert_eq!(
+        (s["done"].clone(), s["invalid_rows"].clone()),
+        (true.into(), 1.into()),
+        "{s}"
+    );
+    let rejects = std::fs::read_to_string(dir.0.join("results.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("id_too_long") && rejects.len() < 4096,
+        "{}",
+        rejects.len()
+    );
+    check_exactly_once(&emulator, &out);
+}

@@ -49,10 +49,10 @@ pub use pan::{
     mask_card_text,
 };
 pub use plan::{
-    AcceptedRow, AsRecord, CheckedRecord, Checker, MAX_CARDS_PER_REQUEST, MaxPerRequestError, Plan,
-    PlanEvent, PlanOptions, PlannedCard, PlannedRequest, Planner, Record, RecordBuf, RejectReason,
-    RejectedRow, Route, RowVerdict, RowWarning, RowWarnings, SeNumber, SeNumberError, SeenKind,
-    SeenStore, plan,
+    AcceptedRow, AsRecord, CheckedRecord, Checker, MAX_CARDS_PER_REQUEST, MAX_ID_LEN,
+    MaxPerRequestError, Plan, PlanEvent, PlanOptions, PlannedCard, PlannedRequest, Planner, Record,
+    RecordBuf, RejectReason, RejectedRow, Route, RowVerdict, RowWarning, RowWarnings, SeNumber,
+    SeNumberError, SeenKind, SeenStore, plan,
 };
 pub use redact::redact_digit_runs;
 pub use stats::Stats;

@@ -119,6 +119,10 @@ impl Checker {
         let mut id_fingerprint = None;
         if record.id.is_empty() {
             reasons.push(RejectReason::MissingId);
+        } else if record.id.len() > MAX_ID_LEN {
+            reasons.push(RejectReason::IdTooLong {
+                len: record.id.len(),
+            });
         } else if let Some(keys) = &self.keys {
             id_fingerprint = Some(keys.hash_one(record.id));
         }

@@ -212,7 +212,9 @@ impl Planner {
             id_fingerprint,
             card_fingerprint,
         } = checked;
-        if let Some(store) = &mut self.seen {
+        // Only a row good in itself claims its id and card: a row rejected for a typo does not
+        // make its corrected copy further down a duplicate.
+        if let Some(store) = self.seen.as_mut().filter(|_| reasons.is_empty()) {
             // A duplicate id is the first reason, as a missing id would be.
             if let Some(first_row) =
                 id_fingerprint.and_then(|fp| store.claim(SeenKind::Id, fp, row))
@@ -337,6 +339,34 @@ mod tests {
             verdict(&mut p, "b", "3530111333300000", "01/50"),
             ["unsupported_brand"]
         );
+    }
+
+    #[test]
+    fn a_corrected_row_is_not_a_duplicate_of_its_typo() {
+        let mut p = Planner::new(PlanOptions::default());
+        // The expiry mistyped, then the row again, right.
+        assert_eq!(
+            verdict(&mut p, "a", "4457010000000009", "13/50"),
+            ["exp_month"]
+        );
+        assert!(verdict(&mut p, "a", "4457010000000009", "01/50").is_empty());
+        // A third copy is a duplicate of the good one.
+        assert_eq!(
+            verdict(&mut p, "a", "4457010000000009", "01/50"),
+            ["duplicate_id", "duplicate_card"]
+        );
+    }
+
+    #[test]
+    fn an_id_too_long_for_a_request_is_rejected() {
+        let mut p = Planner::new(PlanOptions::default());
+        let long = "x".repeat(MAX_ID_LEN + 1);
+        assert_eq!(
+            verdict(&mut p, &long, "4457010000000009", "01/50"),
+            ["id_too_long"]
+        );
+        let longest = "x".repeat(MAX_ID_LEN);
+        assert!(verdict(&mut p, &longest, "4457010000000009", "01/50").is_empty());
     }
 
     #[test]

@@ -3,6 +3,10 @@
 
 use super::*;
 
+/// The longest id a row may have, in bytes (UTF-8): 10,000 cards with ids this long still make
+/// a request of a few megabytes, well within what CardSync takes.
+pub const MAX_ID_LEN: usize = 256;
+
 /// Why a row was rejected. A row may have several reasons.
 ///
 /// ```
@@ -20,6 +24,12 @@ pub enum RejectReason {
     Exp(ExpiryError),
     /// The id is empty.
     MissingId,
+    /// The id is longer than [`MAX_ID_LEN`] bytes: its request could grow too large for
+    /// CardSync to take.
+    IdTooLong {
+        /// Its length, in bytes.
+        len: usize,
+    },
     /// An earlier row has the same id.
     DuplicateId {
         /// The row that had the id first.
@@ -40,13 +50,14 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// A stable snake_case code: the [`PanError::code`] and [`ExpiryError::code`] codes, and
-    /// `missing_id`, `duplicate_id`, `duplicate_card`, `unsupported_brand`,
+    /// `missing_id`, `id_too_long`, `duplicate_id`, `duplicate_card`, `unsupported_brand`,
     /// `amex_needs_se_number` and `se_number_format`.
     pub fn code(&self) -> &'static str {
         match self {
             RejectReason::Card(e) => e.code(),
             RejectReason::Exp(e) => e.code(),
             RejectReason::MissingId => "missing_id",
+            RejectReason::IdTooLong { .. } => "id_too_long",
             RejectReason::DuplicateId { .. } => "duplicate_id",
             RejectReason::DuplicateCard { .. } => "duplicate_card",
             RejectReason::UnsupportedBrand(_) => "unsupported_brand",
@@ -62,6 +73,9 @@ impl fmt::Display for RejectReason {
             RejectReason::Card(e) => fmt::Display::fmt(e, f),
             RejectReason::Exp(e) => fmt::Display::fmt(e, f),
             RejectReason::MissingId => f.write_str("id is empty"),
+            RejectReason::IdTooLong { len } => {
+                write!(f, "id is {len} bytes long; at most {MAX_ID_LEN}")
+            }
             RejectReason::DuplicateId { first_row } => {
                 write!(f, "id already used in row {first_row}")
             }
