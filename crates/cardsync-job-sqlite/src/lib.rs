@@ -114,6 +114,33 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(e)
 }
 
+/// Puts the journal in WAL mode. A new journal that several processes open at once: the first
+/// to switch it needs it to itself, and SQLite answers the others "busy" at once, without
+/// waiting (nor can the switch wait for them): tried again for up to [`BUSY_TIMEOUT_MS`].
+fn set_wal(conn: &Connection) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS);
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        let mode = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0));
+        let busy = match &mode {
+            Ok(m) if m.eq_ignore_ascii_case("wal") => return Ok(()),
+            // The mode it could not leave is returned when the switch did not happen.
+            Ok(_) => true,
+            Err(e) => e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy),
+        };
+        if !busy || std::time::Instant::now() >= deadline {
+            return match mode {
+                Ok(m) => Err(StoreError::Backend(
+                    format!("the journal could not be put in WAL mode (it is in {m} mode)").into(),
+                )),
+                Err(e) => Err(backend(e)),
+            };
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
+    }
+}
+
 /// How long a change waits for another process's change to the same journal.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
 
@@ -140,8 +167,9 @@ impl SqliteStore {
             .map_err(backend)?;
         // Deleted rows (duplicates, erased cards) are overwritten. Statement journals, if any
         // statement needs one, stay in memory.
+        set_wal(&conn)?;
         conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
+            "PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;
              PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;
              PRAGMA wal_autocheckpoint = 16384;",
         )
@@ -210,6 +238,43 @@ impl SqliteStore {
         let _ = self
             .conn
             .execute_batch("PRAGMA secure_delete = ON; VACUUM; PRAGMA wal_checkpoint(TRUNCATE);");
+    }
+
+    /// Copies the journal, as it stands, to a new file at `to` (mode 0600; refused if a file is
+    /// there already): to keep a finished job's record before the journal is used for the
+    /// next one.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = std::env::temp_dir().join(format!("cardsync-archive-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let mut store = cardsync_job_sqlite::SqliteStore::open(&dir.join("j"))?;
+    /// store.archive(&dir.join("j.old"))?;
+    /// assert!(store.archive(&dir.join("j.old")).is_err(), "never over a file");
+    /// cardsync_job_sqlite::SqliteStore::open(&dir.join("j.old"))?;
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the copy cannot be made.
+    pub fn archive(&mut self, to: &Path) -> Result<(), StoreError> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        cardsync_job::open_private(&mut options, to)
+            .map(drop)
+            .map_err(backend)?;
+        let copied = self
+            .conn
+            .execute("VACUUM INTO ?1", [to.to_string_lossy().as_ref()])
+            .map(drop)
+            .map_err(backend);
+        if copied.is_err() {
+            let _ = std::fs::remove_file(to);
+        }
+        copied
     }
 
     /// The planned cards of these input rows (those that are in the plan), in row order: for

@@ -316,3 +316,86 @@ fn rusqlite_free_update(path: &std::path::Path) -> bool {
         )
         .is_ok()
 }
+
+/// A new journal opened by many processes at once (runs started together, a cron that
+/// overlaps itself): every open succeeds. SQLite answers "busy" at once to all but one of the
+/// processes that switch a new file to WAL mode; each tries again. (The processes are this test
+/// run again, each opening the journal that `CARDSYNC_TEST_OPEN` names.)
+#[test]
+fn a_new_journal_opened_by_many_at_once_opens_for_all() {
+    if let Ok(path) = std::env::var("CARDSYNC_TEST_OPEN") {
+        // A child: wait for the start, then open.
+        let start: u128 = std::env::var("CARDSYNC_TEST_START")
+            .unwrap()
+            .parse()
+            .unwrap();
+        while std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            < start
+        {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        SqliteStore::open(std::path::Path::new(&path)).unwrap();
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..8 {
+        let scratch = Scratch::new(&format!("many-open-{round}"));
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            + 300;
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                std::process::Command::new(&exe)
+                    .args([
+                        "--exact",
+                        "a_new_journal_opened_by_many_at_once_opens_for_all",
+                        "--test-threads",
+                        "1",
+                    ])
+                    .env("CARDSYNC_TEST_OPEN", scratch.journal())
+                    .env("CARDSYNC_TEST_START", start.to_string())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// A copy of a journal is a journal with the same content, in a new private file.
+#[test]
+fn an_archive_holds_what_the_journal_held() {
+    let scratch = Scratch::new("archive");
+    let mut store = SqliteStore::open(&scratch.journal()).unwrap();
+    let lease = take(&mut store, 1, 0);
+    let changes = Changes::new(vec![Change::Meta {
+        key: "rows".into(),
+        value: "7".into(),
+    }]);
+    store.apply(&lease, &changes).unwrap();
+    let copy = scratch.0.join("job.journal.copy");
+    store.archive(&copy).unwrap();
+    let mut copied = SqliteStore::open(&copy).unwrap();
+    assert_eq!(copied.load().unwrap().meta("rows"), Some("7"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    assert!(store.archive(&copy).is_err(), "never over a file");
+}
