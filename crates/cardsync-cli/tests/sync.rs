@@ -1213,3 +1213,62 @@ fn a_row_that_would_sink_its_request_is_rejected_alone() {
     );
     check_exactly_once(&emulator, &out);
 }
+
+/// Next month's run on the same `--out`: the finished job's journal is kept as a copy, and the
+/// new card file is a new job, sent and written in full.
+#[test]
+fn a_finished_job_does_not_block_next_months_run() {
+    let dir = Dir::new("next-month");
+    let cards = write_visa_cards(&dir.0, 30);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let first = run(&mut sync_command(&emulator, &cards, &out));
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    // Next month: other cards.
+    let mut text = String::from("id,card,exp\n");
+    for i in 0..20 {
+        text.push_str(&format!("m{i:03},{},02/32\n", pan("4", 90_000 + i)));
+    }
+    std::fs::write(&cards, text).unwrap();
+    let second = run(&mut sync_command(&emulator, &cards, &out));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("was kept as"), "{stderr}");
+    let kept: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("results.csv.journal.") && n.ends_with('Z'))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(summary(&second)["done"], true);
+    let results = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(results.lines().count(), 21, "this month's results only");
+    assert!(
+        results.lines().skip(1).all(|l| l.starts_with('m')),
+        "{results}"
+    );
+    assert_eq!(emulator.counts("POST /v2/batch").cards, 50);
+    assert_eq!(emulator.counts("POST /v2/batch").repeats, 0);
+}
+
+/// A journal whose job sent nothing yet is planned again with the new settings.
+#[test]
+fn a_journal_that_sent_nothing_is_planned_again() {
+    if !common::hooks_compiled() {
+        return;
+    }
+    let dir = Dir::new("replan");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    let crashed = run(sync_command(&emulator, &cards, &out).env("CARDSYNC_CRASH_AT", "planned:1"));
+    assert!(!crashed.status.success());
+    assert!(emulator.sandbox().requests().is_empty());
+    // Another setting this time.
+    let output = run(sync_command(&emulator, &cards, &out).args(["--se-number", "1111111111"]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("planning again"), "{stderr}");
+    check_exactly_once(&emulator, &out);
+}

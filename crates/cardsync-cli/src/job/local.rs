@@ -588,21 +588,58 @@ async fn run_with_lease(
     // The journal must belong to this job.
     let identity = identity(args, config.base_url().as_str())?;
     let snapshot = journal.load().map_err(journal.err())?;
-    if snapshot.is_planned() {
-        for (key, value) in &identity {
-            let recorded = snapshot.meta(key).unwrap_or_default();
-            if !same_setting(key, recorded, value) {
-                return Err(CliError::Usage(format!(
-                    "the journal {} belongs to another job: {}. Run the command that started \
-                     that job to finish it, or pass --state with a new file (or another --out) \
-                     to start another",
+    // Planned again from the card file when the journal is another job's that is finished
+    // (kept as a copy first) or that sent nothing yet; the plan's first change discards it.
+    let mut start_over = false;
+    if snapshot.is_planned()
+        && let Some((key, value)) = identity
+            .iter()
+            .find(|(key, value)| !same_setting(key, snapshot.meta(key).unwrap_or_default(), value))
+    {
+        let recorded = snapshot.meta(key).unwrap_or_default();
+        let why = differs(key, recorded, value);
+        let nothing_sent = snapshot
+            .requests
+            .iter()
+            .all(|r| r.state == RequestState::Planned)
+            && snapshot.events.is_empty();
+        if snapshot.is_done() {
+            let stamp = crate::show::utc_time(now_ms() / 1000)
+                .replace(['-', ':'], "")
+                .replace(' ', "T")
+                .replace("TUTC", "Z");
+            let mut kept = journal.path().as_os_str().to_owned();
+            kept.push(format!(".{stamp}"));
+            let kept = PathBuf::from(kept);
+            journal.store.archive(&kept).map_err(journal.err())?;
+            if !global.quiet {
+                eprintln!(
+                    "the journal {} holds a finished job ({why}): it was kept as {}, and this \
+                     run is a new job (its results replace {} once it is done)",
                     journal.path().display(),
-                    differs(key, recorded, value)
-                )));
+                    kept.display(),
+                    args.out.display()
+                );
             }
+            start_over = true;
+        } else if nothing_sent {
+            if !global.quiet {
+                eprintln!(
+                    "planning again: the job in {} had sent nothing yet ({why})",
+                    journal.path().display()
+                );
+            }
+            start_over = true;
+        } else {
+            return Err(CliError::Usage(format!(
+                "the journal {} belongs to another job, which is under way: {why}. Run the \
+                 command that started that job to finish it, or pass --state with a new file \
+                 (or another --out) to start another",
+                journal.path().display(),
+            )));
         }
     }
-    if snapshot.is_done() {
+    if snapshot.is_done() && !start_over {
         if !global.quiet {
             eprintln!(
                 "this job is already complete (journal {}); delete the journal to run it again",
@@ -614,8 +651,12 @@ async fn run_with_lease(
         return Ok(exit_for(&summary));
     }
 
-    let adopt = adoptions(args, &snapshot)?;
-    if !snapshot.is_planned() {
+    let adopt = if start_over {
+        HashMap::new()
+    } else {
+        adoptions(args, &snapshot)?
+    };
+    if !snapshot.is_planned() || start_over {
         let mut reporter = Reporter::new(reporter.out(), global.output)
             .with_rejects(crate::report::rejects_path(&args.out), SHOWN_REJECTS);
         plan(args, journal, &lease, identity, &mut reporter)?;
