@@ -1272,3 +1272,59 @@ fn a_journal_that_sent_nothing_is_planned_again() {
     assert!(stderr.contains("planning again"), "{stderr}");
     check_exactly_once(&emulator, &out);
 }
+
+/// Several requests waiting for a decision are told of in one paragraph: each request with the
+/// ids to look it up by, then what to do, once.
+#[test]
+fn requests_waiting_for_a_decision_are_told_of_once() {
+    if !common::hooks_compiled() {
+        return;
+    }
+    let dir = Dir::new("told-once");
+    let cards = write_cards(&dir.0);
+    let out = dir.0.join("results.csv");
+    let emulator = Emulator::start(instant);
+    // A first run creates two batches and dies: the next one knows its key is good as soon as
+    // it checks them, and sends three POSTs at once.
+    let crashed = run(sync_command(&emulator, &cards, &out).env("CARDSYNC_CRASH_AT", "sent:2"));
+    assert!(!crashed.status.success());
+    // Every POST is handled and its answer lost.
+    let mut faults = Faults::default();
+    faults.error_rate = 1.0;
+    faults.statuses = vec![500];
+    faults.when = cardsync_sandbox::FaultTiming::After;
+    faults.paths = vec!["/v2/batch".to_owned()];
+    emulator.sandbox().set_faults(faults);
+    let command = sync_command(&emulator, &cards, &out);
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| a != "--output" && a != "json")
+        .collect();
+    let mut text = Command::new(BIN);
+    text.args(&args).args(["--concurrency", "3"]);
+    for (k, v) in command.get_envs() {
+        if let Some(v) = v {
+            text.env(k, v);
+        }
+    }
+    let output = run(text.stdin(Stdio::null()));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(3), "{stdout}");
+    assert_eq!(stdout.matches("billed twice").count(), 1, "{stdout}");
+    assert_eq!(
+        stdout.matches("--resend-unconfirmed").count(),
+        1,
+        "{stdout}"
+    );
+    let listed = stdout
+        .lines()
+        .filter(|l| l.starts_with("  request "))
+        .count();
+    assert!(listed >= 2, "{stdout}");
+    assert!(
+        stdout.contains(&format!("{listed} requests were being sent")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(", ids c0"), "{stdout}");
+}

@@ -156,27 +156,44 @@ pub(crate) fn print_summary<W: Write>(
                 )?;
                 writeln!(out, "what changed, per id: {changes}")?;
             }
-            for r in &summary.unconfirmed_requests {
-                let seq = r.request;
-                let ids = match (
-                    r.first_id.as_deref().map(crate::show::text),
-                    r.last_id.as_deref().map(crate::show::text),
-                ) {
-                    (Some(first), Some(last)) if first != last => {
-                        format!(" ({} cards, ids {first} to {last})", r.cards)
-                    }
-                    (Some(first), _) => format!(" ({} card, id {first})", r.cards),
-                    _ => String::new(),
-                };
+            // One paragraph for every request that waits for a decision, each named with the
+            // ids to look it up by.
+            if !summary.unconfirmed_requests.is_empty() {
+                let n = summary.unconfirmed_requests.len();
                 writeln!(
                     out,
-                    "\nrequest {seq}{ids} was being sent when a run stopped: CardSync may have \
-                     created it, and a batch sent twice is billed twice. Find out whether it \
-                     arrived (the CardSync dashboard, or a batch-available webhook for a \
-                     batch id this job does not know), then run the same command with one of:\n  \
-                     --adopt {seq}=BATCH_ID     it arrived, as batch BATCH_ID\n  \
-                     --resend-unconfirmed   it did not arrive: send it again\n  \
-                     --abandon-unconfirmed  leave its cards out of this job"
+                    "\n{} being sent when a run stopped: CardSync may have created {}, and a \
+                     batch sent twice is billed twice.",
+                    if n == 1 {
+                        "1 request was".to_owned()
+                    } else {
+                        format!("{n} requests were")
+                    },
+                    if n == 1 { "it" } else { "them" }
+                )?;
+                for r in &summary.unconfirmed_requests {
+                    let ids = match (
+                        r.first_id.as_deref().map(crate::show::text),
+                        r.last_id.as_deref().map(crate::show::text),
+                    ) {
+                        (Some(first), Some(last)) if first != last => {
+                            format!(": {} cards, ids {first} to {last}", r.cards)
+                        }
+                        (Some(first), _) => format!(": {} card, id {first}", r.cards),
+                        _ => String::new(),
+                    };
+                    writeln!(out, "  request {}{ids}", r.request)?;
+                }
+                let example = summary.unconfirmed_requests[0].request;
+                writeln!(
+                    out,
+                    "Find out whether each arrived (in the CardSync dashboard, a batch holding \
+                     its first card's id; or a batch-available webhook for a batch id this job \
+                     does not know), then run the same command with:\n  \
+                     --adopt {example}=BATCH_ID     for each that arrived, as batch BATCH_ID \
+                     (checked with CardSync first)\n  \
+                     --resend-unconfirmed   to send the others again\n  \
+                     --abandon-unconfirmed  to leave the others' cards out of this job"
                 )?;
             }
             for (seq, message) in &summary.failed {
