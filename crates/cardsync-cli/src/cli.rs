@@ -19,3 +19,19 @@ pub(crate) enum OutputFormat {
     /// One JSON object per line, for programs.
     Json,
 }
+
+impl OutputFormat {
+    /// `--output`'s value: `text` or `json`; a file name given there (`--output results.csv`,
+    /// meaning `--out`) is answered with where the file goes.
+    pub(crate) fn parse(value: &str) -> Result<OutputFormat, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "text" => Ok(OutputFormat::Text),
+            "json" => Ok(OutputFormat::Json),
+            _ if value.contains('.') || value.contains('/') => Err(format!(
+                "--output is the format of what is printed (text or json); the results file \
+                 is --out {value}"
+            )),
+            _ => Err("expected text or json".to_owned()),
+        }
+    }
+}

@@ -35,8 +35,16 @@ use crate::report::Reporter;
 #[derive(Debug, Parser)]
 #[command(name = "cardsync", version, about, max_term_width = 100)]
 struct Cli {
-    /// Output format: a readable table, or one JSON object per line.
-    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    /// What is printed: a readable table (text), or one JSON object per line (json). (The
+    /// results file is --out FILE.)
+    #[arg(
+        long,
+        visible_alias = "format",
+        global = true,
+        value_name = "text|json",
+        value_parser = OutputFormat::parse,
+        default_value = "text"
+    )]
     output: OutputFormat,
 
     /// Log what happens on standard error (-vv for more).
@@ -174,11 +182,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to standard error: warnings by default, more with -v; RUST_LOG overrides.
+/// Logs go to standard error: warnings by default; with -v what the job does, step by step
+/// (each request's call and answer, in plain words, no card data); -vv more of cardsync's own
+/// detail; -vvv everything, the HTTP libraries included. RUST_LOG overrides.
 fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn",
-        1 => "info,cardsync=debug",
+        1 => {
+            "warn,cardsync=info,cardsync_job=info,cardsync_job_postgres=info,cardsync_client=info,cardsync_hyper=info"
+        }
+        2 => {
+            "warn,cardsync=debug,cardsync_job=debug,cardsync_job_postgres=debug,cardsync_client=debug,cardsync_hyper=debug"
+        }
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

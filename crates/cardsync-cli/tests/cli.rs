@@ -351,6 +351,11 @@ fn usage_and_io_errors_exit_2() {
             vec!["--output", "xml", "validate", "x.csv"],
             "invalid value",
         ),
+        // --output for --out: said where the results file goes.
+        (
+            vec!["--output", "results.csv", "validate", "x.csv"],
+            "the results file is --out results.csv",
+        ),
     ];
     for (args, message) in cases {
         let out = cardsync(&args);

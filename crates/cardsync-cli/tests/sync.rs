@@ -1328,3 +1328,40 @@ fn requests_waiting_for_a_decision_are_told_of_once() {
     );
     assert!(stdout.contains(", ids c0"), "{stdout}");
 }
+
+/// `-v` tells what the job does, request by request, in plain words and with no card data;
+/// `-vv` adds cardsync's own detail without the HTTP libraries' noise; without `-v`, nothing.
+#[test]
+fn verbose_tells_each_step_without_card_data() {
+    let dir = Dir::new("verbose");
+    let cards = write_cards(&dir.0);
+    let emulator = Emulator::start(instant);
+    for (flag, out) in [("-v", "v.csv"), ("-vv", "vv.csv"), ("-q", "q.csv")] {
+        let out = dir.0.join(out);
+        let output = run(sync_command(&emulator, &cards, &out)
+            .arg(flag)
+            .env_remove("RUST_LOG"));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{flag}: {stderr}");
+        if flag == "-q" {
+            assert!(!stderr.contains("INFO"), "{flag}: {stderr}");
+            continue;
+        }
+        assert!(
+            stderr.contains("sent: CardSync created the batch"),
+            "{flag}: {stderr}"
+        );
+        assert!(
+            stderr.contains("results fetched and written"),
+            "{flag}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("hyper") && !stderr.contains("pool"),
+            "{flag}: {stderr}"
+        );
+        for i in 0..BATCH_CARDS {
+            let pan = pan(["4", "51", "6011"][i % 3], 1000 + i);
+            assert!(!stderr.contains(&pan), "{flag}: a card number in the log");
+        }
+    }
+}

@@ -614,6 +614,7 @@ impl Job {
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
         let id = event_id.clone().unwrap_or_else(|| key.clone());
+        tracing::info!(event = ?id, trigger = ?event.trigger(), "webhook event received");
         if !self.seen_events.insert(id.clone()) {
             match self.recording.get_mut(&id) {
                 // Being recorded: acknowledged with the first.
@@ -980,7 +981,22 @@ impl Job {
                     .record(seq)
                     .and_then(|r| r.batch_id.clone())
                     .unwrap_or_default();
-                match rules::read_status(&batch, &answer, self.wall()) {
+                let status = rules::read_status(&batch, &answer, self.wall());
+                match &status {
+                    Status::Complete => {
+                        tracing::info!(request = seq, batch = ?batch, "CardSync completed the batch: fetching its results");
+                    }
+                    Status::Pending => {
+                        tracing::debug!(request = seq, batch = ?batch, "not complete yet");
+                    }
+                    Status::Failed(m) | Status::KeyRefused(m) => {
+                        tracing::info!(request = seq, batch = ?batch, "{m}");
+                    }
+                    Status::TryLater { message, .. } => {
+                        tracing::info!(request = seq, batch = ?batch, "status check failed: {message}");
+                    }
+                }
+                match status {
                     // Fetched at once; the request goes from `sent` to `done` with its
                     // results (a run that stops before asks for the status again).
                     Status::Complete => {
@@ -1069,7 +1085,36 @@ impl Job {
             return;
         };
         let what = format!("request {seq} ({} cards)", record.cards);
-        match rules::read_create(record.kind, &answer, self.wall()) {
+        let created = rules::read_create(record.kind, &answer, self.wall());
+        match &created {
+            Created::Batch(batch_id) => {
+                tracing::info!(request = seq, cards = record.cards, batch = ?batch_id, "sent: CardSync created the batch");
+            }
+            Created::Subscribed => {
+                tracing::info!(
+                    request = seq,
+                    cards = record.cards,
+                    "sent: CardSync subscribed the cards"
+                );
+            }
+            Created::Refused(m) | Created::KeyRefused(m) => {
+                tracing::info!(
+                    request = seq,
+                    cards = record.cards,
+                    "CardSync refused the request: {m}"
+                );
+            }
+            Created::NotSent(m) => {
+                tracing::info!(request = seq, "not sent (it may go again): {m}");
+            }
+            Created::Unconfirmed { message, .. } => {
+                tracing::info!(
+                    request = seq,
+                    "the request may or may not have reached CardSync: {message}"
+                );
+            }
+        }
+        match created {
             Created::Batch(batch_id) => self.persist_request(
                 RequestUpdate::new(seq, RequestState::Sending, RequestState::Sent)
                     .with_batch_id(batch_id),
@@ -1143,6 +1188,11 @@ impl Job {
             return;
         }
         let Rows { rows, tallies } = rules::batch_rows(&record, results, sent);
+        tracing::info!(
+            request = seq,
+            results = rows.len(),
+            "results fetched and written"
+        );
         self.polls.remove(&seq);
         // Invariant: the rows go to the sink before the persist that records them.
         self.outputs.push_back(Output::Write(rows));

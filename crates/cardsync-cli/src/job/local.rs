@@ -178,9 +178,11 @@ fn progress_bar(quiet: bool) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "[{bar:30}] {pos}/{len} requests done, {elapsed} (about {eta} left) {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -288,8 +290,24 @@ impl Env for CliEnv {
         self.bar.set_length(requests.len() as u64);
         self.bar
             .set_position(requests.iter().filter(|r| r.state.is_final()).count() as u64);
-        self.bar.set_message("requests");
+        self.bar.set_message(phases(requests));
     }
+}
+
+/// Where the requests stand, by phase: "to send 4 · sending 2 · at CardSync 3 · fetching 1".
+fn phases(requests: &[cardsync_job::RequestRecord]) -> String {
+    let count = |state: RequestState| requests.iter().filter(|r| r.state == state).count();
+    [
+        ("to send", count(RequestState::Planned)),
+        ("sending", count(RequestState::Sending)),
+        ("at CardSync", count(RequestState::Sent)),
+        ("fetching results", count(RequestState::Completed)),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(phase, n)| format!("{phase} {n}"))
+    .collect::<Vec<_>>()
+    .join(" · ")
 }
 
 const SIGINT: u8 = 2;
