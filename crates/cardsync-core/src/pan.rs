@@ -265,6 +265,24 @@ impl TryFrom<&str> for Pan {
     }
 }
 
+/// Whether `input` is a number in a spreadsheet's scientific notation (`5.11E+15`,
+/// `4.45701E15`): what a card number column becomes when a spreadsheet takes it for a number.
+fn is_scientific(input: &str) -> bool {
+    let Some((mantissa, exponent)) = input.trim().split_once(['E', 'e']) else {
+        return false;
+    };
+    let exponent = exponent.strip_prefix('+').unwrap_or(exponent);
+    let mantissa_ok = {
+        let mut parts = mantissa.splitn(2, ['.', ',']);
+        let whole = parts.next().unwrap_or("");
+        let fraction = parts.next().unwrap_or("0");
+        !whole.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && fraction.bytes().all(|b| b.is_ascii_digit())
+    };
+    mantissa_ok && !exponent.is_empty() && exponent.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// Every input [`Pan::parse`]'s sixteen-digit fast path does not take: separators, other
 /// lengths, and all errors.
 #[cold]
@@ -297,6 +315,9 @@ fn parse_general(input: &str) -> Result<Pan, PanError> {
             }
             _ => {
                 digits.zeroize();
+                if is_scientific(input) {
+                    return Err(PanError::Scientific);
+                }
                 return Err(PanError::NonDigit { position });
             }
         }
@@ -478,14 +499,21 @@ pub enum PanError {
         /// How many digits the input has.
         len: usize,
     },
+    /// A number in scientific notation (`5.11E+15`): a spreadsheet took the card number for a
+    /// number, and its digits are lost.
+    Scientific,
 }
 
 impl PanError {
     /// A stable snake_case code for the error, as reported by `cardsync validate`:
-    /// `missing_card`, `non_digit`, `separator`, `length`, `luhn` or `brand_length`.
+    /// `missing_card`, `non_digit`, `separator`, `length`, `luhn`, `brand_length` or
+    /// `spreadsheet_number`.
     ///
     /// ```
-    /// assert_eq!(cardsync_core::PanError::Luhn.code(), "luhn");
+    /// use cardsync_core::{Pan, PanError};
+    /// assert_eq!(PanError::Luhn.code(), "luhn");
+    /// assert_eq!(Pan::parse("5.11E+15").unwrap_err(), PanError::Scientific);
+    /// assert_eq!(Pan::parse("5.11E+15").unwrap_err().code(), "spreadsheet_number");
     /// ```
     pub fn code(&self) -> &'static str {
         match self {
@@ -495,6 +523,7 @@ impl PanError {
             PanError::Length { .. } => "length",
             PanError::Luhn => "luhn",
             PanError::BrandLength { .. } => "brand_length",
+            PanError::Scientific => "spreadsheet_number",
         }
     }
 }
@@ -520,6 +549,10 @@ impl fmt::Display for PanError {
             PanError::BrandLength { brand, len } => {
                 write!(f, "{brand} does not issue card numbers of {len} digits")
             }
+            PanError::Scientific => f.write_str(
+                "card number is in scientific notation: a spreadsheet took it for a number and \
+                 dropped its last digits; export the column as text from the original data",
+            ),
         }
     }
 }
@@ -665,6 +698,30 @@ pub(crate) fn luhn_reference(digits: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_spreadsheets_number_is_named_as_such() {
+        for spreadsheet in [
+            "5.11E+15",
+            "4.45701E+15",
+            "4,45701E+15",
+            "4E15",
+            "4.457010e+15",
+        ] {
+            assert_eq!(
+                Pan::parse(spreadsheet).unwrap_err(),
+                PanError::Scientific,
+                "{spreadsheet}"
+            );
+        }
+        for other in ["4457E", "E+15", "4457x", "4.4.5E+15", "4457-01x0"] {
+            assert_ne!(
+                Pan::parse(other).unwrap_err(),
+                PanError::Scientific,
+                "{other}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]
