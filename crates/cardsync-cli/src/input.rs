@@ -259,6 +259,90 @@ pub(crate) fn estimate_rows(path: &Path) -> Option<usize> {
     usize::try_from(size.saturating_mul(lines as u64) / len.max(1) as u64).ok()
 }
 
+/// The names of the input's columns (CSV header names, JSON Lines keys): `id`, `card`, `exp`
+/// and `se_number` unless `--columns` says otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ColumnNames {
+    pub(crate) id: String,
+    pub(crate) card: String,
+    pub(crate) exp: String,
+    pub(crate) se_number: String,
+}
+
+impl Default for ColumnNames {
+    fn default() -> ColumnNames {
+        ColumnNames {
+            id: "id".to_owned(),
+            card: "card".to_owned(),
+            exp: "exp".to_owned(),
+            se_number: "se_number".to_owned(),
+        }
+    }
+}
+
+impl ColumnNames {
+    /// `--columns id=CustomerRef,card=Number,exp=Expiry[,se_number=SE]`: the columns named
+    /// are read under those names, the others under their own.
+    pub(crate) fn parse(value: &str) -> Result<ColumnNames, String> {
+        let mut names = ColumnNames::default();
+        for pair in value.split(',').filter(|p| !p.trim().is_empty()) {
+            let (field, name) = pair
+                .split_once('=')
+                .map(|(f, n)| (f.trim(), n.trim()))
+                .filter(|(_, n)| !n.is_empty())
+                .ok_or_else(|| format!("{pair:?}: expected FIELD=COLUMN, such as card=Number"))?;
+            let slot = match field.to_ascii_lowercase().as_str() {
+                "id" => &mut names.id,
+                "card" => &mut names.card,
+                "exp" => &mut names.exp,
+                "se_number" => &mut names.se_number,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a field: the fields are id, card, exp and se_number"
+                    ));
+                }
+            };
+            *slot = name.to_owned();
+        }
+        let all = [&names.id, &names.card, &names.exp, &names.se_number];
+        for (i, a) in all.iter().enumerate() {
+            if all[i + 1..].iter().any(|b| a.eq_ignore_ascii_case(b)) {
+                return Err(format!("the column {a:?} is named for two fields"));
+            }
+        }
+        Ok(names)
+    }
+
+    /// How the names differ from the defaults, as `--columns` would give them ("" when they do
+    /// not): part of what a journal's job is planned from.
+    pub(crate) fn describe(&self) -> String {
+        let default = ColumnNames::default();
+        [
+            ("id", &self.id, &default.id),
+            ("card", &self.card, &default.card),
+            ("exp", &self.exp, &default.exp),
+            ("se_number", &self.se_number, &default.se_number),
+        ]
+        .into_iter()
+        .filter(|(_, a, b)| a != b)
+        .map(|(f, a, _)| format!("{f}={a}"))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+static COLUMN_NAMES: std::sync::OnceLock<ColumnNames> = std::sync::OnceLock::new();
+
+/// Sets the column names for this process (from `--columns`, once, at the start).
+pub(crate) fn set_column_names(names: ColumnNames) {
+    let _ = COLUMN_NAMES.set(names);
+}
+
+/// The column names in use.
+pub(crate) fn column_names() -> &'static ColumnNames {
+    COLUMN_NAMES.get_or_init(ColumnNames::default)
+}
+
 /// Column positions of a CSV header.
 struct Columns {
     id: usize,
@@ -285,7 +369,8 @@ impl Columns {
             let h = h.strip_prefix("\u{feff}".as_bytes()).unwrap_or(h);
             h.eq_ignore_ascii_case(name.as_bytes())
         };
-        let find = |name: &'static str| -> Result<Option<usize>, CliError> {
+        let names = column_names();
+        let find = |name: &str| -> Result<Option<usize>, CliError> {
             let mut at = header
                 .clone()
                 .enumerate()
@@ -300,7 +385,7 @@ impl Columns {
                 (first, _) => Ok(first),
             }
         };
-        let need = |name: &'static str| -> Result<usize, CliError> {
+        let need = |name: &str| -> Result<usize, CliError> {
             find(name)?.ok_or_else(|| {
                 input_error(format!(
                     "the header has no `{name}` column: {}",
@@ -309,10 +394,10 @@ impl Columns {
             })
         };
         Ok(Columns {
-            id: need("id")?,
-            card: need("card")?,
-            exp: need("exp")?,
-            se_number: find("se_number")?,
+            id: need(&names.id)?,
+            card: need(&names.card)?,
+            exp: need(&names.exp)?,
+            se_number: find(&names.se_number)?,
         })
     }
 }
@@ -333,7 +418,8 @@ fn ordinal(n: usize) -> String {
 /// JSON or not text, or uses another delimiter; else the columns it has.
 fn missing_column<'h>(raw: &[u8], header: impl Iterator<Item = &'h [u8]>) -> String {
     const NEEDED: &str = "the columns are id, card, exp, and se_number for American Express, in \
-                          any order and any case, separated by commas";
+                          any order and any case, separated by commas; other names are read \
+                          with --columns id=CustomerRef,card=Number,exp=Expiry";
     if raw.starts_with(&[0x1f, 0x8b]) {
         return format!("the file is gzip-compressed; decompress it first (gunzip). {NEEDED}");
     }
@@ -629,11 +715,12 @@ fn read_jsonl(
                 .find(|(k, _)| k.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v)
         };
+        let names = column_names();
         let fields = (
-            json_text(get("id")),
-            json_text(get("card")),
-            json_text(get("exp")),
-            json_text(get("se_number")),
+            json_text(get(&names.id)),
+            json_text(get(&names.card)),
+            json_text(get(&names.exp)),
+            json_text(get(&names.se_number)),
         );
         let row = match fields {
             (Ok(id), Ok(card), Ok(exp), Ok(se)) => Some((id, card, exp, se)),

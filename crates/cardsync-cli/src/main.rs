@@ -51,6 +51,16 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
 
+    /// Read the card file's columns under other names: id=CustomerRef,card=Number,exp=Expiry
+    /// (and se_number=…); those not named keep their own.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FIELD=COLUMN,…",
+        value_parser = input::ColumnNames::parse
+    )]
+    columns: Option<input::ColumnNames>,
+
     /// Print nothing but results and errors.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
@@ -165,6 +175,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    if let Some(names) = cli.columns.clone() {
+        input::set_column_names(names);
+    }
     // The receivers and the emulator hold a descriptor per connection: many systems start
     // processes with a soft limit of 1024 open files although the hard limit allows more.
     if let Err(e) = cardsync_hyper::server::raise_open_file_limit() {

@@ -904,3 +904,43 @@ fn input_format_errors_say_what_the_file_is() {
         assert!(!stderr.contains("4457010000000009"), "{name}: {stderr}");
     }
 }
+
+/// `--columns` reads a card file whose columns have other names (CSV and JSON Lines alike).
+#[test]
+fn columns_of_other_names_are_read_with_columns() {
+    let csv = TempFile::new(
+        "named.csv",
+        b"CustomerRef,Number,Expiry\nc1,4457010000000009,01/50\nc2,4100200300011001,05/50\n",
+    );
+    let jsonl = TempFile::new(
+        "named.jsonl",
+        br#"{"CustomerRef":"c1","Number":"4457010000000009","Expiry":"01/50"}
+"#,
+    );
+    let mapping = "id=CustomerRef,card=Number,exp=Expiry";
+    for (file, rows) in [(&csv, 2), (&jsonl, 1)] {
+        let out = cardsync(&[
+            "--output",
+            "json",
+            "--columns",
+            mapping,
+            "validate",
+            file.path(),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let lines = json_lines(&out);
+        assert_eq!(
+            lines.iter().filter(|l| l["ok"] == true).count(),
+            rows,
+            "{lines:?}"
+        );
+    }
+    // Without it, the error says how.
+    let out = cardsync(&["validate", csv.path()]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--columns"));
+    // A field that is not one, or one column for two fields, is refused.
+    for bad in ["name=Foo", "id=Number,card=Number", "card"] {
+        let out = cardsync(&["--columns", bad, "validate", csv.path()]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {out:?}");
+    }
+}

@@ -390,6 +390,7 @@ fn identity(args: &Args, base_url: &str) -> Result<Vec<(String, String)>, CliErr
         ("base_url", base_url.to_owned()),
         ("se_number", args.se_number.clone().unwrap_or_default()),
         ("max_per_request", args.max_per_request.to_string()),
+        ("columns", crate::input::column_names().describe()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -460,6 +461,7 @@ fn differs(key: &str, recorded: &str, now: &str) -> String {
         "max_per_request" => {
             format!("its --max-per-request was {recorded}, and this run's is {now}")
         }
+        "columns" => format!("its --columns was {recorded:?}, and this run's is {now:?}"),
         _ => format!("{key} was {recorded:?}, now {now:?}"),
     }
 }
