@@ -13,8 +13,13 @@
 //! faulty network (`World`, which is also the runs' `Transport`), the cards, and the checks of
 //! what CardSync received and of what the output holds.
 //!
-//! Used by `cardsync-job`'s tests (the memory store) and `cardsync-job-sqlite`'s (the SQLite
-//! journal), which include this file.
+//! The PostgreSQL journal's workers are not a `Store`: `cardsync-job-postgres`'s tests run them
+//! in the same world, with the same faults, several workers of several lanes at once, one
+//! killed at every crash point of its lanes (`cardsync_job::hooks`) and started again; they
+//! decide by the same lookup and check the export with the same checks.
+//!
+//! Used by `cardsync-job`'s tests (the memory store), `cardsync-job-sqlite`'s (the SQLite
+//! journal) and `cardsync-job-postgres`'s (the PostgreSQL journal), which include this file.
 #![allow(dead_code)]
 
 pub(crate) mod world;
