@@ -1334,11 +1334,26 @@ impl PgJournal {
     ///
     /// # Errors
     ///
+    /// [`PgError::Fenced`] when the claim is no longer current (its lease ran out and another
+    /// worker took the request over, and may have finished it and erased its cards);
     /// [`PgError::Database`], [`PgError::Key`].
     pub async fn cards(&self, claim: &Claim) -> Result<Vec<StoredCard>, PgError> {
         let client = self.client().await?;
-        self.cards_of(&client, claim.job, claim.seq, claim.version)
-            .await
+        // The cards and the claim's token in one read: cards erased by whoever finished the
+        // request after a takeover are the claim's loss, not damage.
+        let row = client
+            .query_opt(
+                "SELECT c.cards FROM cardsync_requests r
+                 LEFT JOIN cardsync_card_sets c USING (job_id, seq)
+                 WHERE r.job_id = $1 AND r.seq = $2 AND r.epoch = $3",
+                &[&claim.job.0, &seq_i32(claim.seq), &claim.epoch],
+            )
+            .await?
+            .ok_or_else(|| PgError::Fenced {
+                job: claim.job_name.clone(),
+                seq: claim.seq,
+            })?;
+        self.open_cards(claim.job, claim.seq, claim.version, row.get(0))
     }
 
     /// The cards of a request at `version` (an older card set, put back, does not open).
@@ -1356,6 +1371,17 @@ impl PgJournal {
             )
             .await?
             .map(|r| r.get(0));
+        self.open_cards(job, seq, version, sealed)
+    }
+
+    /// A request's sealed card set (`None`: there is none), opened at `version`.
+    fn open_cards(
+        &self,
+        job: JobId,
+        seq: u64,
+        version: i64,
+        sealed: Option<Vec<u8>>,
+    ) -> Result<Vec<StoredCard>, PgError> {
         let Some(sealed) = sealed else {
             return Err(PgError::Corrupt(format!(
                 "the cards of request {seq} are gone"

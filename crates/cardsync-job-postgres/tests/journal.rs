@@ -347,7 +347,12 @@ async fn results_are_written_once_under_the_claim_and_exported_then_erased() {
         .completed(&again, &result_rows(&again, 3))
         .await
         .unwrap();
-    // The first worker wakes up with the same results: refused, nothing written twice.
+    // The first worker wakes up with the same results. The cards it reads for the old last
+    // four digits of changed cards were erased with the request done: its claim was taken
+    // over (fenced), the journal is not damaged.
+    let err = journal.cards(&check).await.unwrap_err();
+    assert!(matches!(err, PgError::Fenced { .. }), "{err}");
+    // Its results are refused, nothing written twice.
     let err = journal
         .completed(&check, &result_rows(&check, 3))
         .await

@@ -1,7 +1,9 @@
 //! The job against the in-process emulator on the memory store, crashed at every change and
 //! resumed, with server faults and several POSTs at once: every card reaches CardSync exactly
 //! once and every result reaches the sink exactly once. The harness (`harness/mod.rs`) runs the
-//! same way for the SQLite journal (`cardsync-job-sqlite`'s tests).
+//! same way for the SQLite journal (`cardsync-job-sqlite`'s tests), and for the PostgreSQL
+//! journal (`cardsync-job-postgres`'s tests) with the same world, faults, decisions by lookup
+//! and checks: several workers at once, one killed at every crash point of its lanes.
 
 mod harness;
 

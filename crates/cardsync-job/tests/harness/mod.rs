@@ -9,174 +9,33 @@
 //! would: by looking the batch up at CardSync (here, in the record of what the emulator
 //! received).
 //!
-//! Used by `cardsync-job`'s tests (the memory store) and `cardsync-job-sqlite`'s (the SQLite
-//! journal), which include this file.
+//! What does not depend on how the store is driven is in [`world`]: the emulator behind the
+//! faulty network (`World`, which is also the runs' `Transport`), the cards, and the checks of
+//! what CardSync received and of what the output holds.
+//!
+//! The PostgreSQL journal's workers are not a `Store`: `cardsync-job-postgres`'s tests run them
+//! in the same world, with the same faults, several workers of several lanes at once, one
+//! killed at every crash point of its lanes (`cardsync_job::hooks`) and started again; they
+//! decide by the same lookup and check the export with the same checks.
+//!
+//! Used by `cardsync-job`'s tests (the memory store), `cardsync-job-sqlite`'s (the SQLite
+//! journal) and `cardsync-job-postgres`'s (the PostgreSQL journal), which include this file.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+pub(crate) mod world;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cardsync_core::{
-    Brand, PlanOptions, Planner, Record, SANDBOX_TEST_CARDS, SeNumber, luhn_check_digit,
-};
 use cardsync_job::{
     Acquired, Changes, Decision, Env, Holder, Job, JobOptions, Lease, LeaseKeeper, MemorySink,
     PlanRecorder, RequestState, RunError, Sink, Snapshot, Store, StoreError, StoredCard, Summary,
     Unconfirmed, Wait, run,
 };
-use cardsync_proto::retry::{Reached, RetryPolicy};
-use cardsync_proto::transport::{TransportError, TransportErrorKind};
-use cardsync_proto::{
-    BaseUrl, Config, Endpoint, MerchantKey, SetWebhooks, Trigger, WebhookEvent, decode_webhook,
-};
-use cardsync_sandbox::{Emulator, Settings};
+use cardsync_proto::WebhookEvent;
+use cardsync_proto::retry::RetryPolicy;
 
-/// A fault the transport injects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    /// The connection was refused: the request never left.
-    Refused,
-    /// 503 from a proxy, before the server saw the request.
-    UnavailableBefore,
-    /// The server handled it, and the answer was lost (a timeout).
-    LostAfter,
-    /// The server handled it, then answered 500.
-    ErrorAfter,
-}
-
-/// The emulator, and what it received.
-pub(crate) struct World {
-    emulator: Mutex<Emulator>,
-    started: Instant,
-    /// First card id of each batch the emulator created -> its batch id.
-    created: Mutex<HashMap<String, String>>,
-    /// Fault plan: a small generator, and the share of calls that fail (per mille).
-    faults: Mutex<(u64, u64)>,
-    /// Webhook events to deliver (each twice: redeliveries must be recognised).
-    events: Mutex<VecDeque<WebhookEvent>>,
-}
-
-impl World {
-    fn new(fault_seed: u64, fault_permille: u64) -> Arc<World> {
-        let mut settings = Settings::default();
-        settings.complete_after = Duration::ZERO;
-        let world = Arc::new(World {
-            emulator: Mutex::new(Emulator::new(settings, SystemTime::now())),
-            started: Instant::now(),
-            created: Mutex::new(HashMap::new()),
-            faults: Mutex::new((fault_seed | 1, fault_permille)),
-            events: Mutex::new(VecDeque::new()),
-        });
-        // Webhooks for every trigger the job listens to.
-        let hooks = SetWebhooks::new()
-            .with(Trigger::BatchAvailable, "http://hooks.test/w")
-            .with(Trigger::BatchError, "http://hooks.test/w")
-            .with(Trigger::AmexUpdate, "http://hooks.test/w");
-        let request = hooks.encode(&config()).expect("encode");
-        let answer = world.handle(&request);
-        assert_eq!(answer.status(), 200);
-        world
-    }
-
-    fn now(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    fn handle(&self, request: &http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
-        let answer = self.emulator.lock().unwrap().handle(request, self.now());
-        if request.uri().path() == "/v2/batch" && request.method() == "POST" {
-            let body: serde_json::Value = serde_json::from_slice(request.body()).expect("json");
-            let answer_json: serde_json::Value =
-                serde_json::from_slice(answer.body()).unwrap_or_default();
-            if let (Some(first), Some(batch)) = (
-                body["cards"][0]["id"].as_str(),
-                answer_json["data"]["batch_id"].as_str(),
-            ) {
-                self.created
-                    .lock()
-                    .unwrap()
-                    .insert(first.to_owned(), batch.to_owned());
-            }
-        }
-        answer
-    }
-
-    fn next_fault(&self) -> Option<Fault> {
-        let mut f = self.faults.lock().unwrap();
-        // xorshift
-        f.0 ^= f.0 << 13;
-        f.0 ^= f.0 >> 7;
-        f.0 ^= f.0 << 17;
-        if f.0 % 1000 >= f.1 {
-            return None;
-        }
-        Some(match (f.0 >> 20) % 4 {
-            0 => Fault::Refused,
-            1 => Fault::UnavailableBefore,
-            2 => Fault::LostAfter,
-            _ => Fault::ErrorAfter,
-        })
-    }
-
-    fn send(
-        &self,
-        request: &http::Request<Vec<u8>>,
-    ) -> Result<http::Response<Vec<u8>>, TransportError> {
-        let status = |code: u16| {
-            let mut r =
-                http::Response::new(br#"{"status":"failed","message":"injected"}"#.to_vec());
-            *r.status_mut() = http::StatusCode::from_u16(code).unwrap();
-            r.headers_mut()
-                .insert("content-type", "application/json".parse().unwrap());
-            r
-        };
-        match self.next_fault() {
-            None => Ok(self.handle(request)),
-            Some(Fault::Refused) => Err(TransportError::new(
-                TransportErrorKind::Connect,
-                Reached::No,
-            )),
-            Some(Fault::UnavailableBefore) => Ok(status(503)),
-            Some(Fault::LostAfter) => {
-                self.handle(request);
-                Err(TransportError::new(
-                    TransportErrorKind::Timeout,
-                    Reached::Maybe,
-                ))
-            }
-            Some(Fault::ErrorAfter) => {
-                self.handle(request);
-                Ok(status(500))
-            }
-        }
-    }
-
-    /// Delivers the webhooks the emulator queued (each twice).
-    fn pump_webhooks(&self) {
-        let outgoing = {
-            let mut e = self.emulator.lock().unwrap();
-            e.tick(self.now());
-            e.take_outgoing()
-        };
-        let mut events = self.events.lock().unwrap();
-        for o in outgoing {
-            let event = decode_webhook(&o.body).expect("the emulator's webhook decodes");
-            events.push_back(event.clone());
-            events.push_back(event);
-        }
-    }
-
-    fn counts(&self, endpoint: &str) -> cardsync_sandbox::EndpointCounts {
-        let counters = self.emulator.lock().unwrap().counters();
-        counters.get(endpoint).copied().unwrap_or_default()
-    }
-}
-
-fn config() -> Config {
-    Config::new(BaseUrl::parse("http://127.0.0.1:1/").unwrap())
-        .with_merchant_key(MerchantKey::new("sandbox_merchant_key").unwrap())
-}
+use world::{World, check_received, check_results, config, planned};
 
 /// The test's runtime: tokio's clock, webhooks from the emulator, decisions by lookup.
 struct TestEnv<S> {
@@ -197,8 +56,7 @@ impl<S: Store> Env for TestEnv<S> {
     }
 
     async fn wait(&mut self, deadline: Option<Instant>) -> Option<WebhookEvent> {
-        self.world.pump_webhooks();
-        if let Some(event) = self.world.events.lock().unwrap().pop_front() {
+        if let Some(event) = self.world.next_event() {
             return Some(event);
         }
         let nap = Instant::now() + Duration::from_millis(2);
@@ -210,74 +68,21 @@ impl<S: Store> Env for TestEnv<S> {
     fn decide(&mut self, unconfirmed: &Unconfirmed) -> Option<Decision> {
         let cards = self.store.cards(unconfirmed.seq).ok()?;
         let first = cards.first()?.id.clone();
-        Some(match self.world.created.lock().unwrap().get(&first) {
-            Some(batch) => Decision::Adopt(batch.clone()),
+        Some(match self.world.created(&first) {
+            Some(batch) => Decision::Adopt(batch),
             None => Decision::Resend,
         })
     }
 }
 
-/// A card number with a valid check digit.
-fn pan(prefix: &str, n: usize) -> String {
-    let body = format!("{prefix}{n:0width$}", width = 15 - prefix.len());
-    let check = luhn_check_digit(&body).expect("digits");
-    format!("{body}{}", char::from(check))
-}
-
-/// The cards: the documented test cards (every status), 40 more, and the American Express
-/// test cards; (id, card, exp, se).
-fn cards() -> Vec<(String, String, String, Option<String>)> {
-    let mut out = Vec::new();
-    for (i, c) in SANDBOX_TEST_CARDS.iter().enumerate() {
-        let amex = c.brand == Brand::AmericanExpress;
-        out.push((
-            format!("t{i}"),
-            c.card.to_owned(),
-            c.exp.unwrap_or("12/28").to_owned(),
-            amex.then(|| "1234567890".to_owned()),
-        ));
-    }
-    for i in 0..40 {
-        out.push((
-            format!("g{i}"),
-            pan(["4", "51", "6011"][i % 3], 5000 + i),
-            "07/31".into(),
-            None,
-        ));
-    }
-    out
-}
-
-const PER_REQUEST: usize = 7;
-
-fn batch_cards() -> u64 {
-    cards().iter().filter(|c| c.3.is_none()).count() as u64
-}
-
-fn amex_cards() -> u64 {
-    cards().iter().filter(|c| c.3.is_some()).count() as u64
-}
-
 /// Plans the cards into the store (one `apply` per request, then the mark).
 fn plan(store: &mut impl Store, lease: &Lease) -> Result<(), StoreError> {
-    let options = PlanOptions::default()
-        .with_max_per_request(PER_REQUEST)
-        .unwrap()
-        .with_default_se_number(Some(SeNumber::parse("1234567890").unwrap()));
-    let mut planner = Planner::new(options);
     let mut recorder = PlanRecorder::new(&store.load()?);
-    let cards = cards();
-    for (id, card, exp, se) in &cards {
-        planner.handle_record(Record::new(id, card, exp).with_se_number(se.as_deref()));
-        while let Some(request) = planner.poll_request() {
-            store.apply(lease, &recorder.request(request))?;
-        }
-    }
-    planner.finish();
-    while let Some(request) = planner.poll_request() {
+    let (requests, rows) = planned();
+    for request in requests {
         store.apply(lease, &recorder.request(request))?;
     }
-    store.apply(lease, &recorder.finish(planner.rows(), 0, vec![]))
+    store.apply(lease, &recorder.finish(rows, 0, vec![]))
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -416,16 +221,10 @@ pub(crate) async fn run_to_end<J: Journals>(
         };
         // The server sees a request only once the driver waits, as over a network: with
         // a concurrency above 1, several POSTs are under way (and `sending`) at once.
-        let transport = |request: http::Request<Vec<u8>>| {
-            let world = world.clone();
-            async move {
-                tokio::task::yield_now().await;
-                world.send(&request)
-            }
-        };
+        let transport: &World = world;
         match run(
             &mut job,
-            &transport,
+            transport,
             &mut store,
             &mut sink,
             &mut keeper,
@@ -453,49 +252,8 @@ pub(crate) fn check<J: Journals>(
     summary: &Summary,
     wait: Wait,
 ) {
-    assert_eq!(
-        world.counts("POST /v2/batch").cards,
-        batch_cards(),
-        "{summary:?}"
-    );
-    assert_eq!(world.counts("POST /v2/batch").repeats, 0);
-    assert_eq!(
-        world.counts("POST /v2/subscribe").distinct_cards,
-        amex_cards()
-    );
-    let rows = sink.rows();
-    let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in &rows {
-        *per_id.entry(r.id.as_str()).or_default() += 1;
-    }
-    let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "results written twice: {twice:?}");
-    // Every documented batch test card has its result.
-    let batch_test_cards = SANDBOX_TEST_CARDS
-        .iter()
-        .filter(|c| c.brand != Brand::AmericanExpress)
-        .count();
-    let test_rows = rows
-        .iter()
-        .filter(|r| r.id.starts_with('t') && r.batch_id.is_some())
-        .count();
-    assert_eq!(test_rows, batch_test_cards, "{summary:?}");
-    // American Express updates arrive by webhook (the test delivers them in both modes; a job
-    // that waits for webhooks waits for them).
-    let amex_rows = rows.iter().filter(|r| r.batch_id.is_none()).count() as u64;
-    if wait == Wait::Webhook {
-        assert_eq!(amex_rows, amex_cards(), "{summary:?}");
-    }
-    assert_eq!(summary.count("subscribed"), amex_cards() - amex_rows);
-    // Counts: every batch card has a status or `no_result`.
-    let counted: u64 = summary
-        .statuses
-        .iter()
-        .filter(|s| s.status != "subscribed")
-        .map(|s| s.cards)
-        .sum::<u64>()
-        - amex_rows;
-    assert_eq!(counted, batch_cards(), "{summary:?}");
+    check_received(world, summary);
+    check_results(&sink.rows(), summary, wait);
     assert!(sink.finished() >= 1);
     // The cards are erased once the job is done.
     let requests = journals.open().load().unwrap().requests;
